@@ -1,0 +1,51 @@
+//! What a storage engine must provide so the shared transaction manager can turn it into a
+//! [`Store`](crate::Store) (mirrors Go `store/transactions` `BatchStore`): consistent snapshot
+//! reads, one atomic multi-key write, and a durable commit.
+
+use crate::error::Result;
+use crate::model::{KeyValue, WriteOp};
+
+/// How commits reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// A commit returns only after its data is on disk. Concurrent committers share one sync
+    /// (group commit). The default.
+    #[default]
+    Durable,
+    /// A commit returns before its data is on disk. A crash (of the process or of the machine,
+    /// depending on the engine) may lose the most recent commits, but never exposes part of a
+    /// transaction and never damages earlier durable commits. For tests and caches.
+    Relaxed,
+}
+
+/// A storage engine: the primitive operations the transaction manager needs.
+pub trait Engine: Send + Sync + 'static {
+    /// A consistent read-only view of the engine.
+    type Snapshot: EngineSnapshot;
+
+    /// Takes a snapshot of everything applied so far.
+    fn snapshot(&self) -> Result<Self::Snapshot>;
+
+    /// Applies `ops` atomically: after a crash either all of them are visible or none is. With
+    /// [`Durability::Durable`] it returns only once they are on disk.
+    fn apply(&self, ops: &[WriteOp], durability: Durability) -> Result<()>;
+
+    /// Releases the engine's resources. Called once, by the store's close.
+    fn close(&self) -> Result<()>;
+}
+
+/// A consistent read-only view of an engine.
+pub trait EngineSnapshot: Send + Sync + 'static {
+    /// The value of `key`, if present.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// Up to `count_max` entries in key order, starting at `start` (inclusive when
+    /// `start_inclusive`, else just after it) and stopping before `limit` (empty = unbounded).
+    fn scan_chunk(
+        &self,
+        start: &[u8],
+        start_inclusive: bool,
+        limit: &[u8],
+        count_max: usize,
+    ) -> Result<Vec<KeyValue>>;
+}

@@ -1,0 +1,39 @@
+//! `syncbase-store`: the storage layer of Syncbase (mirrors Go `services/syncbase/store`).
+//!
+//! Key types: the [`Store`], [`Snapshot`], [`Transaction`] and [`Stream`] model; the
+//! [`Engine`] trait an embedded storage engine implements; [`TxnStore`], which turns any engine
+//! into a store with optimistic transactions and group commit (written once, shared by every
+//! engine); [`MemStore`], the in-memory engine; and [`Watchable`], the layer that versions managed
+//! keys and appends every commit touching them to a watch log in the same atomic commit. The
+//! [`Clock`] and [`Rng`] seams live here because the watchable layer is the lowest code that needs
+//! a timestamp or a random id.
+//!
+//! This crate knows nothing about rows, sync or async runtimes, and depends on no other
+//! `syncbase-*` crate. With the `testing` feature it exports the conformance suite every engine
+//! runs ([`testing`]).
+
+mod engine;
+mod error;
+mod memstore;
+mod model;
+mod seams;
+mod txn;
+pub mod watchable;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use engine::{Durability, Engine, EngineSnapshot};
+pub use error::{Error, Result};
+pub use memstore::{MemEngine, MemSnapshot, MemStore, open_memstore};
+pub use model::{
+    CommitHook, KeyValue, Liveness, OwnerState, Snapshot, Store, StoreReader, StoreWriter, Stream,
+    StreamCanceler, StreamSource, TRANSACTION_ATTEMPTS_DEFAULT, Transaction, VecSource, WriteOp,
+    in_range, prefix_limit, run_in_transaction,
+};
+pub use seams::{Clock, EntropyRng, ManualClock, Rng, SeededRng, SystemClock};
+pub use txn::{ChunkSource, CommitStats, MergedSource, TxnStore};
+pub use watchable::{
+    LogEntry, LogEvent, LogNotifier, LogOp, Version, Watchable, WatchableOptions,
+    WatchableSnapshot, WatchableTransaction,
+};

@@ -1,0 +1,458 @@
+//! The conformance suite every store runs (mirrors Go `store/test/`). Use
+//! [`conformance_tests!`](crate::conformance_tests) in a test file with an expression that opens
+//! a fresh, empty store; it expands to one `#[test]` per check.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use proptest::prelude::*;
+
+use crate::{Error, Result, Rng, SeededRng, Store, StoreReader, Transaction, run_in_transaction};
+
+/// Expands to one `#[test]` per conformance check, each opening a store with `$open`.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($open:expr) => {
+        $crate::conformance_tests!(@each $open;
+            read_write_basic, read_write_random_against_model, snapshot_isolation,
+            stream_order_and_cancel, transaction_state, transaction_reads_own_writes,
+            store_state_after_close, concurrent_transactions, concurrent_counters,
+            model_property);
+    };
+    (@each $open:expr; $($name:ident),*) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::testing::$name(&|| $open);
+            }
+        )*
+    };
+}
+
+fn collect<R: StoreReader + ?Sized>(
+    reader: &R,
+    start: &[u8],
+    limit: &[u8],
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    reader
+        .scan(start, limit)
+        .and_then(|stream| stream.collect_entries())
+        .expect("scan")
+}
+
+fn model_range(
+    model: &BTreeMap<Vec<u8>, Vec<u8>>,
+    start: &[u8],
+    limit: &[u8],
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    model
+        .iter()
+        .filter(|(key, _)| crate::in_range(key, start, limit))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect()
+}
+
+fn assert_code<T: std::fmt::Debug>(result: Result<T>, code: &str) {
+    match result {
+        Err(error) => assert_eq!(error.code(), code, "unexpected error {error}"),
+        Ok(value) => panic!("expected error {code}, got Ok({value:?})"),
+    }
+}
+
+/// Put, get, delete, exists and scan on the store itself.
+pub fn read_write_basic<S: Store>(open: &dyn Fn() -> S) {
+    let store = open();
+    assert_eq!(store.get(b"a").unwrap(), None);
+    store.put(b"a", b"1").unwrap();
+    store.put(b"b", b"2").unwrap();
+    assert_eq!(store.get(b"a").unwrap(), Some(b"1".to_vec()));
+    assert!(store.exists(b"b").unwrap());
+    store.put(b"a", b"3").unwrap();
+    assert_eq!(store.get(b"a").unwrap(), Some(b"3".to_vec()));
+    store.delete(b"a").unwrap();
+    store.delete(b"never-there").unwrap();
+    assert_eq!(store.get(b"a").unwrap(), None);
+    assert!(!store.exists(b"a").unwrap());
+    assert_eq!(
+        collect(&store, b"", b""),
+        vec![(b"b".to_vec(), b"2".to_vec())]
+    );
+    store.put(b"", b"empty key").unwrap();
+    assert_eq!(store.get(b"").unwrap(), Some(b"empty key".to_vec()));
+    store.close().unwrap();
+}
+
+/// 10,000 random puts and deletes over 50 keys, checked against a `BTreeMap` after every step,
+/// with reads through snapshots taken along the way.
+pub fn read_write_random_against_model<S: Store>(open: &dyn Fn() -> S) {
+    let store = open();
+    let rng = SeededRng::new(0x5eed);
+    let mut model = BTreeMap::new();
+    let mut snapshots = Vec::new();
+    for step in 0..10_000u64 {
+        let key = format!("key{:02}", rng.next_u64() % 50).into_bytes();
+        if rng.next_u64() % 3 == 0 {
+            store.delete(&key).unwrap();
+            model.remove(&key);
+        } else {
+            let value = format!("value{}", rng.next_u64()).into_bytes();
+            store.put(&key, &value).unwrap();
+            model.insert(key.clone(), value);
+        }
+        assert_eq!(
+            store.get(&key).unwrap(),
+            model.get(&key).cloned(),
+            "step {step}"
+        );
+        if step % 500 == 0 {
+            assert_eq!(collect(&store, b"", b""), model_range(&model, b"", b""));
+            snapshots.push((store.snapshot().unwrap(), model.clone()));
+        }
+    }
+    for (snapshot, old_model) in &snapshots {
+        assert_eq!(
+            collect(snapshot.as_ref(), b"", b""),
+            model_range(old_model, b"", b"")
+        );
+        assert_eq!(
+            collect(snapshot.as_ref(), b"key10", b"key20"),
+            model_range(old_model, b"key10", b"key20")
+        );
+        for index in 0..50 {
+            let key = format!("key{index:02}").into_bytes();
+            assert_eq!(snapshot.get(&key).unwrap(), old_model.get(&key).cloned());
+        }
+    }
+}
+
+/// A snapshot sees the store as of its creation; after abort every call fails.
+pub fn snapshot_isolation<S: Store>(open: &dyn Fn() -> S) {
+    let store = open();
+    store.put(b"k1", b"v1").unwrap();
+    let snapshot = store.snapshot().unwrap();
+    store.put(b"k2", b"v2").unwrap();
+    store.put(b"k1", b"changed").unwrap();
+    assert_eq!(snapshot.get(b"k1").unwrap(), Some(b"v1".to_vec()));
+    assert_eq!(snapshot.get(b"k2").unwrap(), None);
+    assert_eq!(
+        collect(snapshot.as_ref(), b"", b""),
+        vec![(b"k1".to_vec(), b"v1".to_vec())]
+    );
+    let stream = snapshot.scan(b"", b"").unwrap();
+    snapshot.abort().unwrap();
+    assert_code(snapshot.get(b"k1"), "store.snapshot_aborted");
+    assert_code(
+        snapshot.scan(b"", b"").map(|_| ()),
+        "store.snapshot_aborted",
+    );
+    assert_code(snapshot.abort(), "store.snapshot_aborted");
+    assert_code(stream.collect_entries(), "store.snapshot_aborted");
+}
+
+/// Scans return keys in order within `[start, limit)`, across many engine chunks; cancel stops
+/// a stream with a canceled error.
+pub fn stream_order_and_cancel<S: Store>(open: &dyn Fn() -> S) {
+    let store = open();
+    let rng = SeededRng::new(7);
+    let mut model = BTreeMap::new();
+    for _ in 0..1_500 {
+        let key = format!("{:06}", rng.next_u64() % 100_000).into_bytes();
+        let value = rng.next_u64().to_be_bytes().to_vec();
+        store.put(&key, &value).unwrap();
+        model.insert(key, value);
+    }
+    let scanned = collect(&store, b"", b"");
+    assert_eq!(scanned, model_range(&model, b"", b""));
+    assert!(scanned.windows(2).all(|pair| pair[0].0 < pair[1].0));
+    for (start, limit) in [
+        (&b"02"[..], &b"05"[..]),
+        (b"050000", b"050001"),
+        (b"9", b""),
+        (b"5", b"4"),
+    ] {
+        assert_eq!(
+            collect(&store, start, limit),
+            model_range(&model, start, limit)
+        );
+    }
+    let mut stream = store.scan(b"", b"").unwrap();
+    assert!(stream.next().unwrap().is_ok());
+    let canceler = stream.canceler();
+    std::thread::spawn(move || canceler.cancel())
+        .join()
+        .unwrap();
+    assert_code(stream.next().unwrap(), "store.stream_canceled");
+    assert!(stream.next().is_none());
+    stream.cancel();
+}
+
+/// Every call on a finished transaction fails with the state it finished in.
+pub fn transaction_state<S: Store>(open: &dyn Fn() -> S) {
+    let store = open();
+    let committed = store.transaction().unwrap();
+    committed.put(b"a", b"1").unwrap();
+    let stream = committed.scan(b"", b"").unwrap();
+    committed.commit().unwrap();
+    assert_eq!(store.get(b"a").unwrap(), Some(b"1".to_vec()));
+    assert_code(committed.get(b"a"), "store.transaction_committed");
+    assert_code(committed.put(b"a", b"2"), "store.transaction_committed");
+    assert_code(committed.delete(b"a"), "store.transaction_committed");
+    assert_code(
+        committed.scan(b"", b"").map(|_| ()),
+        "store.transaction_committed",
+    );
+    assert_code(committed.commit(), "store.transaction_committed");
+    assert_code(committed.abort(), "store.transaction_committed");
+    assert_code(stream.collect_entries(), "store.transaction_committed");
+
+    let aborted = store.transaction().unwrap();
+    aborted.put(b"b", b"1").unwrap();
+    aborted.abort().unwrap();
+    assert_eq!(store.get(b"b").unwrap(), None);
+    assert_code(aborted.get(b"a"), "store.transaction_aborted");
+    assert_code(aborted.put(b"a", b"2"), "store.transaction_aborted");
+    assert_code(aborted.commit(), "store.transaction_aborted");
+    assert_code(aborted.abort(), "store.transaction_aborted");
+
+    let failed = store.transaction().unwrap();
+    failed.get(b"a").unwrap();
+    failed.put(b"a", b"from failed").unwrap();
+    store.put(b"a", b"concurrent").unwrap();
+    assert_code(failed.commit(), "store.concurrent_transaction");
+    assert_code(failed.get(b"a"), "store.transaction_committed");
+    assert_eq!(store.get(b"a").unwrap(), Some(b"concurrent".to_vec()));
+}
+
+/// Reads in a transaction see its snapshot plus its own puts and deletes, scans included.
+pub fn transaction_reads_own_writes<S: Store>(open: &dyn Fn() -> S) {
+    let store = open();
+    for key in ["a", "c", "e", "g"] {
+        store.put(key.as_bytes(), b"old").unwrap();
+    }
+    let transaction = store.transaction().unwrap();
+    transaction.put(b"b", b"new").unwrap();
+    transaction.put(b"c", b"new").unwrap();
+    transaction.delete(b"e").unwrap();
+    transaction.put(b"h", b"new").unwrap();
+    store.put(b"f", b"outside").unwrap();
+    assert_eq!(transaction.get(b"c").unwrap(), Some(b"new".to_vec()));
+    assert_eq!(transaction.get(b"e").unwrap(), None);
+    assert_eq!(transaction.get(b"f").unwrap(), None);
+    let keys = |entries: Vec<(Vec<u8>, Vec<u8>)>| -> Vec<(String, String)> {
+        entries
+            .into_iter()
+            .map(|(k, v)| (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()))
+            .collect()
+    };
+    let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        keys(collect(transaction.as_ref(), b"", b"")),
+        pairs(&[
+            ("a", "old"),
+            ("b", "new"),
+            ("c", "new"),
+            ("g", "old"),
+            ("h", "new")
+        ])
+    );
+    assert_eq!(
+        keys(collect(transaction.as_ref(), b"b", b"g")),
+        pairs(&[("b", "new"), ("c", "new")])
+    );
+    transaction.abort().unwrap();
+}
+
+/// After close every call fails, including on streams, snapshots and transactions opened before.
+pub fn store_state_after_close<S: Store>(open: &dyn Fn() -> S) {
+    let store = open();
+    store.put(b"a", b"1").unwrap();
+    let stream = store.scan(b"", b"").unwrap();
+    let snapshot = store.snapshot().unwrap();
+    let transaction = store.transaction().unwrap();
+    transaction.put(b"b", b"2").unwrap();
+    store.close().unwrap();
+    store.close().unwrap();
+    assert_code(store.get(b"a"), "store.closed");
+    assert_code(store.put(b"a", b"2"), "store.closed");
+    assert_code(store.delete(b"a"), "store.closed");
+    assert_code(store.scan(b"", b"").map(|_| ()), "store.closed");
+    assert_code(store.snapshot().map(|_| ()), "store.closed");
+    assert_code(store.transaction().map(|_| ()), "store.closed");
+    assert_code(stream.collect_entries(), "store.closed");
+    assert_code(snapshot.get(b"a"), "store.closed");
+    assert_code(transaction.get(b"a"), "store.closed");
+    assert_code(transaction.commit(), "store.closed");
+}
+
+/// The three conflict cases of Go's suite.
+pub fn concurrent_transactions<S: Store>(open: &dyn Fn() -> S) {
+    let store = open();
+    // Both read and write `a`: the second to commit fails.
+    store.put(b"a", b"0").unwrap();
+    let first = store.transaction().unwrap();
+    let second = store.transaction().unwrap();
+    for transaction in [&first, &second] {
+        transaction.get(b"a").unwrap();
+        transaction.put(b"a", b"x").unwrap();
+    }
+    first.commit().unwrap();
+    assert_code(second.commit(), "store.concurrent_transaction");
+
+    // Both scan [a, z) and insert distinct keys: the second fails.
+    let first = store.transaction().unwrap();
+    let second = store.transaction().unwrap();
+    collect(first.as_ref(), b"a", b"z");
+    collect(second.as_ref(), b"a", b"z");
+    first.put(b"m1", b"1").unwrap();
+    second.put(b"m2", b"2").unwrap();
+    first.commit().unwrap();
+    assert_code(second.commit(), "store.concurrent_transaction");
+
+    // Disjoint scans plus a shared read of `c`, writing `a` and `b`: both commit.
+    let first = store.transaction().unwrap();
+    let second = store.transaction().unwrap();
+    collect(first.as_ref(), b"a", b"b");
+    collect(second.as_ref(), b"b", b"c");
+    first.get(b"c").unwrap();
+    second.get(b"c").unwrap();
+    first.put(b"a", b"1").unwrap();
+    second.put(b"b", b"1").unwrap();
+    first.commit().unwrap();
+    second.commit().unwrap();
+
+    // A transaction that only writes (blind write) never conflicts.
+    let blind = store.transaction().unwrap();
+    blind.put(b"a", b"blind").unwrap();
+    store.put(b"a", b"meanwhile").unwrap();
+    blind.commit().unwrap();
+    assert_eq!(store.get(b"a").unwrap(), Some(b"blind".to_vec()));
+}
+
+/// 100 concurrent workers each add 1 to three of ten counters and 3 to an eleventh, retrying on
+/// conflict: the eleventh ends equal to the sum of the others.
+pub fn concurrent_counters<S: Store>(open: &dyn Fn() -> S) {
+    let store = open();
+    let counter_key = |index: u64| format!("counter{index:02}").into_bytes();
+    for index in 0..11 {
+        store.put(&counter_key(index), &0u64.to_be_bytes()).unwrap();
+    }
+    let conflicts = AtomicUsize::new(0);
+    let add = |transaction: &dyn Transaction, index: u64, amount: u64| -> Result<()> {
+        let key = counter_key(index);
+        let bytes = transaction
+            .get(&key)?
+            .ok_or(Error::Corrupt("missing counter".into()))?;
+        let value = u64::from_be_bytes(bytes.try_into().map_err(|_| Error::Corrupt("len".into()))?);
+        transaction.put(&key, &(value + amount).to_be_bytes())
+    };
+    std::thread::scope(|scope| {
+        for worker in 0..100u64 {
+            let store = &store;
+            let conflicts = &conflicts;
+            scope.spawn(move || {
+                let rng = SeededRng::new(worker);
+                let picks: Vec<u64> = (0..3).map(|_| rng.next_u64() % 10).collect();
+                let mut attempts = 0;
+                run_in_transaction(store, 1_000, |transaction| {
+                    attempts += 1;
+                    for &index in &picks {
+                        add(transaction, index, 1)?;
+                    }
+                    add(transaction, 10, 3)
+                })
+                .unwrap();
+                conflicts.fetch_add(attempts - 1, Ordering::Relaxed);
+            });
+        }
+    });
+    let read = |index: u64| {
+        u64::from_be_bytes(
+            store
+                .get(&counter_key(index))
+                .unwrap()
+                .unwrap()
+                .try_into()
+                .unwrap(),
+        )
+    };
+    let sum: u64 = (0..10).map(read).sum();
+    assert_eq!(sum, 300);
+    assert_eq!(read(10), sum);
+}
+
+#[derive(Debug, Clone)]
+enum ModelOp {
+    Put(u8, u8),
+    Delete(u8),
+    Transaction(Vec<(u8, Option<u8>)>),
+    Snapshot,
+    Scan(u8, u8),
+}
+
+fn model_op() -> impl Strategy<Value = ModelOp> {
+    prop_oneof![
+        4 => (0u8..20, any::<u8>()).prop_map(|(k, v)| ModelOp::Put(k, v)),
+        2 => (0u8..20).prop_map(ModelOp::Delete),
+        2 => proptest::collection::vec((0u8..20, proptest::option::of(any::<u8>())), 1..6)
+            .prop_map(ModelOp::Transaction),
+        1 => Just(ModelOp::Snapshot),
+        1 => (0u8..21, 0u8..21).prop_map(|(a, b)| ModelOp::Scan(a, b)),
+    ]
+}
+
+/// Random sequences of puts, deletes, transactions, snapshots and scans agree with a `BTreeMap`
+/// model, and every snapshot keeps agreeing with the model as of its creation.
+pub fn model_property<S: Store>(open: &dyn Fn() -> S) {
+    let key = |index: u8| format!("k{index:02}").into_bytes();
+    let config = ProptestConfig {
+        cases: 48,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(ops in proptest::collection::vec(model_op(), 1..60))| {
+        let store = open();
+        let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        let mut snapshots = Vec::new();
+        for op in ops {
+            match op {
+                ModelOp::Put(k, v) => {
+                    store.put(&key(k), &[v]).unwrap();
+                    model.insert(key(k), vec![v]);
+                }
+                ModelOp::Delete(k) => {
+                    store.delete(&key(k)).unwrap();
+                    model.remove(&key(k));
+                }
+                ModelOp::Transaction(writes) => {
+                    let transaction = store.transaction().unwrap();
+                    for (k, v) in &writes {
+                        match v {
+                            Some(v) => transaction.put(&key(*k), &[*v]).unwrap(),
+                            None => transaction.delete(&key(*k)).unwrap(),
+                        }
+                    }
+                    transaction.commit().unwrap();
+                    for (k, v) in writes {
+                        match v {
+                            Some(v) => { model.insert(key(k), vec![v]); }
+                            None => { model.remove(&key(k)); }
+                        }
+                    }
+                }
+                ModelOp::Snapshot => snapshots.push((store.snapshot().unwrap(), model.clone())),
+                ModelOp::Scan(a, b) => {
+                    let (start, limit) = (key(a), if b == 20 { Vec::new() } else { key(b) });
+                    prop_assert_eq!(collect(&store, &start, &limit), model_range(&model, &start, &limit));
+                }
+            }
+        }
+        prop_assert_eq!(collect(&store, b"", b""), model_range(&model, b"", b""));
+        for (snapshot, old) in &snapshots {
+            prop_assert_eq!(collect(snapshot.as_ref(), b"", b""), model_range(old, b"", b""));
+        }
+    });
+}

@@ -1,0 +1,642 @@
+//! Optimistic transactions over any [`Engine`], written once for every engine
+//! (mirrors Go `store/transactions/manager.go` and `transaction.go`).
+//!
+//! Each transaction records the keys it read and the ranges it scanned. Commits go through one
+//! queue: the first committer to find no leader becomes the leader and, for every request queued
+//! so far, validates it against the write sets committed after it began (in order, so two
+//! requests in one group can conflict with each other), runs its commit hook, and then applies the
+//! whole group in one atomic engine write, so a group of concurrent durable committers shares one
+//! disk sync.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::engine::{Durability, Engine, EngineSnapshot};
+use crate::error::{Error, Result};
+use crate::model::{
+    CommitHook, KeyValue, Liveness, OwnerState, Snapshot, Store, StoreReader, StoreWriter, Stream,
+    StreamSource, Transaction, WriteOp, in_range,
+};
+
+/// Entries fetched from an engine snapshot per step of a scan.
+const SCAN_CHUNK_ENTRIES: usize = 256;
+
+/// A [`Store`] made of an [`Engine`] plus the shared optimistic transaction manager.
+pub struct TxnStore<E: Engine> {
+    shared: Arc<Shared<E>>,
+}
+
+/// Counters a test or benchmark can read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Transactions committed.
+    pub commits: u64,
+    /// Engine writes issued (each is one group of commits).
+    pub engine_writes: u64,
+    /// Engine writes issued with [`Durability::Durable`], i.e. disk syncs.
+    pub disk_syncs: u64,
+}
+
+struct Shared<E: Engine> {
+    engine: E,
+    durability: Durability,
+    closed: Arc<AtomicBool>,
+    conflicts: Mutex<ConflictState>,
+    queue: Mutex<CommitQueue>,
+    commits: AtomicU64,
+    engine_writes: AtomicU64,
+    disk_syncs: AtomicU64,
+}
+
+/// What validation needs: recent write sets and the start of every live transaction.
+#[derive(Default)]
+struct ConflictState {
+    /// The sequence number of the last commit whose writes the engine shows.
+    applied_seq: u64,
+    /// The sequence number given to the last validated commit.
+    last_seq: u64,
+    /// Key -> sequence number of the last commit that wrote it, for commits newer than the
+    /// oldest live transaction.
+    last_write: BTreeMap<Vec<u8>, u64>,
+    /// The write sets behind `last_write`, oldest first, so they can be dropped in order.
+    history: VecDeque<(u64, Vec<Vec<u8>>)>,
+    /// Start sequence -> number of live transactions that began there.
+    live: BTreeMap<u64, usize>,
+}
+
+impl ConflictState {
+    fn begin(&mut self) -> u64 {
+        let start = self.applied_seq;
+        *self.live.entry(start).or_default() += 1;
+        start
+    }
+
+    fn end(&mut self, start: u64) {
+        if let Some(count) = self.live.get_mut(&start) {
+            *count -= 1;
+            if *count == 0 {
+                self.live.remove(&start);
+            }
+        }
+        self.collect_garbage();
+    }
+
+    fn is_valid(&self, request: &ReadSet, start: u64) -> bool {
+        let newer = |seq: &u64| *seq > start;
+        let keys_ok = request
+            .keys
+            .iter()
+            .all(|key| !self.last_write.get(key).is_some_and(newer));
+        keys_ok
+            && request.ranges.iter().all(|(begin, limit)| {
+                let upper = if limit.is_empty() {
+                    Bound::Unbounded
+                } else {
+                    Bound::Excluded(limit.as_slice())
+                };
+                !self
+                    .last_write
+                    .range::<[u8], _>((Bound::Included(begin.as_slice()), upper))
+                    .any(|(_, seq)| newer(seq))
+            })
+    }
+
+    fn record(&mut self, keys: Vec<Vec<u8>>) -> u64 {
+        self.last_seq += 1;
+        let seq = self.last_seq;
+        for key in &keys {
+            self.last_write.insert(key.clone(), seq);
+        }
+        self.history.push_back((seq, keys));
+        seq
+    }
+
+    /// Drops write sets no live or future transaction can conflict with: those at or below the
+    /// oldest live start (or, with none live, at or below what the engine shows).
+    fn collect_garbage(&mut self) {
+        let horizon = self.live.keys().next().copied().unwrap_or(self.applied_seq);
+        while let Some((seq, _)) = self.history.front() {
+            if *seq > horizon {
+                break;
+            }
+            let Some((seq, keys)) = self.history.pop_front() else {
+                break;
+            };
+            for key in keys {
+                if self.last_write.get(&key) == Some(&seq) {
+                    self.last_write.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct ReadSet {
+    keys: Vec<Vec<u8>>,
+    ranges: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+struct CommitRequest {
+    /// The start sequence of a transaction, or `None` for a blind store-level write.
+    start: Option<u64>,
+    reads: ReadSet,
+    writes: Vec<WriteOp>,
+    hook: Option<CommitHook>,
+    slot: Arc<Slot>,
+}
+
+#[derive(Default)]
+struct Slot {
+    result: Mutex<Option<Result<()>>>,
+    ready: Condvar,
+}
+
+impl Slot {
+    fn fill(&self, result: Result<()>) {
+        *self.result.lock() = Some(result);
+        self.ready.notify_one();
+    }
+
+    fn wait(&self) -> Result<()> {
+        let mut result = self.result.lock();
+        loop {
+            if let Some(result) = result.take() {
+                return result;
+            }
+            self.ready.wait(&mut result);
+        }
+    }
+}
+
+#[derive(Default)]
+struct CommitQueue {
+    pending: Vec<CommitRequest>,
+    leader_active: bool,
+}
+
+impl<E: Engine> TxnStore<E> {
+    /// Wraps `engine`. Commits use `durability`.
+    pub fn new(engine: E, durability: Durability) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                engine,
+                durability,
+                closed: Arc::new(AtomicBool::new(false)),
+                conflicts: Mutex::new(ConflictState::default()),
+                queue: Mutex::new(CommitQueue::default()),
+                commits: AtomicU64::new(0),
+                engine_writes: AtomicU64::new(0),
+                disk_syncs: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The engine under this store.
+    pub fn engine(&self) -> &E {
+        &self.shared.engine
+    }
+
+    /// The durability of this store's commits.
+    pub fn durability(&self) -> Durability {
+        self.shared.durability
+    }
+
+    /// Commit counters since open.
+    pub fn stats(&self) -> CommitStats {
+        CommitStats {
+            commits: self.shared.commits.load(Ordering::Relaxed),
+            engine_writes: self.shared.engine_writes.load(Ordering::Relaxed),
+            disk_syncs: self.shared.disk_syncs.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Applies `ops` as one blind transaction (no read set) and returns when it is committed.
+    pub fn write_batch(&self, ops: Vec<WriteOp>) -> Result<()> {
+        self.shared.submit(CommitRequest {
+            start: None,
+            reads: ReadSet::default(),
+            writes: ops,
+            hook: None,
+            slot: Arc::default(),
+        })
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(Error::StoreClosed);
+        }
+        Ok(())
+    }
+}
+
+impl<E: Engine> Shared<E> {
+    fn submit(&self, request: CommitRequest) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            self.release(request.start);
+            return Err(Error::StoreClosed);
+        }
+        let slot = request.slot.clone();
+        let mut queue = self.queue.lock();
+        queue.pending.push(request);
+        if !queue.leader_active {
+            queue.leader_active = true;
+            loop {
+                let group = std::mem::take(&mut queue.pending);
+                if group.is_empty() {
+                    queue.leader_active = false;
+                    break;
+                }
+                drop(queue);
+                self.commit_group(group);
+                queue = self.queue.lock();
+            }
+        }
+        drop(queue);
+        slot.wait()
+    }
+
+    fn release(&self, start: Option<u64>) {
+        if let Some(start) = start {
+            self.conflicts.lock().end(start);
+        }
+    }
+
+    /// Validates and applies one group; fills every request's slot.
+    fn commit_group(&self, group: Vec<CommitRequest>) {
+        let mut accepted = Vec::with_capacity(group.len());
+        let mut batch = Vec::new();
+        let mut last_seq = 0;
+        {
+            let mut conflicts = self.conflicts.lock();
+            for mut request in group {
+                if let Some(start) = request.start {
+                    let valid = conflicts.is_valid(&request.reads, start);
+                    conflicts.end(start);
+                    if !valid {
+                        request.slot.fill(Err(Error::ConcurrentTransaction));
+                        continue;
+                    }
+                }
+                let extra = match request.hook.take().map(|hook| hook()).transpose() {
+                    Ok(extra) => extra.unwrap_or_default(),
+                    Err(error) => {
+                        request.slot.fill(Err(error));
+                        continue;
+                    }
+                };
+                let mut writes = std::mem::take(&mut request.writes);
+                writes.extend(extra);
+                last_seq = conflicts.record(writes.iter().map(|op| op.key().to_vec()).collect());
+                batch.extend(writes);
+                accepted.push(request.slot);
+            }
+        }
+        if accepted.is_empty() {
+            return;
+        }
+        let result = self.engine.apply(&batch, self.durability);
+        self.engine_writes.fetch_add(1, Ordering::Relaxed);
+        if self.durability == Durability::Durable {
+            self.disk_syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        match result {
+            Ok(()) => {
+                {
+                    let mut conflicts = self.conflicts.lock();
+                    conflicts.applied_seq = last_seq;
+                    conflicts.collect_garbage();
+                }
+                self.commits
+                    .fetch_add(accepted.len() as u64, Ordering::Relaxed);
+                for slot in accepted {
+                    slot.fill(Ok(()));
+                }
+            }
+            Err(error) => {
+                // The recorded write sets stay behind with sequence numbers above what the engine
+                // shows; they can only cause spurious conflicts, never missed ones.
+                let message = error.to_string();
+                let mut first = Some(error);
+                for slot in accepted {
+                    let error = first.take().unwrap_or(Error::Engine(message.clone()));
+                    slot.fill(Err(error));
+                }
+            }
+        }
+    }
+}
+
+impl<E: Engine> StoreReader for TxnStore<E> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.check_open()?;
+        self.shared.engine.snapshot()?.get(key)
+    }
+
+    fn scan(&self, start: &[u8], limit: &[u8]) -> Result<Stream> {
+        self.check_open()?;
+        let snapshot = Arc::new(self.shared.engine.snapshot()?);
+        Ok(Stream::new(
+            Box::new(ChunkSource::new(snapshot, start, limit)),
+            Liveness::new(self.shared.closed.clone(), None),
+        ))
+    }
+}
+
+impl<E: Engine> StoreWriter for TxnStore<E> {
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.write_batch(vec![WriteOp::Put(key.to_vec(), value.to_vec())])
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<()> {
+        self.write_batch(vec![WriteOp::Delete(key.to_vec())])
+    }
+}
+
+impl<E: Engine> Store for TxnStore<E> {
+    fn snapshot(&self) -> Result<Box<dyn Snapshot>> {
+        self.check_open()?;
+        Ok(Box::new(TxnSnapshot {
+            snapshot: Arc::new(self.shared.engine.snapshot()?),
+            liveness: Liveness::new(self.shared.closed.clone(), Some(OwnerState::new())),
+        }))
+    }
+
+    fn transaction(&self) -> Result<Box<dyn Transaction>> {
+        self.check_open()?;
+        // Register the start before taking the engine snapshot: the snapshot then shows at
+        // least everything up to `start`, and anything newer is checked at commit.
+        let start = self.shared.conflicts.lock().begin();
+        let snapshot = match self.shared.engine.snapshot() {
+            Ok(snapshot) => Arc::new(snapshot),
+            Err(error) => {
+                self.shared.release(Some(start));
+                return Err(error);
+            }
+        };
+        let owner = OwnerState::new();
+        Ok(Box::new(TxnTransaction {
+            shared: self.shared.clone(),
+            snapshot,
+            start,
+            liveness: Liveness::new(self.shared.closed.clone(), Some(owner.clone())),
+            owner,
+            state: Mutex::new(TransactionState::default()),
+        }))
+    }
+
+    fn close(&self) -> Result<()> {
+        if self.shared.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        // Wait for a running commit group to finish so the engine is not closed under it.
+        let _queue = self.shared.queue.lock();
+        self.shared.engine.close()
+    }
+}
+
+impl<E: Engine> Drop for TxnStore<E> {
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.shared) == 1 {
+            let _ = Store::close(self);
+        }
+    }
+}
+
+struct TxnSnapshot<S: EngineSnapshot> {
+    snapshot: Arc<S>,
+    liveness: Liveness,
+}
+
+impl<S: EngineSnapshot> StoreReader for TxnSnapshot<S> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.liveness.check()?;
+        self.snapshot.get(key)
+    }
+
+    fn scan(&self, start: &[u8], limit: &[u8]) -> Result<Stream> {
+        self.liveness.check()?;
+        Ok(Stream::new(
+            Box::new(ChunkSource::new(self.snapshot.clone(), start, limit)),
+            self.liveness.clone(),
+        ))
+    }
+}
+
+impl<S: EngineSnapshot> Snapshot for TxnSnapshot<S> {
+    fn abort(&self) -> Result<()> {
+        self.liveness.check()?;
+        if let Some(owner) = &self.liveness.owner_state() {
+            owner.finish_snapshot();
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct TransactionState {
+    reads: ReadSet,
+    /// Buffered writes: `None` is a delete.
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+struct TxnTransaction<E: Engine> {
+    shared: Arc<Shared<E>>,
+    snapshot: Arc<E::Snapshot>,
+    start: u64,
+    liveness: Liveness,
+    owner: Arc<OwnerState>,
+    state: Mutex<TransactionState>,
+}
+
+impl<E: Engine> StoreReader for TxnTransaction<E> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.liveness.check()?;
+        let mut state = self.state.lock();
+        state.reads.keys.push(key.to_vec());
+        if let Some(buffered) = state.writes.get(key) {
+            return Ok(buffered.clone());
+        }
+        drop(state);
+        self.snapshot.get(key)
+    }
+
+    fn scan(&self, start: &[u8], limit: &[u8]) -> Result<Stream> {
+        self.liveness.check()?;
+        let mut state = self.state.lock();
+        state.reads.ranges.push((start.to_vec(), limit.to_vec()));
+        let own: Vec<(Vec<u8>, Option<Vec<u8>>)> = state
+            .writes
+            .range::<[u8], _>((Bound::Included(start), Bound::Unbounded))
+            .take_while(|(key, _)| in_range(key, start, limit))
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        drop(state);
+        let base = ChunkSource::new(self.snapshot.clone(), start, limit);
+        Ok(Stream::new(
+            Box::new(MergedSource::new(Box::new(base), own)),
+            self.liveness.clone(),
+        ))
+    }
+}
+
+impl<E: Engine> StoreWriter for TxnTransaction<E> {
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.liveness.check()?;
+        self.state
+            .lock()
+            .writes
+            .insert(key.to_vec(), Some(value.to_vec()));
+        Ok(())
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<()> {
+        self.liveness.check()?;
+        self.state.lock().writes.insert(key.to_vec(), None);
+        Ok(())
+    }
+}
+
+impl<E: Engine> Transaction for TxnTransaction<E> {
+    fn commit_with_hook(&self, hook: Option<CommitHook>) -> Result<()> {
+        self.liveness.check()?;
+        if !self.owner.finish_committed() {
+            return self.owner.check();
+        }
+        let state = std::mem::take(&mut *self.state.lock());
+        let writes = state
+            .writes
+            .into_iter()
+            .map(|(key, value)| match value {
+                Some(value) => WriteOp::Put(key, value),
+                None => WriteOp::Delete(key),
+            })
+            .collect();
+        self.shared.submit(CommitRequest {
+            start: Some(self.start),
+            reads: state.reads,
+            writes,
+            hook,
+            slot: Arc::default(),
+        })
+    }
+
+    fn abort(&self) -> Result<()> {
+        self.liveness.check()?;
+        if self.owner.finish_aborted() {
+            self.shared.release(Some(self.start));
+        }
+        Ok(())
+    }
+}
+
+impl<E: Engine> Drop for TxnTransaction<E> {
+    fn drop(&mut self) {
+        // A transaction dropped without commit or abort must not pin write sets forever.
+        if self.owner.finish_aborted() {
+            self.shared.release(Some(self.start));
+        }
+    }
+}
+
+/// Streams a range of an engine snapshot in chunks.
+pub struct ChunkSource<S: EngineSnapshot> {
+    snapshot: Arc<S>,
+    next_start: Vec<u8>,
+    start_inclusive: bool,
+    limit: Vec<u8>,
+    buffer: VecDeque<KeyValue>,
+    exhausted: bool,
+}
+
+impl<S: EngineSnapshot> ChunkSource<S> {
+    /// A source over `[start, limit)` of `snapshot`.
+    pub fn new(snapshot: Arc<S>, start: &[u8], limit: &[u8]) -> Self {
+        Self {
+            snapshot,
+            next_start: start.to_vec(),
+            start_inclusive: true,
+            limit: limit.to_vec(),
+            buffer: VecDeque::new(),
+            exhausted: false,
+        }
+    }
+}
+
+impl<S: EngineSnapshot> StreamSource for ChunkSource<S> {
+    fn next_entry(&mut self) -> Result<Option<KeyValue>> {
+        if self.buffer.is_empty() && !self.exhausted {
+            let chunk = self.snapshot.scan_chunk(
+                &self.next_start,
+                self.start_inclusive,
+                &self.limit,
+                SCAN_CHUNK_ENTRIES,
+            )?;
+            self.exhausted = chunk.len() < SCAN_CHUNK_ENTRIES;
+            if let Some((last, _)) = chunk.last() {
+                self.next_start = last.clone();
+                self.start_inclusive = false;
+            }
+            self.buffer.extend(chunk);
+        }
+        Ok(self.buffer.pop_front())
+    }
+}
+
+/// Merges a transaction's own writes (taken when the scan began) over a base source.
+pub struct MergedSource {
+    base: Box<dyn StreamSource>,
+    base_next: Option<KeyValue>,
+    base_primed: bool,
+    own: VecDeque<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl MergedSource {
+    /// Merges `own` (sorted; `None` hides a key) over `base`.
+    pub fn new(base: Box<dyn StreamSource>, own: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Self {
+        Self {
+            base,
+            base_next: None,
+            base_primed: false,
+            own: own.into(),
+        }
+    }
+}
+
+impl StreamSource for MergedSource {
+    fn next_entry(&mut self) -> Result<Option<KeyValue>> {
+        loop {
+            if !self.base_primed {
+                self.base_next = self.base.next_entry()?;
+                self.base_primed = true;
+            }
+            let take_own = match (&self.base_next, self.own.front()) {
+                (None, None) => return Ok(None),
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some((base_key, _)), Some((own_key, _))) => own_key <= base_key,
+            };
+            if !take_own {
+                self.base_primed = false;
+                return Ok(self.base_next.take());
+            }
+            let Some((key, value)) = self.own.pop_front() else {
+                continue;
+            };
+            if self
+                .base_next
+                .as_ref()
+                .is_some_and(|(base_key, _)| *base_key == key)
+            {
+                self.base_primed = false;
+            }
+            if let Some(value) = value {
+                return Ok(Some((key, value)));
+            }
+        }
+    }
+}
