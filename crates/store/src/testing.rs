@@ -456,3 +456,54 @@ pub fn model_property<S: Store>(open: &dyn Fn() -> S) {
         }
     });
 }
+
+/// A store that keeps something alive (typically its temporary directory) as long as it lives.
+pub struct WithGuard<S, G> {
+    /// The store.
+    pub store: S,
+    /// What must outlive it.
+    pub guard: G,
+}
+
+impl<S: StoreReader, G> StoreReader for WithGuard<S, G> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.store.get(key)
+    }
+
+    fn scan(&self, start: &[u8], limit: &[u8]) -> Result<crate::Stream> {
+        self.store.scan(start, limit)
+    }
+}
+
+impl<S: crate::StoreWriter, G> crate::StoreWriter for WithGuard<S, G> {
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.store.put(key, value)
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<()> {
+        self.store.delete(key)
+    }
+}
+
+impl<S: Store, G: Send + Sync> Store for WithGuard<S, G> {
+    fn snapshot(&self) -> Result<Box<dyn crate::Snapshot>> {
+        self.store.snapshot()
+    }
+
+    fn transaction(&self) -> Result<Box<dyn Transaction>> {
+        self.store.transaction()
+    }
+
+    fn close(&self) -> Result<()> {
+        self.store.close()
+    }
+}
+
+/// Watchable options for tests: every key managed, a manual clock and a seeded generator.
+pub fn watchable_options_all_managed() -> crate::WatchableOptions {
+    crate::WatchableOptions {
+        managed_prefixes: vec![Vec::new()],
+        clock: std::sync::Arc::new(crate::ManualClock::new(1)),
+        rng: std::sync::Arc::new(SeededRng::new(1)),
+    }
+}

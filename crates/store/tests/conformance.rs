@@ -5,18 +5,10 @@ mod memstore {
 }
 
 mod watchable_over_memstore {
-    use std::sync::Arc;
+    use syncbase_store::testing::watchable_options_all_managed;
+    use syncbase_store::{Watchable, open_memstore};
 
-    use syncbase_store::{ManualClock, SeededRng, Watchable, WatchableOptions, open_memstore};
-
-    fn open() -> Watchable<syncbase_store::MemStore> {
-        let options = WatchableOptions {
-            managed_prefixes: vec![Vec::new()],
-            clock: Arc::new(ManualClock::new(1)),
-            rng: Arc::new(SeededRng::new(1)),
-        };
-        Watchable::open(open_memstore(), options).expect("open watchable")
-    }
-
-    syncbase_store::conformance_tests!(open());
+    syncbase_store::conformance_tests!(
+        Watchable::open(open_memstore(), watchable_options_all_managed()).expect("open watchable")
+    );
 }
