@@ -1,0 +1,284 @@
+//! The watchable layer: versions, the watch log, its notifier and its reserved range.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use syncbase_store::{
+    Clock, LogEvent, LogOp, ManualClock, MemStore, SeededRng, Store, StoreReader, StoreWriter,
+    Transaction, Version, Watchable, WatchableOptions, open_memstore,
+};
+
+fn open_with_clock(clock: Arc<dyn Clock>) -> Watchable<MemStore> {
+    let options = WatchableOptions {
+        managed_prefixes: vec![b"r/".to_vec(), b"c/".to_vec()],
+        clock,
+        rng: Arc::new(SeededRng::new(42)),
+    };
+    Watchable::open(open_memstore(), options).unwrap()
+}
+
+fn open() -> (Watchable<MemStore>, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(1_000));
+    (open_with_clock(clock.clone()), clock)
+}
+
+fn code<T>(result: syncbase_store::Result<T>) -> &'static str {
+    match result {
+        Err(error) => error.code(),
+        Ok(_) => "ok",
+    }
+}
+
+#[test]
+fn each_commit_touching_managed_keys_appends_one_entry() {
+    let (store, clock) = open();
+    let transaction = store.begin(false).unwrap();
+    transaction.put(b"r/a", b"1").unwrap();
+    transaction.put(b"r/b", b"2").unwrap();
+    transaction.delete(b"c/x").unwrap();
+    transaction.put(b"s/unmanaged", b"3").unwrap();
+    transaction.commit().unwrap();
+    clock.advance(500);
+    let from_sync = store.begin(true).unwrap();
+    from_sync.put(b"r/a", b"4").unwrap();
+    from_sync.commit().unwrap();
+    // Unmanaged-only and read-only commits write no entry.
+    store.put(b"s/other", b"5").unwrap();
+    let reader = store.begin(false).unwrap();
+    reader.get(b"r/a").unwrap();
+    reader.commit().unwrap();
+
+    let entries = store.log_entries(0, 100).unwrap();
+    assert_eq!(entries.len(), 2);
+    let (first, second) = (&entries[0], &entries[1]);
+    assert_eq!(
+        (first.seq, first.timestamp_ns, first.from_sync),
+        (1, 1_000, false)
+    );
+    assert_eq!(
+        (second.seq, second.timestamp_ns, second.from_sync),
+        (2, 1_500, true)
+    );
+    let keys: Vec<&[u8]> = first.ops.iter().map(LogOp::key).collect();
+    assert_eq!(keys, vec![&b"r/a"[..], b"r/b", b"c/x"]);
+    assert!(matches!(first.ops[2], LogOp::Delete { .. }));
+    assert_eq!(store.latest_log_seq(), 2);
+    assert_eq!(store.get(b"r/a").unwrap(), Some(b"4".to_vec()));
+    assert_eq!(store.get(b"s/unmanaged").unwrap(), Some(b"3".to_vec()));
+}
+
+#[test]
+fn a_failed_commit_leaves_no_entry() {
+    let (store, _clock) = open();
+    store.put(b"r/a", b"0").unwrap();
+    let loser = store.begin(false).unwrap();
+    loser.get(b"r/a").unwrap();
+    loser.put(b"r/a", b"loser").unwrap();
+    store.put(b"r/a", b"winner").unwrap();
+    assert_eq!(code(loser.commit()), "store.concurrent_transaction");
+    let entries = store.log_entries(0, 100).unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(store.get(b"r/a").unwrap(), Some(b"winner".to_vec()));
+}
+
+#[test]
+fn puts_mint_versions_and_keep_old_values() {
+    let (store, _clock) = open();
+    store.put(b"r/a", b"one").unwrap();
+    store.put(b"r/a", b"two").unwrap();
+    let entries = store.log_entries(0, 10).unwrap();
+    let version_of = |index: usize| match &entries[index].ops[0] {
+        LogOp::Put { version, .. } => *version,
+        LogOp::Delete { .. } => panic!("expected a put"),
+    };
+    let (first, second) = (version_of(0), version_of(1));
+    assert_ne!(first, second);
+    let snapshot = store.versioned_snapshot().unwrap();
+    assert_eq!(snapshot.get_version(b"r/a").unwrap(), Some(second));
+    assert_eq!(
+        snapshot.get_at_version(b"r/a", first).unwrap(),
+        Some(b"one".to_vec())
+    );
+    assert_eq!(
+        snapshot.get_at_version(b"r/a", second).unwrap(),
+        Some(b"two".to_vec())
+    );
+    assert_eq!(snapshot.get_at_version(b"r/a", Version(7)).unwrap(), None);
+    assert_eq!(code(snapshot.get_version(b"s/x")), "store.not_managed");
+}
+
+#[test]
+fn sync_puts_at_a_version_then_makes_it_current() {
+    let (store, _clock) = open();
+    store.put(b"r/a", b"local").unwrap();
+    let remote = Version(0xabcd);
+    let transaction = store.begin(true).unwrap();
+    transaction
+        .put_at_version(b"r/a", remote, b"remote")
+        .unwrap();
+    assert_eq!(transaction.get(b"r/a").unwrap(), Some(b"local".to_vec()));
+    assert_eq!(
+        transaction.get_at_version(b"r/a", remote).unwrap(),
+        Some(b"remote".to_vec())
+    );
+    assert_eq!(
+        code(transaction.put_version(b"r/a", Version(1))),
+        "store.corrupt"
+    );
+    transaction.put_version(b"r/a", remote).unwrap();
+    assert_eq!(transaction.get_version(b"r/a").unwrap(), Some(remote));
+    transaction.commit().unwrap();
+    assert_eq!(store.get(b"r/a").unwrap(), Some(b"remote".to_vec()));
+    let last = store.log_entries(2, 10).unwrap();
+    assert_eq!(last.len(), 1);
+    assert!(last[0].from_sync);
+    assert_eq!(
+        last[0].ops,
+        vec![LogOp::Put {
+            key: b"r/a".to_vec(),
+            version: remote
+        }]
+    );
+}
+
+#[test]
+fn reserved_keys_and_mixed_scans_are_refused() {
+    let (store, _clock) = open();
+    assert_eq!(code(store.put(b"\xffl", b"x")), "store.reserved_key");
+    assert_eq!(code(store.get(b"\xffv")), "store.reserved_key");
+    assert_eq!(code(store.scan(b"a", b"z").map(|_| ())), "store.mixed_scan");
+    store.put(b"a", b"unmanaged").unwrap();
+    store.put(b"r/x", b"managed").unwrap();
+    // An unmanaged scan to the end stops before the reserved range.
+    store.put(b"s", b"last").unwrap();
+    let tail = store.scan(b"s", b"").unwrap().collect_entries().unwrap();
+    assert_eq!(tail, vec![(b"s".to_vec(), b"last".to_vec())]);
+    let head = store.scan(b"", b"c/").unwrap().collect_entries().unwrap();
+    assert_eq!(head, vec![(b"a".to_vec(), b"unmanaged".to_vec())]);
+    let rows = store.scan(b"r/", b"r0").unwrap().collect_entries().unwrap();
+    assert_eq!(rows, vec![(b"r/x".to_vec(), b"managed".to_vec())]);
+}
+
+#[test]
+fn the_log_start_only_moves_forward_and_prunes() {
+    let (store, _clock) = open();
+    for index in 0..5 {
+        store.put(format!("r/{index}").as_bytes(), b"v").unwrap();
+    }
+    assert_eq!(store.log_start().unwrap(), 1);
+    store.advance_log_start(4).unwrap();
+    assert_eq!(store.log_start().unwrap(), 4);
+    let seqs: Vec<u64> = store
+        .log_entries(0, 10)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, vec![4, 5]);
+    store.advance_log_start(2).unwrap();
+    assert_eq!(store.log_start().unwrap(), 4);
+    store.advance_log_start(100).unwrap();
+    assert_eq!(store.log_start().unwrap(), 6);
+    assert!(store.log_entries(0, 10).unwrap().is_empty());
+    store.put(b"r/after", b"v").unwrap();
+    assert_eq!(store.log_entries(0, 10).unwrap()[0].seq, 6);
+}
+
+struct CountingWaker(AtomicUsize);
+
+impl Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn the_notifier_wakes_an_async_waiter_on_commit() {
+    let (store, _clock) = open();
+    let notifier = store.notifier();
+    let mut wait = std::pin::pin!(notifier.wait_after(0));
+    let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+    let waker = Waker::from(counter.clone());
+    let mut context = Context::from_waker(&waker);
+    assert!(wait.as_mut().poll(&mut context).is_pending());
+    store.put(b"s/unmanaged", b"no entry").unwrap();
+    assert_eq!(counter.0.load(Ordering::SeqCst), 0);
+    store.put(b"r/a", b"v").unwrap();
+    assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        wait.as_mut().poll(&mut context),
+        Poll::Ready(LogEvent::Advanced(1))
+    );
+    let mut after_close = std::pin::pin!(notifier.wait_after(1));
+    assert!(after_close.as_mut().poll(&mut context).is_pending());
+    store.close().unwrap();
+    assert_eq!(
+        after_close.as_mut().poll(&mut context),
+        Poll::Ready(LogEvent::Closed)
+    );
+}
+
+#[test]
+fn the_notifier_wakes_a_blocked_thread() {
+    let (store, _clock) = open();
+    let notifier = store.notifier();
+    let waiter =
+        std::thread::spawn(move || notifier.wait_after_blocking(0, Duration::from_secs(60)));
+    store.put(b"r/a", b"v").unwrap();
+    assert_eq!(waiter.join().unwrap(), Some(LogEvent::Advanced(1)));
+}
+
+/// A clock that ticks on every reading, so timestamps reveal the order entries were made in.
+struct TickingClock(AtomicU64);
+
+impl Clock for TickingClock {
+    fn now_ns(&self) -> u64 {
+        self.0.fetch_add(1, Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn concurrent_commits_get_log_positions_in_commit_order() {
+    let store = open_with_clock(Arc::new(TickingClock(AtomicU64::new(1))));
+    std::thread::scope(|scope| {
+        for writer in 0..8 {
+            let store = &store;
+            scope.spawn(move || {
+                for round in 0..50 {
+                    store
+                        .put(format!("r/{writer}/{round}").as_bytes(), b"v")
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let entries = store.log_entries(0, 1_000).unwrap();
+    assert_eq!(entries.len(), 400);
+    assert!(
+        entries
+            .windows(2)
+            .all(|pair| pair[0].seq < pair[1].seq && pair[0].timestamp_ns < pair[1].timestamp_ns)
+    );
+}
+
+#[test]
+fn watchable_over_a_shared_store_reopens_at_the_end_of_the_log() {
+    let inner = Arc::new(open_memstore());
+    let options = || WatchableOptions {
+        managed_prefixes: vec![b"r/".to_vec()],
+        clock: Arc::new(ManualClock::new(5)),
+        rng: Arc::new(SeededRng::new(9)),
+    };
+    let first = Watchable::open(inner.clone(), options()).unwrap();
+    for index in 0..37 {
+        first.put(format!("r/{index}").as_bytes(), b"v").unwrap();
+    }
+    let second = Watchable::open(inner.clone(), options()).unwrap();
+    assert_eq!(second.latest_log_seq(), 37);
+    let transaction = second.transaction().unwrap();
+    transaction.put(b"r/next", b"v").unwrap();
+    transaction.commit().unwrap();
+    assert_eq!(second.log_entries(38, 10).unwrap()[0].seq, 38);
+}
