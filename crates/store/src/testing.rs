@@ -91,7 +91,7 @@ pub fn read_write_random_against_model<S: Store>(open: &dyn Fn() -> S) {
     let mut snapshots = Vec::new();
     for step in 0..10_000u64 {
         let key = format!("key{:02}", rng.next_u64() % 50).into_bytes();
-        if rng.next_u64() % 3 == 0 {
+        if rng.next_u64().is_multiple_of(3) {
             store.delete(&key).unwrap();
             model.remove(&key);
         } else {
