@@ -25,10 +25,7 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
             "syncbase-nosql",
         ],
     ),
-    (
-        "syncbase-bench",
-        &["syncbase-store", "syncbase-store-redb", "syncbase-util"],
-    ),
+    ("syncbase-bench", &["syncbase-store", "syncbase-store-redb"]),
 ];
 
 fn main() -> ExitCode {

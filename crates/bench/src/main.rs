@@ -1,0 +1,44 @@
+//! `syncbase-bench`: the benchmark workloads behind `cargo xtask bench` (see
+//! `../shared/design/BENCHMARKS.md` for the rules). Each figure is the median of several runs
+//! after a warm-up, printed with min–max, beside the raw engine or the physical limit measured in
+//! the same run; the table is also written as JSON under `target/bench/`.
+//!
+//! Usage: `syncbase-bench store [--rows N] [--runs N]`.
+
+// Benchmarks measure wall time by definition.
+#![allow(clippy::disallowed_methods)]
+
+mod report;
+mod store;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut options = store::Options::default();
+    let mut rest = args.iter().skip(1);
+    while let Some(flag) = rest.next() {
+        let value = rest.next().and_then(|value| value.parse::<usize>().ok());
+        match (flag.as_str(), value) {
+            ("--rows", Some(value)) => options.rows = value,
+            ("--runs", Some(value)) => options.runs = value.max(1),
+            _ => {
+                eprintln!("usage: syncbase-bench store [--rows N] [--runs N]");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    match args.first().map(String::as_str) {
+        Some("store") => match store::run(&options) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("bench store: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        _ => {
+            eprintln!("usage: syncbase-bench store [--rows N] [--runs N]");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,473 @@
+//! `bench store`: the storage workloads S1–S3 of `BENCHMARKS.md`, for memstore, our plain store on
+//! redb, redb used directly, and the watchable layer, beside the fsync floor.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::RwLock;
+use redb::{ReadableDatabase, TableDefinition};
+use syncbase_store::{
+    Durability, ManualClock, Rng, SeededRng, Store, StoreReader, StoreWriter, Watchable,
+    WatchableOptions, open_memstore,
+};
+
+use crate::report::{Figure, Table, measure, seconds, write_json};
+
+/// Our redb engine's data table: raw redb reads the very files our store writes.
+const DATA: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("syncbase_data");
+const VALUE_BYTES: usize = 100;
+const BATCH_ROWS: usize = 1_000;
+const S1_ROWS: usize = 100_000;
+const GETS: usize = 100_000;
+const SCAN_ROWS: usize = 10_000;
+
+/// Sizes of the run.
+pub struct Options {
+    /// Rows loaded for the read workloads (S3).
+    pub rows: usize,
+    /// Measured runs per figure (after one warm-up).
+    pub runs: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            rows: 1_000_000,
+            runs: 3,
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn key(index: usize) -> Vec<u8> {
+    format!("k{index:08}").into_bytes()
+}
+
+fn value(index: usize) -> Vec<u8> {
+    let rng = SeededRng::new(index as u64);
+    (0..VALUE_BYTES / 8 + 1)
+        .flat_map(|_| rng.next_u64().to_le_bytes())
+        .take(VALUE_BYTES)
+        .collect()
+}
+
+fn watchable_options() -> WatchableOptions {
+    WatchableOptions {
+        managed_prefixes: vec![Vec::new()],
+        clock: Arc::new(ManualClock::new(1)),
+        rng: Arc::new(syncbase_store::EntropyRng::default()),
+    }
+}
+
+fn rate(count: usize, seconds: f64) -> f64 {
+    count as f64 / seconds
+}
+
+fn shuffled(count: usize, seed: u64) -> Vec<usize> {
+    let rng = SeededRng::new(seed);
+    let mut indices: Vec<usize> = (0..count).collect();
+    for position in (1..indices.len()).rev() {
+        let other = (rng.next_u64() % (position as u64 + 1)) as usize;
+        indices.swap(position, other);
+    }
+    indices
+}
+
+fn file_bytes(path: &Path) -> f64 {
+    std::fs::metadata(path).map(|m| m.len() as f64).unwrap_or(f64::NAN)
+}
+
+/// Runs every store workload and prints the tables.
+pub fn run(options: &Options) -> Result<()> {
+    let scratch = tempfile::Builder::new().prefix("syncbase-bench").tempdir_in(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+    )?;
+    let runs = options.runs;
+    println!(
+        "# bench store: {} rows of {VALUE_BYTES} B for reads, {S1_ROWS} rows for batch writes, \
+         median of {runs} runs after a warm-up [min–max]",
+        options.rows
+    );
+    let writes = write_table(scratch.path(), runs)?;
+    writes.print();
+    let concurrency = concurrency_table(scratch.path(), runs)?;
+    concurrency.print();
+    let reads = read_table(scratch.path(), options.rows, runs)?;
+    reads.print();
+    write_json("store", &[&writes, &concurrency, &reads])?;
+    Ok(())
+}
+
+fn fresh(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// S1: 100k puts in durable transactions of 1,000.
+fn write_table(dir: &Path, runs: usize) -> Result<Table> {
+    let batches = S1_ROWS / BATCH_ROWS;
+    let load = |store: &dyn Store| -> f64 {
+        let elapsed = seconds(|| {
+            for batch in 0..batches {
+                let transaction = store.transaction().expect("transaction");
+                for index in batch * BATCH_ROWS..(batch + 1) * BATCH_ROWS {
+                    transaction.put(&key(index), &value(index)).expect("put");
+                }
+                transaction.commit().expect("commit");
+            }
+        });
+        rate(S1_ROWS, elapsed)
+    };
+    let memstore = measure(runs, || load(&open_memstore()));
+    let ours = measure(runs, || {
+        let path = fresh(dir, "s1-ours.redb");
+        load(&syncbase_store_redb::open(&path, Durability::Durable).expect("open"))
+    });
+    let watchable = measure(runs, || {
+        let path = fresh(dir, "s1-watchable.redb");
+        let store = syncbase_store_redb::open(&path, Durability::Durable).expect("open");
+        load(&Watchable::open(store, watchable_options()).expect("watchable"))
+    });
+    let raw = measure(runs, || {
+        let path = fresh(dir, "s1-raw.redb");
+        let database = redb::Database::create(&path).expect("create");
+        let elapsed = seconds(|| {
+            for batch in 0..batches {
+                let transaction = database.begin_write().expect("write");
+                {
+                    let mut table = transaction.open_table(DATA).expect("table");
+                    for index in batch * BATCH_ROWS..(batch + 1) * BATCH_ROWS {
+                        table.insert(key(index).as_slice(), value(index).as_slice()).expect("insert");
+                    }
+                }
+                transaction.commit().expect("commit");
+            }
+        });
+        rate(S1_ROWS, elapsed)
+    });
+    let ratio = Figure { values: vec![ours.median() / raw.median()] };
+    Ok(Table {
+        title: "S1: batch writes (100k puts, 1,000 per durable commit)".into(),
+        columns: columns(),
+        rows: vec![(
+            "puts in batches of 1,000".into(),
+            "rows/s".into(),
+            vec![Some(memstore), Some(ours), Some(raw), Some(ratio), Some(watchable), None],
+        )],
+    })
+}
+
+fn columns() -> Vec<String> {
+    ["memstore", "ours (redb)", "raw redb", "ours / raw", "watchable (redb)", "BTreeMap+RwLock"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// S2: single-put durable commits from 1 and from 32 concurrent writers, beside the fsync floor.
+fn concurrency_table(dir: &Path, runs: usize) -> Result<Table> {
+    let commits_single = 1_000;
+    let per_writer = 100;
+    let writers = 32;
+    let single = measure(runs, || {
+        let store = syncbase_store_redb::open(&fresh(dir, "s2-single.redb"), Durability::Durable)
+            .expect("open");
+        let elapsed = seconds(|| {
+            for index in 0..commits_single {
+                store.put(&key(index), &value(index)).expect("put");
+            }
+        });
+        rate(commits_single, elapsed)
+    });
+    let mut syncs_per_commit = Vec::new();
+    let concurrent = measure(runs, || {
+        let store = syncbase_store_redb::open(&fresh(dir, "s2-32.redb"), Durability::Durable)
+            .expect("open");
+        let elapsed = seconds(|| {
+            std::thread::scope(|scope| {
+                for writer in 0..writers {
+                    let store = &store;
+                    scope.spawn(move || {
+                        for round in 0..per_writer {
+                            let index = writer * per_writer + round;
+                            store.put(&key(index), &value(index)).expect("put");
+                        }
+                    });
+                }
+            });
+        });
+        let stats = store.stats();
+        syncs_per_commit.push(stats.disk_syncs as f64 / stats.commits as f64);
+        rate(writers * per_writer, elapsed)
+    });
+    let raw_single = measure(runs, || {
+        let database = redb::Database::create(fresh(dir, "s2-raw.redb")).expect("create");
+        let elapsed = seconds(|| {
+            for index in 0..commits_single {
+                let transaction = database.begin_write().expect("write");
+                {
+                    let mut table = transaction.open_table(DATA).expect("table");
+                    table.insert(key(index).as_slice(), value(index).as_slice()).expect("insert");
+                }
+                transaction.commit().expect("commit");
+            }
+        });
+        rate(commits_single, elapsed)
+    });
+    let floor = measure(runs, || fsync_floor(dir).expect("fsync floor"));
+    let ratio = Figure { values: vec![concurrent.median() / single.median()] };
+    Ok(Table {
+        title: "S2: durable single-put commits (ours on redb)".into(),
+        columns: vec!["ours (redb)".into(), "raw redb".into(), "fsync floor".into()],
+        rows: vec![
+            ("1 writer".into(), "commits/s".into(), vec![Some(single), Some(raw_single), Some(floor)]),
+            (format!("{writers} writers"), "commits/s".into(), vec![Some(concurrent), None, None]),
+            ("32 writers / 1 writer".into(), "ratio".into(), vec![Some(ratio), None, None]),
+            (
+                "disk syncs per commit, 32 writers".into(),
+                "syncs".into(),
+                vec![Some(Figure { values: syncs_per_commit }), None, None],
+            ),
+        ],
+    })
+}
+
+/// Appends 4 KiB and `fdatasync`s, 1,000 times: the disk's durable-write rate per second.
+fn fsync_floor(dir: &Path) -> std::io::Result<f64> {
+    let path = fresh(dir, "fsync-floor");
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+    let block = [0x5au8; 4096];
+    let mut latencies = Vec::with_capacity(1_000);
+    for _ in 0..1_000 {
+        let start = Instant::now();
+        file.write_all(&block)?;
+        file.sync_data()?;
+        latencies.push(start.elapsed().as_secs_f64());
+    }
+    latencies.sort_by(f64::total_cmp);
+    Ok(1.0 / latencies[latencies.len() / 2])
+}
+
+/// S3: random gets on `rows` keys, a 10k-key prefix scan, reopen time and bytes per row.
+fn read_table(dir: &Path, rows: usize, runs: usize) -> Result<Table> {
+    let order = shuffled(rows, 1);
+    let probes: Vec<usize> = shuffled(rows, 2).into_iter().cycle().take(GETS).collect();
+    let scan_prefix = b"k0000".to_vec();
+    let (scan_start, scan_limit) = (scan_prefix.clone(), syncbase_store::prefix_limit(&scan_prefix));
+    let expected_scan = rows.min(SCAN_ROWS);
+
+    let load = |store: &dyn Store| {
+        for chunk in order.chunks(10_000) {
+            let transaction = store.transaction().expect("transaction");
+            for &index in chunk {
+                transaction.put(&key(index), &value(index)).expect("put");
+            }
+            transaction.commit().expect("commit");
+        }
+    };
+    let gets = |reader: &dyn StoreReader| {
+        rate(GETS, seconds(|| {
+            for &index in &probes {
+                assert!(reader.get(&key(index)).expect("get").is_some());
+            }
+        }))
+    };
+    let scan = |reader: &dyn StoreReader| {
+        seconds(|| {
+            let count = reader.scan(&scan_start, &scan_limit).expect("scan").count();
+            assert_eq!(count, expected_scan);
+        }) * 1_000.0
+    };
+
+    eprintln!("bench: loading {rows} rows into memstore, ours, raw redb and watchable");
+    let memstore = open_memstore();
+    load(&memstore);
+    let ours_path = fresh(dir, "s3-ours.redb");
+    let ours_load = seconds(|| {
+        let store = syncbase_store_redb::open(&ours_path, Durability::Relaxed).expect("open");
+        load(&store);
+        store.close().expect("close");
+    });
+    let watchable_path = fresh(dir, "s3-watchable.redb");
+    let watchable_load = seconds(|| {
+        let store = syncbase_store_redb::open(&watchable_path, Durability::Relaxed).expect("open");
+        let watchable = Watchable::open(store, watchable_options()).expect("watchable");
+        load(&watchable);
+        watchable.close().expect("close");
+    });
+    let raw_path = fresh(dir, "s3-raw.redb");
+    let raw_load = seconds(|| {
+        let database = redb::Database::create(&raw_path).expect("create");
+        for chunk in order.chunks(10_000) {
+            let mut transaction = database.begin_write().expect("write");
+            transaction.set_durability(redb::Durability::None).expect("durability");
+            {
+                let mut table = transaction.open_table(DATA).expect("table");
+                for &index in chunk {
+                    table.insert(key(index).as_slice(), value(index).as_slice()).expect("insert");
+                }
+            }
+            transaction.commit().expect("commit");
+        }
+        let transaction = database.begin_write().expect("write");
+        transaction.commit().expect("final durable commit");
+    });
+    let btree: RwLock<BTreeMap<Vec<u8>, Vec<u8>>> =
+        RwLock::new(order.iter().map(|&index| (key(index), value(index))).collect());
+
+    let ours = syncbase_store_redb::open(&ours_path, Durability::Durable)?;
+    let watchable = Watchable::open(
+        syncbase_store_redb::open(&watchable_path, Durability::Durable)?,
+        watchable_options(),
+    )?;
+    let raw = redb::Database::open(&raw_path)?;
+
+    let mut table = Table {
+        title: format!("S3: reads on {rows} rows"),
+        columns: columns(),
+        rows: Vec::new(),
+    };
+    let ours_gets = measure(runs, || gets(&ours));
+    let raw_gets = measure(runs, || {
+        rate(GETS, seconds(|| {
+            for &index in &probes {
+                let transaction = raw.begin_read().expect("read");
+                let data = transaction.open_table(DATA).expect("table");
+                assert!(data.get(key(index).as_slice()).expect("get").is_some());
+            }
+        }))
+    });
+    let btree_gets = measure(runs, || {
+        rate(GETS, seconds(|| {
+            for &index in &probes {
+                assert!(btree.read().get(&key(index)).is_some());
+            }
+        }))
+    });
+    table.rows.push((
+        "random gets (snapshot per get)".into(),
+        "ops/s".into(),
+        vec![
+            Some(measure(runs, || gets(&memstore))),
+            Some(ours_gets.clone()),
+            Some(raw_gets.clone()),
+            Some(Figure { values: vec![ours_gets.median() / raw_gets.median()] }),
+            Some(measure(runs, || gets(&watchable))),
+            Some(btree_gets),
+        ],
+    ));
+    let ours_snapshot_gets = measure(runs, || gets(ours.snapshot().expect("snapshot").as_ref()));
+    let raw_snapshot_gets = measure(runs, || {
+        let transaction = raw.begin_read().expect("read");
+        let data = transaction.open_table(DATA).expect("table");
+        rate(GETS, seconds(|| {
+            for &index in &probes {
+                assert!(data.get(key(index).as_slice()).expect("get").is_some());
+            }
+        }))
+    });
+    table.rows.push((
+        "random gets in one snapshot".into(),
+        "ops/s".into(),
+        vec![
+            Some(measure(runs, || gets(memstore.snapshot().expect("snapshot").as_ref()))),
+            Some(ours_snapshot_gets.clone()),
+            Some(raw_snapshot_gets.clone()),
+            Some(Figure { values: vec![ours_snapshot_gets.median() / raw_snapshot_gets.median()] }),
+            Some(measure(runs, || gets(watchable.snapshot().expect("snapshot").as_ref()))),
+            None,
+        ],
+    ));
+    let ours_scan = measure(runs, || scan(&ours));
+    let raw_scan = measure(runs, || {
+        seconds(|| {
+            let transaction = raw.begin_read().expect("read");
+            let data = transaction.open_table(DATA).expect("table");
+            let count = data
+                .range::<&[u8]>(scan_start.as_slice()..scan_limit.as_slice())
+                .expect("range")
+                .count();
+            assert_eq!(count, expected_scan);
+        }) * 1_000.0
+    });
+    let btree_scan = measure(runs, || {
+        seconds(|| {
+            let count = btree.read().range(scan_start.clone()..scan_limit.clone()).count();
+            assert_eq!(count, expected_scan);
+        }) * 1_000.0
+    });
+    table.rows.push((
+        format!("prefix scan of {expected_scan} keys"),
+        "ms".into(),
+        vec![
+            Some(measure(runs, || scan(&memstore))),
+            Some(ours_scan.clone()),
+            Some(raw_scan.clone()),
+            Some(Figure { values: vec![ours_scan.median() / raw_scan.median()] }),
+            Some(measure(runs, || scan(&watchable))),
+            Some(btree_scan),
+        ],
+    ));
+    ours.close()?;
+    watchable.close()?;
+    drop(raw);
+    let ours_reopen = measure(runs, || {
+        seconds(|| {
+            syncbase_store_redb::open(&ours_path, Durability::Durable).expect("reopen");
+        }) * 1_000.0
+    });
+    let raw_reopen = measure(runs, || {
+        seconds(|| {
+            redb::Database::open(&raw_path).expect("reopen");
+        }) * 1_000.0
+    });
+    let watchable_reopen = measure(runs, || {
+        seconds(|| {
+            let store = syncbase_store_redb::open(&watchable_path, Durability::Durable).expect("reopen");
+            Watchable::open(store, watchable_options()).expect("watchable");
+        }) * 1_000.0
+    });
+    table.rows.push((
+        "reopen (page cache warm)".into(),
+        "ms".into(),
+        vec![
+            None,
+            Some(ours_reopen.clone()),
+            Some(raw_reopen.clone()),
+            Some(Figure { values: vec![ours_reopen.median() / raw_reopen.median()] }),
+            Some(watchable_reopen),
+            None,
+        ],
+    ));
+    let single = |value: f64| Some(Figure { values: vec![value] });
+    let per_row = |path: &Path| file_bytes(path) / rows as f64;
+    table.rows.push((
+        "bulk load (10k per relaxed commit, then a durable close)".into(),
+        "rows/s".into(),
+        vec![
+            None,
+            single(rate(rows, ours_load)),
+            single(rate(rows, raw_load)),
+            single(raw_load / ours_load),
+            single(rate(rows, watchable_load)),
+            None,
+        ],
+    ));
+    table.rows.push((
+        "disk bytes per row (100 B value, 9 B key)".into(),
+        "B".into(),
+        vec![
+            None,
+            single(per_row(&ours_path)),
+            single(per_row(&raw_path)),
+            single(per_row(&ours_path) / per_row(&raw_path)),
+            single(per_row(&watchable_path)),
+            None,
+        ],
+    ));
+    Ok(table)
+}
