@@ -22,7 +22,10 @@ impl Figure {
     }
 
     pub fn max(&self) -> f64 {
-        self.values.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+        self.values
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max)
     }
 }
 
@@ -91,7 +94,10 @@ impl Table {
     }
 
     pub fn to_json(&self) -> String {
-        let mut out = format!("{{\"title\":{:?},\"columns\":{:?},\"rows\":[", self.title, self.columns);
+        let mut out = format!(
+            "{{\"title\":{:?},\"columns\":{:?},\"rows\":[",
+            self.title, self.columns
+        );
         for (index, (name, unit, cells)) in self.rows.iter().enumerate() {
             if index > 0 {
                 out.push(',');

@@ -78,14 +78,16 @@ fn shuffled(count: usize, seed: u64) -> Vec<usize> {
 }
 
 fn file_bytes(path: &Path) -> f64 {
-    std::fs::metadata(path).map(|m| m.len() as f64).unwrap_or(f64::NAN)
+    std::fs::metadata(path)
+        .map(|m| m.len() as f64)
+        .unwrap_or(f64::NAN)
 }
 
 /// Runs every store workload and prints the tables.
 pub fn run(options: &Options) -> Result<()> {
-    let scratch = tempfile::Builder::new().prefix("syncbase-bench").tempdir_in(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"),
-    )?;
+    let scratch = tempfile::Builder::new()
+        .prefix("syncbase-bench")
+        .tempdir_in(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))?;
     let runs = options.runs;
     println!(
         "# bench store: {} rows of {VALUE_BYTES} B for reads, {S1_ROWS} rows for batch writes, \
@@ -142,7 +144,9 @@ fn write_table(dir: &Path, runs: usize) -> Result<Table> {
                 {
                     let mut table = transaction.open_table(DATA).expect("table");
                     for index in batch * BATCH_ROWS..(batch + 1) * BATCH_ROWS {
-                        table.insert(key(index).as_slice(), value(index).as_slice()).expect("insert");
+                        table
+                            .insert(key(index).as_slice(), value(index).as_slice())
+                            .expect("insert");
                     }
                 }
                 transaction.commit().expect("commit");
@@ -150,22 +154,38 @@ fn write_table(dir: &Path, runs: usize) -> Result<Table> {
         });
         rate(S1_ROWS, elapsed)
     });
-    let ratio = Figure { values: vec![ours.median() / raw.median()] };
+    let ratio = Figure {
+        values: vec![ours.median() / raw.median()],
+    };
     Ok(Table {
         title: "S1: batch writes (100k puts, 1,000 per durable commit)".into(),
         columns: columns(),
         rows: vec![(
             "puts in batches of 1,000".into(),
             "rows/s".into(),
-            vec![Some(memstore), Some(ours), Some(raw), Some(ratio), Some(watchable), None],
+            vec![
+                Some(memstore),
+                Some(ours),
+                Some(raw),
+                Some(ratio),
+                Some(watchable),
+                None,
+            ],
         )],
     })
 }
 
 fn columns() -> Vec<String> {
-    ["memstore", "ours (redb)", "raw redb", "ours / raw", "watchable (redb)", "BTreeMap+RwLock"]
-        .map(String::from)
-        .to_vec()
+    [
+        "memstore",
+        "ours (redb)",
+        "raw redb",
+        "ours / raw",
+        "watchable (redb)",
+        "BTreeMap+RwLock",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// S2: single-put durable commits from 1 and from 32 concurrent writers, beside the fsync floor.
@@ -211,7 +231,9 @@ fn concurrency_table(dir: &Path, runs: usize) -> Result<Table> {
                 let transaction = database.begin_write().expect("write");
                 {
                     let mut table = transaction.open_table(DATA).expect("table");
-                    table.insert(key(index).as_slice(), value(index).as_slice()).expect("insert");
+                    table
+                        .insert(key(index).as_slice(), value(index).as_slice())
+                        .expect("insert");
                 }
                 transaction.commit().expect("commit");
             }
@@ -219,18 +241,42 @@ fn concurrency_table(dir: &Path, runs: usize) -> Result<Table> {
         rate(commits_single, elapsed)
     });
     let floor = measure(runs, || fsync_floor(dir).expect("fsync floor"));
-    let ratio = Figure { values: vec![concurrent.median() / single.median()] };
+    let ratio = Figure {
+        values: vec![concurrent.median() / single.median()],
+    };
     Ok(Table {
         title: "S2: durable single-put commits (ours on redb)".into(),
-        columns: vec!["ours (redb)".into(), "raw redb".into(), "fsync floor".into()],
+        columns: vec![
+            "ours (redb)".into(),
+            "raw redb".into(),
+            "fsync floor".into(),
+        ],
         rows: vec![
-            ("1 writer".into(), "commits/s".into(), vec![Some(single), Some(raw_single), Some(floor)]),
-            (format!("{writers} writers"), "commits/s".into(), vec![Some(concurrent), None, None]),
-            ("32 writers / 1 writer".into(), "ratio".into(), vec![Some(ratio), None, None]),
+            (
+                "1 writer".into(),
+                "commits/s".into(),
+                vec![Some(single), Some(raw_single), Some(floor)],
+            ),
+            (
+                format!("{writers} writers"),
+                "commits/s".into(),
+                vec![Some(concurrent), None, None],
+            ),
+            (
+                "32 writers / 1 writer".into(),
+                "ratio".into(),
+                vec![Some(ratio), None, None],
+            ),
             (
                 "disk syncs per commit, 32 writers".into(),
                 "syncs".into(),
-                vec![Some(Figure { values: syncs_per_commit }), None, None],
+                vec![
+                    Some(Figure {
+                        values: syncs_per_commit,
+                    }),
+                    None,
+                    None,
+                ],
             ),
         ],
     })
@@ -239,7 +285,10 @@ fn concurrency_table(dir: &Path, runs: usize) -> Result<Table> {
 /// Appends 4 KiB and `fdatasync`s, 1,000 times: the disk's durable-write rate per second.
 fn fsync_floor(dir: &Path) -> std::io::Result<f64> {
     let path = fresh(dir, "fsync-floor");
-    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
     let block = [0x5au8; 4096];
     let mut latencies = Vec::with_capacity(1_000);
     for _ in 0..1_000 {
@@ -257,7 +306,10 @@ fn read_table(dir: &Path, rows: usize, runs: usize) -> Result<Table> {
     let order = shuffled(rows, 1);
     let probes: Vec<usize> = shuffled(rows, 2).into_iter().cycle().take(GETS).collect();
     let scan_prefix = b"k0000".to_vec();
-    let (scan_start, scan_limit) = (scan_prefix.clone(), syncbase_store::prefix_limit(&scan_prefix));
+    let (scan_start, scan_limit) = (
+        scan_prefix.clone(),
+        syncbase_store::prefix_limit(&scan_prefix),
+    );
     let expected_scan = rows.min(SCAN_ROWS);
 
     let load = |store: &dyn Store| {
@@ -270,11 +322,14 @@ fn read_table(dir: &Path, rows: usize, runs: usize) -> Result<Table> {
         }
     };
     let gets = |reader: &dyn StoreReader| {
-        rate(GETS, seconds(|| {
-            for &index in &probes {
-                assert!(reader.get(&key(index)).expect("get").is_some());
-            }
-        }))
+        rate(
+            GETS,
+            seconds(|| {
+                for &index in &probes {
+                    assert!(reader.get(&key(index)).expect("get").is_some());
+                }
+            }),
+        )
     };
     let scan = |reader: &dyn StoreReader| {
         seconds(|| {
@@ -304,11 +359,15 @@ fn read_table(dir: &Path, rows: usize, runs: usize) -> Result<Table> {
         let database = redb::Database::create(&raw_path).expect("create");
         for chunk in order.chunks(10_000) {
             let mut transaction = database.begin_write().expect("write");
-            transaction.set_durability(redb::Durability::None).expect("durability");
+            transaction
+                .set_durability(redb::Durability::None)
+                .expect("durability");
             {
                 let mut table = transaction.open_table(DATA).expect("table");
                 for &index in chunk {
-                    table.insert(key(index).as_slice(), value(index).as_slice()).expect("insert");
+                    table
+                        .insert(key(index).as_slice(), value(index).as_slice())
+                        .expect("insert");
                 }
             }
             transaction.commit().expect("commit");
@@ -316,8 +375,12 @@ fn read_table(dir: &Path, rows: usize, runs: usize) -> Result<Table> {
         let transaction = database.begin_write().expect("write");
         transaction.commit().expect("final durable commit");
     });
-    let btree: RwLock<BTreeMap<Vec<u8>, Vec<u8>>> =
-        RwLock::new(order.iter().map(|&index| (key(index), value(index))).collect());
+    let btree: RwLock<BTreeMap<Vec<u8>, Vec<u8>>> = RwLock::new(
+        order
+            .iter()
+            .map(|&index| (key(index), value(index)))
+            .collect(),
+    );
 
     let ours = syncbase_store_redb::open(&ours_path, Durability::Durable)?;
     let watchable = Watchable::open(
@@ -333,20 +396,26 @@ fn read_table(dir: &Path, rows: usize, runs: usize) -> Result<Table> {
     };
     let ours_gets = measure(runs, || gets(&ours));
     let raw_gets = measure(runs, || {
-        rate(GETS, seconds(|| {
-            for &index in &probes {
-                let transaction = raw.begin_read().expect("read");
-                let data = transaction.open_table(DATA).expect("table");
-                assert!(data.get(key(index).as_slice()).expect("get").is_some());
-            }
-        }))
+        rate(
+            GETS,
+            seconds(|| {
+                for &index in &probes {
+                    let transaction = raw.begin_read().expect("read");
+                    let data = transaction.open_table(DATA).expect("table");
+                    assert!(data.get(key(index).as_slice()).expect("get").is_some());
+                }
+            }),
+        )
     });
     let btree_gets = measure(runs, || {
-        rate(GETS, seconds(|| {
-            for &index in &probes {
-                assert!(btree.read().get(&key(index)).is_some());
-            }
-        }))
+        rate(
+            GETS,
+            seconds(|| {
+                for &index in &probes {
+                    assert!(btree.read().get(&key(index)).is_some());
+                }
+            }),
+        )
     });
     table.rows.push((
         "random gets (snapshot per get)".into(),
@@ -355,7 +424,9 @@ fn read_table(dir: &Path, rows: usize, runs: usize) -> Result<Table> {
             Some(measure(runs, || gets(&memstore))),
             Some(ours_gets.clone()),
             Some(raw_gets.clone()),
-            Some(Figure { values: vec![ours_gets.median() / raw_gets.median()] }),
+            Some(Figure {
+                values: vec![ours_gets.median() / raw_gets.median()],
+            }),
             Some(measure(runs, || gets(&watchable))),
             Some(btree_gets),
         ],
@@ -364,21 +435,30 @@ fn read_table(dir: &Path, rows: usize, runs: usize) -> Result<Table> {
     let raw_snapshot_gets = measure(runs, || {
         let transaction = raw.begin_read().expect("read");
         let data = transaction.open_table(DATA).expect("table");
-        rate(GETS, seconds(|| {
-            for &index in &probes {
-                assert!(data.get(key(index).as_slice()).expect("get").is_some());
-            }
-        }))
+        rate(
+            GETS,
+            seconds(|| {
+                for &index in &probes {
+                    assert!(data.get(key(index).as_slice()).expect("get").is_some());
+                }
+            }),
+        )
     });
     table.rows.push((
         "random gets in one snapshot".into(),
         "ops/s".into(),
         vec![
-            Some(measure(runs, || gets(memstore.snapshot().expect("snapshot").as_ref()))),
+            Some(measure(runs, || {
+                gets(memstore.snapshot().expect("snapshot").as_ref())
+            })),
             Some(ours_snapshot_gets.clone()),
             Some(raw_snapshot_gets.clone()),
-            Some(Figure { values: vec![ours_snapshot_gets.median() / raw_snapshot_gets.median()] }),
-            Some(measure(runs, || gets(watchable.snapshot().expect("snapshot").as_ref()))),
+            Some(Figure {
+                values: vec![ours_snapshot_gets.median() / raw_snapshot_gets.median()],
+            }),
+            Some(measure(runs, || {
+                gets(watchable.snapshot().expect("snapshot").as_ref())
+            })),
             None,
         ],
     ));
@@ -396,7 +476,10 @@ fn read_table(dir: &Path, rows: usize, runs: usize) -> Result<Table> {
     });
     let btree_scan = measure(runs, || {
         seconds(|| {
-            let count = btree.read().range(scan_start.clone()..scan_limit.clone()).count();
+            let count = btree
+                .read()
+                .range(scan_start.clone()..scan_limit.clone())
+                .count();
             assert_eq!(count, expected_scan);
         }) * 1_000.0
     });
@@ -407,7 +490,9 @@ fn read_table(dir: &Path, rows: usize, runs: usize) -> Result<Table> {
             Some(measure(runs, || scan(&memstore))),
             Some(ours_scan.clone()),
             Some(raw_scan.clone()),
-            Some(Figure { values: vec![ours_scan.median() / raw_scan.median()] }),
+            Some(Figure {
+                values: vec![ours_scan.median() / raw_scan.median()],
+            }),
             Some(measure(runs, || scan(&watchable))),
             Some(btree_scan),
         ],
@@ -427,7 +512,8 @@ fn read_table(dir: &Path, rows: usize, runs: usize) -> Result<Table> {
     });
     let watchable_reopen = measure(runs, || {
         seconds(|| {
-            let store = syncbase_store_redb::open(&watchable_path, Durability::Durable).expect("reopen");
+            let store =
+                syncbase_store_redb::open(&watchable_path, Durability::Durable).expect("reopen");
             Watchable::open(store, watchable_options()).expect("watchable");
         }) * 1_000.0
     });
@@ -438,12 +524,18 @@ fn read_table(dir: &Path, rows: usize, runs: usize) -> Result<Table> {
             None,
             Some(ours_reopen.clone()),
             Some(raw_reopen.clone()),
-            Some(Figure { values: vec![ours_reopen.median() / raw_reopen.median()] }),
+            Some(Figure {
+                values: vec![ours_reopen.median() / raw_reopen.median()],
+            }),
             Some(watchable_reopen),
             None,
         ],
     ));
-    let single = |value: f64| Some(Figure { values: vec![value] });
+    let single = |value: f64| {
+        Some(Figure {
+            values: vec![value],
+        })
+    };
     let per_row = |path: &Path| file_bytes(path) / rows as f64;
     table.rows.push((
         "bulk load (10k per relaxed commit, then a durable close)".into(),
