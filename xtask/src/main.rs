@@ -8,7 +8,7 @@ use std::process::{Command, ExitCode, Stdio};
 /// edge is a design change: update `docs/ARCHITECTURE.md` with it and say why.
 const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     ("syncbase-store", &[]),
-    ("syncbase-store-redb", &["syncbase-store"]),
+    ("syncbase-store-fjall", &["syncbase-store"]),
     ("syncbase-util", &["syncbase-store"]),
     ("syncbase-vsync", &["syncbase-store", "syncbase-util"]),
     (
@@ -19,13 +19,16 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
         "syncbase-server",
         &[
             "syncbase-store",
-            "syncbase-store-redb",
+            "syncbase-store-fjall",
             "syncbase-util",
             "syncbase-vsync",
             "syncbase-nosql",
         ],
     ),
-    ("syncbase-bench", &["syncbase-store", "syncbase-store-redb"]),
+    (
+        "syncbase-bench",
+        &["syncbase-store", "syncbase-store-fjall"],
+    ),
 ];
 
 fn main() -> ExitCode {

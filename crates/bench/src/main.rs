@@ -8,10 +8,6 @@
 // Benchmarks measure wall time by definition.
 #![allow(clippy::disallowed_methods)]
 
-#[cfg(feature = "fjall")]
-mod engines;
-#[cfg(feature = "fjall")]
-mod fjall_engine;
 mod report;
 mod store;
 
@@ -33,15 +29,6 @@ fn main() -> ExitCode {
         }
     }
     match args.first().map(String::as_str) {
-        #[cfg(feature = "fjall")]
-        Some("engines") => {
-            let dir = tempfile::Builder::new()
-                .prefix("syncbase-bench")
-                .tempdir_in(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))
-                .expect("scratch dir");
-            engines::run(dir.path(), options.rows, options.runs);
-            ExitCode::SUCCESS
-        }
         Some("store") => match store::run(&options) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {

@@ -1,5 +1,5 @@
 //! `bench store`: the storage workloads S1–S3 of `BENCHMARKS.md`, for memstore, our plain store on
-//! redb, redb used directly, and the watchable layer, beside the fsync floor.
+//! fjall, fjall used directly, and the watchable layer, beside the fsync floor.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use fjall::{KeyspaceCreateOptions, PersistMode, Readable};
 use parking_lot::RwLock;
-use redb::{ReadableDatabase, TableDefinition};
 use syncbase_store::{
     Durability, ManualClock, Rng, SeededRng, Store, StoreReader, StoreWriter, Watchable,
     WatchableOptions, open_memstore,
@@ -16,8 +16,16 @@ use syncbase_store::{
 
 use crate::report::{Figure, Table, measure, seconds, write_json};
 
-/// Our redb engine's data table: raw redb reads the very files our store writes.
-const DATA: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("syncbase_data");
+fn raw_fjall(path: &Path) -> (fjall::Database, fjall::Keyspace) {
+    let database = fjall::Database::builder(path)
+        .worker_threads(syncbase_store_fjall::WORKER_THREADS)
+        .open()
+        .expect("open fjall");
+    let data = database
+        .keyspace("raw", KeyspaceCreateOptions::default)
+        .expect("keyspace");
+    (database, data)
+}
 const VALUE_BYTES: usize = 100;
 const BATCH_ROWS: usize = 1_000;
 const S1_ROWS: usize = 100_000;
@@ -77,10 +85,18 @@ fn shuffled(count: usize, seed: u64) -> Vec<usize> {
     indices
 }
 
-fn file_bytes(path: &Path) -> f64 {
-    std::fs::metadata(path)
-        .map(|m| m.len() as f64)
-        .unwrap_or(f64::NAN)
+fn disk_bytes(path: &Path) -> u64 {
+    if path.is_file() {
+        return std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    }
+    std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .filter_map(|entry| entry.ok())
+                .map(|e| disk_bytes(&e.path()))
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// Runs every store workload and prints the tables.
@@ -107,6 +123,7 @@ pub fn run(options: &Options) -> Result<()> {
 fn fresh(dir: &Path, name: &str) -> PathBuf {
     let path = dir.join(name);
     let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_dir_all(&path);
     path
 }
 
@@ -127,29 +144,23 @@ fn write_table(dir: &Path, runs: usize) -> Result<Table> {
     };
     let memstore = measure(runs, || load(&open_memstore()));
     let ours = measure(runs, || {
-        let path = fresh(dir, "s1-ours.redb");
-        load(&syncbase_store_redb::open(&path, Durability::Durable).expect("open"))
+        let path = fresh(dir, "s1-ours");
+        load(&syncbase_store_fjall::open(&path, Durability::Durable).expect("open"))
     });
     let watchable = measure(runs, || {
-        let path = fresh(dir, "s1-watchable.redb");
-        let store = syncbase_store_redb::open(&path, Durability::Durable).expect("open");
+        let path = fresh(dir, "s1-watchable");
+        let store = syncbase_store_fjall::open(&path, Durability::Durable).expect("open");
         load(&Watchable::open(store, watchable_options()).expect("watchable"))
     });
     let raw = measure(runs, || {
-        let path = fresh(dir, "s1-raw.redb");
-        let database = redb::Database::create(&path).expect("create");
+        let (database, data) = raw_fjall(&fresh(dir, "s1-raw"));
         let elapsed = seconds(|| {
             for batch in 0..batches {
-                let transaction = database.begin_write().expect("write");
-                {
-                    let mut table = transaction.open_table(DATA).expect("table");
-                    for index in batch * BATCH_ROWS..(batch + 1) * BATCH_ROWS {
-                        table
-                            .insert(key(index).as_slice(), value(index).as_slice())
-                            .expect("insert");
-                    }
+                let mut write = database.batch().durability(Some(PersistMode::SyncAll));
+                for index in batch * BATCH_ROWS..(batch + 1) * BATCH_ROWS {
+                    write.insert(&data, key(index), value(index));
                 }
-                transaction.commit().expect("commit");
+                write.commit().expect("commit");
             }
         });
         rate(S1_ROWS, elapsed)
@@ -178,10 +189,10 @@ fn write_table(dir: &Path, runs: usize) -> Result<Table> {
 fn columns() -> Vec<String> {
     [
         "memstore",
-        "ours (redb)",
-        "raw redb",
+        "ours (fjall)",
+        "raw fjall",
         "ours / raw",
-        "watchable (redb)",
+        "watchable (fjall)",
         "BTreeMap+RwLock",
     ]
     .map(String::from)
@@ -194,7 +205,7 @@ fn concurrency_table(dir: &Path, runs: usize) -> Result<Table> {
     let per_writer = 100;
     let writers = 32;
     let single = measure(runs, || {
-        let store = syncbase_store_redb::open(&fresh(dir, "s2-single.redb"), Durability::Durable)
+        let store = syncbase_store_fjall::open(&fresh(dir, "s2-single"), Durability::Durable)
             .expect("open");
         let elapsed = seconds(|| {
             for index in 0..commits_single {
@@ -205,8 +216,8 @@ fn concurrency_table(dir: &Path, runs: usize) -> Result<Table> {
     });
     let mut syncs_per_commit = Vec::new();
     let concurrent = measure(runs, || {
-        let store = syncbase_store_redb::open(&fresh(dir, "s2-32.redb"), Durability::Durable)
-            .expect("open");
+        let store =
+            syncbase_store_fjall::open(&fresh(dir, "s2-32"), Durability::Durable).expect("open");
         let elapsed = seconds(|| {
             std::thread::scope(|scope| {
                 for writer in 0..writers {
@@ -225,17 +236,12 @@ fn concurrency_table(dir: &Path, runs: usize) -> Result<Table> {
         rate(writers * per_writer, elapsed)
     });
     let raw_single = measure(runs, || {
-        let database = redb::Database::create(fresh(dir, "s2-raw.redb")).expect("create");
+        let (database, data) = raw_fjall(&fresh(dir, "s2-raw"));
         let elapsed = seconds(|| {
             for index in 0..commits_single {
-                let transaction = database.begin_write().expect("write");
-                {
-                    let mut table = transaction.open_table(DATA).expect("table");
-                    table
-                        .insert(key(index).as_slice(), value(index).as_slice())
-                        .expect("insert");
-                }
-                transaction.commit().expect("commit");
+                let mut write = database.batch().durability(Some(PersistMode::SyncAll));
+                write.insert(&data, key(index), value(index));
+                write.commit().expect("commit");
             }
         });
         rate(commits_single, elapsed)
@@ -245,10 +251,10 @@ fn concurrency_table(dir: &Path, runs: usize) -> Result<Table> {
         values: vec![concurrent.median() / single.median()],
     };
     Ok(Table {
-        title: "S2: durable single-put commits (ours on redb)".into(),
+        title: "S2: durable single-put commits (ours on fjall)".into(),
         columns: vec![
-            "ours (redb)".into(),
-            "raw redb".into(),
+            "ours (fjall)".into(),
+            "raw fjall".into(),
             "fsync floor".into(),
         ],
         rows: vec![
@@ -338,42 +344,33 @@ fn read_table(dir: &Path, rows: usize, runs: usize) -> Result<Table> {
         }) * 1_000.0
     };
 
-    eprintln!("bench: loading {rows} rows into memstore, ours, raw redb and watchable");
+    eprintln!("bench: loading {rows} rows into memstore, ours, raw fjall and watchable");
     let memstore = open_memstore();
     load(&memstore);
-    let ours_path = fresh(dir, "s3-ours.redb");
+    let ours_path = fresh(dir, "s3-ours");
     let ours_load = seconds(|| {
-        let store = syncbase_store_redb::open(&ours_path, Durability::Relaxed).expect("open");
+        let store = syncbase_store_fjall::open(&ours_path, Durability::Relaxed).expect("open");
         load(&store);
         store.close().expect("close");
     });
-    let watchable_path = fresh(dir, "s3-watchable.redb");
+    let watchable_path = fresh(dir, "s3-watchable");
     let watchable_load = seconds(|| {
-        let store = syncbase_store_redb::open(&watchable_path, Durability::Relaxed).expect("open");
+        let store = syncbase_store_fjall::open(&watchable_path, Durability::Relaxed).expect("open");
         let watchable = Watchable::open(store, watchable_options()).expect("watchable");
         load(&watchable);
         watchable.close().expect("close");
     });
-    let raw_path = fresh(dir, "s3-raw.redb");
+    let raw_path = fresh(dir, "s3-raw");
     let raw_load = seconds(|| {
-        let database = redb::Database::create(&raw_path).expect("create");
+        let (database, data) = raw_fjall(&raw_path);
         for chunk in order.chunks(10_000) {
-            let mut transaction = database.begin_write().expect("write");
-            transaction
-                .set_durability(redb::Durability::None)
-                .expect("durability");
-            {
-                let mut table = transaction.open_table(DATA).expect("table");
-                for &index in chunk {
-                    table
-                        .insert(key(index).as_slice(), value(index).as_slice())
-                        .expect("insert");
-                }
+            let mut write = database.batch().durability(Some(PersistMode::Buffer));
+            for &index in chunk {
+                write.insert(&data, key(index), value(index));
             }
-            transaction.commit().expect("commit");
+            write.commit().expect("commit");
         }
-        let transaction = database.begin_write().expect("write");
-        transaction.commit().expect("final durable commit");
+        database.persist(PersistMode::SyncAll).expect("persist");
     });
     let btree: RwLock<BTreeMap<Vec<u8>, Vec<u8>>> = RwLock::new(
         order
@@ -382,12 +379,12 @@ fn read_table(dir: &Path, rows: usize, runs: usize) -> Result<Table> {
             .collect(),
     );
 
-    let ours = syncbase_store_redb::open(&ours_path, Durability::Durable)?;
+    let ours = syncbase_store_fjall::open(&ours_path, Durability::Durable)?;
     let watchable = Watchable::open(
-        syncbase_store_redb::open(&watchable_path, Durability::Durable)?,
+        syncbase_store_fjall::open(&watchable_path, Durability::Durable)?,
         watchable_options(),
     )?;
-    let raw = redb::Database::open(&raw_path)?;
+    let (raw, raw_data) = raw_fjall(&raw_path);
 
     let mut table = Table {
         title: format!("S3: reads on {rows} rows"),
@@ -400,9 +397,8 @@ fn read_table(dir: &Path, rows: usize, runs: usize) -> Result<Table> {
             GETS,
             seconds(|| {
                 for &index in &probes {
-                    let transaction = raw.begin_read().expect("read");
-                    let data = transaction.open_table(DATA).expect("table");
-                    assert!(data.get(key(index).as_slice()).expect("get").is_some());
+                    let snapshot = raw.snapshot();
+                    assert!(snapshot.get(&raw_data, key(index)).expect("get").is_some());
                 }
             }),
         )
@@ -433,13 +429,12 @@ fn read_table(dir: &Path, rows: usize, runs: usize) -> Result<Table> {
     ));
     let ours_snapshot_gets = measure(runs, || gets(ours.snapshot().expect("snapshot").as_ref()));
     let raw_snapshot_gets = measure(runs, || {
-        let transaction = raw.begin_read().expect("read");
-        let data = transaction.open_table(DATA).expect("table");
+        let snapshot = raw.snapshot();
         rate(
             GETS,
             seconds(|| {
                 for &index in &probes {
-                    assert!(data.get(key(index).as_slice()).expect("get").is_some());
+                    assert!(snapshot.get(&raw_data, key(index)).expect("get").is_some());
                 }
             }),
         )
@@ -465,11 +460,9 @@ fn read_table(dir: &Path, rows: usize, runs: usize) -> Result<Table> {
     let ours_scan = measure(runs, || scan(&ours));
     let raw_scan = measure(runs, || {
         seconds(|| {
-            let transaction = raw.begin_read().expect("read");
-            let data = transaction.open_table(DATA).expect("table");
-            let count = data
-                .range::<&[u8]>(scan_start.as_slice()..scan_limit.as_slice())
-                .expect("range")
+            let snapshot = raw.snapshot();
+            let count = snapshot
+                .range::<&[u8], _>(&raw_data, scan_start.as_slice()..scan_limit.as_slice())
                 .count();
             assert_eq!(count, expected_scan);
         }) * 1_000.0
@@ -499,21 +492,22 @@ fn read_table(dir: &Path, rows: usize, runs: usize) -> Result<Table> {
     ));
     ours.close()?;
     watchable.close()?;
+    drop(raw_data);
     drop(raw);
     let ours_reopen = measure(runs, || {
         seconds(|| {
-            syncbase_store_redb::open(&ours_path, Durability::Durable).expect("reopen");
+            syncbase_store_fjall::open(&ours_path, Durability::Durable).expect("reopen");
         }) * 1_000.0
     });
     let raw_reopen = measure(runs, || {
         seconds(|| {
-            redb::Database::open(&raw_path).expect("reopen");
+            drop(raw_fjall(&raw_path));
         }) * 1_000.0
     });
     let watchable_reopen = measure(runs, || {
         seconds(|| {
             let store =
-                syncbase_store_redb::open(&watchable_path, Durability::Durable).expect("reopen");
+                syncbase_store_fjall::open(&watchable_path, Durability::Durable).expect("reopen");
             Watchable::open(store, watchable_options()).expect("watchable");
         }) * 1_000.0
     });
@@ -536,7 +530,7 @@ fn read_table(dir: &Path, rows: usize, runs: usize) -> Result<Table> {
             values: vec![value],
         })
     };
-    let per_row = |path: &Path| file_bytes(path) / rows as f64;
+    let per_row = |path: &Path| disk_bytes(path) as f64 / rows as f64;
     table.rows.push((
         "bulk load (10k per relaxed commit, then a durable close)".into(),
         "rows/s".into(),

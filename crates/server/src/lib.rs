@@ -3,7 +3,7 @@
 //! `dispatcher.go`).
 //!
 //! Status: today it holds only engine selection: opening a store in a directory of the
-//! [`StoreLayout`](syncbase_util::StoreLayout) on the persistent engine (redb, the default) or in
+//! [`StoreLayout`](syncbase_util::StoreLayout) on the persistent engine (fjall, the default) or in
 //! memory. The service issue adds the rest. It may depend on every layer below it, and never on a
 //! client.
 
@@ -12,13 +12,13 @@ use std::sync::Arc;
 
 use syncbase_store::{Durability, Store};
 
-/// The file name of a store inside its layout directory.
-pub const STORE_FILE_NAME: &str = "store.redb";
+/// The name of a store's directory inside its layout directory.
+pub const STORE_DIR_NAME: &str = "store";
 
 /// Which storage engine holds the service's data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EngineKind {
-    /// The persistent embedded engine (redb). The default.
+    /// The persistent embedded engine (fjall). The default.
     #[default]
     Persistent,
     /// Memory only: everything is lost when the process ends. For tests and caches.
@@ -32,13 +32,10 @@ pub fn open_store(
     durability: Durability,
 ) -> syncbase_store::Result<Arc<dyn Store>> {
     Ok(match engine {
-        EngineKind::Persistent => {
-            std::fs::create_dir_all(dir)?;
-            Arc::new(syncbase_store_redb::open(
-                &dir.join(STORE_FILE_NAME),
-                durability,
-            )?)
-        }
+        EngineKind::Persistent => Arc::new(syncbase_store_fjall::open(
+            &dir.join(STORE_DIR_NAME),
+            durability,
+        )?),
         EngineKind::Memory => Arc::new(syncbase_store::open_memstore()),
     })
 }
@@ -67,7 +64,7 @@ mod tests {
         service.put(b"k", b"service").unwrap();
         database.put(b"k", b"database").unwrap();
         database.close().unwrap();
-        assert!(layout.database_dir(7).join(STORE_FILE_NAME).is_file());
+        assert!(layout.database_dir(7).join(STORE_DIR_NAME).is_dir());
         layout.destroy_database(7).unwrap();
         let reopened = open_store(
             EngineKind::Persistent,

@@ -23,6 +23,17 @@ pub trait Engine: Send + Sync + 'static {
     /// A consistent read-only view of the engine.
     type Snapshot: EngineSnapshot;
 
+    /// The longest key the engine stores; longer puts fail with [`Error::KeyTooLarge`] before
+    /// they reach the engine.
+    ///
+    /// [`Error::KeyTooLarge`]: crate::Error::KeyTooLarge
+    const KEY_BYTES_MAX: usize = usize::MAX;
+
+    /// The largest value the engine stores; larger puts fail with [`Error::ValueTooLarge`].
+    ///
+    /// [`Error::ValueTooLarge`]: crate::Error::ValueTooLarge
+    const VALUE_BYTES_MAX: usize = usize::MAX;
+
     /// Takes a snapshot of everything applied so far.
     fn snapshot(&self) -> Result<Self::Snapshot>;
 

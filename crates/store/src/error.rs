@@ -29,6 +29,22 @@ pub enum Error {
     /// The key lies in a range reserved by a lower layer (for example the watchable layer's log).
     #[error("key is in a reserved range: {0}")]
     ReservedKey(String),
+    /// A key is longer than the storage engine allows.
+    #[error("key of {bytes} bytes is longer than the engine's limit of {bytes_max}")]
+    KeyTooLarge {
+        /// The key's length.
+        bytes: usize,
+        /// The limit.
+        bytes_max: usize,
+    },
+    /// A value is larger than the storage engine allows.
+    #[error("value of {bytes} bytes is larger than the engine's limit of {bytes_max}")]
+    ValueTooLarge {
+        /// The value's length.
+        bytes: usize,
+        /// The limit.
+        bytes_max: usize,
+    },
     /// A versioned operation was asked of a key outside every managed prefix.
     #[error("key is not under a managed prefix: {0}")]
     NotManaged(String),
@@ -69,6 +85,8 @@ impl Error {
             Error::ReservedKey(_) => "store.reserved_key",
             Error::MixedScan(_) => "store.mixed_scan",
             Error::NotManaged(_) => "store.not_managed",
+            Error::KeyTooLarge { .. } => "store.key_too_large",
+            Error::ValueTooLarge { .. } => "store.value_too_large",
             Error::FormatTooNew { .. } => "store.format_too_new",
             Error::Corrupt(_) => "store.corrupt",
             Error::Io(_) => "store.io",

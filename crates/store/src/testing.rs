@@ -79,6 +79,18 @@ pub fn read_write_basic<S: Store>(open: &dyn Fn() -> S) {
     );
     store.put(b"", b"empty key").unwrap();
     assert_eq!(store.get(b"").unwrap(), Some(b"empty key".to_vec()));
+    // A very long key is stored or refused with a clear error, never a panic.
+    let long_key = vec![b'x'; 70_000];
+    match store.put(&long_key, b"v") {
+        Ok(()) => assert_eq!(store.get(&long_key).unwrap(), Some(b"v".to_vec())),
+        Err(error) => assert_eq!(error.code(), "store.key_too_large", "{error}"),
+    }
+    let transaction = store.transaction().unwrap();
+    if let Err(error) = transaction.put(&long_key, b"v") {
+        assert_eq!(error.code(), "store.key_too_large", "{error}");
+    }
+    transaction.abort().unwrap();
+    assert_eq!(store.get(b"b").unwrap(), Some(b"2".to_vec()));
     store.close().unwrap();
 }
 

@@ -217,6 +217,12 @@ impl<E: Engine> TxnStore<E> {
 
     /// Applies `ops` as one blind transaction (no read set) and returns when it is committed.
     pub fn write_batch(&self, ops: Vec<WriteOp>) -> Result<()> {
+        for op in &ops {
+            match op {
+                WriteOp::Put(key, value) => check_sizes::<E>(key, Some(value))?,
+                WriteOp::Delete(key) => check_sizes::<E>(key, None)?,
+            }
+        }
         self.shared.submit(CommitRequest {
             start: None,
             reads: ReadSet::default(),
@@ -231,6 +237,24 @@ impl<E: Engine> TxnStore<E> {
             return Err(Error::StoreClosed);
         }
         Ok(())
+    }
+}
+
+/// Refuses keys and values the engine cannot store, before they join a commit group (where one
+/// bad write would fail everyone's commit).
+fn check_sizes<E: Engine>(key: &[u8], value: Option<&[u8]>) -> Result<()> {
+    if key.len() > E::KEY_BYTES_MAX {
+        return Err(Error::KeyTooLarge {
+            bytes: key.len(),
+            bytes_max: E::KEY_BYTES_MAX,
+        });
+    }
+    match value {
+        Some(value) if value.len() > E::VALUE_BYTES_MAX => Err(Error::ValueTooLarge {
+            bytes: value.len(),
+            bytes_max: E::VALUE_BYTES_MAX,
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -487,6 +511,7 @@ impl<E: Engine> StoreReader for TxnTransaction<E> {
 impl<E: Engine> StoreWriter for TxnTransaction<E> {
     fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.liveness.check()?;
+        check_sizes::<E>(key, Some(value))?;
         self.state
             .lock()
             .writes
@@ -496,6 +521,7 @@ impl<E: Engine> StoreWriter for TxnTransaction<E> {
 
     fn delete(&self, key: &[u8]) -> Result<()> {
         self.liveness.check()?;
+        check_sizes::<E>(key, None)?;
         self.state.lock().writes.insert(key.to_vec(), None);
         Ok(())
     }

@@ -150,7 +150,7 @@ fn destroying_a_database_removes_its_files_and_the_trash_is_emptied_at_open() {
     let layout = StoreLayout::open(dir.path()).unwrap();
     for id in [1, 2] {
         std::fs::create_dir_all(layout.database_dir(id)).unwrap();
-        std::fs::write(layout.database_dir(id).join("store.redb"), b"data").unwrap();
+        std::fs::write(layout.database_dir(id).join("data"), b"data").unwrap();
     }
     layout.destroy_database(1).unwrap();
     assert!(!layout.database_dir(1).exists());

@@ -1,4 +1,4 @@
-//! The persistent engine: the conformance suite (relaxed durability, plain and watchable),
+//! The persistent engine (fjall): the conformance suite (relaxed durability, plain and watchable),
 //! persistence across reopen, format checks, group commit, and the kill -9 crash test.
 
 use std::path::Path;
@@ -6,14 +6,14 @@ use std::sync::{Arc, Barrier};
 
 use syncbase_store::testing::{WithGuard, watchable_options_all_managed};
 use syncbase_store::{Durability, Error, Store, StoreReader, StoreWriter, Watchable};
-use syncbase_store_redb::{FORMAT_VERSION, RedbStore, open};
+use syncbase_store_fjall::{FORMAT_VERSION, FjallStore, open};
 use tempfile::TempDir;
 
-type TempStore = WithGuard<RedbStore, TempDir>;
+type TempStore = WithGuard<FjallStore, TempDir>;
 
 fn open_temp(durability: Durability) -> TempStore {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(&dir.path().join("store.redb"), durability).expect("open");
+    let store = open(&dir.path().join("store"), durability).expect("open");
     WithGuard { store, guard: dir }
 }
 
@@ -34,7 +34,7 @@ mod watchable {
 #[test]
 fn data_and_watch_log_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("store.redb");
+    let path = dir.path().join("store");
     for durability in [Durability::Durable, Durability::Relaxed] {
         let watchable = Watchable::open(
             open(&path, durability).unwrap(),
@@ -66,7 +66,7 @@ fn data_and_watch_log_survive_reopen() {
 #[test]
 fn newer_format_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("store.redb");
+    let path = dir.path().join("store");
     open(&path, Durability::Durable).unwrap().close().unwrap();
     stamp_format(&path, FORMAT_VERSION + 1);
     match open(&path, Durability::Durable) {
@@ -79,21 +79,19 @@ fn newer_format_is_refused() {
 }
 
 fn stamp_format(path: &Path, version: u32) {
-    let database = redb::Database::create(path).unwrap();
-    let transaction = database.begin_write().unwrap();
-    {
-        let definition: redb::TableDefinition<'_, &str, u32> =
-            redb::TableDefinition::new("syncbase_meta");
-        let mut meta = transaction.open_table(definition).unwrap();
-        meta.insert("format_version", version).unwrap();
-    }
-    transaction.commit().unwrap();
+    let database = fjall::Database::builder(path).open().unwrap();
+    let meta = database
+        .keyspace("syncbase_meta", fjall::KeyspaceCreateOptions::default)
+        .unwrap();
+    meta.insert("format_version", version.to_be_bytes())
+        .unwrap();
+    database.persist(fjall::PersistMode::SyncAll).unwrap();
 }
 
 #[test]
 fn a_second_open_of_the_same_file_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("store.redb");
+    let path = dir.path().join("store");
     let _first = open(&path, Durability::Durable).unwrap();
     match open(&path, Durability::Durable) {
         Err(error) => assert!(error.to_string().contains("already open"), "{error}"),
@@ -152,6 +150,7 @@ mod crash {
     const ACCOUNTS: u64 = 10;
     const TOTAL: u64 = 10_000;
     const THREADS: u64 = 4;
+    const STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
     fn account(index: u64) -> Vec<u8> {
         format!("account/{index}").into_bytes()
@@ -176,8 +175,8 @@ mod crash {
             .unwrap()
             .parse()
             .unwrap();
-        let path = std::path::Path::new(&dir).join("store.redb");
-        let store = syncbase_store_redb::open(&path, Durability::Durable).unwrap();
+        let path = std::path::Path::new(&dir).join("store");
+        let store = syncbase_store_fjall::open(&path, Durability::Durable).unwrap();
         // Version ids must not repeat across restarts: use the real entropy source here.
         let options = WatchableOptions {
             rng: Arc::new(EntropyRng::default()),
@@ -250,22 +249,37 @@ mod crash {
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap();
-            let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+            // A reader thread forwards commit ids, so a child whose writes stall after recovery
+            // (fjall issue #257) fails the test instead of hanging it.
+            let stdout = child.stdout.take().unwrap();
+            let (sender, receiver) = std::sync::mpsc::channel::<u64>();
+            let reader = std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if let Some(id) = line.strip_prefix("COMMITTED ") {
+                        let _ = sender.send(id.parse().unwrap());
+                    }
+                }
+            });
             let mut seen = 0;
             while seen < kill_after {
-                let Some(line) = lines.next() else { break };
-                if let Some(id) = line.unwrap().strip_prefix("COMMITTED ") {
-                    reported.push(id.parse::<u64>().unwrap());
-                    seen += 1;
+                match receiver.recv_timeout(STALL_TIMEOUT) {
+                    Ok(id) => {
+                        reported.push(id);
+                        seen += 1;
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        let _ = child.kill();
+                        panic!(
+                            "seed {seed} run {run}: no commit for {STALL_TIMEOUT:?}: writes stalled"
+                        );
+                    }
                 }
             }
             child.kill().unwrap();
-            // Commits the child reported before dying still count: read what is buffered.
-            for line in lines.map_while(Result::ok) {
-                if let Some(id) = line.strip_prefix("COMMITTED ") {
-                    reported.push(id.parse().unwrap());
-                }
-            }
+            reader.join().unwrap();
+            // Commits the child reported before dying still count.
+            reported.extend(receiver.try_iter());
             child.wait().unwrap();
             assert!(
                 seen > 0,
@@ -276,7 +290,7 @@ mod crash {
     }
 
     fn verify(dir: &std::path::Path, seed: u64, reported: &[u64]) {
-        let store = syncbase_store_redb::open(&dir.join("store.redb"), Durability::Durable)
+        let store = syncbase_store_fjall::open(&dir.join("store"), Durability::Durable)
             .unwrap_or_else(|e| panic!("seed {seed}: reopen failed: {e}"));
         let watchable = Watchable::open(store, watchable_options_all_managed()).unwrap();
         for id in reported {
