@@ -3,7 +3,7 @@
 //! after a warm-up, printed with min–max, beside the raw engine or the physical limit measured in
 //! the same run; the table is also written as JSON under `target/bench/`.
 //!
-//! Usage: `syncbase-bench store [--rows N] [--runs N]`.
+//! Usage: `syncbase-bench store [--rows N] [--runs N] [--only s1|s2|s3]`.
 
 // Benchmarks measure wall time by definition.
 #![allow(clippy::disallowed_methods)]
@@ -18,12 +18,17 @@ fn main() -> ExitCode {
     let mut options = store::Options::default();
     let mut rest = args.iter().skip(1);
     while let Some(flag) = rest.next() {
-        let value = rest.next().and_then(|value| value.parse::<usize>().ok());
+        let raw = rest.next();
+        if flag == "--only" {
+            options.only = raw.cloned();
+        }
+        let value = raw.and_then(|value| value.parse::<usize>().ok());
         match (flag.as_str(), value) {
             ("--rows", Some(value)) => options.rows = value,
             ("--runs", Some(value)) => options.runs = value.max(1),
+            ("--only", _) => {}
             _ => {
-                eprintln!("usage: syncbase-bench store [--rows N] [--runs N]");
+                eprintln!("usage: syncbase-bench store [--rows N] [--runs N] [--only s1|s2|s3]");
                 return ExitCode::from(2);
             }
         }
@@ -37,7 +42,7 @@ fn main() -> ExitCode {
             }
         },
         _ => {
-            eprintln!("usage: syncbase-bench store [--rows N] [--runs N]");
+            eprintln!("usage: syncbase-bench store [--rows N] [--runs N] [--only s1|s2|s3]");
             ExitCode::from(2)
         }
     }

@@ -38,6 +38,8 @@ pub struct Options {
     pub rows: usize,
     /// Measured runs per figure (after one warm-up).
     pub runs: usize,
+    /// Run only this table (`s1`, `s2` or `s3`).
+    pub only: Option<String>,
 }
 
 impl Default for Options {
@@ -45,6 +47,7 @@ impl Default for Options {
         Self {
             rows: 1_000_000,
             runs: 3,
+            only: None,
         }
     }
 }
@@ -110,13 +113,21 @@ pub fn run(options: &Options) -> Result<()> {
          median of {runs} runs after a warm-up [min–max]",
         options.rows
     );
-    let writes = write_table(scratch.path(), runs)?;
-    writes.print();
-    let concurrency = concurrency_table(scratch.path(), runs)?;
-    concurrency.print();
-    let reads = read_table(scratch.path(), options.rows, runs)?;
-    reads.print();
-    write_json("store", &[&writes, &concurrency, &reads])?;
+    let wanted = |name: &str| options.only.as_deref().is_none_or(|only| only == name);
+    let mut tables = Vec::new();
+    if wanted("s1") {
+        tables.push(write_table(scratch.path(), runs)?);
+    }
+    if wanted("s2") {
+        tables.push(concurrency_table(scratch.path(), runs)?);
+    }
+    if wanted("s3") {
+        tables.push(read_table(scratch.path(), options.rows, runs)?);
+    }
+    for table in &tables {
+        table.print();
+    }
+    write_json("store", &tables.iter().collect::<Vec<_>>())?;
     Ok(())
 }
 

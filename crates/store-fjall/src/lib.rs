@@ -145,17 +145,23 @@ impl Engine for FjallEngine {
         let guard = self.inner.read();
         let open = guard.as_ref().ok_or(Error::StoreClosed)?;
         let mode = match durability {
-            Durability::Durable => PersistMode::SyncAll,
+            Durability::Durable => PersistMode::SyncData,
             // Written to the operating system: survives a crash of the process, not of the machine.
             Durability::Relaxed => PersistMode::Buffer,
         };
         let mut batch = open.database.batch().durability(Some(mode));
         for op in ops {
             match op {
-                WriteOp::Put(key, value) => {
-                    batch.insert(&open.data, data_key(key), value.as_slice());
-                }
-                WriteOp::Delete(key) => batch.remove(&open.data, data_key(key)),
+                // One copy straight into fjall's own buffer, prefix included.
+                WriteOp::Put(key, value) => batch.insert(
+                    &open.data,
+                    byteview::ByteView::fused(&[DATA_KEY_PREFIX], key),
+                    value.as_slice(),
+                ),
+                WriteOp::Delete(key) => batch.remove(
+                    &open.data,
+                    byteview::ByteView::fused(&[DATA_KEY_PREFIX], key),
+                ),
             }
         }
         batch.commit().map_err(engine_error)

@@ -45,6 +45,9 @@ pub enum Error {
         /// The limit.
         bytes_max: usize,
     },
+    /// The store was used in a way its contract forbids (a bug in the caller).
+    #[error("misuse of the store: {0}")]
+    Misuse(String),
     /// A versioned operation was asked of a key outside every managed prefix.
     #[error("key is not under a managed prefix: {0}")]
     NotManaged(String),
@@ -85,6 +88,7 @@ impl Error {
             Error::ReservedKey(_) => "store.reserved_key",
             Error::MixedScan(_) => "store.mixed_scan",
             Error::NotManaged(_) => "store.not_managed",
+            Error::Misuse(_) => "store.misuse",
             Error::KeyTooLarge { .. } => "store.key_too_large",
             Error::ValueTooLarge { .. } => "store.value_too_large",
             Error::FormatTooNew { .. } => "store.format_too_new",

@@ -8,12 +8,15 @@
 //! whole group in one atomic engine write, so a group of concurrent durable committers shares one
 //! disk sync.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use parking_lot::{Condvar, Mutex};
+use std::cell::Cell;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::engine::{Durability, Engine, EngineSnapshot};
 use crate::error::{Error, Result};
@@ -47,6 +50,9 @@ struct Shared<E: Engine> {
     closed: Arc<AtomicBool>,
     conflicts: Mutex<ConflictState>,
     queue: Mutex<CommitQueue>,
+    /// Held for reading while a group is being committed, for writing by `close`, so the engine
+    /// is never closed under a running group.
+    commit_lock: RwLock<()>,
     commits: AtomicU64,
     engine_writes: AtomicU64,
     disk_syncs: AtomicU64,
@@ -57,7 +63,8 @@ struct Shared<E: Engine> {
 struct ConflictState {
     /// The sequence number of the last commit whose writes the engine shows.
     applied_seq: u64,
-    /// The sequence number given to the last validated commit.
+    /// The sequence number given to the last applied commit (equal to `applied_seq` between
+    /// groups).
     last_seq: u64,
     /// Key -> sequence number of the last commit that wrote it, for commits newer than the
     /// oldest live transaction.
@@ -93,6 +100,9 @@ impl ConflictState {
             .all(|key| !self.last_write.get(key).is_some_and(newer));
         keys_ok
             && request.ranges.iter().all(|(begin, limit)| {
+                if is_empty_range(begin, limit) {
+                    return true;
+                }
                 let upper = if limit.is_empty() {
                     Bound::Unbounded
                 } else {
@@ -189,6 +199,7 @@ impl<E: Engine> TxnStore<E> {
                 closed: Arc::new(AtomicBool::new(false)),
                 conflicts: Mutex::new(ConflictState::default()),
                 queue: Mutex::new(CommitQueue::default()),
+                commit_lock: RwLock::new(()),
                 commits: AtomicU64::new(0),
                 engine_writes: AtomicU64::new(0),
                 disk_syncs: AtomicU64::new(0),
@@ -260,6 +271,10 @@ fn check_sizes<E: Engine>(key: &[u8], value: Option<&[u8]>) -> Result<()> {
 
 impl<E: Engine> Shared<E> {
     fn submit(&self, request: CommitRequest) -> Result<()> {
+        if let Err(error) = check_not_in_hook() {
+            self.release(request.start);
+            return Err(error);
+        }
         if self.closed.load(Ordering::Acquire) {
             self.release(request.start);
             return Err(Error::StoreClosed);
@@ -275,8 +290,18 @@ impl<E: Engine> Shared<E> {
                     queue.leader_active = false;
                     break;
                 }
+                let group_len = group.len();
                 drop(queue);
-                self.commit_group(group);
+                {
+                    let _running = self.commit_lock.read();
+                    self.commit_group(group);
+                }
+                // The committers just released are likely to commit again at once; yielding
+                // the core once lets them queue up, so the next group shares one disk sync
+                // instead of starting with whoever happened to be first.
+                if group_len > 1 && self.durability == Durability::Durable {
+                    std::thread::yield_now();
+                }
                 queue = self.queue.lock();
             }
         }
@@ -291,22 +316,36 @@ impl<E: Engine> Shared<E> {
     }
 
     /// Validates and applies one group; fills every request's slot.
+    ///
+    /// Write sets are recorded only after the engine write succeeds, by moving the keys out of
+    /// the batch, and only when some transaction is live: the next validation against them
+    /// happens in a later group, and a transaction that begins later starts after them. Within
+    /// the group, a request is also checked against the keys of the requests accepted before it.
     fn commit_group(&self, group: Vec<CommitRequest>) {
-        let mut accepted = Vec::with_capacity(group.len());
-        let mut batch = Vec::new();
-        let mut last_seq = 0;
+        if self.closed.load(Ordering::Acquire) {
+            for request in group {
+                self.release(request.start);
+                request.slot.fill(Err(Error::StoreClosed));
+            }
+            return;
+        }
+        let group_len = group.len();
+        let mut accepted: Vec<(Arc<Slot>, usize)> = Vec::with_capacity(group_len);
+        let mut batch: Vec<WriteOp> = Vec::new();
+        let mut group_keys: BTreeSet<Vec<u8>> = BTreeSet::new();
         {
             let mut conflicts = self.conflicts.lock();
             for mut request in group {
                 if let Some(start) = request.start {
-                    let valid = conflicts.is_valid(&request.reads, start);
+                    let valid = conflicts.is_valid(&request.reads, start)
+                        && !overlaps(&group_keys, &request.reads);
                     conflicts.end(start);
                     if !valid {
                         request.slot.fill(Err(Error::ConcurrentTransaction));
                         continue;
                     }
                 }
-                let extra = match request.hook.take().map(|hook| hook()).transpose() {
+                let extra = match request.hook.take().map(run_hook).transpose() {
                     Ok(extra) => extra.unwrap_or_default(),
                     Err(error) => {
                         request.slot.fill(Err(error));
@@ -315,44 +354,122 @@ impl<E: Engine> Shared<E> {
                 };
                 let mut writes = std::mem::take(&mut request.writes);
                 writes.extend(extra);
-                last_seq = conflicts.record(writes.iter().map(|op| op.key().to_vec()).collect());
+                if group_len > 1 {
+                    group_keys.extend(writes.iter().map(|op| op.key().to_vec()));
+                }
+                accepted.push((request.slot, writes.len()));
                 batch.extend(writes);
-                accepted.push(request.slot);
             }
         }
         if accepted.is_empty() {
             return;
         }
-        let result = self.engine.apply(&batch, self.durability);
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            self.engine.apply(&batch, self.durability)
+        }))
+        .unwrap_or_else(|panic| {
+            Err(Error::Engine(format!(
+                "engine write panicked: {}",
+                panic_message(&panic)
+            )))
+        });
         self.engine_writes.fetch_add(1, Ordering::Relaxed);
         if self.durability == Durability::Durable {
             self.disk_syncs.fetch_add(1, Ordering::Relaxed);
         }
-        match result {
-            Ok(()) => {
-                {
-                    let mut conflicts = self.conflicts.lock();
-                    conflicts.applied_seq = last_seq;
-                    conflicts.collect_garbage();
-                }
-                self.commits
-                    .fetch_add(accepted.len() as u64, Ordering::Relaxed);
-                for slot in accepted {
-                    slot.fill(Ok(()));
+        if let Err(error) = result {
+            let message = error.to_string();
+            let mut first = Some(error);
+            for (slot, _) in accepted {
+                slot.fill(Err(first.take().unwrap_or(Error::Engine(message.clone()))));
+            }
+            return;
+        }
+        {
+            let mut conflicts = self.conflicts.lock();
+            let mut keys = batch.into_iter().map(|op| match op {
+                WriteOp::Put(key, _) | WriteOp::Delete(key) => key,
+            });
+            for (_, count) in &accepted {
+                let request_keys = keys.by_ref().take(*count);
+                if conflicts.live.is_empty() {
+                    request_keys.for_each(drop);
+                    conflicts.last_seq += 1;
+                } else {
+                    conflicts.record(request_keys.collect());
                 }
             }
-            Err(error) => {
-                // The recorded write sets stay behind with sequence numbers above what the engine
-                // shows; they can only cause spurious conflicts, never missed ones.
-                let message = error.to_string();
-                let mut first = Some(error);
-                for slot in accepted {
-                    let error = first.take().unwrap_or(Error::Engine(message.clone()));
-                    slot.fill(Err(error));
-                }
-            }
+            conflicts.applied_seq = conflicts.last_seq;
+            conflicts.collect_garbage();
+        }
+        self.commits
+            .fetch_add(accepted.len() as u64, Ordering::Relaxed);
+        for (slot, _) in accepted {
+            slot.fill(Ok(()));
         }
     }
+}
+
+/// Whether `[begin, limit)` holds no key (a non-empty limit at or below the start).
+fn is_empty_range(begin: &[u8], limit: &[u8]) -> bool {
+    !limit.is_empty() && begin >= limit
+}
+
+thread_local! {
+    /// Set while this thread runs a commit hook: a hook that called back into the store would
+    /// wait for the commit group it is part of, forever.
+    static IN_COMMIT_HOOK: Cell<bool> = const { Cell::new(false) };
+}
+
+fn check_not_in_hook() -> Result<()> {
+    if IN_COMMIT_HOOK.with(Cell::get) {
+        return Err(Error::Misuse(
+            "a commit hook called back into the store it is committing to".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs a hook, turning a panic into an error that fails only its own commit.
+fn run_hook(hook: CommitHook) -> Result<Vec<WriteOp>> {
+    IN_COMMIT_HOOK.with(|flag| flag.set(true));
+    let outcome = catch_unwind(AssertUnwindSafe(hook));
+    IN_COMMIT_HOOK.with(|flag| flag.set(false));
+    outcome.unwrap_or_else(|panic| {
+        Err(Error::Engine(format!(
+            "commit hook panicked: {}",
+            panic_message(&panic)
+        )))
+    })
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|text| text.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Whether a read set touches any of `keys` (the writes accepted earlier in the same group).
+fn overlaps(keys: &BTreeSet<Vec<u8>>, reads: &ReadSet) -> bool {
+    if keys.is_empty() {
+        return false;
+    }
+    reads.keys.iter().any(|key| keys.contains(key))
+        || reads.ranges.iter().any(|(begin, limit)| {
+            if is_empty_range(begin, limit) {
+                return false;
+            }
+            let upper = if limit.is_empty() {
+                Bound::Unbounded
+            } else {
+                Bound::Excluded(limit.as_slice())
+            };
+            keys.range::<[u8], _>((Bound::Included(begin.as_slice()), upper))
+                .next()
+                .is_some()
+        })
 }
 
 impl<E: Engine> StoreReader for TxnStore<E> {
@@ -392,6 +509,7 @@ impl<E: Engine> Store for TxnStore<E> {
 
     fn transaction(&self) -> Result<Box<dyn Transaction>> {
         self.check_open()?;
+        check_not_in_hook()?;
         // Register the start before taking the engine snapshot: the snapshot then shows at
         // least everything up to `start`, and anything newer is checked at commit.
         let start = self.shared.conflicts.lock().begin();
@@ -417,8 +535,9 @@ impl<E: Engine> Store for TxnStore<E> {
         if self.shared.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        // Wait for a running commit group to finish so the engine is not closed under it.
-        let _queue = self.shared.queue.lock();
+        // Wait for a running commit group to finish so the engine is not closed under it; later
+        // groups see the closed flag and fail.
+        let _no_group_running = self.shared.commit_lock.write();
         self.shared.engine.close()
     }
 }
@@ -492,7 +611,10 @@ impl<E: Engine> StoreReader for TxnTransaction<E> {
     fn scan(&self, start: &[u8], limit: &[u8]) -> Result<Stream> {
         self.liveness.check()?;
         let mut state = self.state.lock();
-        state.reads.ranges.push((start.to_vec(), limit.to_vec()));
+        self.liveness.check()?;
+        if !is_empty_range(start, limit) {
+            state.reads.ranges.push((start.to_vec(), limit.to_vec()));
+        }
         let own: Vec<(Vec<u8>, Option<Vec<u8>>)> = state
             .writes
             .range::<[u8], _>((Bound::Included(start), Bound::Unbounded))
@@ -510,30 +632,33 @@ impl<E: Engine> StoreReader for TxnTransaction<E> {
 
 impl<E: Engine> StoreWriter for TxnTransaction<E> {
     fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        self.liveness.check()?;
         check_sizes::<E>(key, Some(value))?;
-        self.state
-            .lock()
-            .writes
-            .insert(key.to_vec(), Some(value.to_vec()));
+        // Check under the state lock, so a put racing a commit either lands before the commit
+        // takes the writes or fails; it is never silently dropped.
+        let mut state = self.state.lock();
+        self.liveness.check()?;
+        state.writes.insert(key.to_vec(), Some(value.to_vec()));
         Ok(())
     }
 
     fn delete(&self, key: &[u8]) -> Result<()> {
-        self.liveness.check()?;
         check_sizes::<E>(key, None)?;
-        self.state.lock().writes.insert(key.to_vec(), None);
+        let mut state = self.state.lock();
+        self.liveness.check()?;
+        state.writes.insert(key.to_vec(), None);
         Ok(())
     }
 }
 
 impl<E: Engine> Transaction for TxnTransaction<E> {
     fn commit_with_hook(&self, hook: Option<CommitHook>) -> Result<()> {
+        let mut guard = self.state.lock();
         self.liveness.check()?;
         if !self.owner.finish_committed() {
             return self.owner.check();
         }
-        let state = std::mem::take(&mut *self.state.lock());
+        let state = std::mem::take(&mut *guard);
+        drop(guard);
         let writes = state
             .writes
             .into_iter()
@@ -664,5 +789,185 @@ impl StreamSource for MergedSource {
                 return Ok(Some((key, value)));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Group-commit interleavings, made deterministic with an engine whose next write waits at a
+    //! gate until the test opens it.
+
+    use super::*;
+    use crate::memstore::MemEngine;
+
+    #[derive(Default)]
+    struct GateEngine {
+        inner: MemEngine,
+        /// `Some(false)`: the next write blocks; `Some(true)`: open; `None`: no gate.
+        gate: Mutex<Option<bool>>,
+        blocked: AtomicBool,
+        opened: Condvar,
+    }
+
+    impl Engine for GateEngine {
+        type Snapshot = <MemEngine as Engine>::Snapshot;
+
+        fn snapshot(&self) -> Result<Self::Snapshot> {
+            self.inner.snapshot()
+        }
+
+        fn apply(&self, ops: &[WriteOp], durability: Durability) -> Result<()> {
+            let mut gate = self.gate.lock();
+            if *gate == Some(false) {
+                self.blocked.store(true, Ordering::SeqCst);
+                while *gate != Some(true) {
+                    self.opened.wait(&mut gate);
+                }
+                *gate = None;
+            }
+            drop(gate);
+            self.inner.apply(ops, durability)
+        }
+
+        fn close(&self) -> Result<()> {
+            self.inner.close()
+        }
+    }
+
+    fn gated_store() -> TxnStore<GateEngine> {
+        let store = TxnStore::new(GateEngine::default(), Durability::Relaxed);
+        *store.engine().gate.lock() = Some(false);
+        store
+    }
+
+    fn open_gate(store: &TxnStore<GateEngine>) {
+        *store.engine().gate.lock() = Some(true);
+        store.engine().opened.notify_all();
+    }
+
+    fn wait_for(condition: impl Fn() -> bool) {
+        while !condition() {
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn two_conflicting_commits_in_one_group_do_not_both_succeed() {
+        let store = gated_store();
+        let first = store.transaction().unwrap();
+        let second = store.transaction().unwrap();
+        for transaction in [&first, &second] {
+            assert_eq!(transaction.get(b"k").unwrap(), None);
+            transaction.put(b"k", b"v").unwrap();
+        }
+        std::thread::scope(|scope| {
+            // A blind write becomes the leader and blocks in the engine...
+            let leader = scope.spawn(|| store.put(b"other", b"v"));
+            wait_for(|| store.engine().blocked.load(Ordering::SeqCst));
+            // ...while both transactions queue behind it, to be validated as one group.
+            let one = scope.spawn(|| first.commit());
+            let two = scope.spawn(|| second.commit());
+            wait_for(|| store.shared.queue.lock().pending.len() == 2);
+            open_gate(&store);
+            leader.join().unwrap().unwrap();
+            let results = [one.join().unwrap(), two.join().unwrap()];
+            let failed: Vec<_> = results.iter().filter(|result| result.is_err()).collect();
+            assert_eq!(failed.len(), 1, "{results:?}");
+            assert!(matches!(failed[0], Err(Error::ConcurrentTransaction)));
+        });
+    }
+
+    #[test]
+    fn a_transaction_begun_during_a_commit_sees_that_commit_as_a_conflict() {
+        let store = gated_store();
+        std::thread::scope(|scope| {
+            let writer = scope.spawn(|| store.put(b"k", b"committed"));
+            wait_for(|| store.engine().blocked.load(Ordering::SeqCst));
+            // The write is validated but not yet applied: this transaction reads the old value.
+            let late = store.transaction().unwrap();
+            assert_eq!(late.get(b"k").unwrap(), None);
+            late.put(b"k", b"late").unwrap();
+            open_gate(&store);
+            writer.join().unwrap().unwrap();
+            assert!(matches!(late.commit(), Err(Error::ConcurrentTransaction)));
+        });
+        assert_eq!(store.get(b"k").unwrap(), Some(b"committed".to_vec()));
+    }
+
+    #[test]
+    fn write_sets_are_not_kept_when_no_transaction_is_live() {
+        let store = TxnStore::new(MemEngine::default(), Durability::Relaxed);
+        for index in 0..100u32 {
+            store.put(&index.to_be_bytes(), b"v").unwrap();
+        }
+        let live = store.transaction().unwrap();
+        store.put(b"x", b"v").unwrap();
+        assert_eq!(store.shared.conflicts.lock().last_write.len(), 1);
+        live.abort().unwrap();
+        let conflicts = store.shared.conflicts.lock();
+        assert!(conflicts.last_write.is_empty() && conflicts.history.is_empty());
+    }
+
+    #[test]
+    fn a_panicking_hook_fails_only_its_own_commit() {
+        let store = TxnStore::new(MemEngine::default(), Durability::Relaxed);
+        let transaction = store.transaction().unwrap();
+        transaction.put(b"k", b"v").unwrap();
+        let hook: CommitHook = Box::new(|| panic!("hook bug"));
+        match transaction.commit_with_hook(Some(hook)) {
+            Err(Error::Engine(message)) => assert!(message.contains("hook bug"), "{message}"),
+            other => panic!("unexpected {other:?}"),
+        }
+        store.put(b"after", b"v").unwrap();
+        assert_eq!(store.get(b"k").unwrap(), None);
+        assert_eq!(store.get(b"after").unwrap(), Some(b"v".to_vec()));
+    }
+
+    #[test]
+    fn a_hook_that_calls_back_into_the_store_gets_an_error_not_a_deadlock() {
+        let store = Arc::new(TxnStore::new(MemEngine::default(), Durability::Relaxed));
+        let inner = store.clone();
+        let transaction = store.transaction().unwrap();
+        transaction.put(b"k", b"v").unwrap();
+        let hook: CommitHook = Box::new(move || {
+            let put = inner.put(b"reentrant", b"v");
+            assert_eq!(put.unwrap_err().code(), "store.misuse");
+            assert_eq!(
+                inner.transaction().err().map(|e| e.code()),
+                Some("store.misuse")
+            );
+            Ok(Vec::new())
+        });
+        transaction.commit_with_hook(Some(hook)).unwrap();
+        assert_eq!(store.get(b"k").unwrap(), Some(b"v".to_vec()));
+    }
+
+    #[test]
+    fn close_waits_for_a_running_group_and_later_commits_fail() {
+        let store = gated_store();
+        std::thread::scope(|scope| {
+            let writer = scope.spawn(|| store.put(b"k", b"v"));
+            wait_for(|| store.engine().blocked.load(Ordering::SeqCst));
+            let closer = scope.spawn(|| Store::close(&store));
+            wait_for(|| store.shared.closed.load(Ordering::SeqCst));
+            assert!(!closer.is_finished());
+            open_gate(&store);
+            writer.join().unwrap().unwrap();
+            closer.join().unwrap().unwrap();
+        });
+        assert_eq!(store.put(b"late", b"v").unwrap_err().code(), "store.closed");
+    }
+
+    #[test]
+    fn a_backwards_scan_range_is_empty_and_never_breaks_validation() {
+        let store = TxnStore::new(MemEngine::default(), Durability::Relaxed);
+        store.put(b"a", b"v").unwrap();
+        let transaction = store.transaction().unwrap();
+        let other = store.transaction().unwrap();
+        assert_eq!(transaction.scan(b"b", b"a").unwrap().count(), 0);
+        transaction.put(b"z", b"v").unwrap();
+        store.put(b"b", b"v").unwrap();
+        transaction.commit().unwrap();
+        other.abort().unwrap();
     }
 }

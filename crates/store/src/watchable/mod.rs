@@ -133,7 +133,8 @@ impl<S: Store + 'static> Watchable<S> {
             }
             None => store.put(&format_key, &WATCHABLE_FORMAT_VERSION.to_be_bytes())?,
         }
-        let last_seq = last_log_seq(&store)?;
+        // After a full prune the log is empty but its start remembers where it ended.
+        let last_seq = last_log_seq(&store)?.max(read_log_start(&store)?.saturating_sub(1));
         Ok(Self {
             shared: Arc::new(Shared {
                 store,

@@ -87,12 +87,20 @@ impl LogNotifier {
     /// Blocks the thread until the log holds an entry after `seq`, the store closes, or
     /// `timeout` passes (then `None`).
     pub fn wait_after_blocking(&self, seq: u64, timeout: Duration) -> Option<LogEvent> {
+        // A deadline for a blocking wait, not protocol logic: the real clock is right here.
+        #[allow(clippy::disallowed_methods)]
+        let deadline = std::time::Instant::now() + timeout;
         let mut state = self.inner.state.lock();
         loop {
             if let Some(event) = state.event_after(seq) {
                 return Some(event);
             }
-            if self.inner.changed.wait_for(&mut state, timeout).timed_out() {
+            if self
+                .inner
+                .changed
+                .wait_until(&mut state, deadline)
+                .timed_out()
+            {
                 return state.event_after(seq);
             }
         }

@@ -282,3 +282,24 @@ fn watchable_over_a_shared_store_reopens_at_the_end_of_the_log() {
     transaction.commit().unwrap();
     assert_eq!(second.log_entries(38, 10).unwrap()[0].seq, 38);
 }
+
+#[test]
+fn sequence_numbers_continue_after_a_full_prune_and_reopen() {
+    let inner = Arc::new(open_memstore());
+    let options = || WatchableOptions {
+        managed_prefixes: vec![b"r/".to_vec()],
+        clock: Arc::new(ManualClock::new(5)),
+        rng: Arc::new(SeededRng::new(3)),
+    };
+    let first = Watchable::open(inner.clone(), options()).unwrap();
+    for index in 0..4 {
+        first.put(format!("r/{index}").as_bytes(), b"v").unwrap();
+    }
+    first.advance_log_start(100).unwrap();
+    assert!(first.log_entries(0, 10).unwrap().is_empty());
+    let second = Watchable::open(inner, options()).unwrap();
+    assert_eq!(second.latest_log_seq(), 4);
+    second.put(b"r/next", b"v").unwrap();
+    let entries = second.log_entries(second.log_start().unwrap(), 10).unwrap();
+    assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![5]);
+}
