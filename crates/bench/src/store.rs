@@ -229,19 +229,25 @@ fn concurrency_table(dir: &Path, runs: usize) -> Result<Table> {
     let concurrent = measure(runs, || {
         let store =
             syncbase_store_fjall::open(&fresh(dir, "s2-32"), Durability::Durable).expect("open");
-        let elapsed = seconds(|| {
-            std::thread::scope(|scope| {
-                for writer in 0..writers {
-                    let store = &store;
-                    scope.spawn(move || {
-                        for round in 0..per_writer {
-                            let index = writer * per_writer + round;
-                            store.put(&key(index), &value(index)).expect("put");
-                        }
-                    });
-                }
-            });
+        // All writers start together: spawning 32 threads takes long enough that the first ones
+        // would otherwise commit alone.
+        let barrier = std::sync::Barrier::new(writers + 1);
+        let mut start = None;
+        std::thread::scope(|scope| {
+            for writer in 0..writers {
+                let (store, barrier) = (&store, &barrier);
+                scope.spawn(move || {
+                    barrier.wait();
+                    for round in 0..per_writer {
+                        let index = writer * per_writer + round;
+                        store.put(&key(index), &value(index)).expect("put");
+                    }
+                });
+            }
+            barrier.wait();
+            start = Some(Instant::now());
         });
+        let elapsed = start.map_or(f64::NAN, |start| start.elapsed().as_secs_f64());
         let stats = store.stats();
         syncs_per_commit.push(stats.disk_syncs as f64 / stats.commits as f64);
         rate(writers * per_writer, elapsed)

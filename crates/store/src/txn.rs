@@ -160,26 +160,52 @@ struct CommitRequest {
     slot: Arc<Slot>,
 }
 
+/// Where a committer waits for its result.
+///
+/// The leader stores every result of a group first and then wakes only the first waiter; each
+/// woken waiter wakes two more, as a binary tree. Waking a thread costs a system call (and, in a
+/// VM, an exit): done one by one, by the leader or along a chain, the last waiters of a large
+/// group would come back too late to join the next group's disk sync.
 #[derive(Default)]
 struct Slot {
     result: Mutex<Option<Result<()>>>,
     ready: Condvar,
+    next: Mutex<Vec<Arc<Slot>>>,
 }
 
 impl Slot {
-    fn fill(&self, result: Result<()>) {
+    fn set(&self, result: Result<()>) {
         *self.result.lock() = Some(result);
-        self.ready.notify_one();
     }
 
     fn wait(&self) -> Result<()> {
         let mut result = self.result.lock();
-        loop {
+        let result = loop {
             if let Some(result) = result.take() {
-                return result;
+                break result;
             }
             self.ready.wait(&mut result);
+        };
+        for next in std::mem::take(&mut *self.next.lock()) {
+            next.ready.notify_one();
         }
+        result
+    }
+}
+
+/// Wakes the waiters of `slots` (results already set) as a binary tree; `own` is the leader's
+/// slot, which nobody needs to wake.
+fn wake_group(slots: Vec<Arc<Slot>>, own: &Arc<Slot>) {
+    let waiters: Vec<Arc<Slot>> = slots
+        .into_iter()
+        .filter(|slot| !Arc::ptr_eq(slot, own))
+        .collect();
+    for (index, slot) in waiters.iter().enumerate() {
+        let children = waiters.iter().skip(2 * index + 1).take(2).cloned();
+        slot.next.lock().extend(children);
+    }
+    if let Some(first) = waiters.first() {
+        first.ready.notify_one();
     }
 }
 
@@ -290,18 +316,14 @@ impl<E: Engine> Shared<E> {
                     queue.leader_active = false;
                     break;
                 }
-                let group_len = group.len();
                 drop(queue);
+                let slots: Vec<Arc<Slot>> =
+                    group.iter().map(|request| request.slot.clone()).collect();
                 {
                     let _running = self.commit_lock.read();
                     self.commit_group(group);
                 }
-                // The committers just released are likely to commit again at once; yielding
-                // the core once lets them queue up, so the next group shares one disk sync
-                // instead of starting with whoever happened to be first.
-                if group_len > 1 && self.durability == Durability::Durable {
-                    std::thread::yield_now();
-                }
+                wake_group(slots, &slot);
                 queue = self.queue.lock();
             }
         }
@@ -315,7 +337,7 @@ impl<E: Engine> Shared<E> {
         }
     }
 
-    /// Validates and applies one group; fills every request's slot.
+    /// Validates and applies one group; sets every request's result (the caller wakes them).
     ///
     /// Write sets are recorded only after the engine write succeeds, by moving the keys out of
     /// the batch, and only when some transaction is live: the next validation against them
@@ -325,7 +347,7 @@ impl<E: Engine> Shared<E> {
         if self.closed.load(Ordering::Acquire) {
             for request in group {
                 self.release(request.start);
-                request.slot.fill(Err(Error::StoreClosed));
+                request.slot.set(Err(Error::StoreClosed));
             }
             return;
         }
@@ -341,14 +363,14 @@ impl<E: Engine> Shared<E> {
                         && !overlaps(&group_keys, &request.reads);
                     conflicts.end(start);
                     if !valid {
-                        request.slot.fill(Err(Error::ConcurrentTransaction));
+                        request.slot.set(Err(Error::ConcurrentTransaction));
                         continue;
                     }
                 }
                 let extra = match request.hook.take().map(run_hook).transpose() {
                     Ok(extra) => extra.unwrap_or_default(),
                     Err(error) => {
-                        request.slot.fill(Err(error));
+                        request.slot.set(Err(error));
                         continue;
                     }
                 };
@@ -381,7 +403,7 @@ impl<E: Engine> Shared<E> {
             let message = error.to_string();
             let mut first = Some(error);
             for (slot, _) in accepted {
-                slot.fill(Err(first.take().unwrap_or(Error::Engine(message.clone()))));
+                slot.set(Err(first.take().unwrap_or(Error::Engine(message.clone()))));
             }
             return;
         }
@@ -405,7 +427,7 @@ impl<E: Engine> Shared<E> {
         self.commits
             .fetch_add(accepted.len() as u64, Ordering::Relaxed);
         for (slot, _) in accepted {
-            slot.fill(Ok(()));
+            slot.set(Ok(()));
         }
     }
 }
