@@ -3,10 +3,11 @@
 //! engine under the shared transaction manager of `syncbase-store`, opened with [`open`].
 //!
 //! Why fjall: see `docs/storage-engine.md` (measured beside redb on our own layered store: it
-//! writes 1.2–2.7× faster and takes about half the disk; random reads are about 3× slower). A store is one fjall database (a
-//! directory) with a data keyspace and a metadata keyspace holding the format version, stamped at
-//! creation and checked at open. The directory is locked while open, so a second process gets a
-//! clear error. This crate depends only on `syncbase-store` among our crates.
+//! writes 1.2–2.7× faster and takes about half the disk; random reads are about 3× slower). A
+//! store is one fjall database (a directory) with a data keyspace and a metadata keyspace holding
+//! the format version, stamped at creation and checked at open. The directory is locked while
+//! open, so a second process gets a clear error. This crate depends only on `syncbase-store`
+//! among our crates.
 
 use std::ops::Bound;
 use std::path::Path;

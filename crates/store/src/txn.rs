@@ -160,7 +160,7 @@ struct CommitRequest {
     slot: Arc<Slot>,
 }
 
-/// Where a committer waits for its result.
+/// Where a committer waits: for its result, or to be told to lead the next group.
 ///
 /// The leader stores every result of a group first and then wakes only the first waiter; each
 /// woken waiter wakes two more, as a binary tree. Waking a thread costs a system call (and, in a
@@ -168,28 +168,50 @@ struct CommitRequest {
 /// group would come back too late to join the next group's disk sync.
 #[derive(Default)]
 struct Slot {
-    result: Mutex<Option<Result<()>>>,
+    state: Mutex<SlotState>,
     ready: Condvar,
     next: Mutex<Vec<Arc<Slot>>>,
 }
 
+#[derive(Default)]
+enum SlotState {
+    #[default]
+    Waiting,
+    /// The previous leader handed leadership to this request's committer.
+    Lead,
+    Done(Result<()>),
+}
+
+enum Wake {
+    Lead,
+    Done(Result<()>),
+}
+
 impl Slot {
     fn set(&self, result: Result<()>) {
-        *self.result.lock() = Some(result);
+        *self.state.lock() = SlotState::Done(result);
     }
 
-    fn wait(&self) -> Result<()> {
-        let mut result = self.result.lock();
-        let result = loop {
-            if let Some(result) = result.take() {
-                break result;
+    fn hand_leadership(&self) {
+        *self.state.lock() = SlotState::Lead;
+        self.ready.notify_one();
+    }
+
+    fn wait(&self) -> Wake {
+        let mut state = self.state.lock();
+        loop {
+            match std::mem::take(&mut *state) {
+                SlotState::Waiting => self.ready.wait(&mut state),
+                SlotState::Lead => return Wake::Lead,
+                SlotState::Done(result) => {
+                    drop(state);
+                    for next in std::mem::take(&mut *self.next.lock()) {
+                        next.ready.notify_one();
+                    }
+                    return Wake::Done(result);
+                }
             }
-            self.ready.wait(&mut result);
-        };
-        for next in std::mem::take(&mut *self.next.lock()) {
-            next.ready.notify_one();
         }
-        result
     }
 }
 
@@ -308,27 +330,37 @@ impl<E: Engine> Shared<E> {
         let slot = request.slot.clone();
         let mut queue = self.queue.lock();
         queue.pending.push(request);
-        if !queue.leader_active {
-            queue.leader_active = true;
-            loop {
-                let group = std::mem::take(&mut queue.pending);
-                if group.is_empty() {
-                    queue.leader_active = false;
-                    break;
-                }
-                drop(queue);
-                let slots: Vec<Arc<Slot>> =
-                    group.iter().map(|request| request.slot.clone()).collect();
-                {
-                    let _running = self.commit_lock.read();
-                    self.commit_group(group);
-                }
-                wake_group(slots, &slot);
-                queue = self.queue.lock();
+        let lead_now = !queue.leader_active;
+        queue.leader_active = true;
+        drop(queue);
+        if lead_now {
+            self.lead(&slot);
+        }
+        loop {
+            match slot.wait() {
+                Wake::Done(result) => return result,
+                Wake::Lead => self.lead(&slot),
             }
         }
-        drop(queue);
-        slot.wait()
+    }
+
+    /// Commits everything queued (which includes `own`, the leader's request) as one group, then
+    /// hands leadership to the committer of the oldest request queued meanwhile. Leading a single
+    /// group lets the leader's thread return to its caller at once, like every other committer,
+    /// instead of serving other threads' commits for as long as they keep coming.
+    fn lead(&self, own: &Arc<Slot>) {
+        let group = std::mem::take(&mut self.queue.lock().pending);
+        let slots: Vec<Arc<Slot>> = group.iter().map(|request| request.slot.clone()).collect();
+        {
+            let _running = self.commit_lock.read();
+            self.commit_group(group);
+        }
+        wake_group(slots, own);
+        let mut queue = self.queue.lock();
+        match queue.pending.first() {
+            Some(next) => next.slot.hand_leadership(),
+            None => queue.leader_active = false,
+        }
     }
 
     fn release(&self, start: Option<u64>) {

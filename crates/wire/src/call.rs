@@ -1,0 +1,298 @@
+//! Requests and responses of the data-model calls (mirrors Go `service.vdl`: Service, Database,
+//! Collection and Row interfaces, with the app level of the seed's dispatcher).
+
+use serde::{Deserialize, Serialize};
+
+use crate::perms::Permissions;
+
+/// A database, named by its app and its own name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DatabasePath {
+    /// The app.
+    pub app: String,
+    /// The database.
+    pub database: String,
+}
+
+/// A collection, named by its database and its own name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CollectionPath {
+    /// The app.
+    pub app: String,
+    /// The database.
+    pub database: String,
+    /// The collection.
+    pub collection: String,
+}
+
+impl CollectionPath {
+    /// The database this collection is in.
+    pub fn database_path(&self) -> DatabasePath {
+        DatabasePath {
+            app: self.app.clone(),
+            database: self.database.clone(),
+        }
+    }
+}
+
+/// An object that has permissions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ObjectPath {
+    /// The service itself.
+    Service,
+    /// An app.
+    App(String),
+    /// A database.
+    Database(DatabasePath),
+    /// A collection.
+    Collection(CollectionPath),
+}
+
+/// A batch, as returned by [`Request::BeginBatch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BatchHandle(pub u64);
+
+/// How to begin a batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchOptions {
+    /// A read-only batch is a consistent snapshot; writes in it fail.
+    pub read_only: bool,
+}
+
+/// Which rows a scan or range delete covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RowRange {
+    /// Every row whose key starts with this prefix (empty: every row).
+    Prefix(String),
+    /// Rows with keys in `[start, limit)`; an empty `limit` means to the end.
+    Range {
+        /// The first key.
+        start: String,
+        /// The key after the last (empty: unbounded).
+        limit: String,
+    },
+}
+
+/// Where a watch begins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WatchStart {
+    /// With changes committed after the call.
+    Now,
+    /// With the current state of every readable row (as one batch of puts), then changes.
+    Initial,
+    /// After the change with this resume marker (from an earlier [`Change::marker`]).
+    From(String),
+}
+
+/// What happened to a row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChangeKind {
+    /// The row now has this value.
+    Put(Vec<u8>),
+    /// The row was deleted.
+    Delete,
+}
+
+/// One change in a watch stream. Changes arrive grouped by commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// Resume after this change with [`WatchStart::From`]; it survives daemon restarts.
+    pub marker: String,
+    /// The collection of the row.
+    pub collection: String,
+    /// The row key.
+    pub key: String,
+    /// Put or delete.
+    pub kind: ChangeKind,
+    /// Whether sync wrote it (else a local client did).
+    pub from_sync: bool,
+}
+
+/// Every call of the data model. Adding one here makes every exhaustive `match` (the dispatcher,
+/// the permission table test) fail to compile until it is handled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// The apps the caller may list (Read on the service).
+    ListApps,
+    /// An object's permissions (Admin on it).
+    GetPermissions {
+        /// The object.
+        object: ObjectPath,
+    },
+    /// Replaces an object's permissions (Admin on it).
+    SetPermissions {
+        /// The object.
+        object: ObjectPath,
+        /// The new permissions.
+        permissions: Permissions,
+    },
+    /// Creates an app (Write on the service).
+    CreateApp {
+        /// Its name.
+        app: String,
+        /// Its permissions; by default every tag to the creator's root.
+        permissions: Option<Permissions>,
+    },
+    /// Destroys an app and its databases (Admin on it).
+    DestroyApp {
+        /// Its name.
+        app: String,
+    },
+    /// Whether an app exists (any tag on it).
+    AppExists {
+        /// Its name.
+        app: String,
+    },
+    /// The databases of an app (Read on the app).
+    ListDatabases {
+        /// The app.
+        app: String,
+    },
+    /// Creates a database (Write on the app).
+    CreateDatabase {
+        /// Its path.
+        database: DatabasePath,
+        /// Its permissions; by default every tag to the creator's root.
+        permissions: Option<Permissions>,
+    },
+    /// Destroys a database and its data (Admin on it).
+    DestroyDatabase {
+        /// Its path.
+        database: DatabasePath,
+    },
+    /// Whether a database exists (any tag on it).
+    DatabaseExists {
+        /// Its path.
+        database: DatabasePath,
+    },
+    /// The collections of a database (Read on the database).
+    ListCollections {
+        /// The database.
+        database: DatabasePath,
+    },
+    /// Begins a batch (Read on the database; writes in it are checked per collection).
+    BeginBatch {
+        /// The database.
+        database: DatabasePath,
+        /// Read-only or read-write.
+        options: BatchOptions,
+    },
+    /// Commits a batch; fails with the concurrent-batch code when what it read changed.
+    Commit {
+        /// The database.
+        database: DatabasePath,
+        /// The batch.
+        batch: BatchHandle,
+    },
+    /// Abandons a batch.
+    Abort {
+        /// The database.
+        database: DatabasePath,
+        /// The batch.
+        batch: BatchHandle,
+    },
+    /// Streams the database's changes (Read on the database; rows of collections the caller
+    /// cannot read are left out).
+    Watch {
+        /// The database.
+        database: DatabasePath,
+        /// Where to begin.
+        start: WatchStart,
+    },
+    /// Creates a collection (Write on the database).
+    CreateCollection {
+        /// Its path.
+        collection: CollectionPath,
+        /// Its permissions; by default every tag to the creator's root.
+        permissions: Option<Permissions>,
+    },
+    /// Destroys a collection and its rows (Admin on it).
+    DestroyCollection {
+        /// Its path.
+        collection: CollectionPath,
+    },
+    /// Whether a collection exists (any tag on it).
+    CollectionExists {
+        /// Its path.
+        collection: CollectionPath,
+    },
+    /// A row's value (Read on the collection).
+    Get {
+        /// The collection.
+        collection: CollectionPath,
+        /// The row key.
+        key: String,
+        /// Read inside this batch.
+        batch: Option<BatchHandle>,
+    },
+    /// Sets a row (Write on the collection).
+    Put {
+        /// The collection.
+        collection: CollectionPath,
+        /// The row key.
+        key: String,
+        /// The value.
+        value: Vec<u8>,
+        /// Write inside this batch.
+        batch: Option<BatchHandle>,
+    },
+    /// Deletes a row (Write on the collection).
+    Delete {
+        /// The collection.
+        collection: CollectionPath,
+        /// The row key.
+        key: String,
+        /// Write inside this batch.
+        batch: Option<BatchHandle>,
+    },
+    /// Whether a row exists (Read on the collection).
+    RowExists {
+        /// The collection.
+        collection: CollectionPath,
+        /// The row key.
+        key: String,
+        /// Read inside this batch.
+        batch: Option<BatchHandle>,
+    },
+    /// Rows in key order (Read on the collection).
+    Scan {
+        /// The collection.
+        collection: CollectionPath,
+        /// Which rows.
+        range: RowRange,
+        /// Read inside this batch.
+        batch: Option<BatchHandle>,
+    },
+    /// Deletes rows (Write on the collection).
+    DeleteRange {
+        /// The collection.
+        collection: CollectionPath,
+        /// Which rows.
+        range: RowRange,
+        /// Write inside this batch.
+        batch: Option<BatchHandle>,
+    },
+}
+
+/// The answer to a [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Done, nothing to return.
+    Done,
+    /// A yes or no.
+    Bool(bool),
+    /// Names, sorted.
+    Names(Vec<String>),
+    /// A row's value.
+    Value(Vec<u8>),
+    /// Rows, in key order.
+    Rows(Vec<(String, Vec<u8>)>),
+    /// Permissions.
+    Permissions(Permissions),
+    /// A new batch.
+    Batch(BatchHandle),
+    /// How many rows a range delete removed.
+    Deleted(u64),
+    /// One commit's changes, in a watch stream.
+    Changes(Vec<Change>),
+}

@@ -1,0 +1,33 @@
+//! `syncbase-wire`: the protocol types every side of Syncbase shares (mirrors Go's VDL
+//! definitions in `v23:services/syncbase/service.vdl` and `types.vdl`): the [`Request`] and
+//! [`Response`] of every call, [`Permissions`] and their patterns, name validation and the
+//! [`limits`], and [`WireError`], which carries a stable code.
+//!
+//! Everything here is plain data encoded with postcard. It depends on no other `syncbase-*`
+//! crate, so `nosql`, `server`, and the client can all use it without a cycle.
+
+mod call;
+mod error;
+pub mod limits;
+mod names;
+mod perms;
+
+pub use call::{
+    BatchHandle, BatchOptions, Change, ChangeKind, CollectionPath, DatabasePath, ObjectPath,
+    Request, Response, RowRange, WatchStart,
+};
+pub use error::{WireError, codes};
+pub use names::{validate_name, validate_row_key, validate_value};
+pub use perms::{AccessList, Permissions, Tag, pattern_matches};
+
+/// Encodes a message with postcard.
+pub fn encode<T: serde::Serialize>(message: &T) -> Result<Vec<u8>, WireError> {
+    postcard::to_stdvec(message)
+        .map_err(|error| WireError::new(codes::BAD_MESSAGE, format!("cannot encode: {error}")))
+}
+
+/// Decodes a message with postcard; malformed bytes are an error, never a panic.
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
+    postcard::from_bytes(bytes)
+        .map_err(|error| WireError::new(codes::BAD_MESSAGE, format!("cannot decode: {error}")))
+}

@@ -1,0 +1,13 @@
+//! Every size limit of the data model, in one place.
+
+/// The longest app, database or collection name, and the longest row key, in bytes.
+pub const NAME_BYTES_MAX: usize = 1024;
+
+/// The largest row value, in bytes (larger values will be blobs).
+pub const VALUE_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// The most principal patterns in one access list.
+pub const PATTERNS_PER_LIST_MAX: usize = 256;
+
+/// Rows returned per scan response message; a scan streams several.
+pub const SCAN_ROWS_PER_MESSAGE_MAX: usize = 1024;

@@ -1,0 +1,106 @@
+//! Tests of `syncbase-wire`: patterns, validation, and decoding hostile bytes.
+
+use proptest::prelude::*;
+use syncbase_wire::{
+    AccessList, Permissions, Request, Response, Tag, codes, decode, encode, limits,
+    pattern_matches, validate_name, validate_row_key, validate_value,
+};
+
+fn check_pattern(pattern: &str, principal: &str, expected: bool) {
+    assert_eq!(
+        pattern_matches(pattern, principal),
+        expected,
+        "{pattern} vs {principal}"
+    );
+}
+
+#[test]
+fn patterns_match_a_principal_and_its_extensions() {
+    check_pattern("alice", "alice", true);
+    check_pattern("alice", "alice:phone", true);
+    check_pattern("alice", "alice:phone:app", true);
+    check_pattern("alice", "alicex", false);
+    check_pattern("alice", "bob:alice", false);
+    check_pattern("alice:$", "alice", true);
+    check_pattern("alice:$", "alice:phone", false);
+    check_pattern("alice:phone", "alice", false);
+    check_pattern("alice:phone", "alice:phone:app", true);
+}
+
+#[test]
+fn denied_patterns_win_over_allowed_ones() {
+    let list = AccessList {
+        allowed: vec!["alice".into()],
+        denied: vec!["alice:guest".into()],
+    };
+    assert!(list.includes("alice:phone"));
+    assert!(!list.includes("alice:guest"));
+    assert!(!list.includes("alice:guest:tablet"));
+    let permissions = Permissions::all_tags_to("bob");
+    assert!(Tag::ALL.iter().all(|tag| permissions.grants(*tag, "bob:x")));
+    assert!(!permissions.grants_any("carol"));
+}
+
+#[test]
+fn malformed_permissions_are_refused() {
+    for pattern in ["", ":", "alice:", "a::b", "al ice", "$", "alice:$:x"] {
+        let mut permissions = Permissions::default();
+        permissions.0.insert(
+            Tag::Read,
+            AccessList {
+                allowed: vec![pattern.into()],
+                denied: vec![],
+            },
+        );
+        let error = permissions.validate().unwrap_err();
+        assert_eq!(error.code, codes::INVALID_PERMISSIONS, "{pattern:?}");
+    }
+    Permissions::all_tags_to("alice:$").validate().unwrap();
+}
+
+#[test]
+fn names_keys_and_values_follow_the_limits() {
+    validate_name("notes").unwrap();
+    validate_row_key("a/b/c").unwrap();
+    for bad in ["", "a/b", "tab\there", "nul\0", "\u{fffd}"] {
+        assert_eq!(
+            validate_name(bad).unwrap_err().code,
+            codes::INVALID_NAME,
+            "{bad:?}"
+        );
+    }
+    assert_eq!(validate_row_key("").unwrap_err().code, codes::INVALID_NAME);
+    let longest = "x".repeat(limits::NAME_BYTES_MAX);
+    validate_name(&longest).unwrap();
+    assert!(validate_name(&format!("{longest}x")).is_err());
+    validate_value(&vec![0; limits::VALUE_BYTES_MAX]).unwrap();
+    let error = validate_value(&vec![0; limits::VALUE_BYTES_MAX + 1]).unwrap_err();
+    assert_eq!(error.code, codes::VALUE_TOO_LARGE);
+}
+
+#[test]
+fn messages_round_trip() {
+    let request = Request::CreateApp {
+        app: "notes".into(),
+        permissions: Some(Permissions::all_tags_to("alice")),
+    };
+    assert_eq!(
+        decode::<Request>(&encode(&request).unwrap()).unwrap(),
+        request
+    );
+    let response = Response::Rows(vec![("k".into(), vec![1, 2, 3])]);
+    assert_eq!(
+        decode::<Response>(&encode(&response).unwrap()).unwrap(),
+        response
+    );
+}
+
+proptest! {
+    #[test]
+    fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        if let Err(error) = decode::<Request>(&bytes) {
+            prop_assert_eq!(error.code, codes::BAD_MESSAGE);
+        }
+        let _ = decode::<Response>(&bytes);
+    }
+}
