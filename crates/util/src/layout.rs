@@ -105,6 +105,19 @@ impl StoreLayout {
         Ok(())
     }
 
+    /// The ids of the database directories present on disk.
+    pub fn database_ids(&self) -> Result<Vec<u64>> {
+        let mut ids = Vec::new();
+        for entry in std::fs::read_dir(self.databases_dir()).map_err(StoreError::Io)? {
+            let name = entry.map_err(StoreError::Io)?.file_name();
+            if let Some(id) = name.to_str().and_then(|n| u64::from_str_radix(n, 16).ok()) {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
     fn databases_dir(&self) -> PathBuf {
         self.root.join("databases")
     }

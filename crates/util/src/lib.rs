@@ -18,4 +18,6 @@ pub use clock::{CLOCK_DRIFT_MAX_NS, HybridClock, load_clock_floor, save_clock_fl
 pub use error::{Error, Result};
 pub use layout::{LAYOUT_FORMAT_VERSION, StoreLayout};
 pub use syncbase_store::{Clock, EntropyRng, ManualClock, Rng, SeededRng, SystemClock};
-pub use typed::{Layer, delete, get_layer_data, get_typed, put_layer_data, put_typed};
+pub use typed::{
+    Layer, decode_typed, delete, get_layer_data, get_typed, put_layer_data, put_typed,
+};

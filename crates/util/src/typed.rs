@@ -25,12 +25,15 @@ pub fn get_typed<T: DeserializeOwned, R: StoreReader + ?Sized>(
     let Some(bytes) = reader.get(key)? else {
         return Ok(None);
     };
-    postcard::from_bytes(&bytes)
-        .map(Some)
-        .map_err(|error| Error::Decode {
-            key: String::from_utf8_lossy(key).into_owned(),
-            message: error.to_string(),
-        })
+    decode_typed(key, &bytes).map(Some)
+}
+
+/// Decodes `bytes`, the value stored at `key` (named in the error).
+pub fn decode_typed<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|error| Error::Decode {
+        key: String::from_utf8_lossy(key).into_owned(),
+        message: error.to_string(),
+    })
 }
 
 /// Encodes and writes `value` at `key`.

@@ -389,6 +389,18 @@ pub struct WatchableSnapshot<S: Store + 'static> {
 }
 
 impl<S: Store + 'static> WatchableSnapshot<S> {
+    /// The sequence number of the newest log entry this snapshot shows (0 when none), so a
+    /// reader can pair the snapshot's state with the log that follows it.
+    pub fn log_position(&self) -> Result<u64> {
+        let reader = self.inner.as_ref();
+        Ok(last_log_seq(reader)?.max(read_log_start(reader)?.saturating_sub(1)))
+    }
+
+    /// Up to `count_max` log entries with sequence numbers `>= from_seq` that this snapshot shows.
+    pub fn log_entries(&self, from_seq: u64, count_max: usize) -> Result<Vec<LogEntry>> {
+        read_log(self.inner.as_ref(), from_seq, count_max)
+    }
+
     /// The current version of a managed key.
     pub fn get_version(&self, key: &[u8]) -> Result<Option<Version>> {
         self.shared.check_managed(key)?;

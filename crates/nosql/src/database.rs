@@ -1,0 +1,507 @@
+//! A database: collections, rows and batches (mirrors Go `server/nosql/database.go`,
+//! `collection.go` and `row.go`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use syncbase_store::{
+    Clock, Rng, Snapshot, Store, StoreReader, Stream, Transaction, Watchable, WatchableOptions,
+    WatchableSnapshot, WatchableTransaction,
+};
+use syncbase_util::keys::{self, Prefix};
+use syncbase_util::{get_typed, put_typed};
+use syncbase_wire::{
+    BatchHandle, BatchOptions, DatabasePath, Permissions, RowRange, Tag, codes, validate_name,
+    validate_row_key, validate_value,
+};
+
+use crate::auth::{Caller, Need, check};
+use crate::error::{Error, Result};
+use crate::service::{ServiceOptions, transact};
+
+type Inner = Arc<dyn Store>;
+type DbTransaction = WatchableTransaction<Inner>;
+type DbSnapshot = WatchableSnapshot<Inner>;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CollectionData {
+    permissions: Permissions,
+}
+
+enum BatchKind {
+    ReadWrite(Arc<DbTransaction>),
+    ReadOnly(Arc<DbSnapshot>),
+}
+
+impl Clone for BatchKind {
+    fn clone(&self) -> Self {
+        match self {
+            BatchKind::ReadWrite(transaction) => BatchKind::ReadWrite(transaction.clone()),
+            BatchKind::ReadOnly(snapshot) => BatchKind::ReadOnly(snapshot.clone()),
+        }
+    }
+}
+
+struct BatchEntry {
+    kind: BatchKind,
+    caller: String,
+    last_used_ns: u64,
+}
+
+/// One database of a service.
+pub struct Database {
+    path: DatabasePath,
+    store: Arc<Watchable<Inner>>,
+    clock: Arc<dyn Clock>,
+    rng: Arc<dyn Rng>,
+    batch_idle_timeout_ns: u64,
+    batches: Mutex<HashMap<u64, BatchEntry>>,
+}
+
+fn collection_key(collection: &str) -> Vec<u8> {
+    keys::key(Prefix::Collection, &[collection.as_bytes()])
+}
+
+fn collection_what(collection: &str) -> String {
+    format!("collection {collection:?}")
+}
+
+/// Rows of a scan, in key order.
+pub struct RowStream {
+    inner: Stream,
+}
+
+impl Iterator for RowStream {
+    type Item = Result<(String, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (key, value) = match self.inner.next()? {
+            Ok(entry) => entry,
+            Err(error) => return Some(Err(error.into())),
+        };
+        Some(decode_row_key(&key).map(|(_, row)| (row, value)))
+    }
+}
+
+/// Splits a row's storage key into its collection and row key.
+pub(crate) fn decode_row_key(key: &[u8]) -> Result<(String, String)> {
+    let corrupt = || Error::Store(syncbase_store::Error::Corrupt(format!("row key {key:?}")));
+    let (prefix, parts) = keys::parse(key)?;
+    if prefix != Prefix::Row {
+        return Err(corrupt());
+    }
+    let [collection, row] = <[Vec<u8>; 2]>::try_from(parts).map_err(|_| corrupt())?;
+    Ok((
+        String::from_utf8(collection).map_err(|_| corrupt())?,
+        String::from_utf8(row).map_err(|_| corrupt())?,
+    ))
+}
+
+/// Where a call reads: a fresh snapshot, or a batch.
+enum Reader {
+    Snapshot(DbSnapshot),
+    Batch(BatchKind),
+}
+
+impl Reader {
+    fn as_reader(&self) -> &dyn StoreReader {
+        match self {
+            Reader::Snapshot(snapshot) => snapshot,
+            Reader::Batch(BatchKind::ReadOnly(snapshot)) => snapshot.as_ref(),
+            Reader::Batch(BatchKind::ReadWrite(transaction)) => transaction.as_ref(),
+        }
+    }
+}
+
+impl Database {
+    pub(crate) fn open(path: DatabasePath, store: Inner, options: &ServiceOptions) -> Result<Self> {
+        let watchable = Watchable::open(
+            store,
+            WatchableOptions {
+                managed_prefixes: vec![Prefix::Row.as_key(), Prefix::Collection.as_key()],
+                clock: options.clock.clone(),
+                rng: options.rng.clone(),
+            },
+        )?;
+        Ok(Self {
+            path,
+            store: Arc::new(watchable),
+            clock: options.clock.clone(),
+            rng: options.rng.clone(),
+            batch_idle_timeout_ns: options.batch_idle_timeout_ns,
+            batches: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// This database's path.
+    pub fn path(&self) -> &DatabasePath {
+        &self.path
+    }
+
+    pub(crate) fn store(&self) -> &Arc<Watchable<Inner>> {
+        &self.store
+    }
+
+    pub(crate) fn close(&self) -> Result<()> {
+        self.batches.lock().clear();
+        Ok(self.store.close()?)
+    }
+
+    fn collection_data(
+        &self,
+        reader: &dyn StoreReader,
+        caller: &Caller,
+        collection: &str,
+        need: Need,
+    ) -> Result<CollectionData> {
+        validate_name(collection)?;
+        let data: CollectionData = get_typed(reader, &collection_key(collection))?
+            .ok_or_else(|| Error::no_exist(collection_what(collection)))?;
+        check(caller, &data.permissions, need, collection_what(collection))?;
+        Ok(data)
+    }
+
+    fn reader(&self, caller: &Caller, batch: Option<BatchHandle>) -> Result<Reader> {
+        Ok(match batch {
+            Some(handle) => Reader::Batch(self.batch(caller, handle)?),
+            None => Reader::Snapshot(self.store.versioned_snapshot()?),
+        })
+    }
+
+    /// Runs `body` in the batch's transaction, or in a fresh one committed at once.
+    fn write<T>(
+        &self,
+        caller: &Caller,
+        batch: Option<BatchHandle>,
+        mut body: impl FnMut(&dyn Transaction) -> Result<T>,
+    ) -> Result<T> {
+        match batch {
+            Some(handle) => match self.batch(caller, handle)? {
+                BatchKind::ReadWrite(transaction) => body(transaction.as_ref()),
+                BatchKind::ReadOnly(_) => Err(Error::wire(
+                    codes::READ_ONLY_BATCH,
+                    "this batch is read-only",
+                )),
+            },
+            None => transact(self.store.as_ref(), body),
+        }
+    }
+
+    /// The names of the collections (the service checked Read on the database).
+    pub fn list_collections(&self) -> Result<Vec<String>> {
+        let (start, limit) = keys::prefix_range(&Prefix::Collection.as_key());
+        let mut names = Vec::new();
+        for entry in self.store.scan(&start, &limit)? {
+            let (key, _) = entry?;
+            let (_, parts) = keys::parse(&key)?;
+            if let Some(name) = parts.into_iter().next() {
+                names.push(String::from_utf8_lossy(&name).into_owned());
+            }
+        }
+        Ok(names)
+    }
+
+    /// Creates a collection (the service checked Write on the database); without permissions,
+    /// the caller's root gets every tag.
+    pub fn create_collection(
+        &self,
+        caller: &Caller,
+        collection: &str,
+        permissions: Option<Permissions>,
+    ) -> Result<()> {
+        validate_name(collection)?;
+        let permissions = permissions.unwrap_or_else(|| caller.default_permissions());
+        permissions.validate()?;
+        transact(self.store.as_ref(), |transaction| {
+            if transaction.get(&collection_key(collection))?.is_some() {
+                return Err(Error::exist(collection_what(collection)));
+            }
+            let data = CollectionData {
+                permissions: permissions.clone(),
+            };
+            Ok(put_typed(transaction, &collection_key(collection), &data)?)
+        })
+    }
+
+    /// Destroys a collection and its rows (Admin on it), in one commit.
+    pub fn destroy_collection(&self, caller: &Caller, collection: &str) -> Result<()> {
+        transact(self.store.as_ref(), |transaction| {
+            self.collection_data(transaction, caller, collection, Need::Tag(Tag::Admin))?;
+            let (start, limit) = keys::row_prefix_range(collection, b"");
+            let doomed: Vec<Vec<u8>> = transaction
+                .scan(&start, &limit)?
+                .map(|entry| entry.map(|(key, _)| key))
+                .collect::<syncbase_store::Result<_>>()?;
+            for key in doomed {
+                transaction.delete(&key)?;
+            }
+            Ok(transaction.delete(&collection_key(collection))?)
+        })
+    }
+
+    /// Whether the collection exists and the caller may know it (any tag on it).
+    pub fn collection_exists(&self, caller: &Caller, collection: &str) -> Result<bool> {
+        validate_name(collection)?;
+        let snapshot = self.store.versioned_snapshot()?;
+        Ok(self
+            .collection_data(&snapshot, caller, collection, Need::Any)
+            .is_ok())
+    }
+
+    /// A collection's permissions (Admin on it).
+    pub fn collection_permissions(&self, caller: &Caller, collection: &str) -> Result<Permissions> {
+        let snapshot = self.store.versioned_snapshot()?;
+        Ok(self
+            .collection_data(&snapshot, caller, collection, Need::Tag(Tag::Admin))?
+            .permissions)
+    }
+
+    /// Replaces a collection's permissions (Admin on it). The record is versioned and logged,
+    /// so sync will carry it with the data.
+    pub fn set_collection_permissions(
+        &self,
+        caller: &Caller,
+        collection: &str,
+        permissions: Permissions,
+    ) -> Result<()> {
+        permissions.validate()?;
+        transact(self.store.as_ref(), |transaction| {
+            let mut data =
+                self.collection_data(transaction, caller, collection, Need::Tag(Tag::Admin))?;
+            data.permissions = permissions.clone();
+            Ok(put_typed(transaction, &collection_key(collection), &data)?)
+        })
+    }
+
+    /// A row's value (Read on the collection).
+    pub fn get(
+        &self,
+        caller: &Caller,
+        collection: &str,
+        key: &str,
+        batch: Option<BatchHandle>,
+    ) -> Result<Vec<u8>> {
+        validate_row_key(key)?;
+        let reader = self.reader(caller, batch)?;
+        let reader = reader.as_reader();
+        self.collection_data(reader, caller, collection, Need::Tag(Tag::Read))?;
+        reader
+            .get(&keys::row(collection, key.as_bytes()))?
+            .ok_or_else(|| Error::no_exist(format!("row {key:?}")))
+    }
+
+    /// Whether a row exists (Read on the collection; false when the caller may not know).
+    pub fn row_exists(
+        &self,
+        caller: &Caller,
+        collection: &str,
+        key: &str,
+        batch: Option<BatchHandle>,
+    ) -> Result<bool> {
+        validate_row_key(key)?;
+        let reader = self.reader(caller, batch)?;
+        let reader = reader.as_reader();
+        if self
+            .collection_data(reader, caller, collection, Need::Tag(Tag::Read))
+            .is_err()
+        {
+            return Ok(false);
+        }
+        Ok(reader.exists(&keys::row(collection, key.as_bytes()))?)
+    }
+
+    /// Sets a row (Write on the collection).
+    pub fn put(
+        &self,
+        caller: &Caller,
+        collection: &str,
+        key: &str,
+        value: &[u8],
+        batch: Option<BatchHandle>,
+    ) -> Result<()> {
+        validate_row_key(key)?;
+        validate_value(value)?;
+        self.write(caller, batch, |transaction| {
+            self.collection_data(transaction, caller, collection, Need::Tag(Tag::Write))?;
+            Ok(transaction.put(&keys::row(collection, key.as_bytes()), value)?)
+        })
+    }
+
+    /// Deletes a row (Write on the collection); deleting a missing row is not an error.
+    pub fn delete(
+        &self,
+        caller: &Caller,
+        collection: &str,
+        key: &str,
+        batch: Option<BatchHandle>,
+    ) -> Result<()> {
+        validate_row_key(key)?;
+        self.write(caller, batch, |transaction| {
+            self.collection_data(transaction, caller, collection, Need::Tag(Tag::Write))?;
+            Ok(transaction.delete(&keys::row(collection, key.as_bytes()))?)
+        })
+    }
+
+    fn range_keys(collection: &str, range: &RowRange) -> (Vec<u8>, Vec<u8>) {
+        match range {
+            RowRange::Prefix(prefix) => keys::row_prefix_range(collection, prefix.as_bytes()),
+            RowRange::Range { start, limit } => {
+                let start = keys::row(collection, start.as_bytes());
+                let limit = if limit.is_empty() {
+                    keys::row_prefix_range(collection, b"").1
+                } else {
+                    keys::row(collection, limit.as_bytes())
+                };
+                (start, limit)
+            }
+        }
+    }
+
+    /// Rows in key order (Read on the collection).
+    pub fn scan(
+        &self,
+        caller: &Caller,
+        collection: &str,
+        range: &RowRange,
+        batch: Option<BatchHandle>,
+    ) -> Result<RowStream> {
+        let reader = self.reader(caller, batch)?;
+        let reader = reader.as_reader();
+        self.collection_data(reader, caller, collection, Need::Tag(Tag::Read))?;
+        let (start, limit) = Self::range_keys(collection, range);
+        Ok(RowStream {
+            inner: reader.scan(&start, &limit)?,
+        })
+    }
+
+    /// Deletes the rows of a range (Write on the collection), in one commit; returns how many.
+    pub fn delete_range(
+        &self,
+        caller: &Caller,
+        collection: &str,
+        range: &RowRange,
+        batch: Option<BatchHandle>,
+    ) -> Result<u64> {
+        let (start, limit) = Self::range_keys(collection, range);
+        self.write(caller, batch, |transaction| {
+            self.collection_data(transaction, caller, collection, Need::Tag(Tag::Write))?;
+            let doomed: Vec<Vec<u8>> = transaction
+                .scan(&start, &limit)?
+                .map(|entry| entry.map(|(key, _)| key))
+                .collect::<syncbase_store::Result<_>>()?;
+            for key in &doomed {
+                transaction.delete(key)?;
+            }
+            Ok(doomed.len() as u64)
+        })
+    }
+
+    /// Begins a batch: a read-write one is an optimistic transaction, a read-only one a
+    /// snapshot. Only `caller` may use it; it is aborted after the idle timeout.
+    pub fn begin_batch(&self, caller: &Caller, options: BatchOptions) -> Result<BatchHandle> {
+        let kind = if options.read_only {
+            BatchKind::ReadOnly(Arc::new(self.store.versioned_snapshot()?))
+        } else {
+            BatchKind::ReadWrite(Arc::new(self.store.begin(false)?))
+        };
+        let now = self.clock.now_ns();
+        let mut batches = self.batches.lock();
+        self.expire(&mut batches, now);
+        let mut handle = self.rng.next_u64();
+        while batches.contains_key(&handle) {
+            handle = self.rng.next_u64();
+        }
+        batches.insert(
+            handle,
+            BatchEntry {
+                kind,
+                caller: caller.name().to_string(),
+                last_used_ns: now,
+            },
+        );
+        Ok(BatchHandle(handle))
+    }
+
+    /// Commits a batch; fails with `store.concurrent_transaction` when what it read changed.
+    pub fn commit_batch(&self, caller: &Caller, handle: BatchHandle) -> Result<()> {
+        let kind = self.take_batch(caller, handle)?;
+        match kind {
+            BatchKind::ReadWrite(transaction) => Ok(transaction.commit()?),
+            BatchKind::ReadOnly(snapshot) => Ok(snapshot.abort()?),
+        }
+    }
+
+    /// Abandons a batch.
+    pub fn abort_batch(&self, caller: &Caller, handle: BatchHandle) -> Result<()> {
+        match self.take_batch(caller, handle)? {
+            BatchKind::ReadWrite(transaction) => Ok(transaction.abort()?),
+            BatchKind::ReadOnly(snapshot) => Ok(snapshot.abort()?),
+        }
+    }
+
+    /// How many batches are open (expired ones are dropped first).
+    pub fn open_batches(&self) -> usize {
+        let mut batches = self.batches.lock();
+        self.expire(&mut batches, self.clock.now_ns());
+        batches.len()
+    }
+
+    fn unknown_batch(handle: BatchHandle) -> Error {
+        Error::wire(
+            codes::UNKNOWN_BATCH,
+            format!("batch {:x} is unknown, finished or expired", handle.0),
+        )
+    }
+
+    fn batch(&self, caller: &Caller, handle: BatchHandle) -> Result<BatchKind> {
+        let now = self.clock.now_ns();
+        let mut batches = self.batches.lock();
+        self.expire(&mut batches, now);
+        match batches.get_mut(&handle.0) {
+            Some(entry) if entry.caller == caller.name() => {
+                entry.last_used_ns = now;
+                Ok(entry.kind.clone())
+            }
+            _ => Err(Self::unknown_batch(handle)),
+        }
+    }
+
+    fn take_batch(&self, caller: &Caller, handle: BatchHandle) -> Result<BatchKind> {
+        let mut batches = self.batches.lock();
+        self.expire(&mut batches, self.clock.now_ns());
+        match batches.get(&handle.0) {
+            Some(entry) if entry.caller == caller.name() => {}
+            _ => return Err(Self::unknown_batch(handle)),
+        }
+        batches
+            .remove(&handle.0)
+            .map(|entry| entry.kind)
+            .ok_or_else(|| Self::unknown_batch(handle))
+    }
+
+    fn expire(&self, batches: &mut HashMap<u64, BatchEntry>, now: u64) {
+        batches.retain(|_, entry| {
+            let alive = now.saturating_sub(entry.last_used_ns) < self.batch_idle_timeout_ns;
+            if !alive {
+                let _ = match &entry.kind {
+                    BatchKind::ReadWrite(transaction) => transaction.abort(),
+                    BatchKind::ReadOnly(snapshot) => snapshot.abort(),
+                };
+            }
+            alive
+        });
+    }
+
+    /// Whether the caller may read the collection now (watch filters rows with this).
+    pub(crate) fn can_read(
+        &self,
+        reader: &dyn StoreReader,
+        caller: &Caller,
+        collection: &str,
+    ) -> bool {
+        self.collection_data(reader, caller, collection, Need::Tag(Tag::Read))
+            .is_ok()
+    }
+}

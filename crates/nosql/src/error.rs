@@ -1,0 +1,59 @@
+//! Errors of the data model: a wire error with a stable code, or an error from a layer below
+//! (whose code passes through).
+
+use syncbase_wire::{WireError, codes};
+
+/// The result type of data-model calls.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error from the data model.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A refusal with a wire code (no such object, invalid name, unknown batch, ...).
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// An error from the store (concurrent batch, closed, corrupt, ...).
+    #[error(transparent)]
+    Store(#[from] syncbase_store::Error),
+    /// An error from util (decoding a record, ...).
+    #[error(transparent)]
+    Util(#[from] syncbase_util::Error),
+}
+
+impl Error {
+    /// The stable code.
+    pub fn code(&self) -> &str {
+        match self {
+            Error::Wire(error) => &error.code,
+            Error::Store(error) => error.code(),
+            Error::Util(error) => error.code(),
+        }
+    }
+
+    /// The error as it travels on the wire.
+    pub fn to_wire(&self) -> WireError {
+        match self {
+            Error::Wire(error) => error.clone(),
+            other => WireError::new(other.code(), other.to_string()),
+        }
+    }
+
+    pub(crate) fn no_exist(what: impl std::fmt::Display) -> Self {
+        Error::Wire(WireError::new(
+            codes::NO_EXIST,
+            format!("{what} does not exist or access is denied"),
+        ))
+    }
+
+    pub(crate) fn exist(what: impl std::fmt::Display) -> Self {
+        Error::Wire(WireError::new(
+            codes::EXIST,
+            format!("{what} already exists"),
+        ))
+    }
+
+    pub(crate) fn wire(code: &str, message: impl Into<String>) -> Self {
+        Error::Wire(WireError::new(code, message))
+    }
+}

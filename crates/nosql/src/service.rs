@@ -1,0 +1,467 @@
+//! The service: apps, database records, service permissions (mirrors Go `server/service.go`,
+//! `server/app.go` and `server/db_info.go`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use syncbase_store::{Clock, Rng, Store, StoreReader, Transaction};
+use syncbase_util::keys::{self, Prefix};
+use syncbase_util::{StoreLayout, decode_typed, get_typed, put_typed};
+use syncbase_wire::{DatabasePath, ObjectPath, Permissions, Tag, validate_name};
+
+use crate::auth::{Caller, Need, check};
+use crate::database::Database;
+use crate::error::{Error, Result};
+
+/// Opens the store kept in a directory of the layout (the engine is the caller's choice).
+pub trait StoreOpener: Send + Sync {
+    /// Opens, creating if needed, the store in `dir`.
+    fn open(&self, dir: &Path) -> syncbase_store::Result<Arc<dyn Store>>;
+}
+
+/// How to open a [`Service`].
+#[derive(Clone)]
+pub struct ServiceOptions {
+    /// Where the service keeps its data (see `syncbase_util::StoreLayout`).
+    pub root_dir: PathBuf,
+    /// Opens the service store and each database's store.
+    pub opener: Arc<dyn StoreOpener>,
+    /// The root name of the service's own identity: a new service grants it every tag.
+    pub owner_root: String,
+    /// Timestamps (watch log, batch expiry).
+    pub clock: Arc<dyn Clock>,
+    /// Ids (device id, versions, batch handles).
+    pub rng: Arc<dyn Rng>,
+    /// Idle time after which an abandoned batch is aborted.
+    pub batch_idle_timeout_ns: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ServiceData {
+    device_id: u64,
+    permissions: Permissions,
+    next_database_id: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct AppData {
+    permissions: Permissions,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DatabaseInfo {
+    id: u64,
+    permissions: Permissions,
+}
+
+/// A Syncbase service: the root of the app / database / collection / row hierarchy.
+pub struct Service {
+    layout: StoreLayout,
+    store: Arc<dyn Store>,
+    options: ServiceOptions,
+    device_id: u64,
+    databases: Mutex<BTreeMap<DatabasePath, Arc<Database>>>,
+}
+
+fn service_key() -> Vec<u8> {
+    keys::key(Prefix::Service, &[])
+}
+
+fn app_key(app: &str) -> Vec<u8> {
+    keys::key(Prefix::App, &[app.as_bytes()])
+}
+
+fn database_key(path: &DatabasePath) -> Vec<u8> {
+    keys::key(
+        Prefix::Database,
+        &[path.app.as_bytes(), path.database.as_bytes()],
+    )
+}
+
+fn app_what(app: &str) -> String {
+    format!("app {app:?}")
+}
+
+fn database_what(path: &DatabasePath) -> String {
+    format!("database {}/{}", path.app, path.database)
+}
+
+/// Runs `body` in a transaction of `store`, retrying while the commit meets a concurrent one.
+pub(crate) fn transact<S: Store + ?Sized, T>(
+    store: &S,
+    mut body: impl FnMut(&dyn Transaction) -> Result<T>,
+) -> Result<T> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let transaction = store.transaction()?;
+        let value = match body(transaction.as_ref()) {
+            Ok(value) => value,
+            Err(error) => {
+                let _ = transaction.abort();
+                return Err(error);
+            }
+        };
+        match transaction.commit() {
+            Ok(()) => return Ok(value),
+            Err(syncbase_store::Error::ConcurrentTransaction)
+                if attempt < syncbase_store::TRANSACTION_ATTEMPTS_DEFAULT => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+fn read_service<R: StoreReader + ?Sized>(reader: &R) -> Result<ServiceData> {
+    get_typed(reader, &service_key())?.ok_or_else(|| {
+        Error::Store(syncbase_store::Error::Corrupt(
+            "the service record is missing".into(),
+        ))
+    })
+}
+
+/// Checks the caller can reach `app` (any tag on the service) and holds `need` on it.
+fn read_app<R: StoreReader + ?Sized>(
+    reader: &R,
+    caller: &Caller,
+    app: &str,
+    need: Need,
+) -> Result<AppData> {
+    validate_name(app)?;
+    check(
+        caller,
+        &read_service(reader)?.permissions,
+        Need::Any,
+        app_what(app),
+    )?;
+    let data: AppData =
+        get_typed(reader, &app_key(app))?.ok_or_else(|| Error::no_exist(app_what(app)))?;
+    check(caller, &data.permissions, need, app_what(app))?;
+    Ok(data)
+}
+
+/// Checks the caller can reach the database (any tag on service and app) and holds `need` on it.
+fn read_database<R: StoreReader + ?Sized>(
+    reader: &R,
+    caller: &Caller,
+    path: &DatabasePath,
+    need: Need,
+) -> Result<DatabaseInfo> {
+    validate_name(&path.database)?;
+    read_app(reader, caller, &path.app, Need::Any)
+        .map_err(|_| Error::no_exist(database_what(path)))?;
+    let info: DatabaseInfo = get_typed(reader, &database_key(path))?
+        .ok_or_else(|| Error::no_exist(database_what(path)))?;
+    check(caller, &info.permissions, need, database_what(path))?;
+    Ok(info)
+}
+
+fn names_under<R: StoreReader + ?Sized>(reader: &R, prefix: &[u8]) -> Result<Vec<Vec<Vec<u8>>>> {
+    let (start, limit) = keys::prefix_range(prefix);
+    let mut out = Vec::new();
+    for entry in reader.scan(&start, &limit)? {
+        let (key, _) = entry?;
+        out.push(keys::parse(&key)?.1);
+    }
+    Ok(out)
+}
+
+fn text(bytes: Vec<u8>) -> Result<String> {
+    String::from_utf8(bytes).map_err(|_| {
+        Error::Store(syncbase_store::Error::Corrupt(
+            "a stored name is not UTF-8".into(),
+        ))
+    })
+}
+
+impl Service {
+    /// Opens the service under `options.root_dir`, creating it on first use (with a fresh
+    /// device id and every tag granted to `options.owner_root`), and removes the files of
+    /// databases whose destruction a crash interrupted.
+    pub fn open(options: ServiceOptions) -> Result<Self> {
+        let layout = StoreLayout::open(&options.root_dir)?;
+        let store = options.opener.open(&layout.service_dir())?;
+        let data = match get_typed::<ServiceData, _>(store.as_ref(), &service_key())? {
+            Some(data) => data,
+            None => {
+                let data = ServiceData {
+                    device_id: options.rng.next_u64(),
+                    permissions: Permissions::all_tags_to(&options.owner_root),
+                    next_database_id: 1,
+                };
+                put_typed(store.as_ref(), &service_key(), &data)?;
+                data
+            }
+        };
+        let (start, limit) = keys::prefix_range(&Prefix::Database.as_key());
+        let mut known = Vec::new();
+        for entry in store.scan(&start, &limit)? {
+            let (key, value) = entry?;
+            known.push(decode_typed::<DatabaseInfo>(&key, &value)?.id);
+        }
+        for id in layout.database_ids()? {
+            if !known.contains(&id) {
+                layout.destroy_database(id)?;
+            }
+        }
+        Ok(Self {
+            layout,
+            store,
+            device_id: data.device_id,
+            options,
+            databases: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// This service's device id (random, chosen at creation, persisted).
+    pub fn device_id(&self) -> u64 {
+        self.device_id
+    }
+
+    /// Closes every open database and the service store.
+    pub fn close(&self) -> Result<()> {
+        for (_, database) in std::mem::take(&mut *self.databases.lock()) {
+            database.close()?;
+        }
+        Ok(self.store.close()?)
+    }
+
+    /// The database at `path`, for calls that check their own tags on its collections: the
+    /// caller must be able to reach it (any tag on the service, the app and the database).
+    pub fn database(&self, caller: &Caller, path: &DatabasePath) -> Result<Arc<Database>> {
+        self.open_database(caller, path, Need::Any)
+    }
+
+    /// The database at `path` if the caller holds `tag` on it (Read for listing collections
+    /// and for watch).
+    pub fn database_with_tag(
+        &self,
+        caller: &Caller,
+        path: &DatabasePath,
+        tag: Tag,
+    ) -> Result<Arc<Database>> {
+        self.open_database(caller, path, Need::Tag(tag))
+    }
+
+    fn open_database(
+        &self,
+        caller: &Caller,
+        path: &DatabasePath,
+        need: Need,
+    ) -> Result<Arc<Database>> {
+        let info = read_database(self.store.as_ref(), caller, path, need)?;
+        let mut open = self.databases.lock();
+        if let Some(database) = open.get(path) {
+            return Ok(database.clone());
+        }
+        let store = self
+            .options
+            .opener
+            .open(&self.layout.database_dir(info.id))?;
+        let database = Arc::new(Database::open(path.clone(), store, &self.options)?);
+        open.insert(path.clone(), database.clone());
+        Ok(database)
+    }
+
+    /// The names of the apps (Read on the service).
+    pub fn list_apps(&self, caller: &Caller) -> Result<Vec<String>> {
+        let snapshot = self.store.snapshot()?;
+        check(
+            caller,
+            &read_service(snapshot.as_ref())?.permissions,
+            Need::Tag(Tag::Read),
+            "the service",
+        )?;
+        names_under(snapshot.as_ref(), &Prefix::App.as_key())?
+            .into_iter()
+            .filter_map(|parts| parts.into_iter().next())
+            .map(text)
+            .collect()
+    }
+
+    /// Creates an app (Write on the service); without permissions, the caller's root gets
+    /// every tag.
+    pub fn create_app(
+        &self,
+        caller: &Caller,
+        app: &str,
+        permissions: Option<Permissions>,
+    ) -> Result<()> {
+        validate_name(app)?;
+        let permissions = permissions.unwrap_or_else(|| caller.default_permissions());
+        permissions.validate()?;
+        transact(self.store.as_ref(), |transaction| {
+            let data = read_service(transaction)?;
+            check(
+                caller,
+                &data.permissions,
+                Need::Tag(Tag::Write),
+                "the service",
+            )?;
+            if transaction.get(&app_key(app))?.is_some() {
+                return Err(Error::exist(app_what(app)));
+            }
+            let record = AppData {
+                permissions: permissions.clone(),
+            };
+            Ok(put_typed(transaction, &app_key(app), &record)?)
+        })
+    }
+
+    /// Destroys an app and all its databases (Admin on the app).
+    pub fn destroy_app(&self, caller: &Caller, app: &str) -> Result<()> {
+        let databases = transact(self.store.as_ref(), |transaction| {
+            read_app(transaction, caller, app, Need::Tag(Tag::Admin))?;
+            let mut doomed = Vec::new();
+            let prefix = keys::key_prefix(Prefix::Database, &[app.as_bytes()], b"");
+            let (start, limit) = keys::prefix_range(&prefix);
+            for entry in transaction.scan(&start, &limit)? {
+                let (key, value) = entry?;
+                let info: DatabaseInfo = decode_typed(&key, &value)?;
+                let (_, parts) = keys::parse(&key)?;
+                let name = parts.into_iter().nth(1).map(text).transpose()?;
+                doomed.push((name.unwrap_or_default(), info.id));
+                transaction.delete(&key)?;
+            }
+            transaction.delete(&app_key(app))?;
+            Ok(doomed)
+        })?;
+        for (database, id) in databases {
+            self.forget_database(
+                &DatabasePath {
+                    app: app.to_string(),
+                    database,
+                },
+                id,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Whether the app exists and the caller may know it (any tag on it).
+    pub fn app_exists(&self, caller: &Caller, app: &str) -> Result<bool> {
+        validate_name(app)?;
+        Ok(read_app(self.store.as_ref(), caller, app, Need::Any).is_ok())
+    }
+
+    /// The names of an app's databases (Read on the app).
+    pub fn list_databases(&self, caller: &Caller, app: &str) -> Result<Vec<String>> {
+        let snapshot = self.store.snapshot()?;
+        read_app(snapshot.as_ref(), caller, app, Need::Tag(Tag::Read))?;
+        let prefix = keys::key_prefix(Prefix::Database, &[app.as_bytes()], b"");
+        names_under(snapshot.as_ref(), &prefix)?
+            .into_iter()
+            .filter_map(|parts| parts.into_iter().nth(1))
+            .map(text)
+            .collect()
+    }
+
+    /// Creates a database (Write on the app); without permissions, the caller's root gets
+    /// every tag.
+    pub fn create_database(
+        &self,
+        caller: &Caller,
+        path: &DatabasePath,
+        permissions: Option<Permissions>,
+    ) -> Result<()> {
+        validate_name(&path.database)?;
+        let permissions = permissions.unwrap_or_else(|| caller.default_permissions());
+        permissions.validate()?;
+        transact(self.store.as_ref(), |transaction| {
+            read_app(transaction, caller, &path.app, Need::Tag(Tag::Write))?;
+            if transaction.get(&database_key(path))?.is_some() {
+                return Err(Error::exist(database_what(path)));
+            }
+            let mut data = read_service(transaction)?;
+            let id = data.next_database_id;
+            data.next_database_id += 1;
+            put_typed(transaction, &service_key(), &data)?;
+            let info = DatabaseInfo {
+                id,
+                permissions: permissions.clone(),
+            };
+            Ok(put_typed(transaction, &database_key(path), &info)?)
+        })
+    }
+
+    /// Destroys a database and its data (Admin on the database).
+    pub fn destroy_database(&self, caller: &Caller, path: &DatabasePath) -> Result<()> {
+        let id = transact(self.store.as_ref(), |transaction| {
+            let info = read_database(transaction, caller, path, Need::Tag(Tag::Admin))?;
+            transaction.delete(&database_key(path))?;
+            Ok(info.id)
+        })?;
+        self.forget_database(path, id)
+    }
+
+    fn forget_database(&self, path: &DatabasePath, id: u64) -> Result<()> {
+        if let Some(database) = self.databases.lock().remove(path) {
+            database.close()?;
+        }
+        Ok(self.layout.destroy_database(id)?)
+    }
+
+    /// Whether the database exists and the caller may know it (any tag on it).
+    pub fn database_exists(&self, caller: &Caller, path: &DatabasePath) -> Result<bool> {
+        validate_name(&path.app)?;
+        validate_name(&path.database)?;
+        Ok(read_database(self.store.as_ref(), caller, path, Need::Any).is_ok())
+    }
+
+    /// An object's permissions (Admin on it).
+    pub fn permissions(&self, caller: &Caller, object: &ObjectPath) -> Result<Permissions> {
+        let admin = Need::Tag(Tag::Admin);
+        let reader = self.store.as_ref();
+        match object {
+            ObjectPath::Service => {
+                let data = read_service(reader)?;
+                check(caller, &data.permissions, admin, "the service")?;
+                Ok(data.permissions)
+            }
+            ObjectPath::App(app) => Ok(read_app(reader, caller, app, admin)?.permissions),
+            ObjectPath::Database(path) => {
+                Ok(read_database(reader, caller, path, admin)?.permissions)
+            }
+            ObjectPath::Collection(path) => self
+                .database(caller, &path.database_path())?
+                .collection_permissions(caller, &path.collection),
+        }
+    }
+
+    /// Replaces an object's permissions (Admin on it).
+    pub fn set_permissions(
+        &self,
+        caller: &Caller,
+        object: &ObjectPath,
+        permissions: Permissions,
+    ) -> Result<()> {
+        permissions.validate()?;
+        let admin = Need::Tag(Tag::Admin);
+        match object {
+            ObjectPath::Service => transact(self.store.as_ref(), |transaction| {
+                let mut data = read_service(transaction)?;
+                check(caller, &data.permissions, admin, "the service")?;
+                data.permissions = permissions.clone();
+                Ok(put_typed(transaction, &service_key(), &data)?)
+            }),
+            ObjectPath::App(app) => transact(self.store.as_ref(), |transaction| {
+                let mut data = read_app(transaction, caller, app, admin)?;
+                data.permissions = permissions.clone();
+                Ok(put_typed(transaction, &app_key(app), &data)?)
+            }),
+            ObjectPath::Database(path) => {
+                transact(self.store.as_ref(), |transaction| {
+                    let mut info = read_database(transaction, caller, path, admin)?;
+                    info.permissions = permissions.clone();
+                    Ok(put_typed(transaction, &database_key(path), &info)?)
+                })?;
+                Ok(())
+            }
+            ObjectPath::Collection(path) => self
+                .database(caller, &path.database_path())?
+                .set_collection_permissions(caller, &path.collection, permissions),
+        }
+    }
+}
