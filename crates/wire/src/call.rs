@@ -108,10 +108,27 @@ pub struct Change {
     pub from_sync: bool,
 }
 
+/// Who answered a status call, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusInfo {
+    /// The service's identity (its certificate chain's name).
+    pub identity: String,
+    /// The service's device id.
+    pub device_id: u64,
+    /// The address it listens on (empty when embedded).
+    pub address: String,
+    /// The storage engine.
+    pub engine: String,
+    /// The software version.
+    pub version: String,
+}
+
 /// Every call of the data model. Adding one here makes every exhaustive `match` (the dispatcher,
 /// the permission table test) fail to compile until it is handled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
+    /// Who the service is (needs no tag).
+    Status,
     /// The apps the caller may list (Read on the service).
     ListApps,
     /// An object's permissions (Admin on it).
@@ -295,4 +312,6 @@ pub enum Response {
     Deleted(u64),
     /// One commit's changes, in a watch stream.
     Changes(Vec<Change>),
+    /// The answer to [`Request::Status`].
+    Status(StatusInfo),
 }

@@ -8,15 +8,17 @@
 
 mod call;
 mod error;
+mod handler;
 pub mod limits;
 mod names;
 mod perms;
 
 pub use call::{
     BatchHandle, BatchOptions, Change, ChangeKind, CollectionPath, DatabasePath, ObjectPath,
-    Request, Response, RowRange, WatchStart,
+    Request, Response, RowRange, StatusInfo, WatchStart,
 };
 pub use error::{WireError, codes};
+pub use handler::{Handler, ResponseSender, Responses, STREAM_BUFFER_MESSAGES};
 pub use names::{validate_name, validate_row_key, validate_value};
 pub use perms::{AccessList, Permissions, Tag, pattern_matches};
 

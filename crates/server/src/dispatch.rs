@@ -1,0 +1,163 @@
+//! The dispatcher: routes each [`Request`] to the object it names (mirrors Go
+//! `server/dispatcher.go`). Every call goes through one exhaustive `match`, so a new call cannot
+//! be left unrouted.
+
+use std::sync::Arc;
+
+use syncbase_nosql::{Caller, Result, RowStream, Service, Watcher};
+use syncbase_wire::{Request, Response, StatusInfo, Tag};
+
+/// What a call produced: one response, or a stream the transport sends in pieces.
+pub enum Outcome {
+    /// A single response.
+    Response(Response),
+    /// Rows of a scan, to send in chunks.
+    Rows(RowStream),
+    /// A watch stream.
+    Watch(Watcher),
+}
+
+/// Runs `request` for `caller` against `service`. `status` answers [`Request::Status`].
+pub fn dispatch(
+    service: &Service,
+    caller: &Caller,
+    request: Request,
+    status: &StatusInfo,
+) -> Result<Outcome> {
+    let done = |()| Outcome::Response(Response::Done);
+    Ok(match request {
+        Request::Status => Outcome::Response(Response::Status(status.clone())),
+        Request::ListApps => Outcome::Response(Response::Names(service.list_apps(caller)?)),
+        Request::GetPermissions { object } => {
+            Outcome::Response(Response::Permissions(service.permissions(caller, &object)?))
+        }
+        Request::SetPermissions {
+            object,
+            permissions,
+        } => done(service.set_permissions(caller, &object, permissions)?),
+        Request::CreateApp { app, permissions } => {
+            done(service.create_app(caller, &app, permissions)?)
+        }
+        Request::DestroyApp { app } => done(service.destroy_app(caller, &app)?),
+        Request::AppExists { app } => {
+            Outcome::Response(Response::Bool(service.app_exists(caller, &app)?))
+        }
+        Request::ListDatabases { app } => {
+            Outcome::Response(Response::Names(service.list_databases(caller, &app)?))
+        }
+        Request::CreateDatabase {
+            database,
+            permissions,
+        } => done(service.create_database(caller, &database, permissions)?),
+        Request::DestroyDatabase { database } => done(service.destroy_database(caller, &database)?),
+        Request::DatabaseExists { database } => {
+            Outcome::Response(Response::Bool(service.database_exists(caller, &database)?))
+        }
+        Request::ListCollections { database } => Outcome::Response(Response::Names(
+            service
+                .database_with_tag(caller, &database, Tag::Read)?
+                .list_collections()?,
+        )),
+        Request::BeginBatch { database, options } => Outcome::Response(Response::Batch(
+            service
+                .database(caller, &database)?
+                .begin_batch(caller, options)?,
+        )),
+        Request::Commit { database, batch } => done(
+            service
+                .database(caller, &database)?
+                .commit_batch(caller, batch)?,
+        ),
+        Request::Abort { database, batch } => done(
+            service
+                .database(caller, &database)?
+                .abort_batch(caller, batch)?,
+        ),
+        Request::Watch { database, start } => {
+            let database: Arc<_> = service.database_with_tag(caller, &database, Tag::Read)?;
+            Outcome::Watch(database.watch(caller, &start)?)
+        }
+        Request::CreateCollection {
+            collection,
+            permissions,
+        } => done(
+            service
+                .database_with_tag(caller, &collection.database_path(), Tag::Write)?
+                .create_collection(caller, &collection.collection, permissions)?,
+        ),
+        Request::DestroyCollection { collection } => done(
+            service
+                .database(caller, &collection.database_path())?
+                .destroy_collection(caller, &collection.collection)?,
+        ),
+        Request::CollectionExists { collection } => {
+            let exists = match service.database(caller, &collection.database_path()) {
+                Ok(database) => database.collection_exists(caller, &collection.collection)?,
+                Err(_) => false,
+            };
+            Outcome::Response(Response::Bool(exists))
+        }
+        Request::Get {
+            collection,
+            key,
+            batch,
+        } => Outcome::Response(Response::Value(
+            service.database(caller, &collection.database_path())?.get(
+                caller,
+                &collection.collection,
+                &key,
+                batch,
+            )?,
+        )),
+        Request::Put {
+            collection,
+            key,
+            value,
+            batch,
+        } => done(service.database(caller, &collection.database_path())?.put(
+            caller,
+            &collection.collection,
+            &key,
+            &value,
+            batch,
+        )?),
+        Request::Delete {
+            collection,
+            key,
+            batch,
+        } => done(
+            service
+                .database(caller, &collection.database_path())?
+                .delete(caller, &collection.collection, &key, batch)?,
+        ),
+        Request::RowExists {
+            collection,
+            key,
+            batch,
+        } => {
+            let exists = match service.database(caller, &collection.database_path()) {
+                Ok(database) => database.row_exists(caller, &collection.collection, &key, batch)?,
+                Err(_) => false,
+            };
+            Outcome::Response(Response::Bool(exists))
+        }
+        Request::Scan {
+            collection,
+            range,
+            batch,
+        } => Outcome::Rows(
+            service
+                .database(caller, &collection.database_path())?
+                .scan(caller, &collection.collection, &range, batch)?,
+        ),
+        Request::DeleteRange {
+            collection,
+            range,
+            batch,
+        } => Outcome::Response(Response::Deleted(
+            service
+                .database(caller, &collection.database_path())?
+                .delete_range(caller, &collection.collection, &range, batch)?,
+        )),
+    })
+}

@@ -1,0 +1,102 @@
+//! The in-process [`Handler`]: runs requests for one caller against a [`Service`]. Store work
+//! blocks (a durable commit waits for the disk), so each call runs on tokio's blocking pool;
+//! scans and watches stream their results.
+
+use std::sync::Arc;
+
+use syncbase_nosql::{Caller, Service};
+use syncbase_wire::{Handler, Request, Response, Responses, StatusInfo, WireError, codes, limits};
+
+use crate::dispatch::{Outcome, dispatch};
+
+/// A [`Handler`] for `caller` over an in-process service.
+#[derive(Clone)]
+pub struct ServiceHandler {
+    service: Arc<Service>,
+    caller: Caller,
+    status: Arc<StatusInfo>,
+}
+
+impl ServiceHandler {
+    /// A handler answering as `service` to `caller`; `status` is what a status call returns.
+    pub fn new(service: Arc<Service>, caller: Caller, status: Arc<StatusInfo>) -> Self {
+        Self {
+            service,
+            caller,
+            status,
+        }
+    }
+
+    /// The caller this handler acts for.
+    pub fn caller(&self) -> &Caller {
+        &self.caller
+    }
+}
+
+fn internal(error: impl std::fmt::Display) -> WireError {
+    WireError::new(codes::INTERNAL, error.to_string())
+}
+
+#[async_trait::async_trait]
+impl Handler for ServiceHandler {
+    async fn call(&self, request: Request) -> Result<Responses, WireError> {
+        let this = self.clone();
+        let (sender, responses) = Responses::channel();
+        let outcome = tokio::task::spawn_blocking(move || {
+            dispatch(&this.service, &this.caller, request, &this.status)
+        })
+        .await
+        .map_err(internal)?
+        .map_err(|error| error.to_wire())?;
+        match outcome {
+            Outcome::Response(response) => return Ok(Responses::single(Ok(response))),
+            Outcome::Rows(rows) => {
+                tokio::task::spawn_blocking(move || {
+                    let mut chunk = Vec::new();
+                    for row in rows {
+                        match row {
+                            Ok(row) => chunk.push(row),
+                            Err(error) => {
+                                sender.send_blocking(Err(error.to_wire()));
+                                return;
+                            }
+                        }
+                        if chunk.len() == limits::SCAN_ROWS_PER_MESSAGE_MAX
+                            && !sender.send_blocking(Ok(Response::Rows(std::mem::take(&mut chunk))))
+                        {
+                            return;
+                        }
+                    }
+                    if !chunk.is_empty() {
+                        sender.send_blocking(Ok(Response::Rows(chunk)));
+                    }
+                });
+            }
+            Outcome::Watch(mut watcher) => {
+                tokio::spawn(async move {
+                    loop {
+                        let next = tokio::select! {
+                            next = watcher.next() => next,
+                            () = sender_closed(&sender) => return,
+                        };
+                        let message = match next {
+                            Ok(Some(changes)) => Ok(Response::Changes(changes)),
+                            Ok(None) => return,
+                            Err(error) => Err(error.to_wire()),
+                        };
+                        let failed = message.is_err();
+                        if !sender.send(message).await || failed {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+        Ok(responses)
+    }
+}
+
+/// Completes when the consumer of a stream has gone away.
+async fn sender_closed(sender: &syncbase_wire::ResponseSender) {
+    sender.closed().await;
+}

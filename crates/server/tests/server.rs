@@ -1,0 +1,442 @@
+//! The service behind the dispatcher: the permission table over every call, the in-process
+//! handler's streams, and what survives a restart on the persistent engine.
+
+use std::sync::Arc;
+
+use syncbase_nosql::{Caller, Service, ServiceOptions};
+use syncbase_server::{EngineKind, EngineOpener, Outcome, ServiceHandler, dispatch};
+use syncbase_store::{Durability, ManualClock, SeededRng};
+use syncbase_wire::{
+    BatchHandle, BatchOptions, CollectionPath, DatabasePath, Handler, ObjectPath, Permissions,
+    Request, Response, RowRange, StatusInfo, Tag, WatchStart, codes,
+};
+
+fn open_service(dir: &std::path::Path, engine: EngineKind, seed: u64) -> Service {
+    Service::open(ServiceOptions {
+        root_dir: dir.to_path_buf(),
+        opener: Arc::new(EngineOpener {
+            engine,
+            durability: Durability::Relaxed,
+        }),
+        owner_root: "alice".into(),
+        clock: Arc::new(ManualClock::new(1_000)),
+        rng: Arc::new(SeededRng::new(seed)),
+        batch_idle_timeout_ns: syncbase_nosql::BATCH_IDLE_TIMEOUT_NS_DEFAULT,
+    })
+    .unwrap()
+}
+
+fn status() -> StatusInfo {
+    StatusInfo {
+        identity: "alice".into(),
+        device_id: 0,
+        address: String::new(),
+        engine: "memory".into(),
+        version: "test".into(),
+    }
+}
+
+fn alice() -> Caller {
+    Caller::new("alice")
+}
+
+fn bob() -> Caller {
+    Caller::new("bob:x")
+}
+
+fn db() -> DatabasePath {
+    DatabasePath {
+        app: "app".into(),
+        database: "db".into(),
+    }
+}
+
+fn coll(name: &str) -> CollectionPath {
+    CollectionPath {
+        app: "app".into(),
+        database: "db".into(),
+        collection: name.into(),
+    }
+}
+
+/// The level of the hierarchy a call needs its tag on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Level {
+    Service,
+    App,
+    Database,
+    Collection,
+}
+
+/// What a call needs: a tag (or `None`: any tag) at a level, Resolve on every level above.
+/// `exists` calls answer false instead of failing.
+#[derive(Debug, Clone, Copy)]
+struct Spec {
+    level: Level,
+    tag: Option<Tag>,
+    answers_false: bool,
+    no_tag_needed: bool,
+}
+
+const fn needs(level: Level, tag: Tag) -> Spec {
+    Spec {
+        level,
+        tag: Some(tag),
+        answers_false: false,
+        no_tag_needed: false,
+    }
+}
+
+const fn reach(level: Level) -> Spec {
+    Spec {
+        level,
+        tag: None,
+        answers_false: false,
+        no_tag_needed: false,
+    }
+}
+
+const fn reads_or_false(level: Level, tag: Tag) -> Spec {
+    Spec {
+        level,
+        tag: Some(tag),
+        answers_false: true,
+        no_tag_needed: false,
+    }
+}
+
+const fn exists(level: Level) -> Spec {
+    Spec {
+        level,
+        tag: None,
+        answers_false: true,
+        no_tag_needed: false,
+    }
+}
+
+/// Lists every call once, with a sample request and its spec. The `match` below has no
+/// wildcard: a new call in `Request` does not compile until it is added here.
+macro_rules! calls {
+    ($($variant:ident => $sample:expr, $spec:expr;)*) => {
+        fn table() -> Vec<(&'static str, Request, Spec)> {
+            vec![$((stringify!($variant), $sample, $spec)),*]
+        }
+
+        #[allow(dead_code)]
+        fn every_call_is_listed(request: &Request) {
+            match request {
+                $(Request::$variant { .. } => {})*
+            }
+        }
+    };
+}
+
+const STATUS: Spec = Spec {
+    level: Level::Service,
+    tag: None,
+    answers_false: false,
+    no_tag_needed: true,
+};
+
+calls! {
+    Status => Request::Status, STATUS;
+    ListApps => Request::ListApps, needs(Level::Service, Tag::Read);
+    GetPermissions => Request::GetPermissions { object: ObjectPath::Collection(coll("c")) }, needs(Level::Collection, Tag::Admin);
+    SetPermissions => Request::SetPermissions { object: ObjectPath::App("app".into()), permissions: Permissions::all_tags_to("alice") }, needs(Level::App, Tag::Admin);
+    CreateApp => Request::CreateApp { app: "new".into(), permissions: None }, needs(Level::Service, Tag::Write);
+    DestroyApp => Request::DestroyApp { app: "app".into() }, needs(Level::App, Tag::Admin);
+    AppExists => Request::AppExists { app: "app".into() }, exists(Level::App);
+    ListDatabases => Request::ListDatabases { app: "app".into() }, needs(Level::App, Tag::Read);
+    CreateDatabase => Request::CreateDatabase { database: DatabasePath { app: "app".into(), database: "new".into() }, permissions: None }, needs(Level::App, Tag::Write);
+    DestroyDatabase => Request::DestroyDatabase { database: db() }, needs(Level::Database, Tag::Admin);
+    DatabaseExists => Request::DatabaseExists { database: db() }, exists(Level::Database);
+    ListCollections => Request::ListCollections { database: db() }, needs(Level::Database, Tag::Read);
+    BeginBatch => Request::BeginBatch { database: db(), options: BatchOptions::default() }, reach(Level::Database);
+    Commit => Request::Commit { database: db(), batch: BatchHandle(0) }, reach(Level::Database);
+    Abort => Request::Abort { database: db(), batch: BatchHandle(0) }, reach(Level::Database);
+    Watch => Request::Watch { database: db(), start: WatchStart::Now }, needs(Level::Database, Tag::Read);
+    CreateCollection => Request::CreateCollection { collection: coll("new"), permissions: None }, needs(Level::Database, Tag::Write);
+    DestroyCollection => Request::DestroyCollection { collection: coll("c") }, needs(Level::Collection, Tag::Admin);
+    CollectionExists => Request::CollectionExists { collection: coll("c") }, exists(Level::Collection);
+    Get => Request::Get { collection: coll("c"), key: "k".into(), batch: None }, needs(Level::Collection, Tag::Read);
+    Put => Request::Put { collection: coll("c"), key: "k".into(), value: b"v".to_vec(), batch: None }, needs(Level::Collection, Tag::Write);
+    Delete => Request::Delete { collection: coll("c"), key: "k".into(), batch: None }, needs(Level::Collection, Tag::Write);
+    RowExists => Request::RowExists { collection: coll("c"), key: "k".into(), batch: None }, reads_or_false(Level::Collection, Tag::Read);
+    Scan => Request::Scan { collection: coll("c"), range: RowRange::Prefix(String::new()), batch: None }, needs(Level::Collection, Tag::Read);
+    DeleteRange => Request::DeleteRange { collection: coll("c"), range: RowRange::Prefix(String::new()), batch: None }, needs(Level::Collection, Tag::Write);
+}
+
+/// Permissions at one level: everything for alice, plus `bob_tags` for bob.
+fn grant(bob_tags: &[Tag]) -> Permissions {
+    let mut permissions = Permissions::all_tags_to("alice");
+    for tag in bob_tags {
+        permissions
+            .0
+            .get_mut(tag)
+            .unwrap()
+            .allowed
+            .push("bob".into());
+    }
+    permissions
+}
+
+/// A service where bob holds, at each level, what `bob_at` says; row `k` exists in `c`.
+fn world(dir: &std::path::Path, bob_at: impl Fn(Level) -> Vec<Tag>) -> Service {
+    let service = open_service(dir, EngineKind::Memory, 1);
+    service
+        .set_permissions(
+            &alice(),
+            &ObjectPath::Service,
+            grant(&bob_at(Level::Service)),
+        )
+        .unwrap();
+    service
+        .create_app(&alice(), "app", Some(grant(&bob_at(Level::App))))
+        .unwrap();
+    service
+        .create_database(&alice(), &db(), Some(grant(&bob_at(Level::Database))))
+        .unwrap();
+    let database = service.database(&alice(), &db()).unwrap();
+    database
+        .create_collection(&alice(), "c", Some(grant(&bob_at(Level::Collection))))
+        .unwrap();
+    database.put(&alice(), "c", "k", b"v", None).unwrap();
+    service
+}
+
+fn minimal(spec: Spec, level: Level) -> Vec<Tag> {
+    if spec.no_tag_needed {
+        return Vec::new();
+    }
+    match level.cmp(&spec.level) {
+        std::cmp::Ordering::Less => vec![Tag::Resolve],
+        std::cmp::Ordering::Equal => vec![spec.tag.unwrap_or(Tag::Resolve)],
+        std::cmp::Ordering::Greater => Vec::new(),
+    }
+}
+
+/// Runs `request` as `caller`; a batch call gets a fresh batch of that caller.
+fn run(
+    service: &Service,
+    caller: &Caller,
+    name: &str,
+    request: &Request,
+) -> Result<Response, String> {
+    let batch = if matches!(name, "Commit" | "Abort") {
+        match service
+            .database(caller, &db())
+            .and_then(|d| d.begin_batch(caller, BatchOptions::default()))
+        {
+            Ok(batch) => batch,
+            Err(error) => return Err(error.code().to_string()),
+        }
+    } else {
+        BatchHandle(0)
+    };
+    let request = match request.clone() {
+        Request::Commit { database, .. } => Request::Commit { database, batch },
+        Request::Abort { database, .. } => Request::Abort { database, batch },
+        other => other,
+    };
+    match dispatch(service, caller, request, &status()) {
+        Ok(Outcome::Response(response)) => Ok(response),
+        Ok(Outcome::Rows(rows)) => rows
+            .collect::<Result<Vec<_>, _>>()
+            .map(Response::Rows)
+            .map_err(|e| e.code().to_string()),
+        Ok(Outcome::Watch(_)) => Ok(Response::Done),
+        Err(error) => Err(error.code().to_string()),
+    }
+}
+
+fn refused(result: &Result<Response, String>, spec: Spec) -> bool {
+    if spec.answers_false {
+        result == &Ok(Response::Bool(false))
+    } else {
+        result.as_ref().err().map(String::as_str) == Some(codes::NO_EXIST)
+    }
+}
+
+#[test]
+fn every_call_is_allowed_with_its_minimal_tags_and_refused_with_one_fewer() {
+    for (name, request, spec) in table() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = world(dir.path(), |level| minimal(spec, level));
+        let allowed = run(&service, &bob(), name, &request);
+        assert!(
+            allowed.is_ok() && !refused(&allowed, spec),
+            "{name}: with minimal tags: {allowed:?}"
+        );
+        if spec.no_tag_needed {
+            continue;
+        }
+        // One fewer: drop the tag at each level in turn.
+        let levels = [
+            Level::Service,
+            Level::App,
+            Level::Database,
+            Level::Collection,
+        ];
+        for dropped in levels.into_iter().filter(|level| *level <= spec.level) {
+            let dir = tempfile::tempdir().unwrap();
+            let service = world(dir.path(), |level| {
+                if level == dropped {
+                    Vec::new()
+                } else {
+                    minimal(spec, level)
+                }
+            });
+            let denied = run(&service, &bob(), name, &request);
+            assert!(
+                refused(&denied, spec),
+                "{name}: without its tag at {dropped:?}: {denied:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_refusal_looks_exactly_like_a_missing_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = world(dir.path(), |level| {
+        if level == Level::Collection {
+            Vec::new()
+        } else {
+            vec![Tag::Resolve]
+        }
+    });
+    let forbidden = run(
+        &service,
+        &bob(),
+        "Get",
+        &Request::Get {
+            collection: coll("c"),
+            key: "k".into(),
+            batch: None,
+        },
+    );
+    let missing_row = run(
+        &service,
+        &alice(),
+        "Get",
+        &Request::Get {
+            collection: coll("c"),
+            key: "absent".into(),
+            batch: None,
+        },
+    );
+    let missing_collection = run(
+        &service,
+        &bob(),
+        "Get",
+        &Request::Get {
+            collection: coll("absent"),
+            key: "k".into(),
+            batch: None,
+        },
+    );
+    assert_eq!(forbidden, missing_row);
+    assert_eq!(forbidden, missing_collection);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handler_streams_scans_in_chunks_and_watches_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Arc::new(world(dir.path(), |_| Vec::new()));
+    let handler = ServiceHandler::new(service.clone(), alice(), Arc::new(status()));
+    let rows = syncbase_wire::limits::SCAN_ROWS_PER_MESSAGE_MAX * 2 + 5;
+    for index in 0..rows {
+        let request = Request::Put {
+            collection: coll("c"),
+            key: format!("r{index:05}"),
+            value: vec![1],
+            batch: None,
+        };
+        handler.call(request).await.unwrap().one().await.unwrap();
+    }
+    let mut scan = handler
+        .call(Request::Scan {
+            collection: coll("c"),
+            range: RowRange::Prefix("r".into()),
+            batch: None,
+        })
+        .await
+        .unwrap();
+    let mut messages = 0;
+    let mut seen = 0;
+    while let Some(message) = scan.next().await {
+        let Response::Rows(chunk) = message.unwrap() else {
+            panic!("not rows")
+        };
+        messages += 1;
+        seen += chunk.len();
+    }
+    assert_eq!((messages, seen), (3, rows));
+
+    let mut watch = handler
+        .call(Request::Watch {
+            database: db(),
+            start: WatchStart::Now,
+        })
+        .await
+        .unwrap();
+    handler
+        .call(Request::Put {
+            collection: coll("c"),
+            key: "live".into(),
+            value: b"x".to_vec(),
+            batch: None,
+        })
+        .await
+        .unwrap()
+        .one()
+        .await
+        .unwrap();
+    let Some(Ok(Response::Changes(changes))) = watch.next().await else {
+        panic!("no changes")
+    };
+    assert_eq!(changes[0].key, "live");
+    let missing = handler
+        .call(Request::Get {
+            collection: coll("c"),
+            key: "nope".into(),
+            batch: None,
+        })
+        .await;
+    assert_eq!(
+        missing.err().map(|e| e.code),
+        Some(codes::NO_EXIST.to_string())
+    );
+}
+
+#[test]
+fn data_watch_markers_and_the_device_id_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (device_id, marker) = {
+        let service = open_service(dir.path(), EngineKind::Persistent, 1);
+        service.create_app(&alice(), "app", None).unwrap();
+        service.create_database(&alice(), &db(), None).unwrap();
+        let database = service.database(&alice(), &db()).unwrap();
+        database.create_collection(&alice(), "c", None).unwrap();
+        let mut watcher = database.watch(&alice(), &WatchStart::Now).unwrap();
+        database.put(&alice(), "c", "before", b"1", None).unwrap();
+        let marker = watcher.next_batch().unwrap().unwrap()[0].marker.clone();
+        let id = service.device_id();
+        service.close().unwrap();
+        (id, marker)
+    };
+    let service = open_service(dir.path(), EngineKind::Persistent, 2);
+    assert_eq!(service.device_id(), device_id);
+    let database = service.database(&alice(), &db()).unwrap();
+    assert_eq!(database.get(&alice(), "c", "before", None).unwrap(), b"1");
+    let mut resumed = database.watch(&alice(), &WatchStart::From(marker)).unwrap();
+    assert!(resumed.next_batch().unwrap().is_none());
+    database.put(&alice(), "c", "after", b"2", None).unwrap();
+    assert_eq!(resumed.next_batch().unwrap().unwrap()[0].key, "after");
+    // Destroying a database removes its files.
+    service.destroy_database(&alice(), &db()).unwrap();
+    let databases = std::fs::read_dir(dir.path().join("databases"))
+        .unwrap()
+        .count();
+    assert_eq!(databases, 0);
+}

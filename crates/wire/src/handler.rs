@@ -1,0 +1,87 @@
+//! One API shape for embedded and remote use: a [`Handler`] takes a request and returns its
+//! responses (one, or a stream). The in-process service and the network client both implement
+//! it; code written against it does not care which it has.
+
+use tokio::sync::mpsc;
+
+use crate::call::{Request, Response};
+use crate::error::{WireError, codes};
+
+/// Responses queued per stream before the producer waits for the consumer.
+pub const STREAM_BUFFER_MESSAGES: usize = 64;
+
+/// The responses to one call, in order. Most calls have exactly one; scans and watches stream.
+pub struct Responses {
+    receiver: mpsc::Receiver<Result<Response, WireError>>,
+}
+
+/// The sending side of a [`Responses`] stream.
+#[derive(Clone)]
+pub struct ResponseSender {
+    sender: mpsc::Sender<Result<Response, WireError>>,
+}
+
+impl ResponseSender {
+    /// Sends one response; returns false when the consumer has gone away.
+    pub async fn send(&self, response: Result<Response, WireError>) -> bool {
+        self.sender.send(response).await.is_ok()
+    }
+
+    /// Sends from a thread that is not async; returns false when the consumer has gone away.
+    pub fn send_blocking(&self, response: Result<Response, WireError>) -> bool {
+        self.sender.blocking_send(response).is_ok()
+    }
+
+    /// Whether the consumer has gone away.
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+
+    /// Completes when the consumer has gone away.
+    pub async fn closed(&self) {
+        self.sender.closed().await;
+    }
+}
+
+impl Responses {
+    /// A stream and its sender.
+    pub fn channel() -> (ResponseSender, Responses) {
+        let (sender, receiver) = mpsc::channel(STREAM_BUFFER_MESSAGES);
+        (ResponseSender { sender }, Responses { receiver })
+    }
+
+    /// A stream of exactly one response.
+    pub fn single(response: Result<Response, WireError>) -> Responses {
+        let (sender, receiver) = mpsc::channel(1);
+        // A fresh channel with room for one cannot be full or closed.
+        let _ = sender.try_send(response);
+        Responses { receiver }
+    }
+
+    /// The next response, or `None` at the end of the stream.
+    pub async fn next(&mut self) -> Option<Result<Response, WireError>> {
+        self.receiver.recv().await
+    }
+
+    /// The next response from a thread that is not async.
+    pub fn next_blocking(&mut self) -> Option<Result<Response, WireError>> {
+        self.receiver.blocking_recv()
+    }
+
+    /// The first response (for calls that have one).
+    pub async fn one(mut self) -> Result<Response, WireError> {
+        self.next().await.unwrap_or_else(|| {
+            Err(WireError::new(
+                codes::BAD_MESSAGE,
+                "the call ended without a response",
+            ))
+        })
+    }
+}
+
+/// Something that answers requests: the in-process service, or a client of a remote one.
+#[async_trait::async_trait]
+pub trait Handler: Send + Sync {
+    /// Runs `request` and returns its responses.
+    async fn call(&self, request: Request) -> Result<Responses, WireError>;
+}
