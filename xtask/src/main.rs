@@ -9,6 +9,7 @@ use std::process::{Command, ExitCode, Stdio};
 const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     ("syncbase-store", &[]),
     ("syncbase-wire", &[]),
+    ("syncbase-net", &["syncbase-wire"]),
     ("syncbase-store-fjall", &["syncbase-store"]),
     ("syncbase-util", &["syncbase-store"]),
     (

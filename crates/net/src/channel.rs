@@ -1,0 +1,321 @@
+//! The secure channel: a Noise XX handshake (snow) over length-delimited frames (tokio-util),
+//! then each side proves its identity by sending its certificate chain and a signature, made
+//! with the chain's key, over the handshake hash and its own Noise static key. So the chain is
+//! bound to the key that authenticated this very channel, and must end in a trusted root key.
+//!
+//! After the handshake, messages of up to [`MESSAGE_BYTES_MAX`] travel as one or more Noise
+//! messages (each at most 65,535 bytes), so values up to the data model's limit fit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use snow::StatelessTransportState;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::bytes::Bytes;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+use crate::error::{NetError, Result};
+use crate::identity::{Certificate, Identity, VerifiedChain, verify_chain, verify_signature};
+
+/// The Noise protocol every connection speaks.
+pub const NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
+/// The largest message after the handshake (a 16 MiB value plus its request, with room).
+pub const MESSAGE_BYTES_MAX: usize = 17 * 1024 * 1024;
+/// How long a peer may take to finish the handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+const NOISE_MESSAGE_BYTES_MAX: usize = 65_535;
+const NOISE_TAG_BYTES: usize = 16;
+/// Plaintext per Noise message: one flag byte (more to come or last) plus the chunk.
+const CHUNK_BYTES_MAX: usize = NOISE_MESSAGE_BYTES_MAX - NOISE_TAG_BYTES - 1;
+const CHUNK_MORE: u8 = 0;
+const CHUNK_LAST: u8 = 1;
+const BINDING_DOMAIN: &[u8] = b"syncbase channel binding v1\0";
+/// A hello holds at most a full chain and a signature.
+const HELLO_BYTES_MAX: usize = 64 * 1024;
+
+/// A peer's proof of identity, sent first over the encrypted channel.
+#[derive(Serialize, Deserialize)]
+struct Hello {
+    chain: Vec<Certificate>,
+    signature: Vec<u8>,
+}
+
+type Frames<T> = Framed<T, LengthDelimitedCodec>;
+
+/// The sending half of a channel.
+pub struct ChannelWriter<T> {
+    sink: SplitSink<Frames<T>, Bytes>,
+    transport: Arc<StatelessTransportState>,
+    nonce: u64,
+}
+
+/// The receiving half of a channel.
+pub struct ChannelReader<T> {
+    stream: SplitStream<Frames<T>>,
+    transport: Arc<StatelessTransportState>,
+    nonce: u64,
+}
+
+/// An authenticated, encrypted channel and who is at the other end.
+pub struct Channel<T> {
+    /// Sends messages.
+    pub writer: ChannelWriter<T>,
+    /// Receives messages.
+    pub reader: ChannelReader<T>,
+    /// The peer's verified name and key.
+    pub peer: VerifiedChain,
+}
+
+fn protocol(message: impl Into<String>) -> NetError {
+    NetError::Protocol(message.into())
+}
+
+fn noise(error: snow::Error) -> NetError {
+    NetError::Authentication(format!("noise: {error}"))
+}
+
+fn binding_message(initiator: bool, handshake_hash: &[u8], noise_static: &[u8]) -> Vec<u8> {
+    let mut message = BINDING_DOMAIN.to_vec();
+    message.push(u8::from(initiator));
+    message.extend_from_slice(handshake_hash);
+    message.extend_from_slice(noise_static);
+    message
+}
+
+async fn next_frame<T: AsyncRead + AsyncWrite + Unpin>(frames: &mut Frames<T>) -> Result<Vec<u8>> {
+    match frames.next().await {
+        Some(Ok(frame)) => Ok(frame.to_vec()),
+        Some(Err(error)) => Err(protocol(format!("bad frame: {error}"))),
+        None => Err(NetError::Io(std::io::ErrorKind::UnexpectedEof.into())),
+    }
+}
+
+/// Runs the handshake on `io` as the initiator (the side that dialed) or the responder, and
+/// authenticates the peer against `identity`'s trusted roots.
+pub async fn handshake<T>(io: T, identity: &Identity, initiator: bool) -> Result<Channel<T>>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let presenting = Presenting {
+        signer: identity,
+        chain: identity.chain(),
+    };
+    tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        handshake_inner(io, presenting, identity, initiator),
+    )
+    .await
+    .map_err(|_| NetError::Authentication("the handshake timed out".into()))?
+}
+
+/// What a side presents: a chain, and the identity whose key signs the channel binding.
+/// Normally both are the same identity; tests forge a mismatch to check the peer refuses it.
+struct Presenting<'a> {
+    signer: &'a Identity,
+    chain: &'a [Certificate],
+}
+
+/// Like [`handshake`], but presenting `chain` while signing the binding with `signer`'s key:
+/// an honest peer must refuse it unless `chain` names `signer`'s key. For tests.
+#[cfg(feature = "testing")]
+pub async fn handshake_presenting<T>(
+    io: T,
+    signer: &Identity,
+    chain: &[Certificate],
+    verifier: &Identity,
+    initiator: bool,
+) -> Result<Channel<T>>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    handshake_inner(io, Presenting { signer, chain }, verifier, initiator).await
+}
+
+async fn handshake_inner<T>(
+    io: T,
+    presenting: Presenting<'_>,
+    identity: &Identity,
+    initiator: bool,
+) -> Result<Channel<T>>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let codec = LengthDelimitedCodec::builder()
+        .max_frame_length(NOISE_MESSAGE_BYTES_MAX)
+        .new_codec();
+    let mut frames = Framed::new(io, codec);
+    let params = NOISE_PARAMS
+        .parse()
+        .map_err(|error: snow::Error| protocol(format!("noise parameters: {error}")))?;
+    let builder = snow::Builder::new(params);
+    let keypair = builder.generate_keypair().map_err(noise)?;
+    let builder = snow::Builder::new(
+        NOISE_PARAMS
+            .parse()
+            .map_err(|error: snow::Error| protocol(format!("noise parameters: {error}")))?,
+    )
+    .local_private_key(&keypair.private)
+    .map_err(noise)?;
+    let mut state = if initiator {
+        builder.build_initiator()
+    } else {
+        builder.build_responder()
+    }
+    .map_err(noise)?;
+    let mut buffer = vec![0u8; NOISE_MESSAGE_BYTES_MAX];
+    let mut payload = vec![0u8; NOISE_MESSAGE_BYTES_MAX];
+    // XX: -> e; <- e, ee, s, es; -> s, se.
+    for step in 0..3 {
+        let writing = (step % 2 == 0) == initiator;
+        if writing {
+            let length = state.write_message(&[], &mut buffer).map_err(noise)?;
+            frames
+                .send(Bytes::copy_from_slice(&buffer[..length]))
+                .await?;
+        } else {
+            let frame = next_frame(&mut frames).await?;
+            state.read_message(&frame, &mut payload).map_err(noise)?;
+        }
+    }
+    let remote_static = state
+        .get_remote_static()
+        .ok_or_else(|| NetError::Authentication("the peer sent no static key".into()))?
+        .to_vec();
+    let handshake_hash = state.get_handshake_hash().to_vec();
+    let transport = Arc::new(state.into_stateless_transport_mode().map_err(noise)?);
+    let (sink, stream) = frames.split();
+    let mut writer = ChannelWriter {
+        sink,
+        transport: transport.clone(),
+        nonce: 0,
+    };
+    let mut reader = ChannelReader {
+        stream,
+        transport,
+        nonce: 0,
+    };
+    let hello = Hello {
+        chain: presenting.chain.to_vec(),
+        signature: presenting
+            .signer
+            .sign(&binding_message(
+                initiator,
+                &handshake_hash,
+                &keypair.public,
+            ))
+            .to_vec(),
+    };
+    let hello_bytes =
+        postcard::to_stdvec(&hello).map_err(|error| protocol(format!("encode hello: {error}")))?;
+    writer.send(&hello_bytes).await?;
+    let peer_hello = reader
+        .receive()
+        .await?
+        .ok_or_else(|| NetError::Authentication("the peer left during the handshake".into()))?;
+    if peer_hello.len() > HELLO_BYTES_MAX {
+        return Err(protocol("the peer's hello is too large"));
+    }
+    let peer_hello: Hello = postcard::from_bytes(&peer_hello)
+        .map_err(|error| protocol(format!("malformed hello: {error}")))?;
+    let peer = verify_chain(&peer_hello.chain, identity.trusted_roots())?;
+    let signature: [u8; 64] = peer_hello
+        .signature
+        .as_slice()
+        .try_into()
+        .map_err(|_| NetError::Authentication("the binding signature is malformed".into()))?;
+    verify_signature(
+        &peer.public_key,
+        &binding_message(!initiator, &handshake_hash, &remote_static),
+        &signature,
+    )
+    .map_err(|_| {
+        NetError::Authentication(format!(
+            "{:?} presented a chain not bound to the key that authenticated this channel",
+            peer.name
+        ))
+    })?;
+    Ok(Channel {
+        writer,
+        reader,
+        peer,
+    })
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> ChannelWriter<T> {
+    /// Sends one message (at most [`MESSAGE_BYTES_MAX`] bytes).
+    pub async fn send(&mut self, message: &[u8]) -> Result<()> {
+        if message.len() > MESSAGE_BYTES_MAX {
+            return Err(protocol(format!(
+                "a message of {} bytes is larger than the limit of {MESSAGE_BYTES_MAX}",
+                message.len()
+            )));
+        }
+        let mut chunks = message.chunks(CHUNK_BYTES_MAX).peekable();
+        let mut plain = Vec::with_capacity(CHUNK_BYTES_MAX + 1);
+        let mut cipher = vec![0u8; NOISE_MESSAGE_BYTES_MAX];
+        loop {
+            let chunk = chunks.next().unwrap_or(&[]);
+            let last = chunks.peek().is_none();
+            plain.clear();
+            plain.push(if last { CHUNK_LAST } else { CHUNK_MORE });
+            plain.extend_from_slice(chunk);
+            let length = self
+                .transport
+                .write_message(self.nonce, &plain, &mut cipher)
+                .map_err(noise)?;
+            self.nonce += 1;
+            self.sink
+                .feed(Bytes::copy_from_slice(&cipher[..length]))
+                .await?;
+            if last {
+                break;
+            }
+        }
+        self.sink.flush().await?;
+        Ok(())
+    }
+
+    /// Closes the sending direction.
+    pub async fn close(&mut self) -> Result<()> {
+        Ok(self.sink.close().await?)
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> ChannelReader<T> {
+    /// Receives one message; `None` when the peer closed the connection cleanly.
+    pub async fn receive(&mut self) -> Result<Option<Vec<u8>>> {
+        let mut message = Vec::new();
+        let mut plain = vec![0u8; NOISE_MESSAGE_BYTES_MAX];
+        loop {
+            let frame = match self.stream.next().await {
+                Some(Ok(frame)) => frame,
+                Some(Err(error)) => return Err(protocol(format!("bad frame: {error}"))),
+                None if message.is_empty() => return Ok(None),
+                None => return Err(protocol("the connection closed inside a message")),
+            };
+            let length = self
+                .transport
+                .read_message(self.nonce, &frame, &mut plain)
+                .map_err(|_| protocol("a message failed to decrypt"))?;
+            self.nonce += 1;
+            let (flag, chunk) = plain[..length]
+                .split_first()
+                .ok_or_else(|| protocol("an empty chunk"))?;
+            if message.len() + chunk.len() > MESSAGE_BYTES_MAX {
+                return Err(protocol(format!(
+                    "a message is larger than the limit of {MESSAGE_BYTES_MAX} bytes"
+                )));
+            }
+            message.extend_from_slice(chunk);
+            match *flag {
+                CHUNK_LAST => return Ok(Some(message)),
+                CHUNK_MORE => {}
+                other => return Err(protocol(format!("bad chunk flag {other}"))),
+            }
+        }
+    }
+}

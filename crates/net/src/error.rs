@@ -1,0 +1,40 @@
+//! Errors of identities and the transport.
+
+use syncbase_wire::WireError;
+
+/// The result type of this crate.
+pub type Result<T, E = NetError> = std::result::Result<T, E>;
+
+/// An error of the identity or transport layer. Each has a stable [`NetError::code`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    /// An identity could not be created, loaded or stored.
+    #[error("identity: {0}")]
+    Identity(String),
+    /// The peer could not be authenticated (untrusted root, bad signature, key mismatch).
+    #[error("authentication failed: {0}")]
+    Authentication(String),
+    /// The peer broke the protocol (malformed, oversize or unexpected message).
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The connection failed or closed.
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    /// The remote side answered a call with an error.
+    #[error(transparent)]
+    Remote(#[from] WireError),
+}
+
+impl NetError {
+    /// The stable code of this error.
+    pub fn code(&self) -> &str {
+        match self {
+            NetError::Identity(_) => "net.identity",
+            NetError::Authentication(_) => "net.authentication",
+            NetError::Protocol(_) => "net.protocol",
+            NetError::Io(_) => "net.io",
+            NetError::Remote(error) => &error.code,
+        }
+    }
+}

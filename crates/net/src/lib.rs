@@ -1,0 +1,28 @@
+//! `syncbase-net`: who is talking, and the wire they talk over (used by both `server` and
+//! `client`, so neither depends on the other).
+//!
+//! Key types: [`Identity`] (an Ed25519 key pair, the certificate chain naming it, the roots it
+//! trusts, and their on-disk format); [`handshake`], which runs Noise XX over any
+//! `AsyncRead + AsyncWrite` and binds each side's chain to the key that authenticated the channel;
+//! and [`Connection`], multiplexed streaming calls in both directions over that channel,
+//! implementing [`Handler`](syncbase_wire::Handler) for outgoing calls.
+//!
+//! It depends on `syncbase-wire` only among our crates.
+
+mod channel;
+mod error;
+mod identity;
+mod rpc;
+
+#[cfg(feature = "testing")]
+pub use channel::handshake_presenting;
+pub use channel::{
+    Channel, ChannelReader, ChannelWriter, HANDSHAKE_TIMEOUT, MESSAGE_BYTES_MAX, NOISE_PARAMS,
+    handshake,
+};
+pub use error::{NetError, Result};
+pub use identity::{
+    CHAIN_LINKS_MAX, Certificate, IDENTITY_FORMAT_VERSION, Identity, TrustedRoot, VerifiedChain,
+    key_hex, verify_chain, verify_signature,
+};
+pub use rpc::{CALLS_PER_CONNECTION_MAX, Connection, Frame, HandlerFactory, connect};

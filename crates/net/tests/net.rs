@@ -1,0 +1,249 @@
+//! Identities, the authenticated channel, and calls over it.
+
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use syncbase_net::{
+    Connection, HandlerFactory, Identity, TrustedRoot, VerifiedChain, handshake,
+    handshake_presenting, verify_chain,
+};
+use syncbase_wire::{Handler, Request, Response, Responses, WireError, codes};
+use tokio::io::AsyncWriteExt;
+
+#[test]
+fn identities_chain_names_and_survive_a_round_trip_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = Identity::new_root("alice").unwrap();
+    let laptop = alice.bless("laptop").unwrap();
+    assert_eq!(laptop.name(), "alice:laptop");
+    assert_eq!(laptop.root_name(), "alice");
+    let verified = verify_chain(laptop.chain(), alice.trusted_roots()).unwrap();
+    assert_eq!(verified.name, "alice:laptop");
+    assert_eq!(verified.public_key, laptop.public_key());
+
+    assert!(laptop.create_new(dir.path()).unwrap());
+    assert!(
+        !alice.create_new(dir.path()).unwrap(),
+        "create_new must not overwrite"
+    );
+    let loaded = Identity::load(dir.path()).unwrap();
+    assert_eq!(loaded.name(), "alice:laptop");
+    assert_eq!(loaded.public_key(), laptop.public_key());
+
+    let line = alice.root().to_line();
+    assert_eq!(TrustedRoot::from_line(&line).unwrap(), alice.root());
+    assert!(TrustedRoot::from_line("syncbase-root alice zz").is_err());
+    std::fs::write(dir.path().join("identity"), b"garbage").unwrap();
+    assert_eq!(
+        Identity::load(dir.path()).err().unwrap().code(),
+        "net.identity"
+    );
+    assert!(Identity::new_root("al:ice").is_err());
+}
+
+#[test]
+fn chains_with_untrusted_roots_or_bad_signatures_are_refused() {
+    let alice = Identity::new_root("alice").unwrap();
+    let impostor = Identity::new_root("alice").unwrap();
+    let error = verify_chain(impostor.chain(), alice.trusted_roots()).unwrap_err();
+    assert_eq!(error.code(), "net.authentication");
+    let mut tampered = alice.bless("phone").unwrap().chain().to_vec();
+    tampered[1].extension = "tablet".into();
+    assert!(verify_chain(&tampered, alice.trusted_roots()).is_err());
+    assert!(verify_chain(&[], alice.trusted_roots()).is_err());
+}
+
+fn pair() -> (Identity, Identity) {
+    let alice = Identity::new_root("alice").unwrap();
+    let mut bob = Identity::new_root("bob").unwrap().bless("x").unwrap();
+    bob.trust(alice.root());
+    let mut alice = alice;
+    alice.trust(bob.root());
+    (alice, bob)
+}
+
+#[tokio::test]
+async fn a_handshake_authenticates_both_sides() {
+    let (alice, bob) = pair();
+    let (left, right) = tokio::io::duplex(1 << 16);
+    let (a, b) = tokio::join!(handshake(left, &alice, true), handshake(right, &bob, false));
+    assert_eq!(a.unwrap().peer.name, "bob:x");
+    assert_eq!(b.unwrap().peer.name, "alice");
+}
+
+#[tokio::test]
+async fn a_root_with_a_trusted_name_but_another_key_is_refused() {
+    let (alice, _) = pair();
+    let impostor = Identity::new_root("bob").unwrap();
+    let (left, right) = tokio::io::duplex(1 << 16);
+    let (a, _) = tokio::join!(
+        handshake(left, &alice, true),
+        handshake(right, &impostor, false)
+    );
+    let error = a.err().unwrap();
+    assert_eq!(error.code(), "net.authentication", "{error}");
+}
+
+#[tokio::test]
+async fn a_chain_not_bound_to_the_channel_key_is_refused() {
+    let (alice, bob) = pair();
+    let thief = Identity::new_root("mallory").unwrap();
+    let (left, right) = tokio::io::duplex(1 << 16);
+    // The thief presents bob's (public) chain but can only sign with its own key.
+    let (a, _) = tokio::join!(
+        handshake(left, &alice, true),
+        handshake_presenting(right, &thief, bob.chain(), &bob, false)
+    );
+    let error = a.err().unwrap();
+    assert!(error.to_string().contains("not bound"), "{error}");
+}
+
+/// Answers Get with a value of the requested size and Scan with three messages.
+struct Echo;
+
+#[async_trait::async_trait]
+impl Handler for Echo {
+    async fn call(&self, request: Request) -> Result<Responses, WireError> {
+        match request {
+            Request::Get { key, .. } => {
+                let size: usize = key.parse().unwrap_or(0);
+                Ok(Responses::single(Ok(Response::Value(vec![7; size]))))
+            }
+            Request::Scan { .. } => {
+                let (sender, responses) = Responses::channel();
+                tokio::spawn(async move {
+                    for index in 0..3 {
+                        sender
+                            .send(Ok(Response::Names(vec![index.to_string()])))
+                            .await;
+                    }
+                });
+                Ok(responses)
+            }
+            _ => Err(WireError::new(codes::NO_EXIST, "nothing here")),
+        }
+    }
+}
+
+struct EchoFactory;
+
+impl HandlerFactory for EchoFactory {
+    fn handler_for(&self, _peer: &VerifiedChain) -> Arc<dyn Handler> {
+        Arc::new(Echo)
+    }
+}
+
+async fn connected() -> Connection {
+    let (alice, bob) = pair();
+    let (left, right) = tokio::io::duplex(1 << 20);
+    let (client, server) =
+        tokio::join!(handshake(left, &alice, true), handshake(right, &bob, false));
+    Connection::start(server.unwrap(), Some(Arc::new(EchoFactory)));
+    Connection::start(client.unwrap(), None)
+}
+
+fn get(size: usize) -> Request {
+    Request::Get {
+        collection: syncbase_wire::CollectionPath {
+            app: "a".into(),
+            database: "d".into(),
+            collection: "c".into(),
+        },
+        key: size.to_string(),
+        batch: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_multiplex_stream_carry_large_values_and_return_errors() {
+    let connection = connected().await;
+    assert_eq!(connection.peer().name, "bob:x");
+    let big = 16 * 1024 * 1024;
+    let calls = (0..8).map(|index| {
+        let connection = connection.clone();
+        async move {
+            connection
+                .call(get(if index == 0 { big } else { index }))
+                .await
+                .unwrap()
+                .one()
+                .await
+                .unwrap()
+        }
+    });
+    let results = futures_join_all(calls).await;
+    assert_eq!(results[0], Response::Value(vec![7; big]));
+    assert_eq!(results[3], Response::Value(vec![7; 3]));
+    let scan = Request::Scan {
+        collection: syncbase_wire::CollectionPath {
+            app: "a".into(),
+            database: "d".into(),
+            collection: "c".into(),
+        },
+        range: syncbase_wire::RowRange::Prefix(String::new()),
+        batch: None,
+    };
+    let mut stream = connection.call(scan).await.unwrap();
+    let mut names = Vec::new();
+    while let Some(item) = stream.next().await {
+        let Response::Names(mut chunk) = item.unwrap() else {
+            panic!()
+        };
+        names.append(&mut chunk);
+    }
+    assert_eq!(names, vec!["0", "1", "2"]);
+    let error = connection.call(Request::ListApps).await.err().unwrap();
+    assert_eq!(error.code, codes::NO_EXIST);
+}
+
+async fn futures_join_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for handle in handles {
+        out.push(handle.await.unwrap());
+    }
+    out
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Whatever bytes arrive before or instead of a handshake, the responder fails cleanly.
+    #[test]
+    fn garbage_never_panics_the_responder(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        runtime().block_on(async {
+            let (_, bob) = pair();
+            let (mut left, right) = tokio::io::duplex(1 << 16);
+            left.write_all(&bytes).await.unwrap();
+            drop(left);
+            assert!(handshake(right, &bob, false).await.is_err());
+        });
+    }
+
+    /// Arbitrary frames after authentication close that connection and nothing else.
+    #[test]
+    fn garbage_frames_decode_to_errors(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = postcard::from_bytes::<syncbase_net::Frame>(&bytes);
+    }
+}
+
+#[tokio::test]
+async fn an_oversize_frame_is_refused() {
+    let (_, bob) = pair();
+    let (mut left, right) = tokio::io::duplex(1 << 16);
+    // A length prefix announcing 1 GiB.
+    left.write_all(&(1u32 << 30).to_be_bytes()).await.unwrap();
+    let error = handshake(right, &bob, false).await.err().unwrap();
+    assert_eq!(error.code(), "net.protocol", "{error}");
+}
