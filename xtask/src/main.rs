@@ -34,7 +34,13 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
             "syncbase-vsync",
             "syncbase-nosql",
             "syncbase-wire",
+            "syncbase-net",
         ],
+    ),
+    ("syncbase-client", &["syncbase-wire", "syncbase-net"]),
+    (
+        "syncbase-e2e",
+        &["syncbase-client", "syncbase-net", "syncbase-wire"],
     ),
     (
         "syncbase-bench",

@@ -10,6 +10,7 @@
 //! It depends on `syncbase-wire` only among our crates.
 
 mod channel;
+pub mod default_paths;
 mod error;
 mod identity;
 mod rpc;

@@ -22,6 +22,12 @@ pub use handler::{Handler, ResponseSender, Responses, STREAM_BUFFER_MESSAGES};
 pub use names::{validate_name, validate_row_key, validate_value};
 pub use perms::{AccessList, Permissions, Tag, pattern_matches};
 
+/// Where `syncbased` listens and `sb` connects by default: a fixed loopback port.
+pub const DEFAULT_SERVICE_ADDRESS: &str = "127.0.0.1:7433";
+
+/// The software version `sb status` reports.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// Encodes a message with postcard.
 pub fn encode<T: serde::Serialize>(message: &T) -> Result<Vec<u8>, WireError> {
     postcard::to_stdvec(message)

@@ -1,0 +1,98 @@
+//! `syncbase-client`: the client side of Syncbase. A [`Client`] wraps any
+//! [`Handler`](syncbase_wire::Handler) — a connection to a daemon, or an in-process service — so
+//! an app is written once for both. The `sb` binary is built on it.
+//!
+//! It depends on `syncbase-wire` and `syncbase-net`, never on `syncbase-server`.
+
+use std::sync::Arc;
+
+use syncbase_net::{Identity, NetError};
+use syncbase_wire::{
+    BatchHandle, BatchOptions, DatabasePath, Handler, Request, Response, Responses, WireError,
+    codes,
+};
+
+/// How many times [`Client::run_in_batch`] retries a batch that met a concurrent one.
+pub const BATCH_ATTEMPTS_MAX: usize = 100;
+
+/// A Syncbase client over any handler.
+#[derive(Clone)]
+pub struct Client {
+    handler: Arc<dyn Handler>,
+}
+
+impl Client {
+    /// A client over `handler`.
+    pub fn new(handler: Arc<dyn Handler>) -> Self {
+        Self { handler }
+    }
+
+    /// Connects to the daemon at `address` as `identity`.
+    pub async fn connect(address: &str, identity: &Identity) -> Result<Client, NetError> {
+        let connection = syncbase_net::connect(address, identity).await?;
+        Ok(Client::new(Arc::new(connection)))
+    }
+
+    /// Runs a call and returns its stream of responses.
+    pub async fn call(&self, request: Request) -> Result<Responses, WireError> {
+        self.handler.call(request).await
+    }
+
+    /// Runs a call that has one response.
+    pub async fn call_one(&self, request: Request) -> Result<Response, WireError> {
+        self.handler.call(request).await?.one().await
+    }
+
+    /// Runs `body` in a read-write batch and commits it, starting over (up to
+    /// [`BATCH_ATTEMPTS_MAX`] times) while the commit meets a concurrent batch.
+    pub async fn run_in_batch<T, F, Fut>(
+        &self,
+        database: &DatabasePath,
+        mut body: F,
+    ) -> Result<T, WireError>
+    where
+        F: FnMut(BatchHandle) -> Fut,
+        Fut: std::future::Future<Output = Result<T, WireError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let Response::Batch(batch) = self
+                .call_one(Request::BeginBatch {
+                    database: database.clone(),
+                    options: BatchOptions::default(),
+                })
+                .await?
+            else {
+                return Err(WireError::new(
+                    codes::BAD_MESSAGE,
+                    "BeginBatch did not return a batch",
+                ));
+            };
+            let value = match body(batch).await {
+                Ok(value) => value,
+                Err(error) => {
+                    let _ = self
+                        .call_one(Request::Abort {
+                            database: database.clone(),
+                            batch,
+                        })
+                        .await;
+                    return Err(error);
+                }
+            };
+            match self
+                .call_one(Request::Commit {
+                    database: database.clone(),
+                    batch,
+                })
+                .await
+            {
+                Ok(_) => return Ok(value),
+                Err(error) if error.is(codes::CONCURRENT_BATCH) && attempt < BATCH_ATTEMPTS_MAX => {
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+}

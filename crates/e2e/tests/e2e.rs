@@ -1,0 +1,555 @@
+//! Real `syncbased` processes on loopback, driven by `sb` and by the client library.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use syncbase_client::Client;
+use syncbase_net::Identity;
+use syncbase_wire::{BatchOptions, DatabasePath, Handler, Request, Response, codes};
+
+/// A built binary of this workspace (next to this test's executable).
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo test --workspace` (or `cargo build --workspace`) first",
+        path.display()
+    );
+    path
+}
+
+/// A scratch home: identities and data live under it, and `USER` is alice.
+struct Home {
+    dir: tempfile::TempDir,
+}
+
+impl Home {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn command(&self, name: &str) -> Command {
+        let mut command = Command::new(binary(name));
+        command
+            .env("USER", "alice")
+            .env("HOME", self.dir.path())
+            .env("XDG_CONFIG_HOME", self.path("config"))
+            .env("XDG_DATA_HOME", self.path("data"))
+            .env_remove("SYNCBASE_SERVICE")
+            .env_remove("SYNCBASE_IDENTITY")
+            .env("RUST_LOG", "warn");
+        command
+    }
+
+    /// Runs `sb` with the default identity (alice's, shared with the daemon) against `daemon`.
+    fn sb(&self, daemon: &Daemon, args: &[&str]) -> Output {
+        self.sb_as(daemon, None, args)
+    }
+
+    fn sb_as(&self, daemon: &Daemon, identity: Option<&Path>, args: &[&str]) -> Output {
+        let mut command = self.command("sb");
+        command.env("SYNCBASE_SERVICE", &daemon.address);
+        if let Some(identity) = identity {
+            command.arg("--identity").arg(identity);
+        }
+        command.args(args).output().unwrap()
+    }
+
+    /// Runs `sb` for a local command (no daemon).
+    fn sb_local(&self, args: &[&str]) -> Output {
+        self.command("sb").args(args).output().unwrap()
+    }
+
+    fn start(&self, extra: &[&str]) -> Daemon {
+        let mut child = self
+            .command("syncbased")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let address = line
+            .trim()
+            .strip_prefix("syncbased listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        Daemon { child, address }
+    }
+}
+
+struct Daemon {
+    child: Child,
+    address: String,
+}
+
+impl Daemon {
+    fn kill_9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn stop(&mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        assert!(exit.success(), "syncbased exited with {exit} after SIGTERM");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ok(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn refused_code(output: &Output) -> String {
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let code = stderr
+        .trim()
+        .strip_prefix("error[")
+        .and_then(|rest| rest.split(']').next());
+    code.unwrap_or_else(|| panic!("no error code in {stderr:?}"))
+        .to_string()
+}
+
+fn create_notes(home: &Home, daemon: &Daemon) {
+    ok(&home.sb(daemon, &["app", "create", "notes"]));
+    ok(&home.sb(daemon, &["db", "create", "notes/main"]));
+    ok(&home.sb(daemon, &["collection", "create", "notes/main/todo"]));
+}
+
+#[test]
+fn sb_and_syncbased_work_together_with_no_setup_over_the_whole_hierarchy() {
+    let home = Home::new();
+    let daemon = home.start(&[]);
+    let status = ok(&home.sb(&daemon, &["status"]));
+    assert!(
+        status.contains("identity\talice") && status.contains("engine\tpersistent"),
+        "{status}"
+    );
+    create_notes(&home, &daemon);
+    assert_eq!(ok(&home.sb(&daemon, &["app", "list"])), "notes\n");
+    assert_eq!(ok(&home.sb(&daemon, &["db", "list", "notes"])), "main\n");
+    assert_eq!(
+        ok(&home.sb(&daemon, &["collection", "list", "notes/main"])),
+        "todo\n"
+    );
+    ok(&home.sb(&daemon, &["put", "notes/main/todo", "b/1", "one"]));
+    ok(&home.sb(&daemon, &["put", "notes/main/todo", "b/2", "two"]));
+    ok(&home.sb(&daemon, &["put", "notes/main/todo", "c", "three"]));
+    std::fs::write(home.path("value.bin"), [0xffu8, 0x00, 0x01]).unwrap();
+    ok(&home.sb(
+        &daemon,
+        &[
+            "put",
+            "notes/main/todo",
+            "bin",
+            "--file",
+            home.path("value.bin").to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(
+        ok(&home.sb(&daemon, &["get", "notes/main/todo", "b/1"])),
+        "one\n"
+    );
+    assert_eq!(
+        ok(&home.sb(&daemon, &["scan", "notes/main/todo", "--prefix", "b/"])),
+        "b/1\tone\nb/2\ttwo\n"
+    );
+    let range = home.sb(
+        &daemon,
+        &["scan", "notes/main/todo", "--start", "b/2", "--limit", "c"],
+    );
+    assert!(range.status.success());
+    assert_eq!(range.stdout, b"b/2\ttwo\nbin\t\xff\x00\x01\n");
+    assert_eq!(
+        ok(&home.sb(
+            &daemon,
+            &["--format", "json", "get", "notes/main/todo", "bin"]
+        )),
+        "{\"value_base64\":\"/wAB\"}\n"
+    );
+    assert_eq!(
+        ok(&home.sb(
+            &daemon,
+            &["--format", "json", "get", "notes/main/todo", "c"]
+        )),
+        "{\"value\":\"three\"}\n"
+    );
+    ok(&home.sb(&daemon, &["delete", "notes/main/todo", "c"]));
+    assert_eq!(
+        refused_code(&home.sb(&daemon, &["get", "notes/main/todo", "c"])),
+        codes::NO_EXIST
+    );
+    assert_eq!(
+        home.sb(&daemon, &["put", "notes/main", "k", "v"])
+            .status
+            .code(),
+        Some(2)
+    );
+    ok(&home.sb(&daemon, &["collection", "destroy", "notes/main/todo"]));
+    ok(&home.sb(&daemon, &["db", "destroy", "notes/main"]));
+    ok(&home.sb(&daemon, &["app", "destroy", "notes"]));
+    assert_eq!(ok(&home.sb(&daemon, &["app", "list"])), "");
+}
+
+#[test]
+fn a_concurrent_batch_fails_with_its_code_through_the_client() {
+    let home = Home::new();
+    let daemon = home.start(&[]);
+    create_notes(&home, &daemon);
+    ok(&home.sb(&daemon, &["put", "notes/main/todo", "counter", "0"]));
+    let identity = Identity::load(&home.path("config/syncbase/identity")).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = Client::connect(&daemon.address, &identity).await.unwrap();
+        let database = DatabasePath {
+            app: "notes".into(),
+            database: "main".into(),
+        };
+        let collection = syncbase_wire::CollectionPath {
+            app: "notes".into(),
+            database: "main".into(),
+            collection: "todo".into(),
+        };
+        let mut batches = Vec::new();
+        for _ in 0..2 {
+            let Response::Batch(batch) = client
+                .call_one(Request::BeginBatch {
+                    database: database.clone(),
+                    options: BatchOptions::default(),
+                })
+                .await
+                .unwrap()
+            else {
+                panic!()
+            };
+            client
+                .call_one(Request::Get {
+                    collection: collection.clone(),
+                    key: "counter".into(),
+                    batch: Some(batch),
+                })
+                .await
+                .unwrap();
+            client
+                .call_one(Request::Put {
+                    collection: collection.clone(),
+                    key: "counter".into(),
+                    value: b"1".to_vec(),
+                    batch: Some(batch),
+                })
+                .await
+                .unwrap();
+            batches.push(batch);
+        }
+        client
+            .call_one(Request::Commit {
+                database: database.clone(),
+                batch: batches[0],
+            })
+            .await
+            .unwrap();
+        let error = client
+            .call_one(Request::Commit {
+                database: database.clone(),
+                batch: batches[1],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(error.code, codes::CONCURRENT_BATCH);
+        // The helper retries until it wins.
+        let value = client
+            .run_in_batch(&database, |batch| {
+                let (client, collection) = (client.clone(), collection.clone());
+                async move {
+                    client
+                        .call_one(Request::Put {
+                            collection,
+                            key: "counter".into(),
+                            value: b"2".to_vec(),
+                            batch: Some(batch),
+                        })
+                        .await?;
+                    Ok(7)
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(value, 7);
+    });
+    assert_eq!(
+        ok(&home.sb(&daemon, &["get", "notes/main/todo", "counter"])),
+        "2\n"
+    );
+}
+
+#[test]
+fn watch_resumes_after_a_restart_and_acknowledged_writes_survive_kill_9() {
+    let home = Home::new();
+    let mut daemon = home.start(&[]);
+    create_notes(&home, &daemon);
+    ok(&home.sb(&daemon, &["put", "notes/main/todo", "a", "1"]));
+    // The initial state holds `a`; `b` is written only once that has been printed, so the two
+    // arrive as separate commits whatever the timing.
+    let mut watcher = home
+        .command("sb")
+        .env("SYNCBASE_SERVICE", &daemon.address)
+        .args(["watch", "notes/main", "--initial", "--count", "2"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watcher.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let fields: Vec<&str> = first.split('\t').collect();
+    assert_eq!(&fields[1..], ["put", "todo", "a", "1", "local"]);
+    assert_eq!(lines.next().unwrap().unwrap(), "");
+    let marker = fields[0].to_string();
+    ok(&home.sb(&daemon, &["put", "notes/main/todo", "b", "2"]));
+    let second = lines.next().unwrap().unwrap();
+    assert_eq!(second.split('\t').nth(3), Some("b"));
+    assert!(watcher.wait().unwrap().success());
+
+    daemon.stop();
+    let mut daemon = home.start(&[]);
+    for index in 0..20 {
+        ok(&home.sb(
+            &daemon,
+            &["put", "notes/main/todo", &format!("k{index}"), "v"],
+        ));
+    }
+    let resumed = ok(&home.sb(
+        &daemon,
+        &["watch", "notes/main", "--from", &marker, "--count", "2"],
+    ));
+    let keys: Vec<&str> = resumed
+        .lines()
+        .filter(|line| !line.is_empty())
+        .map(|line| line.split('\t').nth(3).unwrap())
+        .collect();
+    assert_eq!(keys, ["b", "k0"]);
+
+    daemon.kill_9();
+    let daemon = home.start(&[]);
+    for index in 0..20 {
+        assert_eq!(
+            ok(&home.sb(&daemon, &["get", "notes/main/todo", &format!("k{index}")])),
+            "v\n"
+        );
+    }
+}
+
+#[test]
+fn strangers_impostors_and_forged_chains_are_kept_out() {
+    let home = Home::new();
+    // bob's identities: a root and bob:x, which trusts alice's root.
+    let bob = home.path("bob");
+    let bob_x = home.path("bob-x");
+    ok(&home.sb_local(&[
+        "--identity",
+        bob.to_str().unwrap(),
+        "identity",
+        "new",
+        "bob",
+    ]));
+    ok(&home.sb_local(&[
+        "--identity",
+        bob.to_str().unwrap(),
+        "identity",
+        "bless",
+        "x",
+        "--out",
+        bob_x.to_str().unwrap(),
+    ]));
+    ok(&home.sb_local(&[
+        "--identity",
+        bob.to_str().unwrap(),
+        "identity",
+        "export-root",
+        "--out",
+        home.path("bob.root").to_str().unwrap(),
+    ]));
+    assert_eq!(
+        home.sb_local(&[
+            "--identity",
+            bob.to_str().unwrap(),
+            "identity",
+            "new",
+            "bob"
+        ])
+        .status
+        .code(),
+        Some(1)
+    );
+    ok(&home.sb_local(&["identity", "show"]));
+    ok(&home.sb_local(&[
+        "identity",
+        "export-root",
+        "--out",
+        home.path("alice.root").to_str().unwrap(),
+    ]));
+    ok(&home.sb_local(&[
+        "--identity",
+        bob_x.to_str().unwrap(),
+        "identity",
+        "trust",
+        home.path("alice.root").to_str().unwrap(),
+    ]));
+    let bob_x_shown =
+        ok(&home.sb_local(&["--identity", bob_x.to_str().unwrap(), "identity", "show"]));
+    assert!(bob_x_shown.starts_with("name\tbob:x\n"), "{bob_x_shown}");
+
+    let daemon = home.start(&["--trust", home.path("bob.root").to_str().unwrap()]);
+    create_notes(&home, &daemon);
+    ok(&home.sb(&daemon, &["put", "notes/main/todo", "secret", "s"]));
+    let as_bob = |args: &[&str]| home.sb_as(&daemon, Some(&bob_x), args);
+    let denied = refused_code(&as_bob(&["get", "notes/main/todo", "secret"]));
+    assert_eq!(denied, codes::NO_EXIST);
+    // Let bob resolve down to the collection, then grant Read on it.
+    for object in ["/", "notes", "notes/main"] {
+        ok(&home.sb(
+            &daemon,
+            &["acl", "set", object, "Resolve", "--allow", "alice", "bob"],
+        ));
+    }
+    ok(&home.sb(
+        &daemon,
+        &[
+            "acl",
+            "set",
+            "notes/main/todo",
+            "Read",
+            "--allow",
+            "alice",
+            "bob:x",
+        ],
+    ));
+    let acl = ok(&home.sb(&daemon, &["acl", "get", "notes/main/todo"]));
+    assert!(acl.contains("Read\tallow\tbob:x\n"), "{acl}");
+    assert_eq!(ok(&as_bob(&["get", "notes/main/todo", "secret"])), "s\n");
+    assert_eq!(
+        refused_code(&as_bob(&["put", "notes/main/todo", "k", "v"])),
+        codes::NO_EXIST
+    );
+    ok(&home.sb(
+        &daemon,
+        &["acl", "set", "notes/main/todo", "Read", "--allow", "alice"],
+    ));
+    let forbidden = as_bob(&["get", "notes/main/todo", "secret"]);
+    let missing = home.sb(&daemon, &["get", "notes/main/todo", "never-written"]);
+    assert_eq!(refused_code(&forbidden), refused_code(&missing));
+
+    // A second root also named alice, with another key, is refused.
+    let impostor = home.path("impostor");
+    ok(&home.sb_local(&[
+        "--identity",
+        impostor.to_str().unwrap(),
+        "identity",
+        "new",
+        "alice",
+    ]));
+    let refused = home.sb_as(
+        &daemon,
+        Some(&impostor),
+        &["get", "notes/main/todo", "secret"],
+    );
+    assert_eq!(refused.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not trusted"));
+
+    // A chain presented over a channel whose key is not the chain's key is refused.
+    let alice = Identity::load(&home.path("config/syncbase/identity")).unwrap();
+    let mallory = Identity::new_root("mallory").unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let stream = tokio::net::TcpStream::connect(&daemon.address)
+            .await
+            .unwrap();
+        let outcome =
+            syncbase_net::handshake_presenting(stream, &mallory, alice.chain(), &alice, true).await;
+        if let Ok(channel) = outcome {
+            let connection = syncbase_net::Connection::start(channel, None);
+            let call = connection.call(Request::ListApps).await;
+            assert!(
+                call.is_err(),
+                "a forged chain was served: {:?}",
+                call.map(|_| ())
+            );
+        }
+    });
+    assert!(ok(&home.sb(&daemon, &["status"])).contains("identity\talice"));
+}
+
+#[test]
+fn garbage_and_oversize_frames_leave_the_daemon_serving() {
+    let home = Home::new();
+    let daemon = home.start(&["--engine", "memory"]);
+    for payload in [
+        b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+        vec![0xff; 4096],
+        (u32::MAX).to_be_bytes().to_vec(),
+        Vec::new(),
+    ] {
+        let mut stream = std::net::TcpStream::connect(&daemon.address).unwrap();
+        let _ = stream.write_all(&payload);
+        drop(stream);
+    }
+    let status = ok(&home.sb(&daemon, &["status"]));
+    assert!(status.contains("engine\tmemory"), "{status}");
+}
+
+#[test]
+fn a_second_daemon_on_the_same_root_fails_clearly() {
+    let home = Home::new();
+    let _first = home.start(&[]);
+    let second = home
+        .command("syncbased")
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("another syncbased"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+}

@@ -1,0 +1,124 @@
+//! `syncbased`: the Syncbase daemon. Serves the data model to `sb`, to apps and (later) to peers
+//! over encrypted, mutually authenticated connections.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+use syncbase_net::default_paths;
+use syncbase_server::EngineKind;
+use syncbase_server::daemon::{Daemon, DaemonOptions};
+use syncbase_store::Durability;
+
+/// The Syncbase daemon.
+///
+/// Prints `syncbased listening on HOST:PORT` on stdout once it accepts connections; logs go to
+/// stderr (set RUST_LOG, e.g. RUST_LOG=debug). Stops cleanly on SIGINT and SIGTERM.
+#[derive(Parser)]
+#[command(version)]
+struct Arguments {
+    /// Where data lives [default: $XDG_DATA_HOME/syncbase, else ~/.local/share/syncbase]
+    #[arg(long, value_name = "DIR")]
+    root_dir: Option<PathBuf>,
+    /// Address to listen on; port 0 picks a free port
+    #[arg(long, value_name = "HOST:PORT", default_value = syncbase_wire::DEFAULT_SERVICE_ADDRESS)]
+    listen: String,
+    /// Storage engine
+    #[arg(long, value_enum, default_value_t = Engine::Persistent)]
+    engine: Engine,
+    /// Whether a commit waits for the disk
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Durable)]
+    durability: DurabilityArg,
+    /// The daemon's identity [default: $XDG_CONFIG_HOME/syncbase/identity, else ~/.config/syncbase/identity]
+    #[arg(long, value_name = "DIR")]
+    identity: Option<PathBuf>,
+    /// Also trust the root in this file (written by `sb identity export-root`); repeatable
+    #[arg(long, value_name = "ROOT_FILE")]
+    trust: Vec<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Engine {
+    /// The embedded persistent engine (fjall)
+    Persistent,
+    /// Memory only: data is lost when the daemon stops
+    Memory,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DurabilityArg {
+    /// A commit returns once its data is on disk
+    Durable,
+    /// A commit returns once its data is written to the OS (a machine crash may lose the last ones)
+    Relaxed,
+}
+
+fn main() -> ExitCode {
+    let arguments = Arguments::parse();
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn")
+            }),
+        )
+        .init();
+    let options = DaemonOptions {
+        root_dir: arguments.root_dir.unwrap_or_else(default_paths::data_dir),
+        listen: arguments.listen,
+        engine: match arguments.engine {
+            Engine::Persistent => EngineKind::Persistent,
+            Engine::Memory => EngineKind::Memory,
+        },
+        durability: match arguments.durability {
+            DurabilityArg::Durable => Durability::Durable,
+            DurabilityArg::Relaxed => Durability::Relaxed,
+        },
+        identity_dir: arguments
+            .identity
+            .unwrap_or_else(default_paths::identity_dir),
+        trust: arguments.trust,
+        default_identity_name: default_paths::user_name(),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("syncbased: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let daemon = match Daemon::start(options).await {
+            Ok(daemon) => daemon,
+            Err(error) => {
+                eprintln!("syncbased: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        println!("syncbased listening on {}", daemon.address);
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        daemon.serve(shutdown_signal()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        // Without signal handlers the daemon still runs; it stops when killed.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+}
