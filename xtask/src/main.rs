@@ -1,5 +1,5 @@
 //! Project automation: `cargo xtask ci` (read-only, equals CI), `cargo xtask fix` (its mutating
-//! twin) and `cargo xtask bench [store|all]`. Depends on std only.
+//! twin) and `cargo xtask bench [store|service|all]`. Depends on std only.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -44,7 +44,15 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     ),
     (
         "syncbase-bench",
-        &["syncbase-store", "syncbase-store-fjall"],
+        &[
+            "syncbase-store",
+            "syncbase-store-fjall",
+            "syncbase-nosql",
+            "syncbase-server",
+            "syncbase-client",
+            "syncbase-net",
+            "syncbase-wire",
+        ],
     ),
 ];
 
@@ -64,7 +72,7 @@ fn main() -> ExitCode {
                  commands:\n  \
                  ci                 fmt check, layering and tidy checks, clippy -D warnings, all tests\n  \
                  fix                cargo fmt and clippy --fix (the mutating twin of ci)\n  \
-                 bench [store|all]  run the benchmark workloads and print a table\n  \
+                 bench [store|service|all]  run the benchmark workloads and print a table\n  \
                  layering           only the dependency-edge check"
             );
             return ExitCode::from(2);
@@ -194,14 +202,31 @@ fn fix() -> Result<(), String> {
 
 fn bench(which: &str, rest: &[String]) -> Result<(), String> {
     let workloads: &[&str] = match which {
-        "store" | "all" => &["store"],
+        "store" => &["store"],
+        "service" => &["service"],
+        "all" => &["store", "service"],
         other => {
             return Err(format!(
-                "unknown benchmark group `{other}`; available: store, all (service and sync \
-                 arrive with the service and sync issues)"
+                "unknown benchmark group `{other}`; available: store, service, all (sync \
+                 arrives with the sync issues)"
             ));
         }
     };
+    if workloads.contains(&"service") {
+        // The service benchmark runs the real daemon, next to the benchmark binary.
+        run(
+            "build syncbased",
+            cargo().args([
+                "build",
+                "--release",
+                "--quiet",
+                "-p",
+                "syncbase-server",
+                "--bin",
+                "syncbased",
+            ]),
+        )?;
+    }
     for workload in workloads {
         run(
             &format!("bench {workload}"),

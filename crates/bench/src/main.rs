@@ -3,12 +3,13 @@
 //! after a warm-up, printed with min–max, beside the raw engine or the physical limit measured in
 //! the same run; the table is also written as JSON under `target/bench/`.
 //!
-//! Usage: `syncbase-bench store [--rows N] [--runs N] [--only s1|s2|s3]`.
+//! Usage: `syncbase-bench store|service [--rows N] [--runs N] [--only s1|s2|s3]`.
 
 // Benchmarks measure wall time by definition.
 #![allow(clippy::disallowed_methods)]
 
 mod report;
+mod service;
 mod store;
 
 use std::process::ExitCode;
@@ -28,12 +29,21 @@ fn main() -> ExitCode {
             ("--runs", Some(value)) => options.runs = value.max(1),
             ("--only", _) => {}
             _ => {
-                eprintln!("usage: syncbase-bench store [--rows N] [--runs N] [--only s1|s2|s3]");
+                eprintln!(
+                    "usage: syncbase-bench store|service [--rows N] [--runs N] [--only s1|s2|s3]"
+                );
                 return ExitCode::from(2);
             }
         }
     }
     match args.first().map(String::as_str) {
+        Some("service") => match service::run(options.runs) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("bench service: {error}");
+                ExitCode::FAILURE
+            }
+        },
         Some("store") => match store::run(&options) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -42,7 +52,9 @@ fn main() -> ExitCode {
             }
         },
         _ => {
-            eprintln!("usage: syncbase-bench store [--rows N] [--runs N] [--only s1|s2|s3]");
+            eprintln!(
+                "usage: syncbase-bench store|service [--rows N] [--runs N] [--only s1|s2|s3]"
+            );
             ExitCode::from(2)
         }
     }

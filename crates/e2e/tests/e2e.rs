@@ -553,3 +553,22 @@ fn a_second_daemon_on_the_same_root_fails_clearly() {
         String::from_utf8_lossy(&second.stderr)
     );
 }
+
+#[test]
+fn a_root_dir_of_a_newer_format_is_refused_clearly() {
+    let home = Home::new();
+    let root = home.path("data/syncbase");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("FORMAT"), "syncbase-layout 99\n").unwrap();
+    let output = home
+        .command("syncbased")
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("newer") && stderr.contains("upgrade"),
+        "{stderr}"
+    );
+}

@@ -51,6 +51,9 @@ pub struct ChannelWriter<T> {
     sink: SplitSink<Frames<T>, Bytes>,
     transport: Arc<StatelessTransportState>,
     nonce: u64,
+    /// Reused between messages rather than allocating 64 KiB per message.
+    plain: Vec<u8>,
+    cipher: Vec<u8>,
 }
 
 /// The receiving half of a channel.
@@ -58,6 +61,7 @@ pub struct ChannelReader<T> {
     stream: SplitStream<Frames<T>>,
     transport: Arc<StatelessTransportState>,
     nonce: u64,
+    plain: Vec<u8>,
 }
 
 /// An authenticated, encrypted channel and who is at the other end.
@@ -192,11 +196,14 @@ where
         sink,
         transport: transport.clone(),
         nonce: 0,
+        plain: Vec::with_capacity(NOISE_MESSAGE_BYTES_MAX),
+        cipher: vec![0u8; NOISE_MESSAGE_BYTES_MAX],
     };
     let mut reader = ChannelReader {
         stream,
         transport,
         nonce: 0,
+        plain: vec![0u8; NOISE_MESSAGE_BYTES_MAX],
     };
     let hello = Hello {
         chain: presenting.chain.to_vec(),
@@ -255,8 +262,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> ChannelWriter<T> {
             )));
         }
         let mut chunks = message.chunks(CHUNK_BYTES_MAX).peekable();
-        let mut plain = Vec::with_capacity(CHUNK_BYTES_MAX + 1);
-        let mut cipher = vec![0u8; NOISE_MESSAGE_BYTES_MAX];
+        let (plain, cipher) = (&mut self.plain, &mut self.cipher);
         loop {
             let chunk = chunks.next().unwrap_or(&[]);
             let last = chunks.peek().is_none();
@@ -265,7 +271,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> ChannelWriter<T> {
             plain.extend_from_slice(chunk);
             let length = self
                 .transport
-                .write_message(self.nonce, &plain, &mut cipher)
+                .write_message(self.nonce, plain, cipher)
                 .map_err(noise)?;
             self.nonce += 1;
             self.sink
@@ -289,7 +295,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> ChannelReader<T> {
     /// Receives one message; `None` when the peer closed the connection cleanly.
     pub async fn receive(&mut self) -> Result<Option<Vec<u8>>> {
         let mut message = Vec::new();
-        let mut plain = vec![0u8; NOISE_MESSAGE_BYTES_MAX];
+        let plain = &mut self.plain;
         loop {
             let frame = match self.stream.next().await {
                 Some(Ok(frame)) => frame,
@@ -299,7 +305,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> ChannelReader<T> {
             };
             let length = self
                 .transport
-                .read_message(self.nonce, &frame, &mut plain)
+                .read_message(self.nonce, &frame, plain)
                 .map_err(|_| protocol("a message failed to decrypt"))?;
             self.nonce += 1;
             let (flag, chunk) = plain[..length]

@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use syncbase_wire::{Handler, Request, Response, ResponseSender, Responses, WireError, codes};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
 use crate::channel::{Channel, ChannelReader, ChannelWriter};
@@ -22,8 +22,6 @@ use crate::identity::VerifiedChain;
 
 /// Calls a peer may have running on one connection at once.
 pub const CALLS_PER_CONNECTION_MAX: usize = 256;
-/// Frames queued for sending before senders wait.
-const OUTGOING_FRAMES_MAX: usize = 256;
 
 /// One message of the call protocol.
 #[derive(Debug, Serialize, Deserialize)]
@@ -37,6 +35,13 @@ pub enum Frame {
     },
     /// One response of call `id`.
     Item {
+        /// The call.
+        id: u64,
+        /// The response or the call's error.
+        item: Result<Response, WireError>,
+    },
+    /// The one and last response of call `id` (an `Item` and an `End` in one message).
+    Only {
         /// The call.
         id: u64,
         /// The response or the call's error.
@@ -65,8 +70,55 @@ struct Pending {
     stream: Option<ResponseSender>,
 }
 
+/// Where frames go: the channel's writer, shared by every task of the connection. Writing
+/// directly (under a lock) instead of through a writer task saves a task switch per message.
+struct Outgoing {
+    sink: tokio::sync::Mutex<Box<dyn MessageSink>>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+trait MessageSink: Send {
+    async fn send_message(&mut self, bytes: &[u8]) -> Result<()>;
+    async fn close_sink(&mut self);
+}
+
+#[async_trait::async_trait]
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> MessageSink for ChannelWriter<T> {
+    async fn send_message(&mut self, bytes: &[u8]) -> Result<()> {
+        self.send(bytes).await
+    }
+
+    async fn close_sink(&mut self) {
+        let _ = self.close().await;
+    }
+}
+
+impl Outgoing {
+    /// Sends a frame; false when the connection can no longer be written.
+    async fn send(&self, frame: Frame) -> bool {
+        if self.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        let Ok(bytes) = postcard::to_stdvec(&frame) else {
+            return false;
+        };
+        let mut sink = self.sink.lock().await;
+        if sink.send_message(&bytes).await.is_err() {
+            self.closed.store(true, Ordering::Release);
+            return false;
+        }
+        true
+    }
+
+    async fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.sink.lock().await.close_sink().await;
+    }
+}
+
 struct Shared {
-    outgoing: mpsc::Sender<Frame>,
+    outgoing: Arc<Outgoing>,
     pending: Mutex<HashMap<u64, Pending>>,
     next_id: AtomicU64,
     closed: Mutex<Option<String>>,
@@ -90,7 +142,10 @@ impl Connection {
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let (outgoing, outgoing_receiver) = mpsc::channel(OUTGOING_FRAMES_MAX);
+        let outgoing = Arc::new(Outgoing {
+            sink: tokio::sync::Mutex::new(Box::new(channel.writer)),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        });
         let shared = Arc::new(Shared {
             outgoing,
             pending: Mutex::new(HashMap::new()),
@@ -98,7 +153,6 @@ impl Connection {
             closed: Mutex::new(None),
         });
         let handler = local.map(|factory| factory.handler_for(&channel.peer));
-        tokio::spawn(write_frames(channel.writer, outgoing_receiver));
         tokio::spawn(read_frames(channel.reader, shared.clone(), handler));
         Connection {
             shared,
@@ -133,13 +187,7 @@ impl Handler for Connection {
                 stream: Some(stream_sender),
             },
         );
-        if self
-            .shared
-            .outgoing
-            .send(Frame::Call { id, request })
-            .await
-            .is_err()
-        {
+        if !self.shared.outgoing.send(Frame::Call { id, request }).await {
             self.shared.pending.lock().remove(&id);
             return Err(connection_closed("it is no longer writable"));
         }
@@ -151,21 +199,6 @@ impl Handler for Connection {
             )),
         }
     }
-}
-
-async fn write_frames<T>(mut writer: ChannelWriter<T>, mut frames: mpsc::Receiver<Frame>)
-where
-    T: AsyncRead + AsyncWrite + Unpin,
-{
-    while let Some(frame) = frames.recv().await {
-        let Ok(bytes) = postcard::to_stdvec(&frame) else {
-            continue;
-        };
-        if writer.send(&bytes).await.is_err() {
-            break;
-        }
-    }
-    let _ = writer.close().await;
 }
 
 async fn read_frames<T>(
@@ -225,23 +258,33 @@ async fn read_frames<T>(
                     break format!("a response to unknown call {id}");
                 }
             }
-            Frame::End { id } => {
-                if let Some(mut pending) = shared.pending.lock().remove(&id)
-                    && let Some(first) = pending.first.take()
-                {
-                    let _ = first.send(Ok(()));
+            Frame::Only { id, item } => {
+                if !deliver(&shared, id, item).await {
+                    break format!("a response to unknown call {id}");
                 }
+                finish(&shared, id);
             }
+            Frame::End { id } => finish(&shared, id),
         }
     };
     for (_, task) in serving {
         task.abort();
     }
+    shared.outgoing.close().await;
     *shared.closed.lock() = Some(reason.clone());
     for (_, mut pending) in shared.pending.lock().drain() {
         if let Some(first) = pending.first.take() {
             let _ = first.send(Err(connection_closed(&reason)));
         }
+    }
+}
+
+/// Ends call `id`: its stream ends (and a call that had no response returns an empty stream).
+fn finish(shared: &Shared, id: u64) {
+    if let Some(mut pending) = shared.pending.lock().remove(&id)
+        && let Some(first) = pending.first.take()
+    {
+        let _ = first.send(Ok(()));
     }
 }
 
@@ -279,7 +322,7 @@ async fn deliver(shared: &Shared, id: u64, item: Result<Response, WireError>) ->
     {
         // The caller dropped the stream: tell the peer to stop.
         shared.pending.lock().remove(&id);
-        let _ = shared.outgoing.send(Frame::Cancel { id }).await;
+        shared.outgoing.send(Frame::Cancel { id }).await;
     }
     true
 }
@@ -288,37 +331,58 @@ async fn serve_call(
     id: u64,
     request: Request,
     handler: Option<Arc<dyn Handler>>,
-    outgoing: mpsc::Sender<Frame>,
+    outgoing: Arc<Outgoing>,
 ) {
     let Some(handler) = handler else {
         let error = WireError::new(codes::BAD_MESSAGE, "this side serves no calls");
-        let _ = outgoing
-            .send(Frame::Item {
+        outgoing
+            .send(Frame::Only {
                 id,
                 item: Err(error),
             })
             .await;
-        let _ = outgoing.send(Frame::End { id }).await;
         return;
     };
-    match handler.call(request).await {
+    let mut responses = match handler.call(request).await {
         Err(error) => {
-            let _ = outgoing
-                .send(Frame::Item {
+            outgoing
+                .send(Frame::Only {
                     id,
                     item: Err(error),
                 })
                 .await;
+            return;
         }
-        Ok(mut responses) => {
-            while let Some(item) = responses.next().await {
-                if outgoing.send(Frame::Item { id, item }).await.is_err() {
+        Ok(responses) => responses,
+    };
+    let Some(mut current) = responses.next().await else {
+        outgoing.send(Frame::End { id }).await;
+        return;
+    };
+    loop {
+        let next = match responses.try_next() {
+            // The stream already finished: the last response and the end go as one message.
+            Ok(None) => {
+                outgoing.send(Frame::Only { id, item: current }).await;
+                return;
+            }
+            Ok(Some(next)) => Some(next),
+            Err(()) => None,
+        };
+        if !outgoing.send(Frame::Item { id, item: current }).await {
+            return;
+        }
+        current = match next {
+            Some(next) => next,
+            None => match responses.next().await {
+                Some(next) => next,
+                None => {
+                    outgoing.send(Frame::End { id }).await;
                     return;
                 }
-            }
-        }
+            },
+        };
     }
-    let _ = outgoing.send(Frame::End { id }).await;
 }
 
 /// Dials `address` and authenticates both sides; the returned connection calls the peer.

@@ -33,6 +33,8 @@ pub struct DaemonOptions {
     pub trust: Vec<PathBuf>,
     /// The name of a root identity created on first use.
     pub default_identity_name: String,
+    /// Idle time after which an abandoned batch is aborted.
+    pub batch_idle_timeout_ns: u64,
 }
 
 /// A running daemon: its address and how to stop it.
@@ -123,7 +125,7 @@ impl Daemon {
             owner_root: identity.root_name().to_string(),
             clock: Arc::new(SystemClock),
             rng: Arc::new(EntropyRng::default()),
-            batch_idle_timeout_ns: syncbase_nosql::BATCH_IDLE_TIMEOUT_NS_DEFAULT,
+            batch_idle_timeout_ns: options.batch_idle_timeout_ns,
         })
         .map_err(|error| {
             StartError(format!(

@@ -40,13 +40,18 @@ fn internal(error: impl std::fmt::Display) -> WireError {
 #[async_trait::async_trait]
 impl Handler for ServiceHandler {
     async fn call(&self, request: Request) -> Result<Responses, WireError> {
-        let this = self.clone();
         let (sender, responses) = Responses::channel();
-        let outcome = tokio::task::spawn_blocking(move || {
-            dispatch(&this.service, &this.caller, request, &this.status)
-        })
-        .await
-        .map_err(internal)?
+        let outcome = if waits_for_disk(&request) {
+            let this = self.clone();
+            tokio::task::spawn_blocking(move || {
+                dispatch(&this.service, &this.caller, request, &this.status)
+            })
+            .await
+            .map_err(internal)?
+        } else {
+            // Reads take microseconds; a thread hand-off would cost more than the read.
+            dispatch(&self.service, &self.caller, request, &self.status)
+        }
         .map_err(|error| error.to_wire())?;
         match outcome {
             Outcome::Response(response) => return Ok(Responses::single(Ok(response))),
@@ -94,6 +99,25 @@ impl Handler for ServiceHandler {
         }
         Ok(responses)
     }
+}
+
+/// Whether a request may wait for the disk (it commits), so it must not run on an async worker
+/// thread. (A read may open a database's store on its first use: rare, and short.)
+fn waits_for_disk(request: &Request) -> bool {
+    !matches!(
+        request,
+        Request::Status
+            | Request::Get { .. }
+            | Request::RowExists { .. }
+            | Request::Scan { .. }
+            | Request::AppExists { .. }
+            | Request::DatabaseExists { .. }
+            | Request::CollectionExists { .. }
+            | Request::ListApps
+            | Request::ListDatabases { .. }
+            | Request::ListCollections { .. }
+            | Request::GetPermissions { .. }
+    )
 }
 
 /// Completes when the consumer of a stream has gone away.

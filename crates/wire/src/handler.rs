@@ -63,6 +63,17 @@ impl Responses {
         self.receiver.recv().await
     }
 
+    /// The next response if one is ready: `Ok(Some)` a response, `Ok(None)` the stream ended,
+    /// `Err(())` nothing yet.
+    #[allow(clippy::result_unit_err)]
+    pub fn try_next(&mut self) -> Result<Option<Result<Response, WireError>>, ()> {
+        match self.receiver.try_recv() {
+            Ok(item) => Ok(Some(item)),
+            Err(mpsc::error::TryRecvError::Disconnected) => Ok(None),
+            Err(mpsc::error::TryRecvError::Empty) => Err(()),
+        }
+    }
+
     /// The next response from a thread that is not async.
     pub fn next_blocking(&mut self) -> Option<Result<Response, WireError>> {
         self.receiver.blocking_recv()

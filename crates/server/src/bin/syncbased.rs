@@ -35,6 +35,9 @@ struct Arguments {
     /// Also trust the root in this file (written by `sb identity export-root`); repeatable
     #[arg(long, value_name = "ROOT_FILE")]
     trust: Vec<PathBuf>,
+    /// Abort a batch left idle this long
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    batch_idle_timeout: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
             .unwrap_or_else(default_paths::identity_dir),
         trust: arguments.trust,
         default_identity_name: default_paths::user_name(),
+        batch_idle_timeout_ns: arguments.batch_idle_timeout.saturating_mul(1_000_000_000),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
