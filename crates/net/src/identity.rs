@@ -168,9 +168,11 @@ pub fn verify_chain(chain: &[Certificate], trusted: &[TrustedRoot]) -> Result<Ve
         .map_err(|_| refuse(format!("the certificate of {name:?} does not verify")))?;
         signer = certificate.public_key;
     }
+    // Trust is in the key, and the key's owner may only use the name it was trusted under:
+    // otherwise any trusted root could sign itself a chain named like someone else.
     if !trusted
         .iter()
-        .any(|root| root.public_key == chain[0].public_key)
+        .any(|root| root.public_key == chain[0].public_key && root.name == chain[0].extension)
     {
         return Err(refuse(format!(
             "{name:?} is rooted in a key that is not trusted (a root named {:?} with another key is a different principal)",
@@ -227,6 +229,22 @@ impl Identity {
         })
     }
 
+    /// A root identity with this identity's key but another name, self-signed: what a trusted
+    /// root's owner could forge. For tests of the name check.
+    #[cfg(feature = "testing")]
+    pub fn forge_root_named(&self, name: &str) -> Identity {
+        let public_key = self.public_key();
+        Identity {
+            key: self.key.clone(),
+            chain: vec![Certificate {
+                extension: name.to_string(),
+                public_key,
+                signature: sign_link(&self.key, name, &public_key),
+            }],
+            trusted_roots: self.trusted_roots.clone(),
+        }
+    }
+
     /// The full name (`alice:laptop`).
     pub fn name(&self) -> String {
         self.chain
@@ -259,15 +277,30 @@ impl Identity {
         &self.trusted_roots
     }
 
-    /// Adds a trusted root (no-op when its key is already trusted).
-    pub fn trust(&mut self, root: TrustedRoot) {
-        if !self
-            .trusted_roots
-            .iter()
-            .any(|known| known.public_key == root.public_key)
-        {
-            self.trusted_roots.push(root);
+    /// Adds a trusted root (no-op when it is already trusted). Refuses a root whose name is
+    /// already trusted with another key, or whose key is already trusted under another name.
+    pub fn trust(&mut self, root: TrustedRoot) -> Result<()> {
+        for known in &self.trusted_roots {
+            let same_key = known.public_key == root.public_key;
+            let same_name = known.name == root.name;
+            if same_key && same_name {
+                return Ok(());
+            }
+            if same_name {
+                return Err(NetError::Identity(format!(
+                    "cannot trust root {:?}: that name is already trusted with another key",
+                    root.name
+                )));
+            }
+            if same_key {
+                return Err(NetError::Identity(format!(
+                    "cannot trust root {:?}: its key is already trusted as {:?}",
+                    root.name, known.name
+                )));
+            }
         }
+        self.trusted_roots.push(root);
+        Ok(())
     }
 
     /// This identity's public key.

@@ -13,12 +13,16 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use syncbase_wire::{Handler, Request, Response, ResponseSender, Responses, WireError, codes};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use crate::channel::{Channel, ChannelReader, ChannelWriter};
 use crate::error::{NetError, Result};
 use crate::identity::VerifiedChain;
+
+/// Responses a stream may have in flight before its caller takes some (flow control): a slow
+/// consumer holds back its own stream only, never the connection it shares with other calls.
+pub const STREAM_WINDOW_MESSAGES: u32 = 32;
 
 /// Calls a peer may have running on one connection at once.
 pub const CALLS_PER_CONNECTION_MAX: usize = 256;
@@ -52,6 +56,14 @@ pub enum Frame {
         /// The call.
         id: u64,
     },
+    /// The caller of stream `id` took this many more responses: the server may send as many
+    /// more (flow control; a stream starts with [`STREAM_WINDOW_MESSAGES`]).
+    Credit {
+        /// The call.
+        id: u64,
+        /// How many more responses may be sent.
+        messages: u32,
+    },
     /// The caller no longer wants call `id`'s responses.
     Cancel {
         /// The call.
@@ -70,55 +82,57 @@ struct Pending {
     stream: Option<ResponseSender>,
 }
 
-/// Where frames go: the channel's writer, shared by every task of the connection. Writing
-/// directly (under a lock) instead of through a writer task saves a task switch per message.
+/// Where frames go: a queue to the connection's writer task. Only that task writes to the
+/// channel, and a queued frame is whole, so a caller or a serving task that is cancelled can never
+/// leave half a message on the wire.
 struct Outgoing {
-    sink: tokio::sync::Mutex<Box<dyn MessageSink>>,
-    closed: std::sync::atomic::AtomicBool,
+    queue: mpsc::Sender<Frame>,
 }
 
-#[async_trait::async_trait]
-trait MessageSink: Send {
-    async fn send_message(&mut self, bytes: &[u8]) -> Result<()>;
-    async fn close_sink(&mut self);
-}
-
-#[async_trait::async_trait]
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> MessageSink for ChannelWriter<T> {
-    async fn send_message(&mut self, bytes: &[u8]) -> Result<()> {
-        self.send(bytes).await
-    }
-
-    async fn close_sink(&mut self) {
-        let _ = self.close().await;
-    }
-}
+/// Frames queued for the writer before senders wait.
+const OUTGOING_FRAMES_MAX: usize = 256;
 
 impl Outgoing {
-    /// Sends a frame; false when the connection can no longer be written.
+    /// Queues a frame; false when the connection can no longer be written.
     async fn send(&self, frame: Frame) -> bool {
-        if self.closed.load(Ordering::Acquire) {
-            return false;
-        }
-        let Ok(bytes) = postcard::to_stdvec(&frame) else {
-            return false;
-        };
-        let mut sink = self.sink.lock().await;
-        if sink.send_message(&bytes).await.is_err() {
-            self.closed.store(true, Ordering::Release);
-            return false;
-        }
-        true
+        self.queue.send(frame).await.is_ok()
     }
+}
 
-    async fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        self.sink.lock().await.close_sink().await;
+/// Writes queued frames until the queue closes, the connection fails, or `stop` fires;
+/// a failure wakes `failed`, so the reader tears the connection down.
+async fn write_frames<T>(
+    mut writer: ChannelWriter<T>,
+    mut frames: mpsc::Receiver<Frame>,
+    failed: Arc<Notify>,
+    stop: Arc<Notify>,
+) where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        let frame = tokio::select! {
+            frame = frames.recv() => frame,
+            () = stop.notified() => None,
+        };
+        let Some(frame) = frame else { break };
+        let written = match postcard::to_stdvec(&frame) {
+            Ok(bytes) => writer.send(&bytes).await.is_ok(),
+            Err(_) => false,
+        };
+        if !written {
+            failed.notify_one();
+            break;
+        }
     }
+    let _ = writer.close().await;
 }
 
 struct Shared {
     outgoing: Arc<Outgoing>,
+    /// Fired by the writer when writing failed.
+    write_failed: Arc<Notify>,
+    /// Fired by the reader when the connection is torn down.
+    stop_writer: Arc<Notify>,
     pending: Mutex<HashMap<u64, Pending>>,
     next_id: AtomicU64,
     closed: Mutex<Option<String>>,
@@ -142,12 +156,19 @@ impl Connection {
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let outgoing = Arc::new(Outgoing {
-            sink: tokio::sync::Mutex::new(Box::new(channel.writer)),
-            closed: std::sync::atomic::AtomicBool::new(false),
-        });
+        let (queue, frames) = mpsc::channel(OUTGOING_FRAMES_MAX);
+        let write_failed = Arc::new(Notify::new());
+        let stop_writer = Arc::new(Notify::new());
+        tokio::spawn(write_frames(
+            channel.writer,
+            frames,
+            write_failed.clone(),
+            stop_writer.clone(),
+        ));
         let shared = Arc::new(Shared {
-            outgoing,
+            outgoing: Arc::new(Outgoing { queue }),
+            write_failed,
+            stop_writer,
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             closed: Mutex::new(None),
@@ -192,7 +213,11 @@ impl Handler for Connection {
             return Err(connection_closed("it is no longer writable"));
         }
         match first.await {
-            Ok(Ok(())) => Ok(responses),
+            Ok(Ok(())) => {
+                let mut responses = responses;
+                responses.on_taken(credit_granter(id, self.shared.outgoing.clone()));
+                Ok(responses)
+            }
             Ok(Err(error)) => Err(error),
             Err(_) => Err(connection_closed(
                 &self.closed_reason().unwrap_or_else(|| "no answer".into()),
@@ -208,9 +233,13 @@ async fn read_frames<T>(
 ) where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut serving: HashMap<u64, AbortHandle> = HashMap::new();
+    let mut serving: HashMap<u64, (AbortHandle, Arc<Semaphore>)> = HashMap::new();
     let reason = loop {
-        let bytes = match reader.receive().await {
+        let received = tokio::select! {
+            received = reader.receive() => received,
+            () = shared.write_failed.notified() => break "writing to it failed".to_string(),
+        };
+        let bytes = match received {
             Ok(Some(bytes)) => bytes,
             Ok(None) => break "the peer closed it".to_string(),
             Err(error) => break error.to_string(),
@@ -219,7 +248,7 @@ async fn read_frames<T>(
             Ok(frame) => frame,
             Err(error) => break format!("a malformed frame: {error}"),
         };
-        serving.retain(|_, task| !task.is_finished());
+        serving.retain(|_, (task, _)| !task.is_finished());
         match frame {
             Frame::Call { id, request } => {
                 if serving.contains_key(&id) {
@@ -240,43 +269,81 @@ async fn read_frames<T>(
                     let _ = shared.outgoing.send(Frame::End { id }).await;
                     continue;
                 }
+                let credits = Arc::new(Semaphore::new(STREAM_WINDOW_MESSAGES as usize));
                 let task = tokio::spawn(serve_call(
                     id,
                     request,
                     handler.clone(),
                     shared.outgoing.clone(),
+                    credits.clone(),
                 ));
-                serving.insert(id, task.abort_handle());
+                serving.insert(id, (task.abort_handle(), credits));
             }
             Frame::Cancel { id } => {
-                if let Some(task) = serving.remove(&id) {
+                if let Some((task, _)) = serving.remove(&id) {
                     task.abort();
                 }
             }
+            Frame::Credit { id, messages } => {
+                if let Some((_, credits)) = serving.get(&id) {
+                    let room = (STREAM_WINDOW_MESSAGES as usize)
+                        .saturating_sub(credits.available_permits());
+                    credits.add_permits((messages as usize).min(room));
+                }
+            }
+            // Responses to a call we no longer wait for (cancelled, or never ours) are dropped.
             Frame::Item { id, item } => {
                 if !deliver(&shared, id, item).await {
-                    break format!("a response to unknown call {id}");
+                    break format!("the peer sent call {id} more than its window");
                 }
             }
             Frame::Only { id, item } => {
                 if !deliver(&shared, id, item).await {
-                    break format!("a response to unknown call {id}");
+                    break format!("the peer sent call {id} more than its window");
                 }
                 finish(&shared, id);
             }
             Frame::End { id } => finish(&shared, id),
         }
     };
-    for (_, task) in serving {
-        task.abort();
-    }
-    shared.outgoing.close().await;
     *shared.closed.lock() = Some(reason.clone());
+    // Every call still waiting learns the connection died: a stream that ended early must not
+    // look like a complete one.
     for (_, mut pending) in shared.pending.lock().drain() {
         if let Some(first) = pending.first.take() {
             let _ = first.send(Err(connection_closed(&reason)));
+        } else if let Some(stream) = pending.stream.take() {
+            stream.try_send(Err(connection_closed(&reason)));
         }
     }
+    for (_, (task, _)) in serving {
+        task.abort();
+    }
+    shared.stop_writer.notify_one();
+}
+
+/// A hook that grants the peer more of stream `id` as the caller takes responses, half a window
+/// at a time.
+fn credit_granter(id: u64, outgoing: Arc<Outgoing>) -> Box<dyn FnMut() + Send> {
+    let batch = STREAM_WINDOW_MESSAGES / 2;
+    let mut taken = 0;
+    Box::new(move || {
+        taken += 1;
+        if taken < batch {
+            return;
+        }
+        taken = 0;
+        let frame = Frame::Credit {
+            id,
+            messages: batch,
+        };
+        if let Err(mpsc::error::TrySendError::Full(frame)) = outgoing.queue.try_send(frame)
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let outgoing = outgoing.clone();
+            runtime.spawn(async move { outgoing.send(frame).await });
+        }
+    })
 }
 
 /// Ends call `id`: its stream ends (and a call that had no response returns an empty stream).
@@ -288,12 +355,13 @@ fn finish(shared: &Shared, id: u64) {
     }
 }
 
-/// Routes one response to the call waiting for it; false when no call has that id.
+/// Routes one response to the call waiting for it (dropped when no call has that id). Never
+/// waits for the consumer: the window guarantees room; false when the peer overran it.
 async fn deliver(shared: &Shared, id: u64, item: Result<Response, WireError>) -> bool {
     let (first, stream) = {
         let mut pending = shared.pending.lock();
         let Some(entry) = pending.get_mut(&id) else {
-            return false;
+            return true;
         };
         let first = entry.first.take();
         if first.is_some() && item.is_err() {
@@ -303,28 +371,25 @@ async fn deliver(shared: &Shared, id: u64, item: Result<Response, WireError>) ->
         (first, stream)
     };
     if let Some(first) = first {
-        match item {
-            Err(error) => {
-                let _ = first.send(Err(error));
-                return true;
-            }
-            Ok(response) => {
-                let _ = first.send(Ok(()));
-                if let Some(stream) = stream {
-                    stream.send(Ok(response)).await;
-                }
-                return true;
-            }
+        if let Err(error) = item {
+            let _ = first.send(Err(error));
+            return true;
         }
+        let _ = first.send(Ok(()));
     }
-    if let Some(stream) = stream
-        && !stream.send(item).await
-    {
+    let Some(stream) = stream else {
+        return true;
+    };
+    if stream.try_send(item) {
+        return true;
+    }
+    if stream.is_closed() {
         // The caller dropped the stream: tell the peer to stop.
         shared.pending.lock().remove(&id);
         shared.outgoing.send(Frame::Cancel { id }).await;
+        return true;
     }
-    true
+    false
 }
 
 async fn serve_call(
@@ -332,6 +397,7 @@ async fn serve_call(
     request: Request,
     handler: Option<Arc<dyn Handler>>,
     outgoing: Arc<Outgoing>,
+    credits: Arc<Semaphore>,
 ) {
     let Some(handler) = handler else {
         let error = WireError::new(codes::BAD_MESSAGE, "this side serves no calls");
@@ -369,6 +435,11 @@ async fn serve_call(
             Ok(Some(next)) => Some(next),
             Err(()) => None,
         };
+        // Wait for the caller to have room: a slow consumer slows only its own stream.
+        match credits.acquire().await {
+            Ok(permit) => permit.forget(),
+            Err(_) => return,
+        }
         if !outgoing.send(Frame::Item { id, item: current }).await {
             return;
         }

@@ -42,6 +42,28 @@ fn identities_chain_names_and_survive_a_round_trip_on_disk() {
 }
 
 #[test]
+fn a_trusted_root_cannot_claim_another_name() {
+    let alice = Identity::new_root("alice").unwrap();
+    let mut daemon = Identity::new_root("alice").unwrap();
+    let bob = Identity::new_root("bob").unwrap();
+    daemon.trust(bob.root()).unwrap();
+    // bob's key, trusted as "bob", signs itself a root certificate named "alice".
+    let renamed = syncbase_net::TrustedRoot {
+        name: "alice".into(),
+        public_key: bob.public_key(),
+    };
+    assert!(daemon.trust(renamed).is_err());
+    assert!(
+        daemon.trust(alice.root()).is_err(),
+        "a second key for an already trusted name"
+    );
+    let forged = bob.forge_root_named("alice");
+    verify_chain(bob.chain(), daemon.trusted_roots()).unwrap();
+    let error = verify_chain(forged.chain(), daemon.trusted_roots()).unwrap_err();
+    assert_eq!(error.code(), "net.authentication");
+}
+
+#[test]
 fn chains_with_untrusted_roots_or_bad_signatures_are_refused() {
     let alice = Identity::new_root("alice").unwrap();
     let impostor = Identity::new_root("alice").unwrap();
@@ -56,9 +78,9 @@ fn chains_with_untrusted_roots_or_bad_signatures_are_refused() {
 fn pair() -> (Identity, Identity) {
     let alice = Identity::new_root("alice").unwrap();
     let mut bob = Identity::new_root("bob").unwrap().bless("x").unwrap();
-    bob.trust(alice.root());
+    bob.trust(alice.root()).unwrap();
     let mut alice = alice;
-    alice.trust(bob.root());
+    alice.trust(bob.root()).unwrap();
     (alice, bob)
 }
 
@@ -116,6 +138,20 @@ impl Handler for Echo {
                         sender
                             .send(Ok(Response::Names(vec![index.to_string()])))
                             .await;
+                    }
+                });
+                Ok(responses)
+            }
+            Request::Watch { .. } => {
+                // An endless stream, as a watch is.
+                let (sender, responses) = Responses::channel();
+                tokio::spawn(async move {
+                    let mut index = 0u64;
+                    while sender
+                        .send(Ok(Response::Names(vec![index.to_string()])))
+                        .await
+                    {
+                        index += 1;
                     }
                 });
                 Ok(responses)
@@ -194,6 +230,65 @@ async fn calls_multiplex_stream_carry_large_values_and_return_errors() {
     assert_eq!(names, vec!["0", "1", "2"]);
     let error = connection.call(Request::ListApps).await.err().unwrap();
     assert_eq!(error.code, codes::NO_EXIST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_stream_early_cancels_it_and_keeps_the_connection() {
+    let connection = connected().await;
+    let watch = || Request::Watch {
+        database: syncbase_wire::DatabasePath {
+            app: "a".into(),
+            database: "d".into(),
+        },
+        start: syncbase_wire::WatchStart::Now,
+    };
+    for _ in 0..5 {
+        let mut stream = connection.call(watch()).await.unwrap();
+        assert!(stream.next().await.unwrap().is_ok());
+        drop(stream);
+        // Responses already in flight for the dropped stream must not break other calls.
+        let value = connection.call(get(5)).await.unwrap().one().await.unwrap();
+        assert_eq!(value, Response::Value(vec![7; 5]));
+    }
+    assert!(connection.closed_reason().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_nobody_reads_does_not_stall_other_calls() {
+    let connection = connected().await;
+    let watch = Request::Watch {
+        database: syncbase_wire::DatabasePath {
+            app: "a".into(),
+            database: "d".into(),
+        },
+        start: syncbase_wire::WatchStart::Now,
+    };
+    let mut endless = connection.call(watch).await.unwrap();
+    // Nobody reads the endless stream, yet calls on the same connection still get answers
+    // (without flow control the connection's reader would block on the full stream: a hang,
+    // which the timeout turns into a failure).
+    let others = async {
+        for size in 0..200 {
+            let value = connection
+                .call(get(size))
+                .await
+                .unwrap()
+                .one()
+                .await
+                .unwrap();
+            assert_eq!(value, Response::Value(vec![7; size]));
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), others)
+        .await
+        .expect("calls stalled behind an unread stream");
+    // And the stream resumes as it is read, well past its window.
+    for expected in 0..500u64 {
+        let Response::Names(names) = endless.next().await.unwrap().unwrap() else {
+            panic!()
+        };
+        assert_eq!(names, vec![expected.to_string()]);
+    }
 }
 
 async fn futures_join_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>

@@ -63,7 +63,8 @@ pub struct Service {
     store: Arc<dyn Store>,
     options: ServiceOptions,
     device_id: u64,
-    databases: Mutex<BTreeMap<DatabasePath, Arc<Database>>>,
+    /// Open databases, with the id of the record they were opened for.
+    databases: Mutex<BTreeMap<DatabasePath, (u64, Arc<Database>)>>,
 }
 
 fn service_key() -> Vec<u8> {
@@ -222,7 +223,7 @@ impl Service {
 
     /// Closes every open database and the service store.
     pub fn close(&self) -> Result<()> {
-        for (_, database) in std::mem::take(&mut *self.databases.lock()) {
+        for (_, (_, database)) in std::mem::take(&mut *self.databases.lock()) {
             database.close()?;
         }
         Ok(self.store.close()?)
@@ -251,9 +252,13 @@ impl Service {
         path: &DatabasePath,
         need: Need,
     ) -> Result<Arc<Database>> {
-        let info = read_database(self.store.as_ref(), caller, path, need)?;
+        // Read the record under the lock `forget_database` holds while destroying files, so a
+        // database destroyed meanwhile is not reopened (its directory recreated) from a stale read.
         let mut open = self.databases.lock();
-        if let Some(database) = open.get(path) {
+        let info = read_database(self.store.as_ref(), caller, path, need)?;
+        if let Some((id, database)) = open.get(path)
+            && *id == info.id
+        {
             return Ok(database.clone());
         }
         let store = self
@@ -261,7 +266,9 @@ impl Service {
             .opener
             .open(&self.layout.database_dir(info.id))?;
         let database = Arc::new(Database::open(path.clone(), store, &self.options)?);
-        open.insert(path.clone(), database.clone());
+        if let Some((_, stale)) = open.insert(path.clone(), (info.id, database.clone())) {
+            stale.close()?;
+        }
         Ok(database)
     }
 
@@ -397,7 +404,8 @@ impl Service {
     }
 
     fn forget_database(&self, path: &DatabasePath, id: u64) -> Result<()> {
-        if let Some(database) = self.databases.lock().remove(path) {
+        let mut open = self.databases.lock();
+        if let Some((_, database)) = open.remove(path) {
             database.close()?;
         }
         Ok(self.layout.destroy_database(id)?)

@@ -111,9 +111,11 @@ impl Daemon {
             let text = std::fs::read_to_string(path).map_err(|error| {
                 StartError(format!("cannot read root file {}: {error}", path.display()))
             })?;
-            identity.trust(
-                TrustedRoot::from_line(&text).map_err(|error| StartError(error.to_string()))?,
-            );
+            identity
+                .trust(
+                    TrustedRoot::from_line(&text).map_err(|error| StartError(error.to_string()))?,
+                )
+                .map_err(|error| StartError(error.to_string()))?;
         }
         let lock = lock_root(&options.root_dir)?;
         let service = Service::open(ServiceOptions {

@@ -58,18 +58,26 @@ impl Handler for ServiceHandler {
             Outcome::Rows(rows) => {
                 tokio::task::spawn_blocking(move || {
                     let mut chunk = Vec::new();
+                    let mut chunk_bytes = 0;
                     for row in rows {
                         match row {
-                            Ok(row) => chunk.push(row),
+                            Ok(row) => {
+                                chunk_bytes += row.0.len() + row.1.len();
+                                chunk.push(row);
+                            }
                             Err(error) => {
                                 sender.send_blocking(Err(error.to_wire()));
                                 return;
                             }
                         }
-                        if chunk.len() == limits::SCAN_ROWS_PER_MESSAGE_MAX
-                            && !sender.send_blocking(Ok(Response::Rows(std::mem::take(&mut chunk))))
-                        {
-                            return;
+                        let full = chunk.len() == limits::SCAN_ROWS_PER_MESSAGE_MAX
+                            || chunk_bytes >= limits::STREAM_MESSAGE_BYTES_TARGET;
+                        if full {
+                            chunk_bytes = 0;
+                            if !sender.send_blocking(Ok(Response::Rows(std::mem::take(&mut chunk))))
+                            {
+                                return;
+                            }
                         }
                     }
                     if !chunk.is_empty() {
@@ -84,14 +92,18 @@ impl Handler for ServiceHandler {
                             next = watcher.next() => next,
                             () = sender_closed(&sender) => return,
                         };
-                        let message = match next {
-                            Ok(Some(changes)) => Ok(Response::Changes(changes)),
+                        let changes = match next {
+                            Ok(Some(changes)) => changes,
                             Ok(None) => return,
-                            Err(error) => Err(error.to_wire()),
+                            Err(error) => {
+                                sender.send(Err(error.to_wire())).await;
+                                return;
+                            }
                         };
-                        let failed = message.is_err();
-                        if !sender.send(message).await || failed {
-                            return;
+                        for message in split_commit(changes) {
+                            if !sender.send(Ok(message)).await {
+                                return;
+                            }
                         }
                     }
                 });
@@ -99,6 +111,39 @@ impl Handler for ServiceHandler {
         }
         Ok(responses)
     }
+}
+
+/// Splits one commit's changes into messages of about `STREAM_MESSAGE_BYTES_TARGET` bytes:
+/// `ChangesPart`s, then a final `Changes`.
+fn split_commit(changes: Vec<syncbase_wire::Change>) -> Vec<Response> {
+    let mut messages = Vec::new();
+    let mut part = Vec::new();
+    let mut part_bytes = 0;
+    for change in changes {
+        part_bytes += change.key.len()
+            + change.collection.len()
+            + match &change.kind {
+                syncbase_wire::ChangeKind::Put(value) => value.len(),
+                syncbase_wire::ChangeKind::Delete => 0,
+            };
+        part.push(change);
+        if part_bytes >= limits::STREAM_MESSAGE_BYTES_TARGET {
+            messages.push(Response::ChangesPart(std::mem::take(&mut part)));
+            part_bytes = 0;
+        }
+    }
+    match messages.pop() {
+        // The commit ended exactly at a part boundary: its last part is the final message.
+        Some(Response::ChangesPart(last)) if part.is_empty() => {
+            messages.push(Response::Changes(last));
+        }
+        Some(previous) => {
+            messages.push(previous);
+            messages.push(Response::Changes(part));
+        }
+        None => messages.push(Response::Changes(part)),
+    }
+    messages
 }
 
 /// Whether a request may wait for the disk (it commits), so it must not run on an async worker

@@ -409,6 +409,74 @@ async fn the_handler_streams_scans_in_chunks_and_watches_live() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_commits_and_scans_stream_in_bounded_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Arc::new(world(dir.path(), |_| Vec::new()));
+    let handler = ServiceHandler::new(service.clone(), alice(), Arc::new(status()));
+    let mut watch = handler
+        .call(Request::Watch {
+            database: db(),
+            start: WatchStart::Now,
+        })
+        .await
+        .unwrap();
+    let database = service.database(&alice(), &db()).unwrap();
+    let batch = database
+        .begin_batch(&alice(), syncbase_wire::BatchOptions::default())
+        .unwrap();
+    let big = vec![3u8; 600 * 1024];
+    for index in 0..4 {
+        database
+            .put(&alice(), "c", &format!("big{index}"), &big, Some(batch))
+            .unwrap();
+    }
+    database.commit_batch(&alice(), batch).unwrap();
+    let mut parts = 0;
+    let mut changes = 0;
+    loop {
+        match watch.next().await.unwrap().unwrap() {
+            Response::ChangesPart(part) => {
+                parts += 1;
+                changes += part.len();
+            }
+            Response::Changes(last) => {
+                changes += last.len();
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(changes, 4);
+    assert!(parts >= 1, "a 2.4 MB commit should be split");
+    let mut scan = handler
+        .call(Request::Scan {
+            collection: coll("c"),
+            range: RowRange::Prefix("big".into()),
+            batch: None,
+        })
+        .await
+        .unwrap();
+    let mut messages = 0;
+    let mut rows = 0;
+    while let Some(message) = scan.next().await {
+        let Response::Rows(chunk) = message.unwrap() else {
+            panic!()
+        };
+        let bytes: usize = chunk
+            .iter()
+            .map(|(key, value)| key.len() + value.len())
+            .sum();
+        assert!(
+            bytes < 2 * syncbase_wire::limits::STREAM_MESSAGE_BYTES_TARGET,
+            "{bytes}"
+        );
+        messages += 1;
+        rows += chunk.len();
+    }
+    assert_eq!((rows, messages > 1), (4, true));
+}
+
 #[test]
 fn data_watch_markers_and_the_device_id_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();

@@ -310,8 +310,10 @@ pub enum Response {
     Batch(BatchHandle),
     /// How many rows a range delete removed.
     Deleted(u64),
-    /// One commit's changes, in a watch stream.
+    /// One commit's changes (or the last part of them), in a watch stream.
     Changes(Vec<Change>),
+    /// Part of one commit's changes; the rest follows, ending with [`Response::Changes`].
+    ChangesPart(Vec<Change>),
     /// The answer to [`Request::Status`].
     Status(StatusInfo),
 }

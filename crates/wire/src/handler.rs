@@ -13,6 +13,8 @@ pub const STREAM_BUFFER_MESSAGES: usize = 64;
 /// The responses to one call, in order. Most calls have exactly one; scans and watches stream.
 pub struct Responses {
     receiver: mpsc::Receiver<Result<Response, WireError>>,
+    /// Told about every response taken, so a transport can grant its peer more to send.
+    on_taken: Option<Box<dyn FnMut() + Send>>,
 }
 
 /// The sending side of a [`Responses`] stream.
@@ -25,6 +27,11 @@ impl ResponseSender {
     /// Sends one response; returns false when the consumer has gone away.
     pub async fn send(&self, response: Result<Response, WireError>) -> bool {
         self.sender.send(response).await.is_ok()
+    }
+
+    /// Sends without waiting; returns false when the stream is full or the consumer has gone.
+    pub fn try_send(&self, response: Result<Response, WireError>) -> bool {
+        self.sender.try_send(response).is_ok()
     }
 
     /// Sends from a thread that is not async; returns false when the consumer has gone away.
@@ -47,7 +54,13 @@ impl Responses {
     /// A stream and its sender.
     pub fn channel() -> (ResponseSender, Responses) {
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER_MESSAGES);
-        (ResponseSender { sender }, Responses { receiver })
+        (
+            ResponseSender { sender },
+            Responses {
+                receiver,
+                on_taken: None,
+            },
+        )
     }
 
     /// A stream of exactly one response.
@@ -55,12 +68,30 @@ impl Responses {
         let (sender, receiver) = mpsc::channel(1);
         // A fresh channel with room for one cannot be full or closed.
         let _ = sender.try_send(response);
-        Responses { receiver }
+        Responses {
+            receiver,
+            on_taken: None,
+        }
     }
 
     /// The next response, or `None` at the end of the stream.
     pub async fn next(&mut self) -> Option<Result<Response, WireError>> {
-        self.receiver.recv().await
+        let item = self.receiver.recv().await;
+        self.taken(&item);
+        item
+    }
+
+    /// Calls `hook` each time a response is taken from this stream.
+    pub fn on_taken(&mut self, hook: Box<dyn FnMut() + Send>) {
+        self.on_taken = Some(hook);
+    }
+
+    fn taken(&mut self, item: &Option<Result<Response, WireError>>) {
+        if item.is_some()
+            && let Some(hook) = &mut self.on_taken
+        {
+            hook();
+        }
     }
 
     /// The next response if one is ready: `Ok(Some)` a response, `Ok(None)` the stream ended,
@@ -68,7 +99,11 @@ impl Responses {
     #[allow(clippy::result_unit_err)]
     pub fn try_next(&mut self) -> Result<Option<Result<Response, WireError>>, ()> {
         match self.receiver.try_recv() {
-            Ok(item) => Ok(Some(item)),
+            Ok(item) => {
+                let item = Some(item);
+                self.taken(&item);
+                Ok(item)
+            }
             Err(mpsc::error::TryRecvError::Disconnected) => Ok(None),
             Err(mpsc::error::TryRecvError::Empty) => Err(()),
         }
@@ -76,7 +111,9 @@ impl Responses {
 
     /// The next response from a thread that is not async.
     pub fn next_blocking(&mut self) -> Option<Result<Response, WireError>> {
-        self.receiver.blocking_recv()
+        let item = self.receiver.blocking_recv();
+        self.taken(&item);
+        item
     }
 
     /// The first response (for calls that have one).

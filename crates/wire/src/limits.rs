@@ -11,3 +11,7 @@ pub const PATTERNS_PER_LIST_MAX: usize = 256;
 
 /// Rows returned per scan response message; a scan streams several.
 pub const SCAN_ROWS_PER_MESSAGE_MAX: usize = 1024;
+
+/// A streamed message (scan rows, watch changes) is closed once its keys and values reach this
+/// many bytes, so no message nears the transport's 17 MiB limit (one value is at most 16 MiB).
+pub const STREAM_MESSAGE_BYTES_TARGET: usize = 1024 * 1024;

@@ -526,9 +526,10 @@ fn print_response(output: &mut Output, command: &Command, response: Response) ->
             let _ = command;
             Ok(())
         }
-        Response::Rows(_) | Response::Changes(_) | Response::Status(_) => {
-            Err(Failure::Local("unexpected answer".into()))
-        }
+        Response::Rows(_)
+        | Response::Changes(_)
+        | Response::ChangesPart(_)
+        | Response::Status(_) => Err(Failure::Local("unexpected answer".into())),
     }
 }
 
@@ -626,8 +627,10 @@ async fn streaming(client: &Client, command: &Command, output: &mut Output) -> O
                 .await?;
             let mut printed = 0u64;
             while let Some(message) = changes.next().await {
-                let Response::Changes(batch) = message? else {
-                    return Err(Failure::Local("unexpected answer".into()));
+                let (batch, commit_ends) = match message? {
+                    Response::Changes(batch) => (batch, true),
+                    Response::ChangesPart(batch) => (batch, false),
+                    _ => return Err(Failure::Local("unexpected answer".into())),
                 };
                 for change in batch {
                     let (kind, value) = match &change.kind {
@@ -655,6 +658,9 @@ async fn streaming(client: &Client, command: &Command, output: &mut Output) -> O
                         }
                     }
                     printed += 1;
+                }
+                if !commit_ends {
+                    continue;
                 }
                 if output.format == Format::Plain {
                     output.line(b"")?;
@@ -724,7 +730,7 @@ fn identity(cli: &Cli, command: &IdentityCommand, output: &mut Output) -> Outcom
             })?;
             let root = TrustedRoot::from_line(&text).map_err(local)?;
             let mut identity = load_identity(cli)?;
-            identity.trust(root);
+            identity.trust(root).map_err(local)?;
             identity.save(&dir).map_err(local)
         }
     }
