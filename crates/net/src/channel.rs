@@ -220,12 +220,9 @@ where
         postcard::to_stdvec(&hello).map_err(|error| protocol(format!("encode hello: {error}")))?;
     writer.send(&hello_bytes).await?;
     let peer_hello = reader
-        .receive()
+        .receive_at_most(HELLO_BYTES_MAX)
         .await?
         .ok_or_else(|| NetError::Authentication("the peer left during the handshake".into()))?;
-    if peer_hello.len() > HELLO_BYTES_MAX {
-        return Err(protocol("the peer's hello is too large"));
-    }
     let peer_hello: Hello = postcard::from_bytes(&peer_hello)
         .map_err(|error| protocol(format!("malformed hello: {error}")))?;
     let peer = verify_chain(&peer_hello.chain, identity.trusted_roots())?;
@@ -294,6 +291,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> ChannelWriter<T> {
 impl<T: AsyncRead + AsyncWrite + Unpin> ChannelReader<T> {
     /// Receives one message; `None` when the peer closed the connection cleanly.
     pub async fn receive(&mut self) -> Result<Option<Vec<u8>>> {
+        self.receive_at_most(MESSAGE_BYTES_MAX).await
+    }
+
+    /// Receives one message of at most `bytes_max` bytes (a larger one is a protocol error,
+    /// found before it is buffered whole).
+    pub async fn receive_at_most(&mut self, bytes_max: usize) -> Result<Option<Vec<u8>>> {
         let mut message = Vec::new();
         let plain = &mut self.plain;
         loop {
@@ -311,9 +314,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> ChannelReader<T> {
             let (flag, chunk) = plain[..length]
                 .split_first()
                 .ok_or_else(|| protocol("an empty chunk"))?;
-            if message.len() + chunk.len() > MESSAGE_BYTES_MAX {
+            if message.len() + chunk.len() > bytes_max {
                 return Err(protocol(format!(
-                    "a message is larger than the limit of {MESSAGE_BYTES_MAX} bytes"
+                    "a message is larger than the limit of {bytes_max} bytes"
                 )));
             }
             message.extend_from_slice(chunk);

@@ -392,6 +392,10 @@ impl Identity {
             }
         };
         let _ = std::fs::remove_file(&temporary);
+        // Make the new name durable too, not only the file's contents.
+        if let Ok(directory) = std::fs::File::open(dir) {
+            let _ = directory.sync_all();
+        }
         Ok(created)
     }
 

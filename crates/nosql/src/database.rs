@@ -409,6 +409,18 @@ impl Database {
         let now = self.clock.now_ns();
         let mut batches = self.batches.lock();
         self.expire(&mut batches, now);
+        let open = batches
+            .values()
+            .filter(|entry| entry.caller == caller.name())
+            .count();
+        if open >= syncbase_wire::limits::BATCHES_PER_CALLER_MAX {
+            return Err(Error::wire(
+                codes::TOO_MANY_BATCHES,
+                format!(
+                    "{open} batches are open; commit or abort some (they also expire when idle)"
+                ),
+            ));
+        }
         let mut handle = self.rng.next_u64();
         while batches.contains_key(&handle) {
             handle = self.rng.next_u64();

@@ -342,6 +342,22 @@ fn batches_see_their_own_writes_and_conflict_on_what_they_read() {
 }
 
 #[test]
+fn a_caller_may_hold_only_so_many_batches() {
+    let fixture = populated();
+    let database = fixture.service.database(&alice(), &db_path()).unwrap();
+    for _ in 0..syncbase_wire::limits::BATCHES_PER_CALLER_MAX {
+        database
+            .begin_batch(&alice(), BatchOptions::default())
+            .unwrap();
+    }
+    let refused = database.begin_batch(&alice(), BatchOptions::default());
+    assert_eq!(code(refused), codes::TOO_MANY_BATCHES);
+    database
+        .begin_batch(&Caller::new("alice:phone"), BatchOptions::default())
+        .unwrap();
+}
+
+#[test]
 fn an_abandoned_batch_expires_after_the_idle_timeout() {
     let fixture = populated();
     let database = fixture.service.database(&alice(), &db_path()).unwrap();

@@ -46,7 +46,11 @@ pub struct Daemon {
     _lock: File,
     listener: TcpListener,
     factory: Arc<Factory>,
+    handshakes: Arc<tokio::sync::Semaphore>,
 }
+
+/// Handshakes the daemon runs at once; more connections are closed at once.
+pub const HANDSHAKES_IN_PROGRESS_MAX: usize = 64;
 
 struct Factory {
     service: Arc<Service>,
@@ -160,6 +164,7 @@ impl Daemon {
             _lock: lock,
             listener,
             factory,
+            handshakes: Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_IN_PROGRESS_MAX)),
         })
     }
 
@@ -172,14 +177,22 @@ impl Daemon {
                 accepted = self.listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(error) => {
+                        // Out of file descriptors, say: back off instead of spinning.
                         tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                         continue;
                     }
                 },
             };
             let identity = self.identity.clone();
             let factory: Arc<dyn HandlerFactory> = self.factory.clone();
+            let handshakes = self.handshakes.clone();
             tokio::spawn(async move {
+                // Unauthenticated peers may hold only so many handshakes (and their buffers).
+                let Ok(_slot) = handshakes.try_acquire() else {
+                    tracing::warn!(%peer_address, "too many handshakes in progress; refused");
+                    return;
+                };
                 let _ = stream.set_nodelay(true);
                 match handshake(stream, &identity, false).await {
                     Ok(channel) => {

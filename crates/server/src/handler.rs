@@ -56,32 +56,33 @@ impl Handler for ServiceHandler {
         match outcome {
             Outcome::Response(response) => return Ok(Responses::single(Ok(response))),
             Outcome::Rows(rows) => {
-                tokio::task::spawn_blocking(move || {
-                    let mut chunk = Vec::new();
-                    let mut chunk_bytes = 0;
-                    for row in rows {
-                        match row {
-                            Ok(row) => {
-                                chunk_bytes += row.0.len() + row.1.len();
-                                chunk.push(row);
+                // Each chunk is read on the blocking pool and sent from async code, so a slow
+                // consumer holds no thread while it catches up.
+                tokio::spawn(async move {
+                    let mut rows = Some(rows);
+                    loop {
+                        let Some(mut source) = rows.take() else {
+                            return;
+                        };
+                        let read = tokio::task::spawn_blocking(move || {
+                            let chunk = next_chunk(&mut source);
+                            (source, chunk)
+                        })
+                        .await;
+                        let Ok((source, chunk)) = read else { return };
+                        match chunk {
+                            Ok(chunk) if chunk.is_empty() => return,
+                            Ok(chunk) => {
+                                if !sender.send(Ok(Response::Rows(chunk))).await {
+                                    return;
+                                }
+                                rows = Some(source);
                             }
                             Err(error) => {
-                                sender.send_blocking(Err(error.to_wire()));
+                                sender.send(Err(error)).await;
                                 return;
                             }
                         }
-                        let full = chunk.len() == limits::SCAN_ROWS_PER_MESSAGE_MAX
-                            || chunk_bytes >= limits::STREAM_MESSAGE_BYTES_TARGET;
-                        if full {
-                            chunk_bytes = 0;
-                            if !sender.send_blocking(Ok(Response::Rows(std::mem::take(&mut chunk))))
-                            {
-                                return;
-                            }
-                        }
-                    }
-                    if !chunk.is_empty() {
-                        sender.send_blocking(Ok(Response::Rows(chunk)));
                     }
                 });
             }
@@ -111,6 +112,23 @@ impl Handler for ServiceHandler {
         }
         Ok(responses)
     }
+}
+
+/// The next rows of a scan, up to a message's worth (empty at the end).
+fn next_chunk(rows: &mut syncbase_nosql::RowStream) -> Result<Vec<(String, Vec<u8>)>, WireError> {
+    let mut chunk = Vec::new();
+    let mut chunk_bytes = 0;
+    for row in rows.by_ref() {
+        let row = row.map_err(|error| error.to_wire())?;
+        chunk_bytes += row.0.len() + row.1.len();
+        chunk.push(row);
+        if chunk.len() == limits::SCAN_ROWS_PER_MESSAGE_MAX
+            || chunk_bytes >= limits::STREAM_MESSAGE_BYTES_TARGET
+        {
+            break;
+        }
+    }
+    Ok(chunk)
 }
 
 /// Splits one commit's changes into messages of about `STREAM_MESSAGE_BYTES_TARGET` bytes:

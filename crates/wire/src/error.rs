@@ -45,6 +45,8 @@ pub mod codes {
     pub const INVALID_PERMISSIONS: &str = "nosql.invalid_permissions";
     /// The batch handle is unknown, finished or expired.
     pub const UNKNOWN_BATCH: &str = "nosql.unknown_batch";
+    /// The caller already has as many open batches on this database as allowed.
+    pub const TOO_MANY_BATCHES: &str = "nosql.too_many_batches";
     /// A write was attempted in a read-only batch.
     pub const READ_ONLY_BATCH: &str = "nosql.read_only_batch";
     /// What a batch read changed before it committed; retry the batch.

@@ -9,6 +9,9 @@ pub const VALUE_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// The most principal patterns in one access list.
 pub const PATTERNS_PER_LIST_MAX: usize = 256;
 
+/// Open batches one caller may hold on one database.
+pub const BATCHES_PER_CALLER_MAX: usize = 64;
+
 /// Rows returned per scan response message; a scan streams several.
 pub const SCAN_ROWS_PER_MESSAGE_MAX: usize = 1024;
 
