@@ -355,15 +355,18 @@ impl Identity {
     /// sees the old file or the new one.
     pub fn save(&self, dir: &Path) -> Result<()> {
         create_private_dir(dir)?;
+        write_private_atomically(&dir.join(IDENTITY_FILE), &self.encode()?)
+    }
+
+    fn encode(&self) -> Result<Vec<u8>> {
         let file = IdentityFile {
             format: IDENTITY_FORMAT_VERSION,
             secret_key: self.key.to_bytes(),
             chain: self.chain.clone(),
             trusted_roots: self.trusted_roots.clone(),
         };
-        let bytes = postcard::to_stdvec(&file)
-            .map_err(|error| NetError::Identity(format!("cannot encode identity: {error}")))?;
-        write_private_atomically(&dir.join(IDENTITY_FILE), &bytes)
+        postcard::to_stdvec(&file)
+            .map_err(|error| NetError::Identity(format!("cannot encode identity: {error}")))
     }
 
     /// Stores a new identity in `dir` only if none is there (whoever of `sb` and `syncbased`
@@ -371,15 +374,7 @@ impl Identity {
     pub fn create_new(&self, dir: &Path) -> Result<bool> {
         create_private_dir(dir)?;
         let temporary = dir.join(format!("{IDENTITY_FILE}.new.{}", std::process::id()));
-        let file = IdentityFile {
-            format: IDENTITY_FORMAT_VERSION,
-            secret_key: self.key.to_bytes(),
-            chain: self.chain.clone(),
-            trusted_roots: self.trusted_roots.clone(),
-        };
-        let bytes = postcard::to_stdvec(&file)
-            .map_err(|error| NetError::Identity(format!("cannot encode identity: {error}")))?;
-        write_private(&temporary, &bytes)?;
+        write_private(&temporary, &self.encode()?)?;
         // A hard link fails when the target exists: exactly one creator wins.
         let created = match std::fs::hard_link(&temporary, dir.join(IDENTITY_FILE)) {
             Ok(()) => true,

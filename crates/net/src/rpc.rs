@@ -399,17 +399,14 @@ async fn serve_call(
     outgoing: Arc<Outgoing>,
     credits: Arc<Semaphore>,
 ) {
-    let Some(handler) = handler else {
-        let error = WireError::new(codes::BAD_MESSAGE, "this side serves no calls");
-        outgoing
-            .send(Frame::Only {
-                id,
-                item: Err(error),
-            })
-            .await;
-        return;
+    let called = match handler {
+        Some(handler) => handler.call(request).await,
+        None => Err(WireError::new(
+            codes::BAD_MESSAGE,
+            "this side serves no calls",
+        )),
     };
-    let mut responses = match handler.call(request).await {
+    let mut responses = match called {
         Err(error) => {
             outgoing
                 .send(Frame::Only {

@@ -93,26 +93,9 @@ fn database_what(path: &DatabasePath) -> String {
 /// Runs `body` in a transaction of `store`, retrying while the commit meets a concurrent one.
 pub(crate) fn transact<S: Store + ?Sized, T>(
     store: &S,
-    mut body: impl FnMut(&dyn Transaction) -> Result<T>,
+    body: impl FnMut(&dyn Transaction) -> Result<T>,
 ) -> Result<T> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let transaction = store.transaction()?;
-        let value = match body(transaction.as_ref()) {
-            Ok(value) => value,
-            Err(error) => {
-                let _ = transaction.abort();
-                return Err(error);
-            }
-        };
-        match transaction.commit() {
-            Ok(()) => return Ok(value),
-            Err(syncbase_store::Error::ConcurrentTransaction)
-                if attempt < syncbase_store::TRANSACTION_ATTEMPTS_DEFAULT => {}
-            Err(error) => return Err(error.into()),
-        }
-    }
+    syncbase_store::run_in_transaction(store, syncbase_store::TRANSACTION_ATTEMPTS_DEFAULT, body)
 }
 
 fn read_service<R: StoreReader + ?Sized>(reader: &R) -> Result<ServiceData> {

@@ -95,19 +95,21 @@ pub trait Transaction: StoreReader + StoreWriter + Send + Sync {
 }
 
 /// Runs `body` in a fresh transaction of `store` and commits it, retrying from scratch (up to
-/// `attempts_max` times) while the commit fails with [`Error::ConcurrentTransaction`].
-pub fn run_in_transaction<S, T>(
+/// `attempts_max` times) while the commit fails with [`Error::ConcurrentTransaction`]. The body
+/// may use any error type that store errors convert into; its errors abort the transaction.
+pub fn run_in_transaction<S, T, E>(
     store: &S,
     attempts_max: usize,
-    mut body: impl FnMut(&dyn Transaction) -> Result<T>,
-) -> Result<T>
+    mut body: impl FnMut(&dyn Transaction) -> Result<T, E>,
+) -> Result<T, E>
 where
     S: Store + ?Sized,
+    E: From<Error>,
 {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let transaction = store.transaction()?;
+        let transaction = store.transaction().map_err(E::from)?;
         let value = match body(transaction.as_ref()) {
             Ok(value) => value,
             Err(error) => {
@@ -117,7 +119,7 @@ where
         };
         match transaction.commit() {
             Err(Error::ConcurrentTransaction) if attempt < attempts_max => continue,
-            Err(error) => return Err(error),
+            Err(error) => return Err(error.into()),
             Ok(()) => return Ok(value),
         }
     }
