@@ -7,11 +7,11 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use syncbase_store::{
-    Clock, Rng, Snapshot, Store, StoreReader, Stream, Transaction, Watchable, WatchableOptions,
-    WatchableSnapshot, WatchableTransaction,
+    Clock, Rng, Snapshot, Store, StoreReader, StoreWriter, Stream, Transaction, Watchable,
+    WatchableOptions, WatchableSnapshot, WatchableTransaction,
 };
 use syncbase_util::keys::{self, Prefix};
-use syncbase_util::{get_typed, put_typed};
+use syncbase_util::{decode_typed, get_typed, put_typed};
 use syncbase_wire::{
     BatchHandle, BatchOptions, DatabasePath, Permissions, RowRange, Tag, codes, validate_name,
     validate_row_key, validate_value,
@@ -25,9 +25,12 @@ type Inner = Arc<dyn Store>;
 type DbTransaction = WatchableTransaction<Inner>;
 type DbSnapshot = WatchableSnapshot<Inner>;
 
+/// A collection's record. A destroyed collection keeps a tombstone (its last permissions), so
+/// a watch can still tell who may see the deletes of its rows.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct CollectionData {
     permissions: Permissions,
+    destroyed: bool,
 }
 
 enum BatchKind {
@@ -158,6 +161,7 @@ impl Database {
     ) -> Result<CollectionData> {
         validate_name(collection)?;
         let data: CollectionData = get_typed(reader, &collection_key(collection))?
+            .filter(|data: &CollectionData| !data.destroyed)
             .ok_or_else(|| Error::no_exist(collection_what(collection)))?;
         check(caller, &data.permissions, need, collection_what(collection))?;
         Ok(data)
@@ -194,7 +198,10 @@ impl Database {
         let (start, limit) = keys::prefix_range(&Prefix::Collection.as_key());
         let mut names = Vec::new();
         for entry in self.store.scan(&start, &limit)? {
-            let (key, _) = entry?;
+            let (key, value) = entry?;
+            if decode_typed::<CollectionData>(&key, &value)?.destroyed {
+                continue;
+            }
             let (_, parts) = keys::parse(&key)?;
             if let Some(name) = parts.into_iter().next() {
                 names.push(String::from_utf8_lossy(&name).into_owned());
@@ -215,30 +222,58 @@ impl Database {
         let permissions = permissions.unwrap_or_else(|| caller.default_permissions());
         permissions.validate()?;
         transact(self.store.as_ref(), |transaction| {
-            if transaction.get(&collection_key(collection))?.is_some() {
+            let existing: Option<CollectionData> =
+                get_typed(transaction, &collection_key(collection))?;
+            if existing.is_some_and(|data| !data.destroyed) {
                 return Err(Error::exist(collection_what(collection)));
             }
             let data = CollectionData {
                 permissions: permissions.clone(),
+                destroyed: false,
             };
             Ok(put_typed(transaction, &collection_key(collection), &data)?)
         })
     }
 
     /// Destroys a collection and its rows (Admin on it), in one commit.
+    ///
+    /// One commit deletes the rows, replaces the record with a tombstone that keeps its last
+    /// permissions (so a watch still shows the deletes to whoever could read them), and removes
+    /// every stored version of its rows (so a collection later created under the same name
+    /// cannot reveal old values to a watch resumed from an old marker).
     pub fn destroy_collection(&self, caller: &Caller, collection: &str) -> Result<()> {
-        transact(self.store.as_ref(), |transaction| {
-            self.collection_data(transaction, caller, collection, Need::Tag(Tag::Admin))?;
-            let (start, limit) = keys::row_prefix_range(collection, b"");
-            let doomed: Vec<Vec<u8>> = transaction
-                .scan(&start, &limit)?
-                .map(|entry| entry.map(|(key, _)| key))
-                .collect::<syncbase_store::Result<_>>()?;
-            for key in doomed {
-                transaction.delete(&key)?;
+        let row_prefix = keys::key_prefix(Prefix::Row, &[collection.as_bytes()], b"");
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let transaction = self.store.begin(false)?;
+            let outcome = (|| -> Result<()> {
+                let mut data =
+                    self.collection_data(&transaction, caller, collection, Need::Tag(Tag::Admin))?;
+                let (start, limit) = keys::row_prefix_range(collection, b"");
+                let doomed: Vec<Vec<u8>> = transaction
+                    .scan(&start, &limit)?
+                    .map(|entry| entry.map(|(key, _)| key))
+                    .collect::<syncbase_store::Result<_>>()?;
+                for key in doomed {
+                    transaction.delete(&key)?;
+                }
+                data.destroyed = true;
+                put_typed(&transaction, &collection_key(collection), &data)?;
+                transaction.purge_versions(&row_prefix)?;
+                Ok(())
+            })();
+            if let Err(error) = outcome {
+                let _ = transaction.abort();
+                return Err(error);
             }
-            Ok(transaction.delete(&collection_key(collection))?)
-        })
+            match transaction.commit() {
+                Ok(()) => return Ok(()),
+                Err(syncbase_store::Error::ConcurrentTransaction)
+                    if attempt < syncbase_store::TRANSACTION_ATTEMPTS_DEFAULT => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
     }
 
     /// Whether the collection exists and the caller may know it (any tag on it).
@@ -506,14 +541,17 @@ impl Database {
         });
     }
 
-    /// Whether the caller may read the collection now (watch filters rows with this).
+    /// Whether the caller may read the collection now, or could read it when it was destroyed
+    /// (watch filters rows with this).
     pub(crate) fn can_read(
         &self,
         reader: &dyn StoreReader,
         caller: &Caller,
         collection: &str,
     ) -> bool {
-        self.collection_data(reader, caller, collection, Need::Tag(Tag::Read))
-            .is_ok()
+        matches!(
+            get_typed::<CollectionData, _>(reader, &collection_key(collection)),
+            Ok(Some(data)) if data.permissions.grants(Tag::Read, caller.name())
+        )
     }
 }

@@ -461,3 +461,61 @@ fn watch_streams_commits_from_now_from_a_marker_and_with_the_initial_state() {
         codes::BAD_MARKER
     );
 }
+
+#[test]
+fn destroying_a_collection_shows_its_deletes_and_forgets_its_values() {
+    let fixture = populated();
+    let database = fixture.service.database(&alice(), &db_path()).unwrap();
+    database
+        .put(&alice(), "todo", "old", b"secret", None)
+        .unwrap();
+    let mut live = database.watch(&alice(), &WatchStart::Now).unwrap();
+    let mut from_start = database
+        .watch(&alice(), &WatchStart::From("0".into()))
+        .unwrap();
+    database.destroy_collection(&alice(), "todo").unwrap();
+    let deletes = live.next_batch().unwrap().unwrap();
+    assert_eq!(
+        (deletes[0].key.as_str(), &deletes[0].kind),
+        ("old", &ChangeKind::Delete)
+    );
+    // Someone else creates a collection of the same name, readable by them.
+    let carol = Caller::new("carol");
+    let mut open = Permissions::all_tags_to("alice");
+    for tag in Tag::ALL {
+        open.0.get_mut(&tag).unwrap().allowed.push("carol".into());
+    }
+    for object in [
+        ObjectPath::Service,
+        ObjectPath::App("notes".into()),
+        ObjectPath::Database(db_path()),
+    ] {
+        fixture
+            .service
+            .set_permissions(&alice(), &object, open.clone())
+            .unwrap();
+    }
+    database
+        .create_collection(&carol, "todo", Some(Permissions::all_tags_to("carol")))
+        .unwrap();
+    let mut resumed = database
+        .watch(&carol, &WatchStart::From("0".into()))
+        .unwrap();
+    while let Some(batch) = resumed.next_batch().unwrap() {
+        for change in batch {
+            assert_ne!(
+                change.kind,
+                ChangeKind::Put(b"secret".to_vec()),
+                "an old value leaked"
+            );
+        }
+    }
+    // A watcher that was behind sees no old value either, only the deletes.
+    while let Some(batch) = from_start.next_batch().unwrap() {
+        assert!(
+            batch
+                .iter()
+                .all(|change| change.kind != ChangeKind::Put(b"secret".to_vec()))
+        );
+    }
+}

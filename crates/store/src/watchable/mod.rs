@@ -478,6 +478,25 @@ impl<S: Store + 'static> WatchableTransaction<S> {
         Ok(())
     }
 
+    /// Removes every stored version of every managed key starting with `prefix` (no log entry),
+    /// and returns how many. For data that is gone for good (a destroyed collection): a reader of
+    /// an old log entry then finds no value rather than one it may no longer be entitled to.
+    pub fn purge_versions(&self, prefix: &[u8]) -> Result<u64> {
+        self.shared.check_managed(prefix)?;
+        let start = value_key(prefix, Version(0));
+        let start = &start[..start.len() - 8];
+        let limit = prefix_limit(start);
+        let doomed: Vec<Vec<u8>> = self
+            .inner
+            .scan(start, &limit)?
+            .map(|entry| entry.map(|(key, _)| key))
+            .collect::<Result<_>>()?;
+        for key in &doomed {
+            self.inner.delete(key)?;
+        }
+        Ok(doomed.len() as u64)
+    }
+
     /// Puts `value` to a managed key and returns the version minted for it.
     pub fn put_versioned(&self, key: &[u8], value: &[u8]) -> Result<Version> {
         self.shared.check_managed(key)?;
