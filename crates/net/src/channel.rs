@@ -37,9 +37,13 @@ const BINDING_DOMAIN: &[u8] = b"syncbase channel binding v1\0";
 /// A hello holds at most a full chain and a signature.
 const HELLO_BYTES_MAX: usize = 64 * 1024;
 
+/// The version of the call protocol (frames) this build speaks; both sides must agree.
+pub const PROTOCOL_VERSION: u32 = 1;
+
 /// A peer's proof of identity, sent first over the encrypted channel.
 #[derive(Serialize, Deserialize)]
 struct Hello {
+    protocol: u32,
     chain: Vec<Certificate>,
     signature: Vec<u8>,
 }
@@ -206,6 +210,7 @@ where
         plain: vec![0u8; NOISE_MESSAGE_BYTES_MAX],
     };
     let hello = Hello {
+        protocol: PROTOCOL_VERSION,
         chain: presenting.chain.to_vec(),
         signature: presenting
             .signer
@@ -225,6 +230,12 @@ where
         .ok_or_else(|| NetError::Authentication("the peer left during the handshake".into()))?;
     let peer_hello: Hello = postcard::from_bytes(&peer_hello)
         .map_err(|error| protocol(format!("malformed hello: {error}")))?;
+    if peer_hello.protocol != PROTOCOL_VERSION {
+        return Err(protocol(format!(
+            "the peer speaks protocol version {}, this build speaks {PROTOCOL_VERSION}: run the same syncbase version on both sides",
+            peer_hello.protocol
+        )));
+    }
     let peer = verify_chain(&peer_hello.chain, identity.trusted_roots())?;
     let signature: [u8; 64] = peer_hello
         .signature

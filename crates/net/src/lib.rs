@@ -19,7 +19,7 @@ mod rpc;
 pub use channel::handshake_presenting;
 pub use channel::{
     Channel, ChannelReader, ChannelWriter, HANDSHAKE_TIMEOUT, MESSAGE_BYTES_MAX, NOISE_PARAMS,
-    handshake,
+    PROTOCOL_VERSION, handshake,
 };
 pub use error::{NetError, Result};
 pub use identity::{
