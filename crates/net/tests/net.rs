@@ -291,6 +291,47 @@ async fn a_stream_nobody_reads_does_not_stall_other_calls() {
     }
 }
 
+#[tokio::test]
+async fn a_stream_cut_by_a_dead_connection_ends_in_an_error() {
+    let (alice, bob) = pair();
+    let (left, right) = tokio::io::duplex(1 << 16);
+    let (client, server) =
+        tokio::join!(handshake(left, &alice, true), handshake(right, &bob, false));
+    let connection = Connection::start(client.unwrap(), None);
+    let mut server = server.unwrap();
+    let peer = tokio::spawn(async move {
+        // Answer the call with one stream item, then die without ending the stream.
+        let bytes = server.reader.receive().await.unwrap().unwrap();
+        let syncbase_net::Frame::Call { id, .. } = postcard::from_bytes(&bytes).unwrap() else {
+            panic!("expected a call")
+        };
+        let item = syncbase_net::Frame::Item {
+            id,
+            item: Ok(Response::Names(vec!["first".into()])),
+        };
+        server
+            .writer
+            .send(&postcard::to_stdvec(&item).unwrap())
+            .await
+            .unwrap();
+    });
+    let watch = Request::Watch {
+        database: syncbase_wire::DatabasePath {
+            app: "a".into(),
+            database: "d".into(),
+        },
+        start: syncbase_wire::WatchStart::Now,
+    };
+    let mut stream = connection.call(watch).await.unwrap();
+    assert_eq!(
+        stream.next().await.unwrap().unwrap(),
+        Response::Names(vec!["first".into()])
+    );
+    peer.await.unwrap();
+    let cut = stream.next().await.expect("a cut stream must not just end");
+    assert_eq!(cut.unwrap_err().code, "net.closed");
+}
+
 async fn futures_join_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
 where
     F: std::future::Future + Send + 'static,
