@@ -195,19 +195,24 @@ impl Connection {
 #[async_trait::async_trait]
 impl Handler for Connection {
     async fn call(&self, request: Request) -> std::result::Result<Responses, WireError> {
-        if let Some(why) = self.closed_reason() {
-            return Err(connection_closed(&why));
-        }
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (first_sender, first) = oneshot::channel();
         let (stream_sender, responses) = Responses::channel();
-        self.shared.pending.lock().insert(
-            id,
-            Pending {
-                first: Some(first_sender),
-                stream: Some(stream_sender),
-            },
-        );
+        {
+            // Checked and registered under the lock the reader drains under when the
+            // connection dies, so no call can slip in after the drain and wait forever.
+            let mut pending = self.shared.pending.lock();
+            if let Some(why) = self.shared.closed.lock().clone() {
+                return Err(connection_closed(&why));
+            }
+            pending.insert(
+                id,
+                Pending {
+                    first: Some(first_sender),
+                    stream: Some(stream_sender),
+                },
+            );
+        }
         if !self.shared.outgoing.send(Frame::Call { id, request }).await {
             self.shared.pending.lock().remove(&id);
             return Err(connection_closed("it is no longer writable"));
@@ -216,6 +221,13 @@ impl Handler for Connection {
             Ok(Ok(())) => {
                 let mut responses = responses;
                 responses.on_taken(credit_granter(id, self.shared.outgoing.clone()));
+                let shared = self.shared.clone();
+                responses.on_drop(Box::new(move || {
+                    // Dropped before its end: stop the peer (it may be waiting for credit).
+                    if shared.pending.lock().remove(&id).is_some() {
+                        send_control(&shared.outgoing, Frame::Cancel { id });
+                    }
+                }));
                 Ok(responses)
             }
             Ok(Err(error)) => Err(error),
@@ -259,14 +271,13 @@ async fn read_frames<T>(
                         codes::BAD_MESSAGE,
                         format!("more than {CALLS_PER_CONNECTION_MAX} calls at once"),
                     );
-                    let _ = shared
-                        .outgoing
-                        .send(Frame::Item {
+                    send_control(
+                        &shared.outgoing,
+                        Frame::Only {
                             id,
                             item: Err(error),
-                        })
-                        .await;
-                    let _ = shared.outgoing.send(Frame::End { id }).await;
+                        },
+                    );
                     continue;
                 }
                 let credits = Arc::new(Semaphore::new(STREAM_WINDOW_MESSAGES as usize));
@@ -306,10 +317,11 @@ async fn read_frames<T>(
             Frame::End { id } => finish(&shared, id),
         }
     };
-    *shared.closed.lock() = Some(reason.clone());
     // Every call still waiting learns the connection died: a stream that ended early must not
     // look like a complete one.
-    for (_, mut pending) in shared.pending.lock().drain() {
+    let mut pending_calls = shared.pending.lock();
+    *shared.closed.lock() = Some(reason.clone());
+    for (_, mut pending) in pending_calls.drain() {
         if let Some(first) = pending.first.take() {
             let _ = first.send(Err(connection_closed(&reason)));
         } else if let Some(stream) = pending.stream.take() {
@@ -333,17 +345,25 @@ fn credit_granter(id: u64, outgoing: Arc<Outgoing>) -> Box<dyn FnMut() + Send> {
             return;
         }
         taken = 0;
-        let frame = Frame::Credit {
-            id,
-            messages: batch,
-        };
-        if let Err(mpsc::error::TrySendError::Full(frame)) = outgoing.queue.try_send(frame)
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            let outgoing = outgoing.clone();
-            runtime.spawn(async move { outgoing.send(frame).await });
-        }
+        send_control(
+            &outgoing,
+            Frame::Credit {
+                id,
+                messages: batch,
+            },
+        );
     })
+}
+
+/// Sends a control frame without making the reader wait for room in the outgoing queue (two
+/// peers each waiting to write while neither reads would deadlock).
+fn send_control(outgoing: &Arc<Outgoing>, frame: Frame) {
+    if let Err(mpsc::error::TrySendError::Full(frame)) = outgoing.queue.try_send(frame)
+        && let Ok(runtime) = tokio::runtime::Handle::try_current()
+    {
+        let outgoing = outgoing.clone();
+        runtime.spawn(async move { outgoing.send(frame).await });
+    }
 }
 
 /// Ends call `id`: its stream ends (and a call that had no response returns an empty stream).
@@ -386,7 +406,7 @@ async fn deliver(shared: &Shared, id: u64, item: Result<Response, WireError>) ->
     if stream.is_closed() {
         // The caller dropped the stream: tell the peer to stop.
         shared.pending.lock().remove(&id);
-        shared.outgoing.send(Frame::Cancel { id }).await;
+        send_control(&shared.outgoing, Frame::Cancel { id });
         return true;
     }
     false

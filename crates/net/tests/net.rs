@@ -332,6 +332,29 @@ async fn a_stream_cut_by_a_dead_connection_ends_in_an_error() {
     assert_eq!(cut.unwrap_err().code, "net.closed");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_dropped_after_their_window_arrived_are_cancelled() {
+    let connection = connected().await;
+    let watch = || Request::Watch {
+        database: syncbase_wire::DatabasePath {
+            app: "a".into(),
+            database: "d".into(),
+        },
+        start: syncbase_wire::WatchStart::Now,
+    };
+    // More dropped streams than a connection may run calls at once: unless each drop cancels
+    // its call, the server's tasks pile up waiting for credit and new calls are refused.
+    for _ in 0..syncbase_net::CALLS_PER_CONNECTION_MAX + 8 {
+        let mut stream = connection.call(watch()).await.unwrap();
+        assert!(stream.next().await.unwrap().is_ok());
+        // Let the rest of the window arrive, so no later response reveals the drop.
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        drop(stream);
+    }
+    let value = connection.call(get(3)).await.unwrap().one().await.unwrap();
+    assert_eq!(value, Response::Value(vec![7; 3]));
+}
+
 async fn futures_join_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
 where
     F: std::future::Future + Send + 'static,

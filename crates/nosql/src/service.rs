@@ -388,7 +388,10 @@ impl Service {
 
     fn forget_database(&self, path: &DatabasePath, id: u64) -> Result<()> {
         let mut open = self.databases.lock();
-        if let Some((_, database)) = open.remove(path) {
+        // Only the incarnation being destroyed: the path may already name a new database.
+        if open.get(path).is_some_and(|(open_id, _)| *open_id == id)
+            && let Some((_, database)) = open.remove(path)
+        {
             database.close()?;
         }
         Ok(self.layout.destroy_database(id)?)

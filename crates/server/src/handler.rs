@@ -59,7 +59,7 @@ impl Handler for ServiceHandler {
                 // Each chunk is read on the blocking pool and sent from async code, so a slow
                 // consumer holds no thread while it catches up.
                 tokio::spawn(async move {
-                    let mut rows = Some(rows);
+                    let mut rows = Some(rows.peekable());
                     loop {
                         let Some(mut source) = rows.take() else {
                             return;
@@ -114,53 +114,62 @@ impl Handler for ServiceHandler {
     }
 }
 
-/// The next rows of a scan, up to a message's worth (empty at the end).
-fn next_chunk(rows: &mut syncbase_nosql::RowStream) -> Result<Vec<(String, Vec<u8>)>, WireError> {
+/// Encoding overhead counted per row or change beyond its strings and bytes.
+const ENTRY_OVERHEAD_BYTES: usize = 16;
+
+/// The next rows of a scan, up to a message's worth (empty at the end). A row that would take
+/// the message past the target waits for the next one, so a message never holds more than the
+/// target plus one row.
+fn next_chunk(
+    rows: &mut std::iter::Peekable<syncbase_nosql::RowStream>,
+) -> Result<Vec<(String, Vec<u8>)>, WireError> {
     let mut chunk = Vec::new();
     let mut chunk_bytes = 0;
-    for row in rows.by_ref() {
-        let row = row.map_err(|error| error.to_wire())?;
-        chunk_bytes += row.0.len() + row.1.len();
-        chunk.push(row);
-        if chunk.len() == limits::SCAN_ROWS_PER_MESSAGE_MAX
-            || chunk_bytes >= limits::STREAM_MESSAGE_BYTES_TARGET
-        {
+    loop {
+        let size = match rows.peek() {
+            None => break,
+            Some(Err(_)) => match rows.next() {
+                Some(Err(error)) => return Err(error.to_wire()),
+                _ => break,
+            },
+            Some(Ok((key, value))) => key.len() + value.len() + ENTRY_OVERHEAD_BYTES,
+        };
+        let full = chunk.len() == limits::SCAN_ROWS_PER_MESSAGE_MAX
+            || chunk_bytes + size > limits::STREAM_MESSAGE_BYTES_TARGET;
+        if !chunk.is_empty() && full {
             break;
         }
+        let Some(Ok(row)) = rows.next() else { break };
+        chunk_bytes += size;
+        chunk.push(row);
     }
     Ok(chunk)
 }
 
 /// Splits one commit's changes into messages of about `STREAM_MESSAGE_BYTES_TARGET` bytes:
-/// `ChangesPart`s, then a final `Changes`.
+/// `ChangesPart`s, then a final `Changes`. A change that would take a part past the target
+/// starts the next part.
 fn split_commit(changes: Vec<syncbase_wire::Change>) -> Vec<Response> {
     let mut messages = Vec::new();
     let mut part = Vec::new();
     let mut part_bytes = 0;
     for change in changes {
-        part_bytes += change.key.len()
+        let size = change.key.len()
             + change.collection.len()
+            + change.marker.len()
+            + ENTRY_OVERHEAD_BYTES
             + match &change.kind {
                 syncbase_wire::ChangeKind::Put(value) => value.len(),
                 syncbase_wire::ChangeKind::Delete => 0,
             };
-        part.push(change);
-        if part_bytes >= limits::STREAM_MESSAGE_BYTES_TARGET {
+        if !part.is_empty() && part_bytes + size > limits::STREAM_MESSAGE_BYTES_TARGET {
             messages.push(Response::ChangesPart(std::mem::take(&mut part)));
             part_bytes = 0;
         }
+        part_bytes += size;
+        part.push(change);
     }
-    match messages.pop() {
-        // The commit ended exactly at a part boundary: its last part is the final message.
-        Some(Response::ChangesPart(last)) if part.is_empty() => {
-            messages.push(Response::Changes(last));
-        }
-        Some(previous) => {
-            messages.push(previous);
-            messages.push(Response::Changes(part));
-        }
-        None => messages.push(Response::Changes(part)),
-    }
+    messages.push(Response::Changes(part));
     messages
 }
 

@@ -15,6 +15,16 @@ pub struct Responses {
     receiver: mpsc::Receiver<Result<Response, WireError>>,
     /// Told about every response taken, so a transport can grant its peer more to send.
     on_taken: Option<Box<dyn FnMut() + Send>>,
+    /// Told when the stream is dropped, so a transport can tell its peer to stop.
+    on_drop: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Drop for Responses {
+    fn drop(&mut self) {
+        if let Some(hook) = self.on_drop.take() {
+            hook();
+        }
+    }
 }
 
 /// The sending side of a [`Responses`] stream.
@@ -59,6 +69,7 @@ impl Responses {
             Responses {
                 receiver,
                 on_taken: None,
+                on_drop: None,
             },
         )
     }
@@ -71,6 +82,7 @@ impl Responses {
         Responses {
             receiver,
             on_taken: None,
+            on_drop: None,
         }
     }
 
@@ -79,6 +91,11 @@ impl Responses {
         let item = self.receiver.recv().await;
         self.taken(&item);
         item
+    }
+
+    /// Calls `hook` once, when this stream is dropped.
+    pub fn on_drop(&mut self, hook: Box<dyn FnOnce() + Send>) {
+        self.on_drop = Some(hook);
     }
 
     /// Calls `hook` each time a response is taken from this stream.
