@@ -264,9 +264,16 @@ impl<S: Store + 'static> Shared<S> {
         limit: &[u8],
     ) -> Result<Stream> {
         self.check_user_key(start)?;
+        // User keys end where the reserved range begins: "to the end" means up to it.
+        let reserved = [RESERVED_BYTE];
+        let limit = if limit.is_empty() || limit > &reserved[..] {
+            &reserved[..]
+        } else {
+            limit
+        };
         match classify(&self.managed, start, limit) {
             RangeKind::Managed => {
-                let inner = reader.scan(&pointer_key(start), &pointer_limit(limit))?;
+                let inner = reader.scan(&pointer_key(start), &pointer_key(limit))?;
                 let source = VersionedSource { reader, inner };
                 // The inner stream already checks liveness; this outer one adds nothing to it.
                 Ok(Stream::new(
@@ -274,15 +281,7 @@ impl<S: Store + 'static> Shared<S> {
                     crate::model::Liveness::new(Default::default(), None),
                 ))
             }
-            RangeKind::Unmanaged => {
-                let reserved = [RESERVED_BYTE];
-                let limit = if limit.is_empty() || limit > &reserved[..] {
-                    &reserved[..]
-                } else {
-                    limit
-                };
-                reader.scan(start, limit)
-            }
+            RangeKind::Unmanaged => reader.scan(start, limit),
             RangeKind::Mixed => Err(Error::MixedScan(format!("[{start:?}, {limit:?})"))),
         }
     }
@@ -301,7 +300,10 @@ fn classify(managed: &[Vec<u8>], start: &[u8], limit: &[u8]) -> RangeKind {
     }
     let mut all_disjoint = true;
     for prefix in managed {
-        let prefix_end = prefix_limit(prefix);
+        let prefix_end = match prefix_limit(prefix) {
+            end if end.is_empty() => vec![RESERVED_BYTE],
+            end => end,
+        };
         let start_inside = in_range(start, prefix, &prefix_end);
         let limit_inside =
             prefix_end.is_empty() || (!limit.is_empty() && limit <= prefix_end.as_slice());
@@ -614,14 +616,6 @@ fn pointer_key(key: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&[RESERVED_BYTE, POINTER_TAG]);
     out.extend_from_slice(key);
     out
-}
-
-fn pointer_limit(limit: &[u8]) -> Vec<u8> {
-    if limit.is_empty() {
-        vec![RESERVED_BYTE, POINTER_TAG + 1]
-    } else {
-        pointer_key(limit)
-    }
 }
 
 fn value_key(key: &[u8], version: Version) -> Vec<u8> {

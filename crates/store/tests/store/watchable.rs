@@ -303,3 +303,18 @@ fn sequence_numbers_continue_after_a_full_prune_and_reopen() {
     let entries = second.log_entries(second.log_start().unwrap(), 10).unwrap();
     assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![5]);
 }
+
+#[test]
+fn a_scan_to_the_end_of_a_managed_prefix_next_to_the_reserved_range_is_managed() {
+    let options = WatchableOptions {
+        managed_prefixes: vec![vec![0xfe]],
+        clock: Arc::new(ManualClock::new(1)),
+        rng: Arc::new(SeededRng::new(2)),
+    };
+    let store = Watchable::open(open_memstore(), options).unwrap();
+    store.put(b"\xfe1", b"v").unwrap();
+    store.put(b"a", b"unmanaged").unwrap();
+    let rows = store.scan(b"\xfe", b"").unwrap().collect_entries().unwrap();
+    assert_eq!(rows, vec![(b"\xfe1".to_vec(), b"v".to_vec())]);
+    assert_eq!(code(store.scan(b"a", b"").map(|_| ())), "store.mixed_scan");
+}
