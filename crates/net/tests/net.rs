@@ -178,6 +178,16 @@ async fn connected() -> Connection {
     Connection::start(client.unwrap(), None)
 }
 
+fn watch_request() -> Request {
+    Request::Watch {
+        database: syncbase_wire::DatabasePath {
+            app: "a".into(),
+            database: "d".into(),
+        },
+        start: syncbase_wire::WatchStart::Now,
+    }
+}
+
 fn get(size: usize) -> Request {
     Request::Get {
         collection: syncbase_wire::CollectionPath {
@@ -235,13 +245,7 @@ async fn calls_multiplex_stream_carry_large_values_and_return_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_stream_early_cancels_it_and_keeps_the_connection() {
     let connection = connected().await;
-    let watch = || Request::Watch {
-        database: syncbase_wire::DatabasePath {
-            app: "a".into(),
-            database: "d".into(),
-        },
-        start: syncbase_wire::WatchStart::Now,
-    };
+    let watch = watch_request;
     for _ in 0..5 {
         let mut stream = connection.call(watch()).await.unwrap();
         assert!(stream.next().await.unwrap().is_ok());
@@ -256,13 +260,7 @@ async fn dropping_a_stream_early_cancels_it_and_keeps_the_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_nobody_reads_does_not_stall_other_calls() {
     let connection = connected().await;
-    let watch = Request::Watch {
-        database: syncbase_wire::DatabasePath {
-            app: "a".into(),
-            database: "d".into(),
-        },
-        start: syncbase_wire::WatchStart::Now,
-    };
+    let watch = watch_request();
     let mut endless = connection.call(watch).await.unwrap();
     // Nobody reads the endless stream, yet calls on the same connection still get answers
     // (without flow control the connection's reader would block on the full stream: a hang,
@@ -315,13 +313,7 @@ async fn a_stream_cut_by_a_dead_connection_ends_in_an_error() {
             .await
             .unwrap();
     });
-    let watch = Request::Watch {
-        database: syncbase_wire::DatabasePath {
-            app: "a".into(),
-            database: "d".into(),
-        },
-        start: syncbase_wire::WatchStart::Now,
-    };
+    let watch = watch_request();
     let mut stream = connection.call(watch).await.unwrap();
     assert_eq!(
         stream.next().await.unwrap().unwrap(),
@@ -335,13 +327,7 @@ async fn a_stream_cut_by_a_dead_connection_ends_in_an_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_dropped_after_their_window_arrived_are_cancelled() {
     let connection = connected().await;
-    let watch = || Request::Watch {
-        database: syncbase_wire::DatabasePath {
-            app: "a".into(),
-            database: "d".into(),
-        },
-        start: syncbase_wire::WatchStart::Now,
-    };
+    let watch = watch_request;
     // More dropped streams than a connection may run calls at once: unless each drop cancels
     // its call, the server's tasks pile up waiting for credit and new calls are refused.
     for _ in 0..syncbase_net::CALLS_PER_CONNECTION_MAX + 8 {

@@ -9,13 +9,12 @@
 //! open, so a second process gets a clear error. This crate depends only on `syncbase-store`
 //! among our crates.
 
-use std::ops::Bound;
 use std::path::Path;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 use parking_lot::RwLock;
 use syncbase_store::{
-    Durability, Engine, EngineSnapshot, Error, KeyValue, Result, TxnStore, WriteOp,
+    Durability, Engine, EngineSnapshot, Error, KeyValue, Result, TxnStore, WriteOp, scan_bounds,
 };
 
 /// The newest on-disk format this build reads and writes.
@@ -195,24 +194,20 @@ impl EngineSnapshot for FjallSnapshot {
         limit: &[u8],
         count_max: usize,
     ) -> Result<Vec<KeyValue>> {
-        if !limit.is_empty() && start >= limit {
-            return Ok(Vec::new());
-        }
+        // Every data key is prefixed, so "to the end" is the end of the prefix.
         let start = data_key(start);
-        let lower = if start_inclusive {
-            Bound::Included(start.as_slice())
-        } else {
-            Bound::Excluded(start.as_slice())
-        };
         let limit = if limit.is_empty() {
             vec![DATA_KEY_PREFIX + 1]
         } else {
             data_key(limit)
         };
+        let Some(bounds) = scan_bounds(&start, start_inclusive, &limit) else {
+            return Ok(Vec::new());
+        };
         let mut out = Vec::with_capacity(count_max.min(1024));
         for guard in self
             .snapshot
-            .range::<&[u8], _>(&self.data, (lower, Bound::Excluded(limit.as_slice())))
+            .range::<&[u8], _>(&self.data, bounds)
             .take(count_max)
         {
             let (key, value) = guard.into_inner().map_err(engine_error)?;

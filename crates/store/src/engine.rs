@@ -2,6 +2,8 @@
 //! [`Store`](crate::Store) (mirrors Go `store/transactions` `BatchStore`): consistent snapshot
 //! reads, one atomic multi-key write, and a durable commit.
 
+use std::ops::Bound;
+
 use crate::error::Result;
 use crate::model::{KeyValue, WriteOp};
 
@@ -59,4 +61,30 @@ pub trait EngineSnapshot: Send + Sync + 'static {
         limit: &[u8],
         count_max: usize,
     ) -> Result<Vec<KeyValue>>;
+}
+
+/// A lower and an upper bound over keys.
+pub type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+
+/// The bounds of an [`EngineSnapshot::scan_chunk`] range, for engines with ordered range
+/// iteration; `None` when the range holds no key (a non-empty `limit` at or below `start`).
+pub fn scan_bounds<'a>(
+    start: &'a [u8],
+    start_inclusive: bool,
+    limit: &'a [u8],
+) -> Option<KeyBounds<'a>> {
+    if !limit.is_empty() && start >= limit {
+        return None;
+    }
+    let lower = if start_inclusive {
+        Bound::Included(start)
+    } else {
+        Bound::Excluded(start)
+    };
+    let upper = if limit.is_empty() {
+        Bound::Unbounded
+    } else {
+        Bound::Excluded(limit)
+    };
+    Some((lower, upper))
 }

@@ -1,7 +1,6 @@
 //! The in-memory engine (mirrors Go `store/memstore/store.go`): a persistent ordered map, so a
 //! snapshot is an O(1) clone of the current root rather than a copy of the data.
 
-use std::ops::Bound;
 use std::sync::Arc;
 
 use imbl::OrdMap;
@@ -78,18 +77,8 @@ impl EngineSnapshot for MemSnapshot {
         limit: &[u8],
         count_max: usize,
     ) -> Result<Vec<KeyValue>> {
-        if !limit.is_empty() && start >= limit {
+        let Some((lower, upper)) = crate::engine::scan_bounds(start, start_inclusive, limit) else {
             return Ok(Vec::new());
-        }
-        let lower = if start_inclusive {
-            Bound::Included(start)
-        } else {
-            Bound::Excluded(start)
-        };
-        let upper = if limit.is_empty() {
-            Bound::Unbounded
-        } else {
-            Bound::Excluded(limit)
         };
         Ok(self
             .map
