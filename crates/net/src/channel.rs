@@ -24,10 +24,17 @@ use crate::identity::{Certificate, Identity, VerifiedChain, verify_chain, verify
 pub const NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
 /// The largest message after the handshake (a 16 MiB value plus its request, with room).
 pub const MESSAGE_BYTES_MAX: usize = 17 * 1024 * 1024;
-/// How long a peer may take to finish the handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a peer may take to finish the whole handshake, however slowly its bytes arrive.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 const NOISE_MESSAGE_BYTES_MAX: usize = 65_535;
+/// The largest Noise handshake message we accept (ours carry no payload: under 100 bytes), so
+/// a connection that has not authenticated holds kilobytes, not a 64 KiB frame buffer.
+const HANDSHAKE_MESSAGE_BYTES_MAX: usize = 1024;
+/// A verdict holds a short reason.
+const VERDICT_BYTES_MAX: usize = 4096;
+/// How long a side that refused its peer waits for the peer's verdict before closing.
+const VERDICT_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 const NOISE_TAG_BYTES: usize = 16;
 /// Plaintext per Noise message: one flag byte (more to come or last) plus the chunk.
 const CHUNK_BYTES_MAX: usize = NOISE_MESSAGE_BYTES_MAX - NOISE_TAG_BYTES - 1;
@@ -38,7 +45,8 @@ const BINDING_DOMAIN: &[u8] = b"syncbase channel binding v1\0";
 const HELLO_BYTES_MAX: usize = 64 * 1024;
 
 /// The version of the call protocol (frames) this build speaks; both sides must agree.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version 2 added the verdict that ends the handshake (a refused side is told why).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// A peer's proof of identity, sent first over the encrypted channel.
 #[derive(Serialize, Deserialize)]
@@ -46,6 +54,14 @@ struct Hello {
     protocol: u32,
     chain: Vec<Certificate>,
     signature: Vec<u8>,
+}
+
+/// Each side's answer to the other's hello: the last message of the handshake, so a side that
+/// is refused learns why instead of seeing the connection close.
+#[derive(Serialize, Deserialize)]
+enum Verdict {
+    Accepted,
+    Refused(String),
 }
 
 type Frames<T> = Framed<T, LengthDelimitedCodec>;
@@ -108,16 +124,37 @@ pub async fn handshake<T>(io: T, identity: &Identity, initiator: bool) -> Result
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
+    let (channel, ()) = handshake_admitting(io, identity, initiator, |_| Ok(())).await?;
+    Ok(channel)
+}
+
+/// Like [`handshake`], and once the peer is authenticated, `admit` decides whether to accept
+/// it (a daemon's per-principal connection cap, say): its error is the reason the peer is told.
+/// What `admit` returns (a slot that frees when dropped, say) comes back with the channel.
+pub async fn handshake_admitting<T, G>(
+    io: T,
+    identity: &Identity,
+    initiator: bool,
+    admit: impl FnOnce(&VerifiedChain) -> std::result::Result<G, String>,
+) -> Result<(Channel<T>, G)>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
     let presenting = Presenting {
         signer: identity,
         chain: identity.chain(),
     };
     tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
-        handshake_inner(io, presenting, identity, initiator),
+        handshake_inner(io, presenting, identity, initiator, admit),
     )
     .await
-    .map_err(|_| NetError::Authentication("the handshake timed out".into()))?
+    .map_err(|_| {
+        NetError::Authentication(format!(
+            "the handshake did not finish within {} s",
+            HANDSHAKE_TIMEOUT.as_secs()
+        ))
+    })?
 }
 
 /// What a side presents: a chain, and the identity whose key signs the channel binding.
@@ -140,20 +177,29 @@ pub async fn handshake_presenting<T>(
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    handshake_inner(io, Presenting { signer, chain }, verifier, initiator).await
+    let (channel, ()) = handshake_inner(
+        io,
+        Presenting { signer, chain },
+        verifier,
+        initiator,
+        |_| Ok(()),
+    )
+    .await?;
+    Ok(channel)
 }
 
-async fn handshake_inner<T>(
+async fn handshake_inner<T, G>(
     io: T,
     presenting: Presenting<'_>,
     identity: &Identity,
     initiator: bool,
-) -> Result<Channel<T>>
+    admit: impl FnOnce(&VerifiedChain) -> std::result::Result<G, String>,
+) -> Result<(Channel<T>, G)>
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     let codec = LengthDelimitedCodec::builder()
-        .max_frame_length(NOISE_MESSAGE_BYTES_MAX)
+        .max_frame_length(HANDSHAKE_MESSAGE_BYTES_MAX)
         .new_codec();
     let mut frames = Framed::new(io, codec);
     let params = NOISE_PARAMS
@@ -174,8 +220,8 @@ where
         builder.build_responder()
     }
     .map_err(noise)?;
-    let mut buffer = vec![0u8; NOISE_MESSAGE_BYTES_MAX];
-    let mut payload = vec![0u8; NOISE_MESSAGE_BYTES_MAX];
+    let mut buffer = vec![0u8; HANDSHAKE_MESSAGE_BYTES_MAX];
+    let mut payload = vec![0u8; HANDSHAKE_MESSAGE_BYTES_MAX];
     // XX: -> e; <- e, ee, s, es; -> s, se.
     for step in 0..3 {
         let writing = (step % 2 == 0) == initiator;
@@ -195,19 +241,23 @@ where
         .to_vec();
     let handshake_hash = state.get_handshake_hash().to_vec();
     let transport = Arc::new(state.into_stateless_transport_mode().map_err(noise)?);
+    frames
+        .codec_mut()
+        .set_max_frame_length(NOISE_MESSAGE_BYTES_MAX);
     let (sink, stream) = frames.split();
+    // Buffers grow with the messages that need them: a peer that stops here holds little.
     let mut writer = ChannelWriter {
         sink,
         transport: transport.clone(),
         nonce: 0,
-        plain: Vec::with_capacity(NOISE_MESSAGE_BYTES_MAX),
-        cipher: vec![0u8; NOISE_MESSAGE_BYTES_MAX],
+        plain: Vec::new(),
+        cipher: Vec::new(),
     };
     let mut reader = ChannelReader {
         stream,
         transport,
         nonce: 0,
-        plain: vec![0u8; NOISE_MESSAGE_BYTES_MAX],
+        plain: Vec::new(),
     };
     let hello = Hello {
         protocol: PROTOCOL_VERSION,
@@ -228,36 +278,142 @@ where
         .receive_at_most(HELLO_BYTES_MAX)
         .await?
         .ok_or_else(|| NetError::Authentication("the peer left during the handshake".into()))?;
-    let peer_hello: Hello = postcard::from_bytes(&peer_hello)
-        .map_err(|error| protocol(format!("malformed hello: {error}")))?;
-    if peer_hello.protocol != PROTOCOL_VERSION {
-        return Err(protocol(format!(
-            "the peer speaks protocol version {}, this build speaks {PROTOCOL_VERSION}: run the same syncbase version on both sides",
-            peer_hello.protocol
-        )));
-    }
-    let peer = verify_chain(&peer_hello.chain, identity.trusted_roots())?;
-    let signature: [u8; 64] = peer_hello
-        .signature
-        .as_slice()
-        .try_into()
-        .map_err(|_| NetError::Authentication("the binding signature is malformed".into()))?;
-    verify_signature(
-        &peer.public_key,
-        &binding_message(!initiator, &handshake_hash, &remote_static),
-        &signature,
+    // Judge the peer, tell it the verdict, then learn its verdict on us.
+    let judged = judge_hello(
+        &peer_hello,
+        identity,
+        initiator,
+        &handshake_hash,
+        &remote_static,
     )
-    .map_err(|_| {
-        NetError::Authentication(format!(
+    .and_then(|peer| match admit(&peer) {
+        Ok(admitted) => Ok((peer, admitted)),
+        Err(reason) => Err(Judgement {
+            local: NetError::Refused(format!("{:?} was not admitted: {reason}", peer.name)),
+            told: reason,
+        }),
+    });
+    let verdict = match &judged {
+        Ok(_) => Verdict::Accepted,
+        Err(judgement) => Verdict::Refused(judgement.told.clone()),
+    };
+    let verdict_bytes = postcard::to_stdvec(&verdict)
+        .map_err(|error| protocol(format!("encode verdict: {error}")))?;
+    // Both sides send their verdict before reading the other's, so neither waits on the other.
+    let sent = writer.send(&verdict_bytes).await;
+    let peer_verdict = reader.receive_at_most(VERDICT_BYTES_MAX);
+    let (peer, admitted) = match judged {
+        Ok(judged) => judged,
+        Err(judgement) => {
+            // Read the peer's verdict (it is on its way) before closing: closing with unread
+            // bytes would reset the connection and could destroy ours before it is read.
+            let _ = tokio::time::timeout(VERDICT_DRAIN_TIMEOUT, peer_verdict).await;
+            return Err(judgement.local);
+        }
+    };
+    // A peer that refused us may have closed already: its verdict can still be read.
+    let peer_verdict = peer_verdict.await;
+    let refused = |reason: String| {
+        NetError::Refused(format!("{:?} refused this connection: {reason}", peer.name))
+    };
+    match peer_verdict {
+        Ok(Some(bytes)) => match postcard::from_bytes(&bytes)
+            .map_err(|error| protocol(format!("malformed verdict: {error}")))?
+        {
+            Verdict::Accepted => {}
+            Verdict::Refused(reason) => return Err(refused(reason)),
+        },
+        Ok(None) => {
+            sent?;
+            return Err(NetError::Authentication(format!(
+                "{:?} left during the handshake",
+                peer.name
+            )));
+        }
+        Err(error) => {
+            sent?;
+            return Err(error);
+        }
+    }
+    sent?;
+    Ok((
+        Channel {
+            writer,
+            reader,
+            peer,
+        },
+        admitted,
+    ))
+}
+
+/// Why a side refused its peer: the error it reports itself, and what it tells the peer.
+struct Judgement {
+    local: NetError,
+    told: String,
+}
+
+/// Checks the peer's hello: its protocol version, its chain against our trusted roots, and
+/// that the chain is bound to the key that authenticated this channel.
+fn judge_hello(
+    hello: &[u8],
+    identity: &Identity,
+    initiator: bool,
+    handshake_hash: &[u8],
+    remote_static: &[u8],
+) -> std::result::Result<VerifiedChain, Judgement> {
+    let refuse = |local: NetError, told: String| Judgement { local, told };
+    let hello: Hello = postcard::from_bytes(hello).map_err(|error| {
+        refuse(
+            protocol(format!("malformed hello: {error}")),
+            "your hello was malformed".into(),
+        )
+    })?;
+    if hello.protocol != PROTOCOL_VERSION {
+        let why = format!(
+            "one side speaks protocol version {}, the other {PROTOCOL_VERSION}: run the same syncbase version on both sides",
+            hello.protocol
+        );
+        return Err(refuse(protocol(why.clone()), why));
+    }
+    let me = identity.name();
+    let peer = verify_chain(&hello.chain, identity.trusted_roots()).map_err(|error| match error {
+        NetError::UntrustedRoot { chain, root, key, .. } => {
+            // Whoever is refused gets the steps that fix it, from its own side.
+            let told = format!(
+                "{me:?} does not trust the root {root:?} (key {key}) of your identity {chain:?}: export it with `sb identity export-root --out {root}.root` and, with {me:?}'s identity, run `sb identity trust {root}.root`"
+            );
+            let hint = if initiator {
+                format!(
+                    ": on its machine run `sb identity export-root --out {root}.root`, then here `sb identity trust {root}.root`"
+                )
+            } else {
+                String::new()
+            };
+            refuse(NetError::UntrustedRoot { chain, root, key, hint }, told)
+        }
+        other => {
+            let told = format!("{me:?} refused your identity: {other}");
+            refuse(other, told)
+        }
+    })?;
+    let bound = <[u8; 64]>::try_from(hello.signature.as_slice())
+        .ok()
+        .is_some_and(|signature| {
+            verify_signature(
+                &peer.public_key,
+                &binding_message(!initiator, handshake_hash, remote_static),
+                &signature,
+            )
+            .is_ok()
+        });
+    if !bound {
+        let why = format!(
             "{:?} presented a chain not bound to the key that authenticated this channel",
             peer.name
-        ))
-    })?;
-    Ok(Channel {
-        writer,
-        reader,
-        peer,
-    })
+        );
+        return Err(refuse(NetError::Authentication(why.clone()), why));
+    }
+    Ok(peer)
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> ChannelWriter<T> {
@@ -271,6 +427,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> ChannelWriter<T> {
         }
         let mut chunks = message.chunks(CHUNK_BYTES_MAX).peekable();
         let (plain, cipher) = (&mut self.plain, &mut self.cipher);
+        let cipher_bytes = (message.len() + 1 + NOISE_TAG_BYTES).min(NOISE_MESSAGE_BYTES_MAX);
+        if cipher.len() < cipher_bytes {
+            cipher.resize(cipher_bytes, 0);
+        }
         loop {
             let chunk = chunks.next().unwrap_or(&[]);
             let last = chunks.peek().is_none();
@@ -317,6 +477,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> ChannelReader<T> {
                 None if message.is_empty() => return Ok(None),
                 None => return Err(protocol("the connection closed inside a message")),
             };
+            if plain.len() < frame.len() {
+                plain.resize(frame.len(), 0);
+            }
             let length = self
                 .transport
                 .read_message(self.nonce, &frame, plain)

@@ -15,6 +15,21 @@ pub enum NetError {
     /// The peer could not be authenticated (untrusted root, bad signature, key mismatch).
     #[error("authentication failed: {0}")]
     Authentication(String),
+    /// The peer's chain ends in a root this side does not trust.
+    #[error("{chain:?} is rooted in {root:?} (key {key}), which is not trusted{hint}")]
+    UntrustedRoot {
+        /// The peer's full name.
+        chain: String,
+        /// The name of its root.
+        root: String,
+        /// The root's key, in hex.
+        key: String,
+        /// What fixes it, from this side (may be empty).
+        hint: String,
+    },
+    /// The peer authenticated us and refused the connection; the message says why.
+    #[error("{0}")]
+    Refused(String),
     /// The peer broke the protocol (malformed, oversize or unexpected message).
     #[error("protocol error: {0}")]
     Protocol(String),
@@ -32,6 +47,8 @@ impl NetError {
         match self {
             NetError::Identity(_) => "net.identity",
             NetError::Authentication(_) => "net.authentication",
+            NetError::UntrustedRoot { .. } => "net.untrusted_root",
+            NetError::Refused(_) => "net.refused",
             NetError::Protocol(_) => "net.protocol",
             NetError::Io(_) => "net.io",
             NetError::Remote(error) => &error.code,

@@ -174,10 +174,13 @@ pub fn verify_chain(chain: &[Certificate], trusted: &[TrustedRoot]) -> Result<Ve
         .iter()
         .any(|root| root.public_key == chain[0].public_key && root.name == chain[0].extension)
     {
-        return Err(refuse(format!(
-            "{name:?} is rooted in a key that is not trusted (a root named {:?} with another key is a different principal)",
-            chain[0].extension
-        )));
+        // A root named like a trusted one but with another key is a different principal.
+        return Err(NetError::UntrustedRoot {
+            chain: name,
+            root: chain[0].extension.clone(),
+            key: key_hex(&chain[0].public_key),
+            hint: String::new(),
+        });
     }
     Ok(VerifiedChain {
         name,
@@ -316,6 +319,11 @@ impl Identity {
     /// Whether an identity is stored in `dir`.
     pub fn exists(dir: &Path) -> bool {
         dir.join(IDENTITY_FILE).is_file()
+    }
+
+    /// The file in `dir` that holds an identity.
+    pub fn file_in(dir: &Path) -> std::path::PathBuf {
+        dir.join(IDENTITY_FILE)
     }
 
     /// Loads the identity stored in `dir`.

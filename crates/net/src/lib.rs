@@ -19,11 +19,13 @@ mod rpc;
 pub use channel::handshake_presenting;
 pub use channel::{
     Channel, ChannelReader, ChannelWriter, HANDSHAKE_TIMEOUT, MESSAGE_BYTES_MAX, NOISE_PARAMS,
-    PROTOCOL_VERSION, handshake,
+    PROTOCOL_VERSION, handshake, handshake_admitting,
 };
 pub use error::{NetError, Result};
 pub use identity::{
     CHAIN_LINKS_MAX, Certificate, IDENTITY_FORMAT_VERSION, Identity, TrustedRoot, VerifiedChain,
     key_hex, verify_chain, verify_signature,
 };
-pub use rpc::{CALLS_PER_CONNECTION_MAX, Connection, Frame, HandlerFactory, connect};
+pub use rpc::{
+    CALLS_PER_CONNECTION_MAX, Connection, ConnectionOptions, Frame, HandlerFactory, connect,
+};

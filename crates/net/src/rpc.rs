@@ -8,15 +8,18 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use syncbase_wire::{Handler, Request, Response, ResponseSender, Responses, WireError, codes};
+use syncbase_wire::{
+    Handler, Lease, Request, Response, ResponseSender, Responses, WireError, codes,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio::task::AbortHandle;
 
-use crate::channel::{Channel, ChannelReader, ChannelWriter};
+use crate::channel::{Channel, ChannelReader, ChannelWriter, MESSAGE_BYTES_MAX};
 use crate::error::{NetError, Result};
 use crate::identity::VerifiedChain;
 
@@ -77,25 +80,105 @@ pub trait HandlerFactory: Send + Sync {
     fn handler_for(&self, peer: &VerifiedChain) -> Arc<dyn Handler>;
 }
 
+/// How a connection behaves; the default has no idle timeout.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionOptions {
+    /// Close the connection when no call runs in either direction and no frame arrived for
+    /// this long.
+    pub idle_timeout: Option<Duration>,
+}
+
 struct Pending {
     first: Option<oneshot::Sender<Result<(), WireError>>>,
     stream: Option<ResponseSender>,
 }
 
 /// Where frames go: a queue to the connection's writer task. Only that task writes to the
-/// channel, and a queued frame is whole, so a caller or a serving task that is cancelled can never
-/// leave half a message on the wire.
+/// channel, and a queued frame is whole (encoded by whoever queued it), so a caller or a serving
+/// task that is cancelled can never leave half a message on the wire.
 struct Outgoing {
-    queue: mpsc::Sender<Frame>,
+    queue: mpsc::Sender<Outbound>,
+}
+
+/// An encoded frame and the lease accounting for its bytes, given back once it is written.
+struct Outbound {
+    bytes: Vec<u8>,
+    _lease: Lease,
 }
 
 /// Frames queued for the writer before senders wait.
 const OUTGOING_FRAMES_MAX: usize = 256;
 
+/// Encodes a frame; frames built here always encode (postcard fails only on unsupported
+/// types), so a failure is reported as a protocol error rather than trusted blindly.
+fn encode_frame(frame: &Frame) -> Result<Vec<u8>> {
+    postcard::to_stdvec(frame)
+        .map_err(|error| NetError::Protocol(format!("cannot encode a frame: {error}")))
+}
+
 impl Outgoing {
     /// Queues a frame; false when the connection can no longer be written.
     async fn send(&self, frame: Frame) -> bool {
-        self.queue.send(frame).await.is_ok()
+        self.send_leased(frame, Lease::default()).await
+    }
+
+    /// Queues a frame whose bytes `lease` accounts for. A response too large for one message
+    /// (which the data model's limits rule out) goes as an error instead.
+    async fn send_leased(&self, frame: Frame, lease: Lease) -> bool {
+        let bytes = match encode_frame(&frame) {
+            Ok(bytes) if bytes.len() <= MESSAGE_BYTES_MAX => bytes,
+            Ok(bytes) => {
+                let Some(id) = frame.id() else { return false };
+                let error = WireError::new(
+                    codes::BAD_MESSAGE,
+                    format!(
+                        "a response of {} bytes is larger than the limit of {MESSAGE_BYTES_MAX}",
+                        bytes.len()
+                    ),
+                );
+                match encode_frame(&Frame::Only {
+                    id,
+                    item: Err(error),
+                }) {
+                    Ok(bytes) => bytes,
+                    Err(_) => return false,
+                }
+            }
+            Err(_) => return false,
+        };
+        self.queue
+            .send(Outbound {
+                bytes,
+                _lease: lease,
+            })
+            .await
+            .is_ok()
+    }
+
+    /// Queues a frame without waiting: the frame comes back when the queue is full (it is
+    /// dropped when the connection can no longer be written).
+    fn try_send(&self, frame: Frame) -> Option<Frame> {
+        let bytes = encode_frame(&frame).ok()?;
+        match self.queue.try_send(Outbound {
+            bytes,
+            _lease: Lease::default(),
+        }) {
+            Err(mpsc::error::TrySendError::Full(_)) => Some(frame),
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => None,
+        }
+    }}
+
+impl Frame {
+    /// The call a frame belongs to.
+    fn id(&self) -> Option<u64> {
+        match self {
+            Frame::Call { id, .. }
+            | Frame::Item { id, .. }
+            | Frame::Only { id, .. }
+            | Frame::End { id }
+            | Frame::Credit { id, .. }
+            | Frame::Cancel { id } => Some(*id),
+        }
     }
 }
 
@@ -103,7 +186,7 @@ impl Outgoing {
 /// a failure wakes `failed`, so the reader tears the connection down.
 async fn write_frames<T>(
     mut writer: ChannelWriter<T>,
-    mut frames: mpsc::Receiver<Frame>,
+    mut frames: mpsc::Receiver<Outbound>,
     failed: Arc<Notify>,
     stop: Arc<Notify>,
 ) where
@@ -115,11 +198,8 @@ async fn write_frames<T>(
             () = stop.notified() => None,
         };
         let Some(frame) = frame else { break };
-        let written = match postcard::to_stdvec(&frame) {
-            Ok(bytes) => writer.send(&bytes).await.is_ok(),
-            Err(_) => false,
-        };
-        if !written {
+        // The frame (and its lease) is dropped once written: its bytes are the kernel's now.
+        if writer.send(&frame.bytes).await.is_err() {
             failed.notify_one();
             break;
         }
@@ -136,6 +216,8 @@ struct Shared {
     pending: Mutex<HashMap<u64, Pending>>,
     next_id: AtomicU64,
     closed: Mutex<Option<String>>,
+    /// Fired (for every waiter) once `closed` is set.
+    closed_notify: Notify,
 }
 
 /// A connection to a peer: call it through [`Handler`]; its calls to us are served by the
@@ -156,6 +238,18 @@ impl Connection {
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        Self::start_with(channel, local, ConnectionOptions::default())
+    }
+
+    /// Like [`Connection::start`], with `options`.
+    pub fn start_with<T>(
+        channel: Channel<T>,
+        local: Option<Arc<dyn HandlerFactory>>,
+        options: ConnectionOptions,
+    ) -> Connection
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let (queue, frames) = mpsc::channel(OUTGOING_FRAMES_MAX);
         let write_failed = Arc::new(Notify::new());
         let stop_writer = Arc::new(Notify::new());
@@ -172,9 +266,15 @@ impl Connection {
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             closed: Mutex::new(None),
+            closed_notify: Notify::new(),
         });
         let handler = local.map(|factory| factory.handler_for(&channel.peer));
-        tokio::spawn(read_frames(channel.reader, shared.clone(), handler));
+        tokio::spawn(read_frames(
+            channel.reader,
+            shared.clone(),
+            handler,
+            options,
+        ));
         Connection {
             shared,
             peer: channel.peer,
@@ -190,12 +290,38 @@ impl Connection {
     pub fn closed_reason(&self) -> Option<String> {
         self.shared.closed.lock().clone()
     }
+
+    /// Completes once the connection has closed (either side, or a failure).
+    pub async fn closed(&self) {
+        loop {
+            // Created before the check, so a close between the two still wakes it.
+            let notified = self.shared.closed_notify.notified();
+            if self.closed_reason().is_some() {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 #[async_trait::async_trait]
 impl Handler for Connection {
     async fn call(&self, request: Request) -> std::result::Result<Responses, WireError> {
+        // Sizes are checked before anything is sent: an oversize value is refused as such,
+        // never by breaking the connection with an oversize message.
+        request.validate_sizes()?;
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = Frame::Call { id, request };
+        let bytes = encode_frame(&frame)?;
+        if bytes.len() > MESSAGE_BYTES_MAX {
+            return Err(WireError::new(
+                codes::BAD_MESSAGE,
+                format!(
+                    "a request of {} bytes is larger than the limit of {MESSAGE_BYTES_MAX}",
+                    bytes.len()
+                ),
+            ));
+        }
         let (first_sender, first) = oneshot::channel();
         let (stream_sender, responses) = Responses::channel();
         {
@@ -213,7 +339,16 @@ impl Handler for Connection {
                 },
             );
         }
-        if !self.shared.outgoing.send(Frame::Call { id, request }).await {
+        let queued = self
+            .shared
+            .outgoing
+            .queue
+            .send(Outbound {
+                bytes,
+                _lease: Lease::default(),
+            })
+            .await;
+        if queued.is_err() {
             self.shared.pending.lock().remove(&id);
             return Err(connection_closed("it is no longer writable"));
         }
@@ -238,19 +373,59 @@ impl Handler for Connection {
     }
 }
 
-async fn read_frames<T>(
+/// Receives one message, handing the reader back: the future can live across other events
+/// (an idle check, say) without being cancelled halfway through a message.
+async fn receive_owned<T>(
     mut reader: ChannelReader<T>,
+) -> (ChannelReader<T>, Result<Option<Vec<u8>>>)
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let received = reader.receive().await;
+    (reader, received)
+}
+
+async fn read_frames<T>(
+    reader: ChannelReader<T>,
     shared: Arc<Shared>,
     handler: Option<Arc<dyn Handler>>,
+    options: ConnectionOptions,
 ) where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     let mut serving: HashMap<u64, (AbortHandle, Arc<Semaphore>)> = HashMap::new();
+    // Without a timeout there is no idle check at all.
+    let mut idle = options
+        .idle_timeout
+        .map(|timeout| (timeout, Box::pin(tokio::time::sleep(timeout))));
+    let mut receiving = Box::pin(receive_owned(reader));
     let reason = loop {
-        let received = tokio::select! {
-            received = reader.receive() => received,
-            () = shared.write_failed.notified() => break "writing to it failed".to_string(),
+        let idle_fired = async {
+            match &mut idle {
+                Some((_, sleep)) => sleep.as_mut().await,
+                None => std::future::pending().await,
+            }
         };
+        let received = tokio::select! {
+            (reader, received) = &mut receiving => {
+                receiving = Box::pin(receive_owned(reader));
+                received
+            }
+            () = shared.write_failed.notified() => break "writing to it failed".to_string(),
+            () = idle_fired => {
+                serving.retain(|_, (task, _)| !task.is_finished());
+                if let Some((timeout, sleep)) = &mut idle {
+                    if serving.is_empty() && shared.pending.lock().is_empty() {
+                        break format!("it was idle for {} s", timeout.as_secs());
+                    }
+                    sleep.as_mut().reset(tokio::time::Instant::now() + *timeout);
+                }
+                continue;
+            }
+        };
+        if let Some((timeout, sleep)) = &mut idle {
+            sleep.as_mut().reset(tokio::time::Instant::now() + *timeout);
+        }
         let bytes = match received {
             Ok(Some(bytes)) => bytes,
             Ok(None) => break "the peer closed it".to_string(),
@@ -328,6 +503,8 @@ async fn read_frames<T>(
             stream.try_send(Err(connection_closed(&reason)));
         }
     }
+    drop(pending_calls);
+    shared.closed_notify.notify_waiters();
     for (_, (task, _)) in serving {
         task.abort();
     }
@@ -358,7 +535,7 @@ fn credit_granter(id: u64, outgoing: Arc<Outgoing>) -> Box<dyn FnMut() + Send> {
 /// Sends a control frame without making the reader wait for room in the outgoing queue (two
 /// peers each waiting to write while neither reads would deadlock).
 fn send_control(outgoing: &Arc<Outgoing>, frame: Frame) {
-    if let Err(mpsc::error::TrySendError::Full(frame)) = outgoing.queue.try_send(frame)
+    if let Some(frame) = outgoing.try_send(frame)
         && let Ok(runtime) = tokio::runtime::Handle::try_current()
     {
         let outgoing = outgoing.clone();
@@ -438,15 +615,16 @@ async fn serve_call(
         }
         Ok(responses) => responses,
     };
-    let Some(mut current) = responses.next().await else {
+    let Some(mut current) = responses.next_leased().await else {
         outgoing.send(Frame::End { id }).await;
         return;
     };
     loop {
-        let next = match responses.try_next() {
+        let next = match responses.try_next_leased() {
             // The stream already finished: the last response and the end go as one message.
             Ok(None) => {
-                outgoing.send(Frame::Only { id, item: current }).await;
+                let (item, lease) = current;
+                outgoing.send_leased(Frame::Only { id, item }, lease).await;
                 return;
             }
             Ok(Some(next)) => Some(next),
@@ -457,12 +635,13 @@ async fn serve_call(
             Ok(permit) => permit.forget(),
             Err(_) => return,
         }
-        if !outgoing.send(Frame::Item { id, item: current }).await {
+        let (item, lease) = current;
+        if !outgoing.send_leased(Frame::Item { id, item }, lease).await {
             return;
         }
         current = match next {
             Some(next) => next,
-            None => match responses.next().await {
+            None => match responses.next_leased().await {
                 Some(next) => next,
                 None => {
                     outgoing.send(Frame::End { id }).await;

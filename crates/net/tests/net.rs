@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use syncbase_net::{
-    Connection, HandlerFactory, Identity, TrustedRoot, VerifiedChain, handshake,
-    handshake_presenting, verify_chain,
+    Connection, ConnectionOptions, HandlerFactory, Identity, TrustedRoot, VerifiedChain, handshake,
+    handshake_admitting, handshake_presenting, verify_chain,
 };
 use syncbase_wire::{Handler, Request, Response, Responses, WireError, codes};
 use tokio::io::AsyncWriteExt;
@@ -60,7 +60,7 @@ fn a_trusted_root_cannot_claim_another_name() {
     let forged = bob.forge_root_named("alice");
     verify_chain(bob.chain(), daemon.trusted_roots()).unwrap();
     let error = verify_chain(forged.chain(), daemon.trusted_roots()).unwrap_err();
-    assert_eq!(error.code(), "net.authentication");
+    assert_eq!(error.code(), "net.untrusted_root");
 }
 
 #[test]
@@ -68,7 +68,7 @@ fn chains_with_untrusted_roots_or_bad_signatures_are_refused() {
     let alice = Identity::new_root("alice").unwrap();
     let impostor = Identity::new_root("alice").unwrap();
     let error = verify_chain(impostor.chain(), alice.trusted_roots()).unwrap_err();
-    assert_eq!(error.code(), "net.authentication");
+    assert_eq!(error.code(), "net.untrusted_root");
     let mut tampered = alice.bless("phone").unwrap().chain().to_vec();
     tampered[1].extension = "tablet".into();
     assert!(verify_chain(&tampered, alice.trusted_roots()).is_err());
@@ -103,7 +103,78 @@ async fn a_root_with_a_trusted_name_but_another_key_is_refused() {
         handshake(right, &impostor, false)
     );
     let error = a.err().unwrap();
-    assert_eq!(error.code(), "net.authentication", "{error}");
+    assert_eq!(error.code(), "net.untrusted_root", "{error}");
+    // The dialer's own message names the root and the command that fixes it.
+    let message = error.to_string();
+    assert!(message.contains(r#"rooted in "bob""#), "{message}");
+    assert!(message.contains("sb identity trust bob.root"), "{message}");
+}
+
+#[tokio::test]
+async fn a_refused_dialer_is_told_why_and_how_to_fix_it() {
+    let (alice, _) = pair();
+    // carol trusts alice's daemon, but the daemon does not trust carol.
+    let mut carol = Identity::new_root("carol").unwrap();
+    carol.trust(alice.root()).unwrap();
+    let (left, right) = tokio::io::duplex(1 << 16);
+    let (client, server) = tokio::join!(
+        handshake(left, &carol, true),
+        handshake(right, &alice, false)
+    );
+    assert_eq!(server.err().unwrap().code(), "net.untrusted_root");
+    let error = client.err().unwrap();
+    assert_eq!(error.code(), "net.refused", "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains(r#""alice" refused this connection"#)
+            && message.contains(r#"does not trust the root "carol""#)
+            && message.contains("sb identity export-root --out carol.root")
+            && message.contains("sb identity trust carol.root"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_peer_that_is_not_admitted_is_told_why() {
+    let (alice, bob) = pair();
+    let (left, right) = tokio::io::duplex(1 << 16);
+    let (client, server) = tokio::join!(
+        handshake(left, &alice, true),
+        handshake_admitting(right, &bob, false, |peer| {
+            Err::<(), _>(format!("{} has too many connections", peer.name))
+        })
+    );
+    assert_eq!(server.err().unwrap().code(), "net.refused");
+    let error = client.err().unwrap();
+    assert_eq!(error.code(), "net.refused");
+    assert!(
+        error.to_string().contains("alice has too many connections"),
+        "{error}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handshake_has_a_total_deadline_however_slowly_bytes_arrive() {
+    let (_, bob) = pair();
+    let (mut left, right) = tokio::io::duplex(1 << 16);
+    // A dribbler: a length prefix, then one byte every second, never a whole message.
+    let dribbler = tokio::spawn(async move {
+        let _ = left.write_all(&32u32.to_be_bytes()).await;
+        for _ in 0..60 {
+            if left.write_all(&[0]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    });
+    let started = tokio::time::Instant::now();
+    let error = handshake(right, &bob, false).await.err().unwrap();
+    assert!(error.to_string().contains("did not finish"), "{error}");
+    assert!(
+        started.elapsed() <= syncbase_net::HANDSHAKE_TIMEOUT + std::time::Duration::from_millis(10)
+    );
+    assert!(syncbase_net::HANDSHAKE_TIMEOUT <= std::time::Duration::from_secs(5));
+    dribbler.abort();
 }
 
 #[tokio::test]
@@ -391,4 +462,166 @@ async fn an_oversize_frame_is_refused() {
     left.write_all(&(1u32 << 30).to_be_bytes()).await.unwrap();
     let error = handshake(right, &bob, false).await.err().unwrap();
     assert_eq!(error.code(), "net.protocol", "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_value_is_refused_before_sending_and_the_connection_lives() {
+    let connection = connected().await;
+    for size in [
+        syncbase_wire::limits::VALUE_BYTES_MAX + 1,
+        syncbase_net::MESSAGE_BYTES_MAX + 1,
+    ] {
+        let put = Request::Put {
+            collection: syncbase_wire::CollectionPath {
+                app: "a".into(),
+                database: "d".into(),
+                collection: "c".into(),
+            },
+            key: "k".into(),
+            value: vec![1; size],
+            batch: None,
+        };
+        let error = connection.call(put).await.err().unwrap();
+        assert_eq!(error.code, codes::VALUE_TOO_LARGE, "{error}");
+    }
+    let value = connection.call(get(3)).await.unwrap().one().await.unwrap();
+    assert_eq!(value, Response::Value(vec![7; 3]));
+    assert!(connection.closed_reason().is_none());
+}
+
+async fn connected_with(
+    options: ConnectionOptions,
+    factory: Arc<dyn HandlerFactory>,
+) -> (Connection, Connection) {
+    let (alice, bob) = pair();
+    let (left, right) = tokio::io::duplex(1 << 16);
+    let (client, server) =
+        tokio::join!(handshake(left, &alice, true), handshake(right, &bob, false));
+    let server = Connection::start_with(server.unwrap(), Some(factory), options);
+    (Connection::start(client.unwrap(), None), server)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_connection_is_closed_but_not_one_with_a_running_call() {
+    let idle_timeout = std::time::Duration::from_secs(30);
+    let options = ConnectionOptions {
+        idle_timeout: Some(idle_timeout),
+    };
+    let (client, server) = connected_with(options.clone(), Arc::new(EchoFactory)).await;
+    // A call now and then keeps it open.
+    for _ in 0..3 {
+        tokio::time::sleep(idle_timeout / 2).await;
+        client.call(get(1)).await.unwrap().one().await.unwrap();
+    }
+    assert!(server.closed_reason().is_none());
+    tokio::time::sleep(idle_timeout * 2).await;
+    let reason = server
+        .closed_reason()
+        .expect("an idle connection must close");
+    assert!(reason.contains("idle"), "{reason}");
+    client.closed().await;
+    // A watch that has nothing to say for a long time is a running call, not idleness.
+    let (client, server) = connected_with(options, Arc::new(SilentFactory)).await;
+    let _watch = client.call(watch_request()).await.unwrap();
+    tokio::time::sleep(idle_timeout * 4).await;
+    assert!(server.closed_reason().is_none());
+    assert!(client.closed_reason().is_none());
+}
+
+/// Serves watches that send one response and then nothing (and never end), like a quiet
+/// database.
+struct SilentFactory;
+
+impl HandlerFactory for SilentFactory {
+    fn handler_for(&self, _peer: &VerifiedChain) -> Arc<dyn Handler> {
+        Arc::new(Silent)
+    }
+}
+
+struct Silent;
+
+#[async_trait::async_trait]
+impl Handler for Silent {
+    async fn call(&self, _request: Request) -> Result<Responses, WireError> {
+        let (sender, responses) = Responses::channel();
+        tokio::spawn(async move {
+            sender.send(Ok(Response::Done)).await;
+            sender.closed().await;
+        });
+        Ok(responses)
+    }
+}
+
+/// Streams 1 MiB messages forever, each leased from `budget` before it is made.
+struct Leasing {
+    budget: syncbase_wire::ByteBudget,
+    made: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+const LEASED_MESSAGE_BYTES: usize = 64 << 10;
+
+impl HandlerFactory for Leasing {
+    fn handler_for(&self, _peer: &VerifiedChain) -> Arc<dyn Handler> {
+        Arc::new(Leasing {
+            budget: self.budget.clone(),
+            made: self.made.clone(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler for Leasing {
+    async fn call(&self, _request: Request) -> Result<Responses, WireError> {
+        let (sender, responses) = Responses::channel();
+        let (budget, made) = (self.budget.clone(), self.made.clone());
+        tokio::spawn(async move {
+            loop {
+                let lease = budget.lease(LEASED_MESSAGE_BYTES).await;
+                made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let message = Response::Value(vec![1; LEASED_MESSAGE_BYTES - 64]);
+                if !sender.send_leased(Ok(message), lease).await {
+                    return;
+                }
+            }
+        });
+        Ok(responses)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_bytes_stay_leased_until_written_so_a_slow_reader_holds_back_its_producer() {
+    let budget = syncbase_wire::ByteBudget::new(4 * LEASED_MESSAGE_BYTES);
+    let made = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let factory = Arc::new(Leasing {
+        budget: budget.clone(),
+        made: made.clone(),
+    });
+    let (client, _server) = connected_with(ConnectionOptions::default(), factory).await;
+    let mut stream = client.call(watch_request()).await.unwrap();
+    // The reader takes one message and stops. What the serving side buffers anywhere (the
+    // stream, the send queue, the writer) is leased, so production stops at the budget plus
+    // what the transport wrote out into the reader's window (32 messages); without leases
+    // it would also fill the stream's buffer of 64.
+    stream.next().await.unwrap().unwrap();
+    let settled = settle(&made).await;
+    assert!(settled <= 4 + 1 + 32 + 1, "made {settled}");
+    // Bytes the transport wrote out (into the client's window) are given back; reading on
+    // lets production go on.
+    for _ in 0..100 {
+        stream.next().await.unwrap().unwrap();
+    }
+    assert!(made.load(std::sync::atomic::Ordering::SeqCst) >= 100);
+}
+
+/// Waits until a counter stops moving (unchanged for a second), and returns it.
+async fn settle(counter: &std::sync::atomic::AtomicUsize) -> usize {
+    let mut last = usize::MAX;
+    loop {
+        let now = counter.load(std::sync::atomic::Ordering::SeqCst);
+        if now == last {
+            return now;
+        }
+        last = now;
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }

@@ -1,15 +1,22 @@
 //! What `syncbased` does, as a library so tests can run it in-process: open the identity and
 //! the service, hold the root directory's lock, listen, serve connections, stop on a signal.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-use syncbase_net::{Connection, HandlerFactory, Identity, TrustedRoot, VerifiedChain, handshake};
+use parking_lot::Mutex;
+use syncbase_net::{
+    Connection, ConnectionOptions, HandlerFactory, Identity, TrustedRoot, VerifiedChain,
+    handshake_admitting,
+};
 use syncbase_nosql::{Caller, Service, ServiceOptions};
 use syncbase_store::{Durability, EntropyRng, SystemClock};
-use syncbase_wire::{Handler, StatusInfo};
+use syncbase_wire::{ByteBudget, Handler, StatusInfo};
 use tokio::net::TcpListener;
+use tokio::task::AbortHandle;
 
 use crate::{EngineKind, EngineOpener, ServiceHandler};
 
@@ -35,6 +42,36 @@ pub struct DaemonOptions {
     pub default_identity_name: String,
     /// Idle time after which an abandoned batch is aborted.
     pub batch_idle_timeout_ns: u64,
+    /// Bounds on connections and on the memory they may hold.
+    pub limits: ConnectionLimits,
+}
+
+/// What connections may hold: unauthenticated ones, each principal's, and their responses.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// Handshakes in progress at once; a new connection past this drops the oldest one.
+    pub handshakes_pending_max: usize,
+    /// Open authenticated connections one principal (e.g. `alice:laptop`) may hold.
+    pub connections_per_principal_max: usize,
+    /// An authenticated connection with no call running and no frame for this long is closed.
+    pub idle_timeout: Duration,
+    /// Response bytes one connection may have read but not yet written out.
+    pub response_bytes_per_connection_max: usize,
+    /// Response bytes all connections together may have read but not yet written out.
+    pub response_bytes_max: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            handshakes_pending_max: 256,
+            connections_per_principal_max: 64,
+            idle_timeout: Duration::from_secs(600),
+            // Room for one largest message (a 16 MiB value) and the next one being read.
+            response_bytes_per_connection_max: 40 * 1024 * 1024,
+            response_bytes_max: 160 * 1024 * 1024,
+        }
+    }
 }
 
 /// A running daemon: its address and how to stop it.
@@ -42,28 +79,197 @@ pub struct Daemon {
     /// The address it accepts connections on.
     pub address: std::net::SocketAddr,
     service: Arc<Service>,
-    identity: Arc<Identity>,
+    identity: Arc<IdentitySource>,
     _lock: File,
     listener: TcpListener,
     factory: Arc<Factory>,
-    handshakes: Arc<tokio::sync::Semaphore>,
+    pending: Arc<PendingHandshakes>,
+    principals: Arc<Principals>,
+    limits: ConnectionLimits,
 }
-
-/// Handshakes the daemon runs at once; more connections are closed at once.
-pub const HANDSHAKES_IN_PROGRESS_MAX: usize = 64;
 
 struct Factory {
     service: Arc<Service>,
     status: Arc<StatusInfo>,
+    response_budget: ByteBudget,
+    response_bytes_per_connection_max: usize,
 }
 
 impl HandlerFactory for Factory {
     fn handler_for(&self, peer: &VerifiedChain) -> Arc<dyn Handler> {
-        Arc::new(ServiceHandler::new(
-            self.service.clone(),
-            Caller::new(peer.name.clone()),
-            self.status.clone(),
-        ))
+        let budgets = vec![
+            ByteBudget::new(self.response_bytes_per_connection_max),
+            self.response_budget.clone(),
+        ];
+        Arc::new(
+            ServiceHandler::new(
+                self.service.clone(),
+                Caller::new(peer.name.clone()),
+                self.status.clone(),
+            )
+            .with_response_budgets(budgets),
+        )
+    }
+}
+
+/// Handshakes in progress, oldest first. A newcomer past the cap drops the oldest, so
+/// connections that never finish cannot keep anyone out for longer than it takes others to
+/// arrive (and each has a total deadline besides).
+struct PendingHandshakes {
+    max: usize,
+    inner: Mutex<PendingInner>,
+}
+
+#[derive(Default)]
+struct PendingInner {
+    next: u64,
+    tasks: BTreeMap<u64, AbortHandle>,
+}
+
+impl PendingHandshakes {
+    /// Registers a started handshake; aborts the oldest ones while there are too many.
+    fn register(&self, task: AbortHandle) -> u64 {
+        let mut inner = self.inner.lock();
+        let id = inner.next;
+        inner.next += 1;
+        inner.tasks.insert(id, task);
+        while inner.tasks.len() > self.max {
+            if let Some((_, oldest)) = inner.tasks.pop_first() {
+                oldest.abort();
+            }
+        }
+        id
+    }
+
+    /// The handshake `id` finished (or its peer was authenticated): it can no longer be dropped.
+    fn finished(&self, id: u64) {
+        self.inner.lock().tasks.remove(&id);
+    }
+}
+
+/// Open authenticated connections per principal.
+struct Principals {
+    max: usize,
+    open: Mutex<HashMap<String, usize>>,
+}
+
+/// One open connection of a principal; dropping it frees the place.
+struct PrincipalSlot {
+    principals: Arc<Principals>,
+    name: String,
+}
+
+impl Principals {
+    fn take(self: &Arc<Self>, name: &str) -> Result<PrincipalSlot, String> {
+        let mut open = self.open.lock();
+        let count = open.entry(name.to_string()).or_insert(0);
+        if *count >= self.max {
+            return Err(format!(
+                "{name:?} already has {} open connections to this daemon, the most allowed; close some and retry",
+                self.max
+            ));
+        }
+        *count += 1;
+        Ok(PrincipalSlot {
+            principals: self.clone(),
+            name: name.to_string(),
+        })
+    }
+}
+
+impl Drop for PrincipalSlot {
+    fn drop(&mut self) {
+        let mut open = self.principals.open.lock();
+        if let Some(count) = open.get_mut(&self.name) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.name);
+            }
+        }
+    }
+}
+
+/// The daemon's identity, with its trusted roots reread whenever the identity file changes
+/// (`sb identity trust` writes it), so trusting someone needs no restart.
+struct IdentitySource {
+    dir: PathBuf,
+    /// Roots trusted for this run only (`--trust`).
+    extra: Vec<TrustedRoot>,
+    state: Mutex<(Option<FileStamp>, Arc<Identity>)>,
+}
+
+/// What tells a changed file: its size, modification time and inode.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    modified: Option<std::time::SystemTime>,
+    length: u64,
+    inode: u64,
+}
+
+fn file_stamp(path: &Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = std::fs::metadata(path).ok()?;
+    Some(FileStamp {
+        modified: metadata.modified().ok(),
+        length: metadata.len(),
+        inode: metadata.ino(),
+    })
+}
+
+impl IdentitySource {
+    fn new(dir: PathBuf, identity: Identity, extra: Vec<TrustedRoot>) -> Self {
+        let stamp = file_stamp(&Identity::file_in(&dir));
+        Self {
+            dir,
+            extra,
+            state: Mutex::new((stamp, Arc::new(identity))),
+        }
+    }
+
+    /// The identity as of now: reloaded first if its file changed since it was read.
+    fn current(&self) -> Arc<Identity> {
+        let stamp = file_stamp(&Identity::file_in(&self.dir));
+        let mut state = self.state.lock();
+        if stamp.is_some() && stamp != state.0 {
+            state.0 = stamp;
+            match self.reload(&state.1) {
+                Ok(identity) => {
+                    tracing::info!(
+                        roots = identity.trusted_roots().len(),
+                        "reread the trusted roots"
+                    );
+                    state.1 = Arc::new(identity);
+                }
+                Err(why) => tracing::warn!("kept the trusted roots: {why}"),
+            }
+        }
+        state.1.clone()
+    }
+
+    fn reload(&self, current: &Identity) -> Result<Identity, String> {
+        let mut identity = Identity::load(&self.dir).map_err(|error| error.to_string())?;
+        if identity.public_key() != current.public_key() || identity.name() != current.name() {
+            return Err(format!(
+                "{} now holds another identity ({}); restart syncbased to use it",
+                self.dir.display(),
+                identity.name()
+            ));
+        }
+        for root in &self.extra {
+            identity
+                .trust(root.clone())
+                .map_err(|error| error.to_string())?;
+        }
+        Ok(identity)
+    }
+}
+
+/// Raises this process's open-file limit to what the system allows, so connections (and
+/// databases) are not refused early for want of descriptors.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
     }
 }
 
@@ -108,18 +314,21 @@ fn lock_root(root_dir: &Path) -> Result<File, StartError> {
 impl Daemon {
     /// Opens everything and binds the listener; [`Daemon::serve`] then accepts connections.
     pub async fn start(options: DaemonOptions) -> Result<Daemon, StartError> {
+        raise_open_file_limit();
         let mut identity =
             Identity::load_or_create(&options.identity_dir, &options.default_identity_name)
                 .map_err(|error| StartError(error.to_string()))?;
+        let mut extra_roots = Vec::new();
         for path in &options.trust {
             let text = std::fs::read_to_string(path).map_err(|error| {
                 StartError(format!("cannot read root file {}: {error}", path.display()))
             })?;
+            let root = TrustedRoot::from_line(&text)
+                .map_err(|error| StartError(format!("{}: {error}", path.display())))?;
             identity
-                .trust(
-                    TrustedRoot::from_line(&text).map_err(|error| StartError(error.to_string()))?,
-                )
+                .trust(root.clone())
                 .map_err(|error| StartError(error.to_string()))?;
+            extra_roots.push(root);
         }
         let lock = lock_root(&options.root_dir)?;
         let service = Service::open(ServiceOptions {
@@ -153,18 +362,33 @@ impl Daemon {
             engine: options.engine.name().to_string(),
             version: syncbase_wire::VERSION.to_string(),
         });
+        let limits = options.limits.clone();
         let factory = Arc::new(Factory {
             service: service.clone(),
             status,
+            response_budget: ByteBudget::new(limits.response_bytes_max),
+            response_bytes_per_connection_max: limits.response_bytes_per_connection_max,
         });
         Ok(Daemon {
             address,
             service,
-            identity: Arc::new(identity),
+            identity: Arc::new(IdentitySource::new(
+                options.identity_dir.clone(),
+                identity,
+                extra_roots,
+            )),
             _lock: lock,
             listener,
             factory,
-            handshakes: Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_IN_PROGRESS_MAX)),
+            pending: Arc::new(PendingHandshakes {
+                max: limits.handshakes_pending_max.max(1),
+                inner: Mutex::new(PendingInner::default()),
+            }),
+            principals: Arc::new(Principals {
+                max: limits.connections_per_principal_max.max(1),
+                open: Mutex::new(HashMap::new()),
+            }),
+            limits,
         })
     }
 
@@ -184,26 +408,40 @@ impl Daemon {
                     }
                 },
             };
-            let identity = self.identity.clone();
+            let identity = self.identity.current();
             let factory: Arc<dyn HandlerFactory> = self.factory.clone();
-            let handshakes = self.handshakes.clone();
-            tokio::spawn(async move {
-                // Unauthenticated peers may hold only so many handshakes (and their buffers).
-                let Ok(_slot) = handshakes.try_acquire() else {
-                    tracing::warn!(%peer_address, "too many handshakes in progress; refused");
-                    return;
-                };
+            let pending = self.pending.clone();
+            let principals = self.principals.clone();
+            let options = ConnectionOptions {
+                idle_timeout: Some(self.limits.idle_timeout),
+            };
+            // The task learns its place among pending handshakes before it starts.
+            let (registered, place) = tokio::sync::oneshot::channel::<u64>();
+            let task = tokio::spawn(async move {
+                let Ok(id) = place.await else { return };
                 let _ = stream.set_nodelay(true);
-                match handshake(stream, &identity, false).await {
-                    Ok(channel) => {
-                        tracing::info!(peer = %channel.peer.name, %peer_address, "connected");
-                        let _connection: Connection = Connection::start(channel, Some(factory));
+                let admitted = handshake_admitting(stream, &identity, false, |peer| {
+                    // Authenticated: no longer a handshake a newcomer may drop.
+                    pending.finished(id);
+                    principals.take(&peer.name)
+                })
+                .await;
+                pending.finished(id);
+                match admitted {
+                    Ok((channel, slot)) => {
+                        tracing::debug!(peer = %channel.peer.name, %peer_address, "connected");
+                        let connection = Connection::start_with(channel, Some(factory), options);
+                        // The principal's place is held as long as the connection is open.
+                        connection.closed().await;
+                        drop(slot);
+                        tracing::debug!(%peer_address, reason = ?connection.closed_reason(), "disconnected");
                     }
                     Err(error) => {
-                        tracing::info!(%peer_address, %error, "refused a connection");
+                        tracing::debug!(%peer_address, %error, "refused a connection");
                     }
                 }
             });
+            let _ = registered.send(self.pending.register(task.abort_handle()));
         }
         tracing::info!("shutting down");
         if let Err(error) = self.service.close() {

@@ -5,7 +5,10 @@
 use std::sync::Arc;
 
 use syncbase_nosql::{Caller, Service};
-use syncbase_wire::{Handler, Request, Response, Responses, StatusInfo, WireError, codes, limits};
+use syncbase_wire::budget::lease_all;
+use syncbase_wire::{
+    ByteBudget, Handler, Lease, Request, Response, Responses, StatusInfo, WireError, codes, limits,
+};
 
 use crate::dispatch::{Outcome, dispatch};
 
@@ -15,7 +18,15 @@ pub struct ServiceHandler {
     service: Arc<Service>,
     caller: Caller,
     status: Arc<StatusInfo>,
+    /// Budgets that response bytes are leased from until written out (none in process).
+    response_budgets: Arc<[ByteBudget]>,
 }
+
+/// The most bytes one response message can hold: a full message's worth plus one largest row.
+const MESSAGE_BYTES_WORST: usize = limits::STREAM_MESSAGE_BYTES_TARGET
+    + limits::VALUE_BYTES_MAX
+    + limits::NAME_BYTES_MAX
+    + ENTRY_OVERHEAD_BYTES;
 
 impl ServiceHandler {
     /// A handler answering as `service` to `caller`; `status` is what a status call returns.
@@ -24,7 +35,16 @@ impl ServiceHandler {
             service,
             caller,
             status,
+            response_budgets: Arc::from(Vec::new()),
         }
+    }
+
+    /// Leases every response's bytes from `budgets` (a connection's, then the daemon's) from
+    /// before it is read until the transport has written it: a slow reader then makes its
+    /// reads wait instead of growing the heap.
+    pub fn with_response_budgets(mut self, budgets: Vec<ByteBudget>) -> Self {
+        self.response_budgets = Arc::from(budgets);
+        self
     }
 
     /// The caller this handler acts for.
@@ -41,6 +61,11 @@ fn internal(error: impl std::fmt::Display) -> WireError {
 impl Handler for ServiceHandler {
     async fn call(&self, request: Request) -> Result<Responses, WireError> {
         let (sender, responses) = Responses::channel();
+        // A value is leased at its largest before it is read, then cut to its size.
+        let mut value_lease = match request {
+            Request::Get { .. } => lease_all(&self.response_budgets, MESSAGE_BYTES_WORST).await,
+            _ => Lease::default(),
+        };
         let outcome = if waits_for_disk(&request) {
             let this = self.clone();
             tokio::task::spawn_blocking(move || {
@@ -54,8 +79,12 @@ impl Handler for ServiceHandler {
         }
         .map_err(|error| error.to_wire())?;
         match outcome {
-            Outcome::Response(response) => return Ok(Responses::single(Ok(response))),
+            Outcome::Response(response) => {
+                value_lease.shrink_to(response_bytes(&response));
+                return Ok(Responses::single_leased(Ok(response), value_lease));
+            }
             Outcome::Rows(rows) => {
+                let budgets = self.response_budgets.clone();
                 // Each chunk is read on the blocking pool and sent from async code, so a slow
                 // consumer holds no thread while it catches up.
                 tokio::spawn(async move {
@@ -64,6 +93,7 @@ impl Handler for ServiceHandler {
                         let Some(mut source) = rows.take() else {
                             return;
                         };
+                        let mut lease = lease_all(&budgets, MESSAGE_BYTES_WORST).await;
                         let read = tokio::task::spawn_blocking(move || {
                             let chunk = next_chunk(&mut source);
                             (source, chunk)
@@ -73,7 +103,8 @@ impl Handler for ServiceHandler {
                         match chunk {
                             Ok(chunk) if chunk.is_empty() => return,
                             Ok(chunk) => {
-                                if !sender.send(Ok(Response::Rows(chunk))).await {
+                                lease.shrink_to(rows_bytes(&chunk));
+                                if !sender.send_leased(Ok(Response::Rows(chunk)), lease).await {
                                     return;
                                 }
                                 rows = Some(source);
@@ -87,6 +118,7 @@ impl Handler for ServiceHandler {
                 });
             }
             Outcome::Watch(mut watcher) => {
+                let budgets = self.response_budgets.clone();
                 tokio::spawn(async move {
                     loop {
                         let next = tokio::select! {
@@ -101,8 +133,9 @@ impl Handler for ServiceHandler {
                                 return;
                             }
                         };
-                        for message in split_commit(changes) {
-                            if !sender.send(Ok(message)).await {
+                        for (message, bytes) in split_commit(changes) {
+                            let lease = lease_all(&budgets, bytes).await;
+                            if !sender.send_leased(Ok(message), lease).await {
                                 return;
                             }
                         }
@@ -149,28 +182,51 @@ fn next_chunk(
 /// Splits one commit's changes into messages of about `STREAM_MESSAGE_BYTES_TARGET` bytes:
 /// `ChangesPart`s, then a final `Changes`. A change that would take a part past the target
 /// starts the next part.
-fn split_commit(changes: Vec<syncbase_wire::Change>) -> Vec<Response> {
+fn split_commit(changes: Vec<syncbase_wire::Change>) -> Vec<(Response, usize)> {
     let mut messages = Vec::new();
     let mut part = Vec::new();
     let mut part_bytes = 0;
     for change in changes {
-        let size = change.key.len()
-            + change.collection.len()
-            + change.marker.len()
-            + ENTRY_OVERHEAD_BYTES
-            + match &change.kind {
-                syncbase_wire::ChangeKind::Put(value) => value.len(),
-                syncbase_wire::ChangeKind::Delete => 0,
-            };
+        let size = change_bytes(&change);
         if !part.is_empty() && part_bytes + size > limits::STREAM_MESSAGE_BYTES_TARGET {
-            messages.push(Response::ChangesPart(std::mem::take(&mut part)));
-            part_bytes = 0;
+            messages.push((
+                Response::ChangesPart(std::mem::take(&mut part)),
+                std::mem::take(&mut part_bytes),
+            ));
         }
         part_bytes += size;
         part.push(change);
     }
-    messages.push(Response::Changes(part));
+    messages.push((Response::Changes(part), part_bytes));
     messages
+}
+
+fn change_bytes(change: &syncbase_wire::Change) -> usize {
+    change.key.len()
+        + change.collection.len()
+        + change.marker.len()
+        + ENTRY_OVERHEAD_BYTES
+        + match &change.kind {
+            syncbase_wire::ChangeKind::Put(value) => value.len(),
+            syncbase_wire::ChangeKind::Delete => 0,
+        }
+}
+
+fn rows_bytes(rows: &[(String, Vec<u8>)]) -> usize {
+    rows.iter()
+        .map(|(key, value)| key.len() + value.len() + ENTRY_OVERHEAD_BYTES)
+        .sum()
+}
+
+/// About how many bytes a single response takes (what its lease is cut to).
+fn response_bytes(response: &Response) -> usize {
+    ENTRY_OVERHEAD_BYTES
+        + match response {
+            Response::Value(value) => value.len(),
+            Response::Rows(rows) => rows_bytes(rows),
+            Response::Names(names) => names.iter().map(|name| name.len() + 2).sum(),
+            _ => 0,
+        }
 }
 
 /// Whether a request may wait for the disk (it commits), so it must not run on an async worker

@@ -70,11 +70,45 @@ pub struct FjallSnapshot {
 
 fn engine_error(error: fjall::Error) -> Error {
     match error {
-        fjall::Error::Io(io) => Error::Io(io),
         fjall::Error::Locked => {
             Error::Engine("the store is already open (is another syncbased running?)".into())
         }
-        other => Error::Engine(format!("{other:?}")),
+        fjall::Error::Io(io) | fjall::Error::Storage(fjall::LsmError::Io(io)) => Error::Io(io),
+        fjall::Error::Storage(storage) => Error::Corrupt(storage_message(&storage)),
+        fjall::Error::Poisoned => Error::Engine(
+            "an earlier write to disk failed, so the store accepts no more writes; restart to recover".into(),
+        ),
+        fjall::Error::Unrecoverable => {
+            Error::Corrupt("the store's files cannot be recovered".into())
+        }
+        fjall::Error::InvalidVersion(_) => {
+            Error::Corrupt("the store's files have an unknown format version".into())
+        }
+        fjall::Error::JournalRecovery(_) => {
+            Error::Corrupt("the store's journal could not be recovered".into())
+        }
+        fjall::Error::Decompress(_) => Error::Corrupt("a block failed to decompress".into()),
+        fjall::Error::InvalidTrailer | fjall::Error::InvalidTag(_) => {
+            Error::Corrupt("the journal holds a malformed entry".into())
+        }
+        fjall::Error::KeyspaceDeleted => Error::Engine("the keyspace was deleted".into()),
+        // Variants added by later fjall versions: their own text, never a debug dump.
+        _ => Error::Engine("the storage engine failed".into()),
+    }
+}
+
+/// A sentence for an error of fjall's LSM tree (its `Display` prints a debug dump).
+fn storage_message(error: &fjall::LsmError) -> String {
+    match error {
+        fjall::LsmError::Io(io) => format!("I/O error: {io}"),
+        fjall::LsmError::ChecksumMismatch { .. } => "a block's checksum does not match".into(),
+        fjall::LsmError::Decompress(_) => "a block failed to decompress".into(),
+        fjall::LsmError::InvalidVersion(version) => {
+            format!("a table has the unknown format version {version}")
+        }
+        fjall::LsmError::Unrecoverable => "some of the store's files could not be recovered".into(),
+        fjall::LsmError::Utf8(_) => "a name in the store's files is not UTF-8".into(),
+        _ => "a table's block is malformed".into(),
     }
 }
 

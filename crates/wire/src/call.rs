@@ -291,6 +291,18 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// Checks what a caller controls in this request against the [`limits`](crate::limits)
+    /// that a sender can check before sending (a value's size), so an oversize value fails
+    /// with its own error instead of an oversize message on the wire.
+    pub fn validate_sizes(&self) -> Result<(), crate::WireError> {
+        match self {
+            Request::Put { value, .. } => crate::validate_value(value),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The answer to a [`Request`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {

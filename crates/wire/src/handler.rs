@@ -4,15 +4,20 @@
 
 use tokio::sync::mpsc;
 
+use crate::budget::Lease;
 use crate::call::{Request, Response};
 use crate::error::{WireError, codes};
+
+/// One response of a stream and the memory [`Lease`] that accounts for it (empty when the
+/// producer has no budget).
+type Leased = (Result<Response, WireError>, Lease);
 
 /// Responses queued per stream before the producer waits for the consumer.
 pub const STREAM_BUFFER_MESSAGES: usize = 64;
 
 /// The responses to one call, in order. Most calls have exactly one; scans and watches stream.
 pub struct Responses {
-    receiver: mpsc::Receiver<Result<Response, WireError>>,
+    receiver: mpsc::Receiver<Leased>,
     /// Told about every response taken, so a transport can grant its peer more to send.
     on_taken: Option<Box<dyn FnMut() + Send>>,
     /// Told when the stream is dropped, so a transport can tell its peer to stop.
@@ -30,23 +35,31 @@ impl Drop for Responses {
 /// The sending side of a [`Responses`] stream.
 #[derive(Clone)]
 pub struct ResponseSender {
-    sender: mpsc::Sender<Result<Response, WireError>>,
+    sender: mpsc::Sender<Leased>,
 }
 
 impl ResponseSender {
     /// Sends one response; returns false when the consumer has gone away.
     pub async fn send(&self, response: Result<Response, WireError>) -> bool {
-        self.sender.send(response).await.is_ok()
+        self.send_leased(response, Lease::default()).await
+    }
+
+    /// Sends one response with the lease that accounts for its bytes; the lease is given back
+    /// when whoever takes the response is done with it.
+    pub async fn send_leased(&self, response: Result<Response, WireError>, lease: Lease) -> bool {
+        self.sender.send((response, lease)).await.is_ok()
     }
 
     /// Sends without waiting; returns false when the stream is full or the consumer has gone.
     pub fn try_send(&self, response: Result<Response, WireError>) -> bool {
-        self.sender.try_send(response).is_ok()
+        self.sender.try_send((response, Lease::default())).is_ok()
     }
 
     /// Sends from a thread that is not async; returns false when the consumer has gone away.
     pub fn send_blocking(&self, response: Result<Response, WireError>) -> bool {
-        self.sender.blocking_send(response).is_ok()
+        self.sender
+            .blocking_send((response, Lease::default()))
+            .is_ok()
     }
 
     /// Whether the consumer has gone away.
@@ -63,7 +76,13 @@ impl ResponseSender {
 impl Responses {
     /// A stream and its sender.
     pub fn channel() -> (ResponseSender, Responses) {
-        let (sender, receiver) = mpsc::channel(STREAM_BUFFER_MESSAGES);
+        Self::channel_with_capacity(STREAM_BUFFER_MESSAGES)
+    }
+
+    /// A stream whose producer may run at most `messages` responses ahead of its consumer
+    /// (at least one).
+    pub fn channel_with_capacity(messages: usize) -> (ResponseSender, Responses) {
+        let (sender, receiver) = mpsc::channel(messages.max(1));
         (
             ResponseSender { sender },
             Responses {
@@ -76,9 +95,14 @@ impl Responses {
 
     /// A stream of exactly one response.
     pub fn single(response: Result<Response, WireError>) -> Responses {
+        Self::single_leased(response, Lease::default())
+    }
+
+    /// A stream of exactly one response, with the lease that accounts for its bytes.
+    pub fn single_leased(response: Result<Response, WireError>, lease: Lease) -> Responses {
         let (sender, receiver) = mpsc::channel(1);
         // A fresh channel with room for one cannot be full or closed.
-        let _ = sender.try_send(response);
+        let _ = sender.try_send((response, lease));
         Responses {
             receiver,
             on_taken: None,
@@ -88,8 +112,14 @@ impl Responses {
 
     /// The next response, or `None` at the end of the stream.
     pub async fn next(&mut self) -> Option<Result<Response, WireError>> {
+        self.next_leased().await.map(|(item, _lease)| item)
+    }
+
+    /// The next response and the lease accounting for its bytes: a transport keeps the lease
+    /// until it has written the response out.
+    pub async fn next_leased(&mut self) -> Option<(Result<Response, WireError>, Lease)> {
         let item = self.receiver.recv().await;
-        self.taken(&item);
+        self.taken(item.is_some());
         item
     }
 
@@ -103,10 +133,8 @@ impl Responses {
         self.on_taken = Some(hook);
     }
 
-    fn taken(&mut self, item: &Option<Result<Response, WireError>>) {
-        if item.is_some()
-            && let Some(hook) = &mut self.on_taken
-        {
+    fn taken(&mut self, some: bool) {
+        if some && let Some(hook) = &mut self.on_taken {
             hook();
         }
     }
@@ -115,11 +143,17 @@ impl Responses {
     /// `Err(())` nothing yet.
     #[allow(clippy::result_unit_err)]
     pub fn try_next(&mut self) -> Result<Option<Result<Response, WireError>>, ()> {
+        self.try_next_leased()
+            .map(|item| item.map(|(item, _lease)| item))
+    }
+
+    /// Like [`Responses::try_next`], with the response's lease.
+    #[allow(clippy::result_unit_err, clippy::type_complexity)]
+    pub fn try_next_leased(&mut self) -> Result<Option<(Result<Response, WireError>, Lease)>, ()> {
         match self.receiver.try_recv() {
             Ok(item) => {
-                let item = Some(item);
-                self.taken(&item);
-                Ok(item)
+                self.taken(true);
+                Ok(Some(item))
             }
             Err(mpsc::error::TryRecvError::Disconnected) => Ok(None),
             Err(mpsc::error::TryRecvError::Empty) => Err(()),
@@ -129,8 +163,8 @@ impl Responses {
     /// The next response from a thread that is not async.
     pub fn next_blocking(&mut self) -> Option<Result<Response, WireError>> {
         let item = self.receiver.blocking_recv();
-        self.taken(&item);
-        item
+        self.taken(item.is_some());
+        item.map(|(item, _lease)| item)
     }
 
     /// The first response (for calls that have one).

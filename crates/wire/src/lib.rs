@@ -6,6 +6,7 @@
 //! Everything here is plain data encoded with postcard. It depends on no other `syncbase-*`
 //! crate, so `nosql`, `server`, and the client can all use it without a cycle.
 
+pub mod budget;
 mod call;
 mod error;
 mod handler;
@@ -13,6 +14,7 @@ pub mod limits;
 mod names;
 mod perms;
 
+pub use budget::{ByteBudget, Lease};
 pub use call::{
     BatchHandle, BatchOptions, Change, ChangeKind, CollectionPath, DatabasePath, ObjectPath,
     Request, Response, RowRange, StatusInfo, WatchStart,

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, ValueEnum};
 use syncbase_net::default_paths;
 use syncbase_server::EngineKind;
-use syncbase_server::daemon::{Daemon, DaemonOptions};
+use syncbase_server::daemon::{ConnectionLimits, Daemon, DaemonOptions};
 use syncbase_store::Durability;
 
 /// The Syncbase daemon.
@@ -38,6 +38,15 @@ struct Arguments {
     /// Abort a batch left idle this long
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     batch_idle_timeout: u64,
+    /// Close a client connection with no call running for this long
+    #[arg(long, value_name = "SECONDS", default_value_t = ConnectionLimits::default().idle_timeout.as_secs())]
+    idle_timeout: u64,
+    /// Open connections one principal (e.g. alice:laptop) may hold
+    #[arg(long, value_name = "N", default_value_t = ConnectionLimits::default().connections_per_principal_max)]
+    connections_per_principal: usize,
+    /// Unauthenticated connections handshaking at once; a newcomer past this drops the oldest
+    #[arg(long, value_name = "N", default_value_t = ConnectionLimits::default().handshakes_pending_max)]
+    pending_handshakes: usize,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -85,6 +94,12 @@ fn main() -> ExitCode {
         trust: arguments.trust,
         default_identity_name: default_paths::user_name(),
         batch_idle_timeout_ns: arguments.batch_idle_timeout.saturating_mul(1_000_000_000),
+        limits: ConnectionLimits {
+            idle_timeout: std::time::Duration::from_secs(arguments.idle_timeout),
+            connections_per_principal_max: arguments.connections_per_principal,
+            handshakes_pending_max: arguments.pending_handshakes,
+            ..ConnectionLimits::default()
+        },
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
