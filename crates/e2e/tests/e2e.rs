@@ -464,9 +464,10 @@ fn strangers_impostors_and_forged_chains_are_kept_out() {
     let acl = ok(&home.sb(&daemon, &["acl", "get", "notes/main/todo"]));
     assert!(acl.contains("Read\tallow\tbob:x\n"), "{acl}");
     assert_eq!(ok(&as_bob(&["get", "notes/main/todo", "secret"])), "s\n");
+    // bob can see the collection now, so lacking Write is an honest refusal.
     assert_eq!(
         refused_code(&as_bob(&["put", "notes/main/todo", "k", "v"])),
-        codes::NO_EXIST
+        codes::NO_ACCESS
     );
     ok(&home.sb(
         &daemon,

@@ -17,9 +17,9 @@ use syncbase_wire::{
     validate_row_key, validate_value,
 };
 
-use crate::auth::{Caller, Need, check};
+use crate::auth::{Caller, Need, Walk};
 use crate::error::{Error, Result};
-use crate::service::{ServiceOptions, transact};
+use crate::service::{ServiceOptions, exists, transact};
 
 type Inner = Arc<dyn Store>;
 type DbTransaction = WatchableTransaction<Inner>;
@@ -152,10 +152,12 @@ impl Database {
         Ok(self.store.close()?)
     }
 
+    /// The collection's record, if the walk holds `need` on it (the walk has passed the
+    /// service, the app and this database).
     fn collection_data(
         &self,
         reader: &dyn StoreReader,
-        caller: &Caller,
+        walk: &Walk<'_>,
         collection: &str,
         need: Need,
     ) -> Result<CollectionData> {
@@ -163,7 +165,7 @@ impl Database {
         let data: CollectionData = get_typed(reader, &collection_key(collection))?
             .filter(|data: &CollectionData| !data.destroyed)
             .ok_or_else(|| Error::no_exist(collection_what(collection)))?;
-        check(caller, &data.permissions, need, collection_what(collection))?;
+        walk.check(&data.permissions, need, collection_what(collection))?;
         Ok(data)
     }
 
@@ -235,13 +237,14 @@ impl Database {
         })
     }
 
-    /// Destroys a collection and its rows (Admin on it), in one commit.
+    /// Destroys a collection and its rows (Admin on it, or on the service: see
+    /// [`Service::destroy_collection`](crate::Service::destroy_collection)), in one commit.
     ///
     /// One commit deletes the rows, replaces the record with a tombstone that keeps its last
     /// permissions (so a watch still shows the deletes to whoever could read them), and removes
     /// every stored version of its rows (so a collection later created under the same name
     /// cannot reveal old values to a watch resumed from an old marker).
-    pub fn destroy_collection(&self, caller: &Caller, collection: &str) -> Result<()> {
+    pub(crate) fn destroy_collection(&self, walk: &Walk<'_>, collection: &str) -> Result<()> {
         let row_prefix = keys::key_prefix(Prefix::Row, &[collection.as_bytes()], b"");
         let mut attempt = 0;
         loop {
@@ -249,7 +252,7 @@ impl Database {
             let transaction = self.store.begin(false)?;
             let outcome = (|| -> Result<()> {
                 let mut data =
-                    self.collection_data(&transaction, caller, collection, Need::Tag(Tag::Admin))?;
+                    self.collection_data(&transaction, walk, collection, Need::Tag(Tag::Admin))?;
                 let (start, limit) = keys::row_prefix_range(collection, b"");
                 let doomed: Vec<Vec<u8>> = transaction
                     .scan(&start, &limit)?
@@ -280,31 +283,36 @@ impl Database {
     pub fn collection_exists(&self, caller: &Caller, collection: &str) -> Result<bool> {
         validate_name(collection)?;
         let snapshot = self.store.versioned_snapshot()?;
-        Ok(self
-            .collection_data(&snapshot, caller, collection, Need::Any)
-            .is_ok())
+        exists(
+            self.collection_data(&snapshot, &Walk::new(caller), collection, Need::Any)
+                .map(drop),
+        )
     }
 
-    /// A collection's permissions (Admin on it).
-    pub fn collection_permissions(&self, caller: &Caller, collection: &str) -> Result<Permissions> {
+    /// A collection's permissions (Admin on it, or on the service).
+    pub(crate) fn collection_permissions(
+        &self,
+        walk: &Walk<'_>,
+        collection: &str,
+    ) -> Result<Permissions> {
         let snapshot = self.store.versioned_snapshot()?;
         Ok(self
-            .collection_data(&snapshot, caller, collection, Need::Tag(Tag::Admin))?
+            .collection_data(&snapshot, walk, collection, Need::Tag(Tag::Admin))?
             .permissions)
     }
 
-    /// Replaces a collection's permissions (Admin on it). The record is versioned and logged,
-    /// so sync will carry it with the data.
-    pub fn set_collection_permissions(
+    /// Replaces a collection's permissions (Admin on it, or on the service). The record is
+    /// versioned and logged, so sync will carry it with the data.
+    pub(crate) fn set_collection_permissions(
         &self,
-        caller: &Caller,
+        walk: &Walk<'_>,
         collection: &str,
         permissions: Permissions,
     ) -> Result<()> {
         permissions.validate()?;
         transact(self.store.as_ref(), |transaction| {
             let mut data =
-                self.collection_data(transaction, caller, collection, Need::Tag(Tag::Admin))?;
+                self.collection_data(transaction, walk, collection, Need::Tag(Tag::Admin))?;
             data.permissions = permissions.clone();
             Ok(put_typed(transaction, &collection_key(collection), &data)?)
         })
@@ -321,13 +329,14 @@ impl Database {
         validate_row_key(key)?;
         let reader = self.reader(caller, batch)?;
         let reader = reader.as_reader();
-        self.collection_data(reader, caller, collection, Need::Tag(Tag::Read))?;
+        self.collection_data(reader, &Walk::new(caller), collection, Need::Tag(Tag::Read))?;
         reader
             .get(&keys::row(collection, key.as_bytes()))?
             .ok_or_else(|| Error::no_exist(format!("row {key:?}")))
     }
 
-    /// Whether a row exists (Read on the collection; false when the caller may not know).
+    /// Whether a row exists (Read on the collection): false where `get` would say the row does
+    /// not exist, and `nosql.no_access` for a caller who sees the collection but may not read it.
     pub fn row_exists(
         &self,
         caller: &Caller,
@@ -338,10 +347,10 @@ impl Database {
         validate_row_key(key)?;
         let reader = self.reader(caller, batch)?;
         let reader = reader.as_reader();
-        if self
-            .collection_data(reader, caller, collection, Need::Tag(Tag::Read))
-            .is_err()
-        {
+        let readable = self
+            .collection_data(reader, &Walk::new(caller), collection, Need::Tag(Tag::Read))
+            .map(drop);
+        if !exists(readable)? {
             return Ok(false);
         }
         Ok(reader.exists(&keys::row(collection, key.as_bytes()))?)
@@ -359,7 +368,12 @@ impl Database {
         validate_row_key(key)?;
         validate_value(value)?;
         self.write(caller, batch, |transaction| {
-            self.collection_data(transaction, caller, collection, Need::Tag(Tag::Write))?;
+            self.collection_data(
+                transaction,
+                &Walk::new(caller),
+                collection,
+                Need::Tag(Tag::Write),
+            )?;
             Ok(transaction.put(&keys::row(collection, key.as_bytes()), value)?)
         })
     }
@@ -374,7 +388,12 @@ impl Database {
     ) -> Result<()> {
         validate_row_key(key)?;
         self.write(caller, batch, |transaction| {
-            self.collection_data(transaction, caller, collection, Need::Tag(Tag::Write))?;
+            self.collection_data(
+                transaction,
+                &Walk::new(caller),
+                collection,
+                Need::Tag(Tag::Write),
+            )?;
             Ok(transaction.delete(&keys::row(collection, key.as_bytes()))?)
         })
     }
@@ -404,7 +423,7 @@ impl Database {
     ) -> Result<RowStream> {
         let reader = self.reader(caller, batch)?;
         let reader = reader.as_reader();
-        self.collection_data(reader, caller, collection, Need::Tag(Tag::Read))?;
+        self.collection_data(reader, &Walk::new(caller), collection, Need::Tag(Tag::Read))?;
         let (start, limit) = Self::range_keys(collection, range);
         Ok(RowStream {
             inner: reader.scan(&start, &limit)?,
@@ -421,7 +440,12 @@ impl Database {
     ) -> Result<u64> {
         let (start, limit) = Self::range_keys(collection, range);
         self.write(caller, batch, |transaction| {
-            self.collection_data(transaction, caller, collection, Need::Tag(Tag::Write))?;
+            self.collection_data(
+                transaction,
+                &Walk::new(caller),
+                collection,
+                Need::Tag(Tag::Write),
+            )?;
             let doomed: Vec<Vec<u8>> = transaction
                 .scan(&start, &limit)?
                 .map(|entry| entry.map(|(key, _)| key))

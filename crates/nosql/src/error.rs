@@ -46,6 +46,21 @@ impl Error {
         ))
     }
 
+    pub(crate) fn no_access(what: impl std::fmt::Display, tag: syncbase_wire::Tag) -> Self {
+        Error::Wire(WireError::new(
+            codes::NO_ACCESS,
+            format!(
+                "access to {what} is denied: this needs {} on it",
+                tag.name()
+            ),
+        ))
+    }
+
+    /// Whether this is the refusal a caller gets for a missing object.
+    pub(crate) fn is_no_exist(&self) -> bool {
+        self.code() == codes::NO_EXIST
+    }
+
     pub(crate) fn exist(what: impl std::fmt::Display) -> Self {
         Error::Wire(WireError::new(
             codes::EXIST,

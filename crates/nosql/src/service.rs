@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 use syncbase_store::{Clock, Rng, Store, StoreReader, Transaction};
 use syncbase_util::keys::{self, Prefix};
 use syncbase_util::{StoreLayout, decode_typed, get_typed, put_typed};
-use syncbase_wire::{DatabasePath, ObjectPath, Permissions, Tag, validate_name};
+use syncbase_wire::{CollectionPath, DatabasePath, ObjectPath, Permissions, Tag, validate_name};
 
-use crate::auth::{Caller, Need, check};
+use crate::auth::{Caller, Need, Walk};
 use crate::database::Database;
 use crate::error::{Error, Result};
 
@@ -106,40 +106,54 @@ fn read_service<R: StoreReader + ?Sized>(reader: &R) -> Result<ServiceData> {
     })
 }
 
-/// Checks the caller can reach `app` (any tag on the service) and holds `need` on it.
+/// Checks the walk reaches `app` (any tag on the service) and holds `need` on it.
 fn read_app<R: StoreReader + ?Sized>(
     reader: &R,
-    caller: &Caller,
+    walk: &Walk<'_>,
     app: &str,
     need: Need,
 ) -> Result<AppData> {
     validate_name(app)?;
-    check(
-        caller,
-        &read_service(reader)?.permissions,
-        Need::Any,
-        app_what(app),
-    )?;
+    walk.check(&read_service(reader)?.permissions, Need::Any, app_what(app))?;
     let data: AppData =
         get_typed(reader, &app_key(app))?.ok_or_else(|| Error::no_exist(app_what(app)))?;
-    check(caller, &data.permissions, need, app_what(app))?;
+    walk.check(&data.permissions, need, app_what(app))?;
     Ok(data)
 }
 
-/// Checks the caller can reach the database (any tag on service and app) and holds `need` on it.
+/// Checks the walk reaches the database (any tag on service and app) and holds `need` on it.
 fn read_database<R: StoreReader + ?Sized>(
     reader: &R,
-    caller: &Caller,
+    walk: &Walk<'_>,
     path: &DatabasePath,
     need: Need,
 ) -> Result<DatabaseInfo> {
     validate_name(&path.database)?;
-    read_app(reader, caller, &path.app, Need::Any)
-        .map_err(|_| Error::no_exist(database_what(path)))?;
+    read_app(reader, walk, &path.app, Need::Any).map_err(|error| {
+        if error.is_no_exist() {
+            Error::no_exist(database_what(path))
+        } else {
+            error
+        }
+    })?;
     let info: DatabaseInfo = get_typed(reader, &database_key(path))?
         .ok_or_else(|| Error::no_exist(database_what(path)))?;
-    check(caller, &info.permissions, need, database_what(path))?;
+    walk.check(&info.permissions, need, database_what(path))?;
     Ok(info)
+}
+
+/// The walk of a call that needs Admin on its object (see [`Walk::manage`]).
+fn manage<'c, R: StoreReader + ?Sized>(reader: &R, caller: &'c Caller) -> Result<Walk<'c>> {
+    Ok(Walk::manage(caller, &read_service(reader)?.permissions))
+}
+
+/// An exists call's answer: false where other calls would say the object does not exist.
+pub(crate) fn exists(found: Result<()>) -> Result<bool> {
+    match found {
+        Ok(()) => Ok(true),
+        Err(error) if error.is_no_exist() => Ok(false),
+        Err(error) => Err(error),
+    }
 }
 
 fn names_under<R: StoreReader + ?Sized>(reader: &R, prefix: &[u8]) -> Result<Vec<Vec<Vec<u8>>>> {
@@ -215,7 +229,7 @@ impl Service {
     /// The database at `path`, for calls that check their own tags on its collections: the
     /// caller must be able to reach it (any tag on the service, the app and the database).
     pub fn database(&self, caller: &Caller, path: &DatabasePath) -> Result<Arc<Database>> {
-        self.open_database(caller, path, Need::Any)
+        self.open_database(&Walk::new(caller), path, Need::Any)
     }
 
     /// The database at `path` if the caller holds `tag` on it (Read for listing collections
@@ -226,19 +240,19 @@ impl Service {
         path: &DatabasePath,
         tag: Tag,
     ) -> Result<Arc<Database>> {
-        self.open_database(caller, path, Need::Tag(tag))
+        self.open_database(&Walk::new(caller), path, Need::Tag(tag))
     }
 
     fn open_database(
         &self,
-        caller: &Caller,
+        walk: &Walk<'_>,
         path: &DatabasePath,
         need: Need,
     ) -> Result<Arc<Database>> {
         // Read the record under the lock `forget_database` holds while destroying files, so a
         // database destroyed meanwhile is not reopened (its directory recreated) from a stale read.
         let mut open = self.databases.lock();
-        let info = read_database(self.store.as_ref(), caller, path, need)?;
+        let info = read_database(self.store.as_ref(), walk, path, need)?;
         if let Some((id, database)) = open.get(path)
             && *id == info.id
         {
@@ -258,8 +272,7 @@ impl Service {
     /// The names of the apps (Read on the service).
     pub fn list_apps(&self, caller: &Caller) -> Result<Vec<String>> {
         let snapshot = self.store.snapshot()?;
-        check(
-            caller,
+        Walk::new(caller).check(
             &read_service(snapshot.as_ref())?.permissions,
             Need::Tag(Tag::Read),
             "the service",
@@ -284,12 +297,7 @@ impl Service {
         permissions.validate()?;
         transact(self.store.as_ref(), |transaction| {
             let data = read_service(transaction)?;
-            check(
-                caller,
-                &data.permissions,
-                Need::Tag(Tag::Write),
-                "the service",
-            )?;
+            Walk::new(caller).check(&data.permissions, Need::Tag(Tag::Write), "the service")?;
             if transaction.get(&app_key(app))?.is_some() {
                 return Err(Error::exist(app_what(app)));
             }
@@ -300,10 +308,11 @@ impl Service {
         })
     }
 
-    /// Destroys an app and all its databases (Admin on the app).
+    /// Destroys an app and all its databases (Admin on the app, or on the service).
     pub fn destroy_app(&self, caller: &Caller, app: &str) -> Result<()> {
         let databases = transact(self.store.as_ref(), |transaction| {
-            read_app(transaction, caller, app, Need::Tag(Tag::Admin))?;
+            let walk = manage(transaction, caller)?;
+            read_app(transaction, &walk, app, Need::Tag(Tag::Admin))?;
             let mut doomed = Vec::new();
             let prefix = keys::key_prefix(Prefix::Database, &[app.as_bytes()], b"");
             let (start, limit) = keys::prefix_range(&prefix);
@@ -333,13 +342,18 @@ impl Service {
     /// Whether the app exists and the caller may know it (any tag on it).
     pub fn app_exists(&self, caller: &Caller, app: &str) -> Result<bool> {
         validate_name(app)?;
-        Ok(read_app(self.store.as_ref(), caller, app, Need::Any).is_ok())
+        exists(read_app(self.store.as_ref(), &Walk::new(caller), app, Need::Any).map(drop))
     }
 
     /// The names of an app's databases (Read on the app).
     pub fn list_databases(&self, caller: &Caller, app: &str) -> Result<Vec<String>> {
         let snapshot = self.store.snapshot()?;
-        read_app(snapshot.as_ref(), caller, app, Need::Tag(Tag::Read))?;
+        read_app(
+            snapshot.as_ref(),
+            &Walk::new(caller),
+            app,
+            Need::Tag(Tag::Read),
+        )?;
         let prefix = keys::key_prefix(Prefix::Database, &[app.as_bytes()], b"");
         names_under(snapshot.as_ref(), &prefix)?
             .into_iter()
@@ -360,7 +374,12 @@ impl Service {
         let permissions = permissions.unwrap_or_else(|| caller.default_permissions());
         permissions.validate()?;
         transact(self.store.as_ref(), |transaction| {
-            read_app(transaction, caller, &path.app, Need::Tag(Tag::Write))?;
+            read_app(
+                transaction,
+                &Walk::new(caller),
+                &path.app,
+                Need::Tag(Tag::Write),
+            )?;
             if transaction.get(&database_key(path))?.is_some() {
                 return Err(Error::exist(database_what(path)));
             }
@@ -376,10 +395,11 @@ impl Service {
         })
     }
 
-    /// Destroys a database and its data (Admin on the database).
+    /// Destroys a database and its data (Admin on the database, or on the service).
     pub fn destroy_database(&self, caller: &Caller, path: &DatabasePath) -> Result<()> {
         let id = transact(self.store.as_ref(), |transaction| {
-            let info = read_database(transaction, caller, path, Need::Tag(Tag::Admin))?;
+            let walk = manage(transaction, caller)?;
+            let info = read_database(transaction, &walk, path, Need::Tag(Tag::Admin))?;
             transaction.delete(&database_key(path))?;
             Ok(info.id)
         })?;
@@ -401,30 +421,41 @@ impl Service {
     pub fn database_exists(&self, caller: &Caller, path: &DatabasePath) -> Result<bool> {
         validate_name(&path.app)?;
         validate_name(&path.database)?;
-        Ok(read_database(self.store.as_ref(), caller, path, Need::Any).is_ok())
+        exists(read_database(self.store.as_ref(), &Walk::new(caller), path, Need::Any).map(drop))
     }
 
-    /// An object's permissions (Admin on it).
+    /// Destroys a collection and its rows (Admin on the collection, or on the service); see
+    /// [`Database::destroy_collection`].
+    pub fn destroy_collection(&self, caller: &Caller, path: &CollectionPath) -> Result<()> {
+        let walk = manage(self.store.as_ref(), caller)?;
+        self.open_database(&walk, &path.database_path(), Need::Any)?
+            .destroy_collection(&walk, &path.collection)
+    }
+
+    /// An object's permissions (Admin on it, or on the service).
     pub fn permissions(&self, caller: &Caller, object: &ObjectPath) -> Result<Permissions> {
         let admin = Need::Tag(Tag::Admin);
-        let reader = self.store.as_ref();
+        let snapshot = self.store.snapshot()?;
+        let reader = snapshot.as_ref();
+        let walk = manage(reader, caller)?;
         match object {
             ObjectPath::Service => {
                 let data = read_service(reader)?;
-                check(caller, &data.permissions, admin, "the service")?;
+                walk.check(&data.permissions, admin, "the service")?;
                 Ok(data.permissions)
             }
-            ObjectPath::App(app) => Ok(read_app(reader, caller, app, admin)?.permissions),
+            ObjectPath::App(app) => Ok(read_app(reader, &walk, app, admin)?.permissions),
             ObjectPath::Database(path) => {
-                Ok(read_database(reader, caller, path, admin)?.permissions)
+                Ok(read_database(reader, &walk, path, admin)?.permissions)
             }
             ObjectPath::Collection(path) => self
-                .database(caller, &path.database_path())?
-                .collection_permissions(caller, &path.collection),
+                .open_database(&walk, &path.database_path(), Need::Any)?
+                .collection_permissions(&walk, &path.collection),
         }
     }
 
-    /// Replaces an object's permissions (Admin on it).
+    /// Replaces an object's permissions (Admin on it, or on the service). Permissions that
+    /// would leave it without an admin are refused (`nosql.invalid_permissions`).
     pub fn set_permissions(
         &self,
         caller: &Caller,
@@ -436,26 +467,30 @@ impl Service {
         match object {
             ObjectPath::Service => transact(self.store.as_ref(), |transaction| {
                 let mut data = read_service(transaction)?;
-                check(caller, &data.permissions, admin, "the service")?;
+                manage(transaction, caller)?.check(&data.permissions, admin, "the service")?;
                 data.permissions = permissions.clone();
                 Ok(put_typed(transaction, &service_key(), &data)?)
             }),
             ObjectPath::App(app) => transact(self.store.as_ref(), |transaction| {
-                let mut data = read_app(transaction, caller, app, admin)?;
+                let walk = manage(transaction, caller)?;
+                let mut data = read_app(transaction, &walk, app, admin)?;
                 data.permissions = permissions.clone();
                 Ok(put_typed(transaction, &app_key(app), &data)?)
             }),
             ObjectPath::Database(path) => {
                 transact(self.store.as_ref(), |transaction| {
-                    let mut info = read_database(transaction, caller, path, admin)?;
+                    let walk = manage(transaction, caller)?;
+                    let mut info = read_database(transaction, &walk, path, admin)?;
                     info.permissions = permissions.clone();
                     Ok(put_typed(transaction, &database_key(path), &info)?)
                 })?;
                 Ok(())
             }
-            ObjectPath::Collection(path) => self
-                .database(caller, &path.database_path())?
-                .set_collection_permissions(caller, &path.collection, permissions),
+            ObjectPath::Collection(path) => {
+                let walk = manage(self.store.as_ref(), caller)?;
+                self.open_database(&walk, &path.database_path(), Need::Any)?
+                    .set_collection_permissions(&walk, &path.collection, permissions)
+            }
         }
     }
 }

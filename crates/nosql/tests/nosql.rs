@@ -109,7 +109,7 @@ fn the_hierarchy_can_be_created_listed_and_destroyed() {
     );
 
     database.put(&alice(), "todo", "k", b"v", None).unwrap();
-    database.destroy_collection(&alice(), "todo").unwrap();
+    service.destroy_collection(&alice(), &coll_path()).unwrap();
     assert!(!database.collection_exists(&alice(), "todo").unwrap());
     database.create_collection(&alice(), "todo", None).unwrap();
     assert_eq!(
@@ -181,7 +181,7 @@ fn rows_support_get_put_delete_exists_scan_and_range_delete() {
 }
 
 #[test]
-fn a_stranger_cannot_tell_forbidden_from_missing_until_granted() {
+fn a_stranger_cannot_tell_forbidden_from_missing_until_it_can_see() {
     let fixture = populated();
     let service = &fixture.service;
     let database = service.database(&alice(), &db_path()).unwrap();
@@ -247,15 +247,16 @@ fn a_stranger_cannot_tell_forbidden_from_missing_until_granted() {
         database_as_bob.get(&bob, "todo", "secret", None).unwrap(),
         b"v"
     );
+    // bob sees the collection now: lacking a tag is said plainly.
     assert_eq!(
         code(database_as_bob.put(&bob, "todo", "k", b"v", None)),
-        codes::NO_EXIST
+        codes::NO_ACCESS
     );
     assert_eq!(
         code(service.permissions(&bob, &collection)),
-        codes::NO_EXIST
+        codes::NO_ACCESS
     );
-    // Revoke: bob is back to not knowing the row exists.
+    // Revoke: bob holds no tag on the collection, and is back to not knowing the row exists.
     permissions.0.insert(
         Tag::Read,
         AccessList {
@@ -473,7 +474,10 @@ fn destroying_a_collection_shows_its_deletes_and_forgets_its_values() {
     let mut from_start = database
         .watch(&alice(), &WatchStart::From("0".into()))
         .unwrap();
-    database.destroy_collection(&alice(), "todo").unwrap();
+    fixture
+        .service
+        .destroy_collection(&alice(), &coll_path())
+        .unwrap();
     let deletes = live.next_batch().unwrap().unwrap();
     assert_eq!(
         (deletes[0].key.as_str(), &deletes[0].kind),
@@ -518,4 +522,284 @@ fn destroying_a_collection_shows_its_deletes_and_forgets_its_values() {
                 .all(|change| change.kind != ChangeKind::Put(b"secret".to_vec()))
         );
     }
+}
+
+/// Permissions granting alice every tag, with `admin` as the Admin list (`None`: no Admin list).
+fn with_admin(admin: Option<AccessList>) -> Permissions {
+    let mut permissions = Permissions::all_tags_to("alice");
+    match admin {
+        Some(list) => permissions.0.insert(Tag::Admin, list),
+        None => permissions.0.remove(&Tag::Admin),
+    };
+    permissions
+}
+
+fn lockouts() -> Vec<Permissions> {
+    vec![
+        with_admin(None),
+        with_admin(Some(AccessList::default())),
+        with_admin(Some(AccessList {
+            allowed: vec![],
+            denied: vec!["bob".into()],
+        })),
+        // Every allowed pattern is also denied.
+        with_admin(Some(AccessList {
+            allowed: vec!["alice:laptop".into(), "alice:$".into()],
+            denied: vec!["alice".into()],
+        })),
+    ]
+}
+
+#[test]
+fn permissions_that_let_nobody_administer_are_refused_on_every_object() {
+    let fixture = populated();
+    let service = &fixture.service;
+    let database = service.database(&alice(), &db_path()).unwrap();
+    let objects = [
+        ObjectPath::Service,
+        ObjectPath::App("notes".into()),
+        ObjectPath::Database(db_path()),
+        ObjectPath::Collection(coll_path()),
+    ];
+    for lockout in lockouts() {
+        let other_database = DatabasePath {
+            app: "notes".into(),
+            database: "other".into(),
+        };
+        let refusals = [
+            code(service.create_app(&alice(), "other", Some(lockout.clone()))),
+            code(service.create_database(&alice(), &other_database, Some(lockout.clone()))),
+            code(database.create_collection(&alice(), "other", Some(lockout.clone()))),
+        ];
+        assert_eq!(refusals, [codes::INVALID_PERMISSIONS; 3], "{lockout:?}");
+        for object in &objects {
+            let before = service.permissions(&alice(), object).unwrap();
+            let error = service
+                .set_permissions(&alice(), object, lockout.clone())
+                .unwrap_err();
+            assert_eq!(error.code(), codes::INVALID_PERMISSIONS, "{object:?}");
+            assert!(error.to_string().contains("no one could manage"), "{error}");
+            assert_eq!(service.permissions(&alice(), object).unwrap(), before);
+        }
+    }
+    assert!(!service.app_exists(&alice(), "other").unwrap());
+    // Denying some of the allowed principals still leaves an admin.
+    let guarded = with_admin(Some(AccessList {
+        allowed: vec!["alice".into()],
+        denied: vec!["alice:guest".into(), "alice:$".into()],
+    }));
+    for object in &objects {
+        service
+            .set_permissions(&alice(), object, guarded.clone())
+            .unwrap();
+    }
+}
+
+#[test]
+fn an_admin_of_the_service_can_repair_and_destroy_what_it_cannot_reach() {
+    let fixture = populated();
+    let service = &fixture.service;
+    // carol may create apps; her app, database and collection grant alice nothing.
+    let carol = Caller::new("carol");
+    let mut service_permissions = service.permissions(&alice(), &ObjectPath::Service).unwrap();
+    service_permissions
+        .0
+        .get_mut(&Tag::Write)
+        .unwrap()
+        .allowed
+        .push("carol".into());
+    service
+        .set_permissions(&alice(), &ObjectPath::Service, service_permissions)
+        .unwrap();
+    service.create_app(&carol, "carols", None).unwrap();
+    let carols_db = DatabasePath {
+        app: "carols".into(),
+        database: "db".into(),
+    };
+    service.create_database(&carol, &carols_db, None).unwrap();
+    let database = service.database(&carol, &carols_db).unwrap();
+    database.create_collection(&carol, "c", None).unwrap();
+    database.put(&carol, "c", "k", b"carol's", None).unwrap();
+    let carols_collection = CollectionPath {
+        app: "carols".into(),
+        database: "db".into(),
+        collection: "c".into(),
+    };
+    let objects = [
+        ObjectPath::App("carols".into()),
+        ObjectPath::Database(carols_db.clone()),
+        ObjectPath::Collection(carols_collection),
+    ];
+    for object in &objects {
+        assert_eq!(
+            service.permissions(&alice(), object).unwrap(),
+            Permissions::all_tags_to("carol"),
+            "{object:?}"
+        );
+        // Repair: carol keeps her tags and alice, as admin of the service, adds Resolve.
+        let mut repaired = Permissions::all_tags_to("carol");
+        repaired
+            .0
+            .get_mut(&Tag::Resolve)
+            .unwrap()
+            .allowed
+            .push("alice:laptop".into());
+        service
+            .set_permissions(&alice(), object, repaired.clone())
+            .unwrap();
+        assert_eq!(service.permissions(&carol, object).unwrap(), repaired);
+    }
+    // Managing is not reading: the rows stay carol's.
+    let as_alice = service.database(&alice(), &carols_db).unwrap();
+    assert_eq!(
+        code(as_alice.get(&alice(), "c", "k", None)),
+        codes::NO_ACCESS
+    );
+    assert_eq!(
+        code(as_alice.put(&alice(), "c", "k", b"mine", None)),
+        codes::NO_ACCESS
+    );
+    assert_eq!(
+        code(service.list_databases(&alice(), "carols")),
+        codes::NO_ACCESS
+    );
+    // A service admin without even Resolve on the way down can still destroy.
+    for object in &objects {
+        service
+            .set_permissions(&alice(), object, Permissions::all_tags_to("carol"))
+            .unwrap();
+    }
+    assert_eq!(
+        code(service.database(&alice(), &carols_db)),
+        codes::NO_EXIST
+    );
+    service.destroy_database(&alice(), &carols_db).unwrap();
+    assert!(!service.database_exists(&carol, &carols_db).unwrap());
+    service.destroy_app(&alice(), "carols").unwrap();
+    assert!(!service.app_exists(&carol, "carols").unwrap());
+    // An admin of an app has no such power over the databases below it.
+    service.create_app(&carol, "shared", None).unwrap();
+    let shared_db = DatabasePath {
+        app: "shared".into(),
+        database: "db".into(),
+    };
+    let mut app_permissions = Permissions::all_tags_to("carol");
+    app_permissions
+        .0
+        .get_mut(&Tag::Admin)
+        .unwrap()
+        .allowed
+        .push("dave".into());
+    app_permissions
+        .0
+        .get_mut(&Tag::Write)
+        .unwrap()
+        .allowed
+        .push("dave".into());
+    service
+        .set_permissions(&carol, &ObjectPath::App("shared".into()), app_permissions)
+        .unwrap();
+    service.create_database(&carol, &shared_db, None).unwrap();
+    let dave = Caller::new("dave");
+    assert_eq!(
+        code(service.permissions(&dave, &ObjectPath::Database(shared_db.clone()))),
+        codes::NO_EXIST
+    );
+    assert_eq!(
+        code(service.destroy_database(&dave, &shared_db)),
+        codes::NO_EXIST
+    );
+}
+
+#[test]
+fn a_caller_who_sees_an_object_is_told_access_is_denied() {
+    let fixture = populated();
+    let service = &fixture.service;
+    let bob = Caller::new("bob:x");
+    let database = service.database(&alice(), &db_path()).unwrap();
+    database.put(&alice(), "todo", "k", b"v", None).unwrap();
+    // bob: Resolve on the service and the app, Read on the database, Write on "todo".
+    let with_bob = |tag: Tag| {
+        let mut permissions = Permissions::all_tags_to("alice");
+        permissions
+            .0
+            .get_mut(&tag)
+            .unwrap()
+            .allowed
+            .push("bob".into());
+        permissions
+    };
+    for (object, tag) in [
+        (ObjectPath::Service, Tag::Resolve),
+        (ObjectPath::App("notes".into()), Tag::Resolve),
+        (ObjectPath::Database(db_path()), Tag::Read),
+        (ObjectPath::Collection(coll_path()), Tag::Write),
+    ] {
+        service
+            .set_permissions(&alice(), &object, with_bob(tag))
+            .unwrap();
+    }
+    let as_bob = service.database(&bob, &db_path()).unwrap();
+    let mut watch = as_bob.watch(&bob, &WatchStart::Now).unwrap();
+    as_bob.put(&bob, "todo", "mine", b"w", None).unwrap();
+    assert_eq!(code(as_bob.get(&bob, "todo", "k", None)), codes::NO_ACCESS);
+    assert_eq!(
+        code(as_bob.get(&bob, "todo", "absent", None)),
+        codes::NO_ACCESS
+    );
+    assert_eq!(
+        code(as_bob.scan(&bob, "todo", &RowRange::Prefix(String::new()), None)),
+        codes::NO_ACCESS
+    );
+    assert_eq!(
+        code(as_bob.row_exists(&bob, "todo", "k", None)),
+        codes::NO_ACCESS
+    );
+    assert!(as_bob.collection_exists(&bob, "todo").unwrap());
+    assert_eq!(
+        code(service.permissions(&bob, &ObjectPath::Collection(coll_path()))),
+        codes::NO_ACCESS
+    );
+    assert_eq!(
+        code(service.list_databases(&bob, "notes")),
+        codes::NO_ACCESS
+    );
+    assert_eq!(code(service.list_apps(&bob)), codes::NO_ACCESS);
+    assert_eq!(
+        code(service.create_app(&bob, "bobs", None)),
+        codes::NO_ACCESS
+    );
+    assert_eq!(
+        code(service.destroy_database(&bob, &db_path())),
+        codes::NO_ACCESS
+    );
+    // A collection bob holds no tag on, and one that does not exist, look the same.
+    database
+        .create_collection(&alice(), "private", None)
+        .unwrap();
+    for collection in ["private", "absent"] {
+        assert_eq!(
+            code(as_bob.get(&bob, collection, "k", None)),
+            codes::NO_EXIST
+        );
+        assert!(!as_bob.row_exists(&bob, collection, "k", None).unwrap());
+        assert!(!as_bob.collection_exists(&bob, collection).unwrap());
+    }
+    // Watch leaves out the rows of collections bob cannot read.
+    database.put(&alice(), "todo", "later", b"x", None).unwrap();
+    assert!(watch.next_batch().unwrap().is_none());
+    // Without a tag on an ancestor, bob cannot see anything below it.
+    service
+        .set_permissions(
+            &alice(),
+            &ObjectPath::App("notes".into()),
+            Permissions::all_tags_to("alice"),
+        )
+        .unwrap();
+    assert_eq!(code(service.database(&bob, &db_path())), codes::NO_EXIST);
+    assert_eq!(
+        code(service.permissions(&bob, &ObjectPath::Database(db_path()))),
+        codes::NO_EXIST
+    );
+    assert_eq!(code(service.list_databases(&bob, "notes")), codes::NO_EXIST);
 }

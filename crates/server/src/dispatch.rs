@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use syncbase_nosql::{Caller, Result, RowStream, Service, Watcher};
-use syncbase_wire::{Request, Response, StatusInfo, Tag};
+use syncbase_nosql::{Caller, Database, Result, RowStream, Service, Watcher};
+use syncbase_wire::{DatabasePath, Request, Response, StatusInfo, Tag, codes};
 
 /// What a call produced: one response, or a stream the transport sends in pieces.
 pub enum Outcome {
@@ -85,15 +85,13 @@ pub fn dispatch(
                 .database_with_tag(caller, &collection.database_path(), Tag::Write)?
                 .create_collection(caller, &collection.collection, permissions)?,
         ),
-        Request::DestroyCollection { collection } => done(
-            service
-                .database(caller, &collection.database_path())?
-                .destroy_collection(caller, &collection.collection)?,
-        ),
+        Request::DestroyCollection { collection } => {
+            done(service.destroy_collection(caller, &collection)?)
+        }
         Request::CollectionExists { collection } => {
-            let exists = match service.database(caller, &collection.database_path()) {
-                Ok(database) => database.collection_exists(caller, &collection.collection)?,
-                Err(_) => false,
+            let exists = match reachable(service, caller, &collection.database_path())? {
+                Some(database) => database.collection_exists(caller, &collection.collection)?,
+                None => false,
             };
             Outcome::Response(Response::Bool(exists))
         }
@@ -135,9 +133,11 @@ pub fn dispatch(
             key,
             batch,
         } => {
-            let exists = match service.database(caller, &collection.database_path()) {
-                Ok(database) => database.row_exists(caller, &collection.collection, &key, batch)?,
-                Err(_) => false,
+            let exists = match reachable(service, caller, &collection.database_path())? {
+                Some(database) => {
+                    database.row_exists(caller, &collection.collection, &key, batch)?
+                }
+                None => false,
             };
             Outcome::Response(Response::Bool(exists))
         }
@@ -160,4 +160,17 @@ pub fn dispatch(
                 .delete_range(caller, &collection.collection, &range, batch)?,
         )),
     })
+}
+
+/// The database for an exists call: `None` where other calls would say it does not exist.
+fn reachable(
+    service: &Service,
+    caller: &Caller,
+    path: &DatabasePath,
+) -> Result<Option<Arc<Database>>> {
+    match service.database(caller, path) {
+        Ok(database) => Ok(Some(database)),
+        Err(error) if error.code() == codes::NO_EXIST => Ok(None),
+        Err(error) => Err(error),
+    }
 }

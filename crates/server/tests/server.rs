@@ -249,13 +249,26 @@ fn run(
     }
 }
 
-fn refused(result: &Result<Response, String>, spec: Spec) -> bool {
+/// Whether the call answered as for a missing object: `nosql.no_exist`, or false for an exists
+/// call.
+fn as_if_missing(result: &Result<Response, String>, spec: Spec) -> bool {
     if spec.answers_false {
         result == &Ok(Response::Bool(false))
     } else {
         result.as_ref().err().map(String::as_str) == Some(codes::NO_EXIST)
     }
 }
+
+fn denied(result: &Result<Response, String>) -> bool {
+    result.as_ref().err().map(String::as_str) == Some(codes::NO_ACCESS)
+}
+
+const LEVELS: [Level; 4] = [
+    Level::Service,
+    Level::App,
+    Level::Database,
+    Level::Collection,
+];
 
 #[test]
 fn every_call_is_allowed_with_its_minimal_tags_and_refused_with_one_fewer() {
@@ -264,20 +277,15 @@ fn every_call_is_allowed_with_its_minimal_tags_and_refused_with_one_fewer() {
         let service = world(dir.path(), |level| minimal(spec, level));
         let allowed = run(&service, &bob(), name, &request);
         assert!(
-            allowed.is_ok() && !refused(&allowed, spec),
+            allowed.is_ok() && !as_if_missing(&allowed, spec),
             "{name}: with minimal tags: {allowed:?}"
         );
         if spec.no_tag_needed {
             continue;
         }
-        // One fewer: drop the tag at each level in turn.
-        let levels = [
-            Level::Service,
-            Level::App,
-            Level::Database,
-            Level::Collection,
-        ];
-        for dropped in levels.into_iter().filter(|level| *level <= spec.level) {
+        // No tag left at a level (the object or an ancestor): bob cannot see the object, so
+        // the answer is the one for a missing object.
+        for dropped in LEVELS.into_iter().filter(|level| *level <= spec.level) {
             let dir = tempfile::tempdir().unwrap();
             let service = world(dir.path(), |level| {
                 if level == dropped {
@@ -286,17 +294,108 @@ fn every_call_is_allowed_with_its_minimal_tags_and_refused_with_one_fewer() {
                     minimal(spec, level)
                 }
             });
-            let denied = run(&service, &bob(), name, &request);
+            let refused = run(&service, &bob(), name, &request);
             assert!(
-                refused(&denied, spec),
-                "{name}: without its tag at {dropped:?}: {denied:?}"
+                as_if_missing(&refused, spec),
+                "{name}: without a tag at {dropped:?}: {refused:?}"
+            );
+        }
+        // Another tag on the object instead of the one needed: bob sees it, and is told so.
+        if let Some(needed) = spec.tag {
+            let other = Tag::ALL.into_iter().find(|tag| *tag != needed).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let service = world(dir.path(), |level| {
+                if level == spec.level {
+                    vec![other]
+                } else {
+                    minimal(spec, level)
+                }
+            });
+            let refused = run(&service, &bob(), name, &request);
+            assert!(
+                denied(&refused),
+                "{name}: with {other:?} instead of {needed:?}: {refused:?}"
             );
         }
     }
 }
 
+/// The calls only an admin makes, on every level, each with a fresh world (they destroy).
+fn admin_calls() -> Vec<Request> {
+    let objects = [
+        ObjectPath::Service,
+        ObjectPath::App("app".into()),
+        ObjectPath::Database(db()),
+        ObjectPath::Collection(coll("c")),
+    ];
+    let mut calls = Vec::new();
+    for object in objects {
+        calls.push(Request::GetPermissions {
+            object: object.clone(),
+        });
+        calls.push(Request::SetPermissions {
+            object,
+            permissions: grant(&[Tag::Admin]),
+        });
+    }
+    calls.extend([
+        Request::DestroyCollection {
+            collection: coll("c"),
+        },
+        Request::DestroyDatabase { database: db() },
+        Request::DestroyApp { app: "app".into() },
+    ]);
+    calls
+}
+
 #[test]
-fn a_refusal_looks_exactly_like_a_missing_object() {
+fn an_admin_of_the_service_manages_everything_below_it_but_reads_no_rows() {
+    // bob holds Admin on the service and nothing on the app, the database or the collection.
+    let bob_at = |level| {
+        if level == Level::Service {
+            vec![Tag::Admin]
+        } else {
+            Vec::new()
+        }
+    };
+    for request in admin_calls() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = world(dir.path(), bob_at);
+        let answer = run(&service, &bob(), "admin", &request);
+        assert!(answer.is_ok(), "{request:?}: {answer:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let service = world(dir.path(), bob_at);
+    for (name, request, spec) in table() {
+        if spec.level == Level::Service || spec.tag == Some(Tag::Admin) {
+            continue;
+        }
+        let refused = run(&service, &bob(), name, &request);
+        assert!(as_if_missing(&refused, spec), "{name}: {refused:?}");
+    }
+    // Admin on an app gives no such power over the databases below it.
+    let dir = tempfile::tempdir().unwrap();
+    let service = world(dir.path(), |level| match level {
+        Level::Service => vec![Tag::Resolve],
+        Level::App => vec![Tag::Admin],
+        _ => Vec::new(),
+    });
+    for request in [
+        Request::GetPermissions {
+            object: ObjectPath::Database(db()),
+        },
+        Request::DestroyDatabase { database: db() },
+        Request::DestroyCollection {
+            collection: coll("c"),
+        },
+    ] {
+        let refused = run(&service, &bob(), "admin", &request);
+        assert_eq!(refused, Err(codes::NO_EXIST.to_string()), "{request:?}");
+    }
+}
+
+#[test]
+fn a_refusal_to_a_caller_who_cannot_see_looks_exactly_like_a_missing_object() {
     let dir = tempfile::tempdir().unwrap();
     let service = world(dir.path(), |level| {
         if level == Level::Collection {

@@ -30,18 +30,20 @@ impl WireError {
 /// The codes of the data-model layer (store codes such as `store.concurrent_transaction` pass
 /// through unchanged).
 pub mod codes {
-    /// The object does not exist, or the caller may not know whether it does. Missing and
-    /// forbidden are deliberately the same.
+    /// The object does not exist, or the caller cannot see it (holds no tag on it or on one of
+    /// its ancestors). For such a caller missing and forbidden are deliberately the same.
     pub const NO_EXIST: &str = "nosql.no_exist";
     /// The object already exists.
     pub const EXIST: &str = "nosql.exist";
-    /// The caller may see the object but not do this to it.
+    /// The caller sees the object (some tag on it and on every ancestor) but lacks the tag
+    /// this call needs.
     pub const NO_ACCESS: &str = "nosql.no_access";
     /// A name, key or value breaks the rules of `wire::limits` and `wire::validate_*`.
     pub const INVALID_NAME: &str = "nosql.invalid_name";
     /// A value is larger than `limits::VALUE_BYTES_MAX`.
     pub const VALUE_TOO_LARGE: &str = "nosql.value_too_large";
-    /// The permissions are malformed.
+    /// The permissions are malformed, or would leave the object without an admin (no Admin
+    /// list, or one that allows nobody).
     pub const INVALID_PERMISSIONS: &str = "nosql.invalid_permissions";
     /// The batch handle is unknown, finished or expired.
     pub const UNKNOWN_BATCH: &str = "nosql.unknown_batch";

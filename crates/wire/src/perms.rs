@@ -59,6 +59,18 @@ impl AccessList {
         self.allowed.iter().any(|p| pattern_matches(p, principal))
             && !self.denied.iter().any(|p| pattern_matches(p, principal))
     }
+
+    /// Whether some principal is allowed: some allowed pattern is not wholly covered by a denied
+    /// one. (With finitely many denied patterns, only a single one can cover an allowed pattern
+    /// that extends to `name:*`, so checking them one by one is exact.)
+    pub fn allows_someone(&self) -> bool {
+        self.allowed.iter().any(|allowed| {
+            !self
+                .denied
+                .iter()
+                .any(|denied| pattern_covers(denied, allowed))
+        })
+    }
 }
 
 /// The permissions of a service, app, database or collection.
@@ -96,7 +108,10 @@ impl Permissions {
         Tag::ALL.into_iter().any(|tag| self.grants(tag, principal))
     }
 
-    /// Checks the permissions are well formed: bounded lists of valid patterns.
+    /// Checks the permissions are well formed (bounded lists of valid patterns) and leave the
+    /// object manageable: an Admin list that allows someone. Permissions without one, or whose
+    /// Admin list allows nobody, would lock everyone out of the object's permissions for good
+    /// (at the service, even its own admins), so they are refused.
     pub fn validate(&self) -> Result<(), WireError> {
         let invalid = |why: String| WireError::new(codes::INVALID_PERMISSIONS, why);
         for (tag, list) in &self.0 {
@@ -113,7 +128,15 @@ impl Permissions {
                 }
             }
         }
-        Ok(())
+        match self.0.get(&Tag::Admin) {
+            None => Err(invalid(
+                "the permissions have no Admin list: no one could manage this object again".into(),
+            )),
+            Some(list) if !list.allows_someone() => Err(invalid(
+                "the Admin list allows nobody: no one could manage this object again".into(),
+            )),
+            Some(_) => Ok(()),
+        }
     }
 }
 
@@ -131,6 +154,16 @@ fn validate_pattern(pattern: &str) -> Result<(), String> {
         return Err(format!("pattern {pattern:?} is malformed"));
     }
     Ok(())
+}
+
+/// Whether every principal `allowed` matches also matches `denied`.
+fn pattern_covers(denied: &str, allowed: &str) -> bool {
+    match allowed.strip_suffix(":$") {
+        // One principal: covered when the denied pattern matches it.
+        Some(exact) => pattern_matches(denied, exact),
+        // `allowed` and everything below it: only a denied pattern that also extends does.
+        None => !denied.ends_with(":$") && pattern_matches(denied, allowed),
+    }
 }
 
 /// Whether `pattern` matches the principal name `principal`: `alice` matches `alice` and every

@@ -44,7 +44,7 @@ fn denied_patterns_win_over_allowed_ones() {
 #[test]
 fn malformed_permissions_are_refused() {
     for pattern in ["", ":", "alice:", "a::b", "al ice", "$", "alice:$:x"] {
-        let mut permissions = Permissions::default();
+        let mut permissions = Permissions::all_tags_to("alice");
         permissions.0.insert(
             Tag::Read,
             AccessList {
@@ -56,6 +56,50 @@ fn malformed_permissions_are_refused() {
         assert_eq!(error.code, codes::INVALID_PERMISSIONS, "{pattern:?}");
     }
     Permissions::all_tags_to("alice:$").validate().unwrap();
+}
+
+fn check_admin(allowed: &[&str], denied: &[&str], allows_someone: bool) {
+    let list = AccessList {
+        allowed: allowed.iter().map(|p| p.to_string()).collect(),
+        denied: denied.iter().map(|p| p.to_string()).collect(),
+    };
+    assert_eq!(
+        list.allows_someone(),
+        allows_someone,
+        "{allowed:?} minus {denied:?}"
+    );
+    let mut permissions = Permissions::all_tags_to("alice");
+    permissions.0.insert(Tag::Admin, list);
+    match permissions.validate() {
+        Ok(()) => assert!(allows_someone),
+        Err(error) => {
+            assert!(!allows_someone);
+            assert_eq!(error.code, codes::INVALID_PERMISSIONS);
+            assert!(error.message.contains("no one could manage"), "{error}");
+        }
+    }
+}
+
+#[test]
+fn permissions_whose_admin_list_allows_nobody_are_refused() {
+    check_admin(&[], &[], false);
+    check_admin(&[], &["bob"], false);
+    check_admin(&["alice"], &["alice"], false);
+    check_admin(&["alice:phone"], &["alice"], false);
+    check_admin(&["alice:$"], &["alice"], false);
+    check_admin(&["alice:$"], &["alice:$"], false);
+    check_admin(&["alice:phone", "bob"], &["alice", "bob"], false);
+    check_admin(&["alice"], &[], true);
+    check_admin(&["alice"], &["alice:$"], true);
+    check_admin(&["alice"], &["alice:phone"], true);
+    check_admin(&["alice:$"], &["alice:phone"], true);
+    check_admin(&["alice:phone"], &["alice:$"], true);
+    check_admin(&["alice", "bob"], &["alice"], true);
+    let mut no_admin = Permissions::all_tags_to("alice");
+    no_admin.0.remove(&Tag::Admin);
+    let error = no_admin.validate().unwrap_err();
+    assert_eq!(error.code, codes::INVALID_PERMISSIONS);
+    assert!(error.message.contains("no one could manage"), "{error}");
 }
 
 #[test]
