@@ -4,7 +4,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -112,9 +115,10 @@ impl HandlerFactory for Factory {
     }
 }
 
-/// Handshakes in progress, oldest first. A newcomer past the cap drops the oldest, so
-/// connections that never finish cannot keep anyone out for longer than it takes others to
-/// arrive (and each has a total deadline besides).
+/// Handshakes in progress, oldest first. A newcomer past the cap drops the oldest one that
+/// has not yet sent its first handshake message (an idle connection), else the oldest: so
+/// connections that never finish cannot keep anyone out, and an honest client, which sends its
+/// first message as soon as it connects, is the last to go. Each also has a total deadline.
 struct PendingHandshakes {
     max: usize,
     inner: Mutex<PendingInner>,
@@ -123,19 +127,26 @@ struct PendingHandshakes {
 #[derive(Default)]
 struct PendingInner {
     next: u64,
-    tasks: BTreeMap<u64, AbortHandle>,
+    tasks: BTreeMap<u64, (AbortHandle, Arc<AtomicBool>)>,
 }
 
 impl PendingHandshakes {
-    /// Registers a started handshake; aborts the oldest ones while there are too many.
-    fn register(&self, task: AbortHandle) -> u64 {
+    /// Registers a started handshake whose peer has `spoken` once it sent its first message;
+    /// drops others while there are too many.
+    fn register(&self, task: AbortHandle, spoken: Arc<AtomicBool>) -> u64 {
         let mut inner = self.inner.lock();
         let id = inner.next;
         inner.next += 1;
-        inner.tasks.insert(id, task);
+        inner.tasks.insert(id, (task, spoken));
         while inner.tasks.len() > self.max {
-            if let Some((_, oldest)) = inner.tasks.pop_first() {
-                oldest.abort();
+            let silent = inner
+                .tasks
+                .iter()
+                .find(|(_, (_, spoken))| !spoken.load(Ordering::Relaxed))
+                .map(|(id, _)| *id);
+            let victim = silent.or_else(|| inner.tasks.keys().next().copied());
+            if let Some((task, _)) = victim.and_then(|victim| inner.tasks.remove(&victim)) {
+                task.abort();
             }
         }
         id
@@ -261,6 +272,56 @@ impl IdentitySource {
                 .map_err(|error| error.to_string())?;
         }
         Ok(identity)
+    }
+}
+
+/// A connection that notes when its peer has sent a first handshake message's worth of bytes
+/// (a length prefix and an ephemeral key).
+struct Listened<T> {
+    inner: T,
+    received: usize,
+    spoken: Arc<AtomicBool>,
+}
+
+/// Bytes of the first message of a Noise XX handshake: a 2-byte length and a 32-byte key.
+const FIRST_MESSAGE_BYTES: usize = 2 + 32;
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Listened<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buffer.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(context, buffer);
+        if self.received < FIRST_MESSAGE_BYTES {
+            self.received += buffer.filled().len() - before;
+            if self.received >= FIRST_MESSAGE_BYTES {
+                self.spoken.store(true, Ordering::Relaxed);
+            }
+        }
+        polled
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Listened<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(context, bytes)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(context)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(context)
     }
 }
 
@@ -417,10 +478,16 @@ impl Daemon {
             };
             // The task learns its place among pending handshakes before it starts.
             let (registered, place) = tokio::sync::oneshot::channel::<u64>();
+            let spoken = Arc::new(AtomicBool::new(false));
+            let listened = Listened {
+                inner: stream,
+                received: 0,
+                spoken: spoken.clone(),
+            };
             let task = tokio::spawn(async move {
                 let Ok(id) = place.await else { return };
-                let _ = stream.set_nodelay(true);
-                let admitted = handshake_admitting(stream, &identity, false, |peer| {
+                let _ = listened.inner.set_nodelay(true);
+                let admitted = handshake_admitting(listened, &identity, false, |peer| {
                     // Authenticated: no longer a handshake a newcomer may drop.
                     pending.finished(id);
                     principals.take(&peer.name)
@@ -441,7 +508,7 @@ impl Daemon {
                     }
                 }
             });
-            let _ = registered.send(self.pending.register(task.abort_handle()));
+            let _ = registered.send(self.pending.register(task.abort_handle(), spoken));
         }
         tracing::info!("shutting down");
         if let Err(error) = self.service.close() {
