@@ -108,9 +108,14 @@ fn lock_root(root_dir: &Path) -> Result<File, StartError> {
 impl Daemon {
     /// Opens everything and binds the listener; [`Daemon::serve`] then accepts connections.
     pub async fn start(options: DaemonOptions) -> Result<Daemon, StartError> {
-        let mut identity =
-            Identity::load_or_create(&options.identity_dir, &options.default_identity_name)
-                .map_err(|error| StartError(error.to_string()))?;
+        let (mut identity, identity_created) = Identity::load_or_create_reporting(
+            &options.identity_dir,
+            &options.default_identity_name,
+        )
+        .map_err(|error| StartError(error.to_string()))?;
+        if identity_created {
+            tracing::info!(identity = %identity.name(), dir = %options.identity_dir.display(), "created a new identity");
+        }
         for path in &options.trust {
             let text = std::fs::read_to_string(path).map_err(|error| {
                 StartError(format!("cannot read root file {}: {error}", path.display()))
@@ -121,7 +126,11 @@ impl Daemon {
                 )
                 .map_err(|error| StartError(error.to_string()))?;
         }
+        let root_dir_is_new = !options.root_dir.exists();
         let lock = lock_root(&options.root_dir)?;
+        if root_dir_is_new {
+            tracing::info!(root_dir = %options.root_dir.display(), "created a new root directory");
+        }
         let service = Service::open(ServiceOptions {
             root_dir: options.root_dir.clone(),
             opener: Arc::new(EngineOpener {
@@ -153,6 +162,13 @@ impl Daemon {
             engine: options.engine.name().to_string(),
             version: syncbase_wire::VERSION.to_string(),
         });
+        tracing::info!(
+            %address,
+            identity = %status.identity,
+            root_dir = %options.root_dir.display(),
+            engine = %status.engine,
+            "started"
+        );
         let factory = Arc::new(Factory {
             service: service.clone(),
             status,
@@ -196,11 +212,11 @@ impl Daemon {
                 let _ = stream.set_nodelay(true);
                 match handshake(stream, &identity, false).await {
                     Ok(channel) => {
-                        tracing::info!(peer = %channel.peer.name, %peer_address, "connected");
+                        tracing::debug!(peer = %channel.peer.name, %peer_address, "connected");
                         let _connection: Connection = Connection::start(channel, Some(factory));
                     }
                     Err(error) => {
-                        tracing::info!(%peer_address, %error, "refused a connection");
+                        tracing::debug!(%peer_address, %error, "refused a connection");
                     }
                 }
             });
@@ -209,5 +225,6 @@ impl Daemon {
         if let Err(error) = self.service.close() {
             tracing::error!(%error, "closing the service failed");
         }
+        tracing::info!("stopped");
     }
 }
