@@ -1,8 +1,11 @@
 //! `syncbase-client`: the client side of Syncbase. A [`Client`] wraps any
 //! [`Handler`](syncbase_wire::Handler) — a connection to a daemon, or an in-process service — so
-//! an app is written once for both. The `sb` binary is built on it.
+//! an app is written once for both. The `sb` binary is built on it; [`escape`] and
+//! [`unescape`] define its plain output format.
 //!
 //! It depends on `syncbase-wire` and `syncbase-net`, never on `syncbase-server`.
+
+mod escape;
 
 use std::sync::Arc;
 
@@ -11,6 +14,8 @@ use syncbase_wire::{
     BatchHandle, BatchOptions, DatabasePath, Handler, Request, Response, Responses, WireError,
     codes,
 };
+
+pub use escape::{UnescapeError, escape, unescape};
 
 /// How many times [`Client::run_in_batch`] retries a batch that met a concurrent one.
 pub const BATCH_ATTEMPTS_MAX: usize = 100;

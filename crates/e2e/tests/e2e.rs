@@ -1,8 +1,9 @@
 //! Real `syncbased` processes on loopback, driven by `sb` and by the client library.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::Duration;
 
 use syncbase_client::Client;
 use syncbase_net::Identity;
@@ -70,14 +71,26 @@ impl Home {
     }
 
     fn start(&self, extra: &[&str]) -> Daemon {
-        let mut child = self
-            .command("syncbased")
+        self.spawn(extra, false)
+    }
+
+    /// Starts a daemon at its default log level, keeping its stderr for [`Daemon::log`].
+    fn start_logged(&self, extra: &[&str]) -> Daemon {
+        self.spawn(extra, true)
+    }
+
+    fn spawn(&self, extra: &[&str], logged: bool) -> Daemon {
+        let mut command = self.command("syncbased");
+        command
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+            .stdout(Stdio::piped());
+        if logged {
+            command.env_remove("RUST_LOG").stderr(Stdio::piped());
+        } else {
+            command.stderr(Stdio::inherit());
+        }
+        let mut child = command.spawn().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
@@ -111,6 +124,41 @@ impl Daemon {
         let exit = self.child.wait().unwrap();
         assert!(exit.success(), "syncbased exited with {exit} after SIGTERM");
     }
+
+    /// Everything a daemon started with [`Home::start_logged`] wrote to stderr (call after
+    /// [`Daemon::stop`]).
+    fn log(&mut self) -> String {
+        let mut log = String::new();
+        self.child
+            .stderr
+            .take()
+            .expect("started with start_logged")
+            .read_to_string(&mut log)
+            .unwrap();
+        log
+    }
+}
+
+/// Waits for `child`, killing it and failing if it runs past a generous deadline (counted in
+/// polls, since tests read no clock).
+fn wait_bounded(child: &mut Child) -> ExitStatus {
+    const POLL: Duration = Duration::from_millis(20);
+    for _ in 0..1500 {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        std::thread::sleep(POLL);
+    }
+    let _ = child.kill();
+    panic!("{child:?} did not exit within 30 s");
+}
+
+fn stderr_of(child: &mut Child) -> String {
+    let mut text = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        stderr.read_to_string(&mut text).unwrap();
+    }
+    text
 }
 
 impl Drop for Daemon {
@@ -184,7 +232,7 @@ fn sb_and_syncbased_work_together_with_no_setup_over_the_whole_hierarchy() {
     ));
     assert_eq!(
         ok(&home.sb(&daemon, &["get", "notes/main/todo", "b/1"])),
-        "one\n"
+        "one"
     );
     assert_eq!(
         ok(&home.sb(&daemon, &["scan", "notes/main/todo", "--prefix", "b/"])),
@@ -195,7 +243,7 @@ fn sb_and_syncbased_work_together_with_no_setup_over_the_whole_hierarchy() {
         &["scan", "notes/main/todo", "--start", "b/2", "--limit", "c"],
     );
     assert!(range.status.success());
-    assert_eq!(range.stdout, b"b/2\ttwo\nbin\t\xff\x00\x01\n");
+    assert_eq!(range.stdout, b"b/2\ttwo\nbin\t\\xff\\x00\\x01\n");
     assert_eq!(
         ok(&home.sb(
             &daemon,
@@ -317,7 +365,7 @@ fn a_concurrent_batch_fails_with_its_code_through_the_client() {
     });
     assert_eq!(
         ok(&home.sb(&daemon, &["get", "notes/main/todo", "counter"])),
-        "2\n"
+        "2"
     );
 }
 
@@ -371,7 +419,7 @@ fn watch_resumes_after_a_restart_and_acknowledged_writes_survive_kill_9() {
     for index in 0..20 {
         assert_eq!(
             ok(&home.sb(&daemon, &["get", "notes/main/todo", &format!("k{index}")])),
-            "v\n"
+            "v"
         );
     }
 }
@@ -463,7 +511,7 @@ fn strangers_impostors_and_forged_chains_are_kept_out() {
     ));
     let acl = ok(&home.sb(&daemon, &["acl", "get", "notes/main/todo"]));
     assert!(acl.contains("Read\tallow\tbob:x\n"), "{acl}");
-    assert_eq!(ok(&as_bob(&["get", "notes/main/todo", "secret"])), "s\n");
+    assert_eq!(ok(&as_bob(&["get", "notes/main/todo", "secret"])), "s");
     // bob can see the collection now, so lacking Write is an honest refusal.
     assert_eq!(
         refused_code(&as_bob(&["put", "notes/main/todo", "k", "v"])),
@@ -572,4 +620,277 @@ fn a_root_dir_of_a_newer_format_is_refused_clearly() {
         stderr.contains("newer") && stderr.contains("upgrade"),
         "{stderr}"
     );
+}
+
+#[test]
+fn get_prints_the_value_bytes_exactly_and_out_writes_them_to_a_file() {
+    let home = Home::new();
+    let daemon = home.start(&["--engine", "memory"]);
+    create_notes(&home, &daemon);
+    let value = b"two lines\nno newline at the end \xff\x00";
+    std::fs::write(home.path("value.bin"), value).unwrap();
+    let file = home.path("value.bin");
+    ok(&home.sb(
+        &daemon,
+        &[
+            "put",
+            "notes/main/todo",
+            "k",
+            "--file",
+            file.to_str().unwrap(),
+        ],
+    ));
+    let got = home.sb(&daemon, &["get", "notes/main/todo", "k"]);
+    assert!(got.status.success());
+    assert_eq!(
+        got.stdout, value,
+        "stdout is not a terminal: no newline added"
+    );
+    let out = home.path("out.bin");
+    let to_file = home.sb(
+        &daemon,
+        &[
+            "get",
+            "notes/main/todo",
+            "k",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(ok(&to_file), "");
+    assert_eq!(std::fs::read(&out).unwrap(), value);
+    let unwritable = home.path("no-such-dir/out.bin");
+    let failed = home.sb(
+        &daemon,
+        &[
+            "get",
+            "notes/main/todo",
+            "k",
+            "--out",
+            unwritable.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(refused_code(&failed), "sb.local_file");
+    assert_eq!(
+        ok(&home.sb(
+            &daemon,
+            &["--format", "json", "get", "notes/main/todo", "k"]
+        )),
+        "{\"value_base64\":\"dHdvIGxpbmVzCm5vIG5ld2xpbmUgYXQgdGhlIGVuZCD/AA==\"}\n"
+    );
+}
+
+#[test]
+fn plain_scan_and_watch_escape_keys_and_values_so_each_stays_one_line() {
+    let home = Home::new();
+    let daemon = home.start(&["--engine", "memory"]);
+    create_notes(&home, &daemon);
+    let value: &[u8] = b"a\tb\nc\rd\\e\x01\x7f\xff caf\xc3\xa9";
+    let escaped = "a\\tb\\nc\\rd\\\\e\\x01\\x7f\\xff caf\u{e9}";
+    std::fs::write(home.path("value.bin"), value).unwrap();
+    let file = home.path("value.bin");
+    ok(&home.sb(
+        &daemon,
+        &[
+            "put",
+            "notes/main/todo",
+            "back\\slash",
+            "--file",
+            file.to_str().unwrap(),
+        ],
+    ));
+    let scanned = ok(&home.sb(&daemon, &["scan", "notes/main/todo"]));
+    assert_eq!(scanned, format!("back\\\\slash\t{escaped}\n"));
+    let fields: Vec<&str> = scanned.trim_end_matches('\n').split('\t').collect();
+    assert_eq!(
+        syncbase_client::unescape(fields[0]).unwrap(),
+        b"back\\slash"
+    );
+    assert_eq!(syncbase_client::unescape(fields[1]).unwrap(), value);
+
+    let watched = ok(&home.sb(
+        &daemon,
+        &["watch", "notes/main", "--initial", "--count", "1"],
+    ));
+    let lines: Vec<&str> = watched.lines().collect();
+    assert_eq!(lines.len(), 2, "{watched:?}");
+    let fields: Vec<&str> = lines[0].split('\t').collect();
+    assert_eq!(
+        &fields[1..],
+        ["put", "todo", "back\\\\slash", escaped, "local"]
+    );
+    assert_eq!(lines[1], "");
+
+    // JSON output is not escaped.
+    let json = ok(&home.sb(&daemon, &["--format", "json", "scan", "notes/main/todo"]));
+    assert!(json.contains("\"key\":\"back\\\\slash\""), "{json}");
+    assert!(json.contains("\"value_base64\""), "{json}");
+}
+
+#[test]
+fn scan_takes_an_end_key_and_a_row_count() {
+    let home = Home::new();
+    let daemon = home.start(&["--engine", "memory"]);
+    create_notes(&home, &daemon);
+    for key in ["a", "b", "c", "d"] {
+        ok(&home.sb(&daemon, &["put", "notes/main/todo", key, key]));
+    }
+    let scan = |args: &[&str]| {
+        let mut full = vec!["scan", "notes/main/todo"];
+        full.extend_from_slice(args);
+        ok(&home.sb(&daemon, &full))
+    };
+    assert_eq!(scan(&["--end", "c"]), "a\ta\nb\tb\n");
+    assert_eq!(scan(&["--start", "b", "--end", "d"]), "b\tb\nc\tc\n");
+    // The old spelling still works, hidden.
+    assert_eq!(scan(&["--start", "b", "--limit", "c"]), "b\tb\n");
+    assert_eq!(scan(&["--max", "2"]), "a\ta\nb\tb\n");
+    assert_eq!(scan(&["--start", "b", "--max", "1"]), "b\tb\n");
+    assert_eq!(scan(&["--max", "10"]), "a\ta\nb\tb\nc\tc\nd\td\n");
+    assert_eq!(scan(&["--max", "0"]), "");
+    // Many rows over several messages: the rest of the stream is dropped (cancelled).
+    let many: Vec<String> = (0..3000).map(|index| format!("m{index:05}")).collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let identity = Identity::load(&home.path("config/syncbase/identity")).unwrap();
+    runtime.block_on(async {
+        let client = Client::connect(&daemon.address, &identity).await.unwrap();
+        let database = DatabasePath {
+            app: "notes".into(),
+            database: "main".into(),
+        };
+        client
+            .run_in_batch(&database, |batch| {
+                let (client, many) = (client.clone(), many.clone());
+                async move {
+                    for key in many {
+                        client
+                            .call_one(Request::Put {
+                                collection: syncbase_wire::CollectionPath {
+                                    app: "notes".into(),
+                                    database: "main".into(),
+                                    collection: "todo".into(),
+                                },
+                                key,
+                                value: b"v".to_vec(),
+                                batch: Some(batch),
+                            })
+                            .await?;
+                    }
+                    Ok(())
+                }
+            })
+            .await
+            .unwrap();
+    });
+    let first = scan(&["--prefix", "m", "--max", "1500"]);
+    assert_eq!(first.lines().count(), 1500);
+    assert_eq!(first.lines().last(), Some("m01499\tv"));
+    assert!(ok(&home.sb(&daemon, &["status"])).contains("engine\tmemory"));
+}
+
+#[test]
+fn watch_exits_1_when_its_database_is_destroyed_and_3_when_the_daemon_goes_away() {
+    let home = Home::new();
+    let mut daemon = home.start(&[]);
+    create_notes(&home, &daemon);
+    ok(&home.sb(&daemon, &["put", "notes/main/todo", "a", "1"]));
+    // A watch that has printed the initial state is known to be running.
+    let start_watch = |daemon: &Daemon| {
+        let mut watcher = home
+            .command("sb")
+            .env("SYNCBASE_SERVICE", &daemon.address)
+            .args(["watch", "notes/main", "--initial"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(watcher.stdout.take().unwrap()).lines();
+        let first = lines.next().unwrap().unwrap();
+        assert!(first.contains("\tput\ttodo\ta\t1\t"), "{first}");
+        (watcher, lines)
+    };
+
+    let (mut watcher, _lines) = start_watch(&daemon);
+    ok(&home.sb(&daemon, &["db", "destroy", "notes/main"]));
+    let status = wait_bounded(&mut watcher);
+    let stderr = stderr_of(&mut watcher);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("error[{}]: ", codes::NO_EXIST)),
+        "{stderr}"
+    );
+
+    ok(&home.sb(&daemon, &["db", "create", "notes/main"]));
+    ok(&home.sb(&daemon, &["collection", "create", "notes/main/todo"]));
+    ok(&home.sb(&daemon, &["put", "notes/main/todo", "a", "1"]));
+    let (mut watcher, _lines) = start_watch(&daemon);
+    daemon.stop();
+    let status = wait_bounded(&mut watcher);
+    let stderr = stderr_of(&mut watcher);
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("sb: "), "{stderr}");
+
+    let mut daemon = home.start(&[]);
+    let (mut watcher, _lines) = start_watch(&daemon);
+    daemon.kill_9();
+    let status = wait_bounded(&mut watcher);
+    let stderr = stderr_of(&mut watcher);
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    assert!(!stderr.is_empty());
+}
+
+#[test]
+fn the_daemon_logs_start_stop_and_what_it_created_but_not_each_connection() {
+    let home = Home::new();
+    let mut daemon = home.start_logged(&[]);
+    ok(&home.sb(&daemon, &["status"]));
+    daemon.stop();
+    let log = daemon.log();
+    for line in [
+        "created a new identity",
+        "created a new root directory",
+        "started",
+        "stopped",
+    ] {
+        assert!(log.contains(line), "{line:?} missing from\n{log}");
+    }
+    assert!(log.contains("alice"), "{log}");
+    assert!(!log.contains("connected"), "{log}");
+
+    let mut again = home.start_logged(&[]);
+    ok(&home.sb(&again, &["status"]));
+    again.stop();
+    let log = again.log();
+    assert!(log.contains("started") && log.contains("stopped"), "{log}");
+    assert!(!log.contains("created"), "{log}");
+    assert!(!log.contains("connected"), "{log}");
+
+    // RUST_LOG still overrides the default.
+    let mut debug = home
+        .command("syncbased")
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(debug.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let mut debug = Daemon {
+        child: debug,
+        address: line
+            .trim()
+            .strip_prefix("syncbased listening on ")
+            .unwrap()
+            .to_string(),
+    };
+    ok(&home.sb(&debug, &["status"]));
+    debug.stop();
+    let log = debug.log();
+    assert!(log.contains("connected"), "{log}");
 }

@@ -32,8 +32,6 @@ pub fn identity_dir() -> PathBuf {
 pub fn user_name() -> String {
     std::env::var("USER")
         .ok()
-        .filter(|name| {
-            !name.is_empty() && !name.contains([':', '$']) && !name.contains(char::is_whitespace)
-        })
+        .filter(|name| crate::identity::validate_new_extension(name).is_ok())
         .unwrap_or_else(|| "user".to_string())
 }

@@ -110,6 +110,9 @@ fn random_key() -> Result<SigningKey> {
     Ok(SigningKey::from_bytes(&seed))
 }
 
+/// Checks a root name or extension met in a chain or a root file: the rules it may have been
+/// created under, so identities and root files made before [`validate_new_extension`]'s
+/// stricter rules keep working.
 fn validate_extension(extension: &str) -> Result<()> {
     if extension.is_empty()
         || extension.len() > EXTENSION_BYTES_MAX
@@ -122,6 +125,17 @@ fn validate_extension(extension: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Checks a root name or extension being created: [`validate_extension`], plus the rules that
+/// names of apps, databases and collections share (no bidirectional controls, not `.` or
+/// `..`).
+pub(crate) fn validate_new_extension(extension: &str) -> Result<()> {
+    validate_extension(extension)?;
+    match syncbase_wire::new_name_problem(extension) {
+        Some(why) => Err(NetError::Identity(format!("invalid name: {why}"))),
+        None => Ok(()),
+    }
 }
 
 fn certificate_message(name_so_far: &str, public_key: &[u8; 32]) -> Vec<u8> {
@@ -191,7 +205,7 @@ pub fn verify_chain(chain: &[Certificate], trusted: &[TrustedRoot]) -> Result<Ve
 impl Identity {
     /// A new root identity named `name`, trusting itself.
     pub fn new_root(name: &str) -> Result<Self> {
-        validate_extension(name)?;
+        validate_new_extension(name)?;
         let key = random_key()?;
         let public_key = key.verifying_key().to_bytes();
         let root = Certificate {
@@ -212,7 +226,7 @@ impl Identity {
     /// A new identity with a fresh key, named `<this name>:extension`, certified by this one
     /// and trusting the same roots.
     pub fn bless(&self, extension: &str) -> Result<Self> {
-        validate_extension(extension)?;
+        validate_new_extension(extension)?;
         if self.chain.len() >= CHAIN_LINKS_MAX {
             return Err(NetError::Identity("the chain is as long as allowed".into()));
         }
@@ -304,6 +318,25 @@ impl Identity {
         }
         self.trusted_roots.push(root);
         Ok(())
+    }
+
+    /// Stops trusting every root named `name`; returns how many were removed. Refuses this
+    /// identity's own root (it could no longer load itself) and a name no trusted root has.
+    pub fn untrust(&mut self, name: &str) -> Result<usize> {
+        if name == self.root_name() {
+            return Err(NetError::Identity(format!(
+                "cannot untrust {name:?}: it is this identity's own root"
+            )));
+        }
+        let before = self.trusted_roots.len();
+        self.trusted_roots.retain(|root| root.name != name);
+        let removed = before - self.trusted_roots.len();
+        if removed == 0 {
+            return Err(NetError::Identity(format!(
+                "no trusted root is named {name:?}"
+            )));
+        }
+        Ok(removed)
     }
 
     /// This identity's public key.
@@ -405,10 +438,16 @@ impl Identity {
     /// Loads the identity in `dir`, creating a root named `default_name` there first if there
     /// is none.
     pub fn load_or_create(dir: &Path, default_name: &str) -> Result<Self> {
+        Ok(Self::load_or_create_reporting(dir, default_name)?.0)
+    }
+
+    /// [`Identity::load_or_create`], also saying whether this call created the identity.
+    pub fn load_or_create_reporting(dir: &Path, default_name: &str) -> Result<(Self, bool)> {
+        let mut created = false;
         if !Self::exists(dir) {
-            Self::new_root(default_name)?.create_new(dir)?;
+            created = Self::new_root(default_name)?.create_new(dir)?;
         }
-        Self::load(dir)
+        Ok((Self::load(dir)?, created))
     }
 }
 

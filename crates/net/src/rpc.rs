@@ -166,7 +166,8 @@ impl Outgoing {
             Err(mpsc::error::TrySendError::Full(_)) => Some(frame),
             Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => None,
         }
-    }}
+    }
+}
 
 impl Frame {
     /// The call a frame belongs to.

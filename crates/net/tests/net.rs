@@ -42,6 +42,79 @@ fn identities_chain_names_and_survive_a_round_trip_on_disk() {
 }
 
 #[test]
+fn new_root_names_and_extensions_refuse_dot_names_and_bidirectional_controls() {
+    let alice = Identity::new_root("alice").unwrap();
+    for bad in [
+        ".",
+        "..",
+        "evil\u{202e}txt",
+        "\u{2066}x",
+        "x\u{200f}",
+        "a$b",
+        "a:b",
+    ] {
+        let root = Identity::new_root(bad).err().unwrap();
+        let blessed = alice.bless(bad).err().unwrap();
+        for error in [root, blessed] {
+            assert_eq!(error.code(), "net.identity", "{bad:?}");
+            assert!(error.to_string().contains("invalid name"), "{error}");
+        }
+    }
+    assert!(
+        Identity::new_root("..")
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("reserved")
+    );
+    assert!(
+        alice
+            .bless("a\u{202e}b")
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("bidirectional")
+    );
+    alice.bless("...").unwrap();
+    // A root named before the rule still verifies, and its root file still parses.
+    let dotted = Identity::new_root("old").unwrap().forge_root_named(".");
+    let mut daemon = Identity::new_root("daemon").unwrap();
+    daemon
+        .trust(TrustedRoot::from_line(&dotted.root().to_line()).unwrap())
+        .unwrap();
+    assert_eq!(
+        verify_chain(dotted.chain(), daemon.trusted_roots())
+            .unwrap()
+            .name,
+        "."
+    );
+}
+
+#[test]
+fn untrust_removes_every_root_of_a_name_but_not_the_own_root() {
+    let mut alice = Identity::new_root("alice").unwrap();
+    let bob = Identity::new_root("bob").unwrap();
+    let carol = Identity::new_root("carol").unwrap();
+    alice.trust(bob.root()).unwrap();
+    alice.trust(carol.root()).unwrap();
+    assert_eq!(alice.untrust("bob").unwrap(), 1);
+    let names: Vec<&str> = alice
+        .trusted_roots()
+        .iter()
+        .map(|root| root.name.as_str())
+        .collect();
+    assert_eq!(names, ["alice", "carol"]);
+    assert!(verify_chain(bob.chain(), alice.trusted_roots()).is_err());
+    let missing = alice.untrust("bob").unwrap_err();
+    assert!(missing.to_string().contains("no trusted root"), "{missing}");
+    let own = alice.untrust("alice").unwrap_err();
+    assert!(own.to_string().contains("own root"), "{own}");
+    let mut laptop = alice.bless("laptop").unwrap();
+    assert!(laptop.untrust("alice").is_err());
+    assert_eq!(laptop.untrust("carol").unwrap(), 1);
+}
+
+#[test]
 fn a_trusted_root_cannot_claim_another_name() {
     let alice = Identity::new_root("alice").unwrap();
     let mut daemon = Identity::new_root("alice").unwrap();

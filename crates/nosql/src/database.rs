@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -13,8 +14,8 @@ use syncbase_store::{
 use syncbase_util::keys::{self, Prefix};
 use syncbase_util::{decode_typed, get_typed, put_typed};
 use syncbase_wire::{
-    BatchHandle, BatchOptions, DatabasePath, Permissions, RowRange, Tag, codes, validate_name,
-    validate_row_key, validate_value,
+    BatchHandle, BatchOptions, DatabasePath, Permissions, RowRange, Tag, codes,
+    validate_existing_name, validate_name, validate_row_key, validate_value,
 };
 
 use crate::auth::{Caller, Need, Walk};
@@ -61,6 +62,9 @@ pub struct Database {
     rng: Arc<dyn Rng>,
     batch_idle_timeout_ns: u64,
     batches: Mutex<HashMap<u64, BatchEntry>>,
+    /// Set before the service closes this database because it was destroyed (rather than
+    /// because the service is closing), so a watch can say so.
+    destroyed: AtomicBool,
 }
 
 fn collection_key(collection: &str) -> Vec<u8> {
@@ -135,6 +139,7 @@ impl Database {
             rng: options.rng.clone(),
             batch_idle_timeout_ns: options.batch_idle_timeout_ns,
             batches: Mutex::new(HashMap::new()),
+            destroyed: AtomicBool::new(false),
         })
     }
 
@@ -145,6 +150,15 @@ impl Database {
 
     pub(crate) fn store(&self) -> &Arc<Watchable<Inner>> {
         &self.store
+    }
+
+    pub(crate) fn mark_destroyed(&self) {
+        self.destroyed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether this database was destroyed (it is closed, and its path may name a new one).
+    pub(crate) fn is_destroyed(&self) -> bool {
+        self.destroyed.load(Ordering::SeqCst)
     }
 
     pub(crate) fn close(&self) -> Result<()> {
@@ -161,7 +175,7 @@ impl Database {
         collection: &str,
         need: Need,
     ) -> Result<CollectionData> {
-        validate_name(collection)?;
+        validate_existing_name(collection)?;
         let data: CollectionData = get_typed(reader, &collection_key(collection))?
             .filter(|data: &CollectionData| !data.destroyed)
             .ok_or_else(|| Error::no_exist(collection_what(collection)))?;
@@ -221,6 +235,17 @@ impl Database {
         permissions: Option<Permissions>,
     ) -> Result<()> {
         validate_name(collection)?;
+        self.insert_collection(caller, collection, permissions)
+    }
+
+    /// [`Database::create_collection`] without the name check (tests create collections named
+    /// under earlier rules with it).
+    pub(crate) fn insert_collection(
+        &self,
+        caller: &Caller,
+        collection: &str,
+        permissions: Option<Permissions>,
+    ) -> Result<()> {
         let permissions = permissions.unwrap_or_else(|| caller.default_permissions());
         permissions.validate()?;
         transact(self.store.as_ref(), |transaction| {
@@ -281,7 +306,7 @@ impl Database {
 
     /// Whether the collection exists and the caller may know it (any tag on it).
     pub fn collection_exists(&self, caller: &Caller, collection: &str) -> Result<bool> {
-        validate_name(collection)?;
+        validate_existing_name(collection)?;
         let snapshot = self.store.versioned_snapshot()?;
         exists(
             self.collection_data(&snapshot, &Walk::new(caller), collection, Need::Any)

@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 use syncbase_store::{Clock, Rng, Store, StoreReader, Transaction};
 use syncbase_util::keys::{self, Prefix};
 use syncbase_util::{StoreLayout, decode_typed, get_typed, put_typed};
-use syncbase_wire::{CollectionPath, DatabasePath, ObjectPath, Permissions, Tag, validate_name};
+use syncbase_wire::{
+    CollectionPath, DatabasePath, ObjectPath, Permissions, Tag, validate_existing_name,
+    validate_name,
+};
 
 use crate::auth::{Caller, Need, Walk};
 use crate::database::Database;
@@ -113,7 +116,7 @@ fn read_app<R: StoreReader + ?Sized>(
     app: &str,
     need: Need,
 ) -> Result<AppData> {
-    validate_name(app)?;
+    validate_existing_name(app)?;
     walk.check(&read_service(reader)?.permissions, Need::Any, app_what(app))?;
     let data: AppData =
         get_typed(reader, &app_key(app))?.ok_or_else(|| Error::no_exist(app_what(app)))?;
@@ -128,7 +131,7 @@ fn read_database<R: StoreReader + ?Sized>(
     path: &DatabasePath,
     need: Need,
 ) -> Result<DatabaseInfo> {
-    validate_name(&path.database)?;
+    validate_existing_name(&path.database)?;
     read_app(reader, walk, &path.app, Need::Any).map_err(|error| {
         if error.is_no_exist() {
             Error::no_exist(database_what(path))
@@ -264,6 +267,8 @@ impl Service {
             .open(&self.layout.database_dir(info.id))?;
         let database = Arc::new(Database::open(path.clone(), store, &self.options)?);
         if let Some((_, stale)) = open.insert(path.clone(), (info.id, database.clone())) {
+            // Another id at this path: the stale database was destroyed.
+            stale.mark_destroyed();
             stale.close()?;
         }
         Ok(database)
@@ -293,6 +298,17 @@ impl Service {
         permissions: Option<Permissions>,
     ) -> Result<()> {
         validate_name(app)?;
+        self.insert_app(caller, app, permissions)
+    }
+
+    /// [`Service::create_app`] without the name check (tests create objects named under
+    /// earlier rules with it).
+    fn insert_app(
+        &self,
+        caller: &Caller,
+        app: &str,
+        permissions: Option<Permissions>,
+    ) -> Result<()> {
         let permissions = permissions.unwrap_or_else(|| caller.default_permissions());
         permissions.validate()?;
         transact(self.store.as_ref(), |transaction| {
@@ -341,7 +357,7 @@ impl Service {
 
     /// Whether the app exists and the caller may know it (any tag on it).
     pub fn app_exists(&self, caller: &Caller, app: &str) -> Result<bool> {
-        validate_name(app)?;
+        validate_existing_name(app)?;
         exists(read_app(self.store.as_ref(), &Walk::new(caller), app, Need::Any).map(drop))
     }
 
@@ -371,6 +387,16 @@ impl Service {
         permissions: Option<Permissions>,
     ) -> Result<()> {
         validate_name(&path.database)?;
+        self.insert_database(caller, path, permissions)
+    }
+
+    /// [`Service::create_database`] without the name check.
+    fn insert_database(
+        &self,
+        caller: &Caller,
+        path: &DatabasePath,
+        permissions: Option<Permissions>,
+    ) -> Result<()> {
         let permissions = permissions.unwrap_or_else(|| caller.default_permissions());
         permissions.validate()?;
         transact(self.store.as_ref(), |transaction| {
@@ -412,6 +438,7 @@ impl Service {
         if open.get(path).is_some_and(|(open_id, _)| *open_id == id)
             && let Some((_, database)) = open.remove(path)
         {
+            database.mark_destroyed();
             database.close()?;
         }
         Ok(self.layout.destroy_database(id)?)
@@ -419,8 +446,8 @@ impl Service {
 
     /// Whether the database exists and the caller may know it (any tag on it).
     pub fn database_exists(&self, caller: &Caller, path: &DatabasePath) -> Result<bool> {
-        validate_name(&path.app)?;
-        validate_name(&path.database)?;
+        validate_existing_name(&path.app)?;
+        validate_existing_name(&path.database)?;
         exists(read_database(self.store.as_ref(), &Walk::new(caller), path, Need::Any).map(drop))
     }
 
@@ -492,5 +519,129 @@ impl Service {
                     .set_collection_permissions(&walk, &path.collection, permissions)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use syncbase_store::{ManualClock, SeededRng};
+    use syncbase_wire::{CollectionPath, codes};
+
+    use super::*;
+
+    struct MemoryOpener;
+
+    impl StoreOpener for MemoryOpener {
+        fn open(&self, _dir: &Path) -> syncbase_store::Result<Arc<dyn Store>> {
+            Ok(Arc::new(syncbase_store::open_memstore()))
+        }
+    }
+
+    fn code<T>(result: Result<T>) -> String {
+        match result {
+            Ok(_) => "ok".to_string(),
+            Err(error) => error.code().to_string(),
+        }
+    }
+
+    /// Names the rules for new names refuse (`$`, `:`, a bidirectional override, `.`, `..`).
+    const NAMES_REFUSED_SINCE: [&str; 5] = ["old$app", "old:db", "rtl\u{202e}coll", ".", ".."];
+
+    #[test]
+    fn objects_named_under_the_earlier_rules_stay_readable_and_destroyable() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = Service::open(ServiceOptions {
+            root_dir: dir.path().to_path_buf(),
+            opener: Arc::new(MemoryOpener),
+            owner_root: "alice".into(),
+            clock: Arc::new(ManualClock::new(1_000)),
+            rng: Arc::new(SeededRng::new(3)),
+            batch_idle_timeout_ns: crate::BATCH_IDLE_TIMEOUT_NS_DEFAULT,
+        })
+        .unwrap();
+        let alice = Caller::new("alice");
+        service.create_app(&alice, "notes", None).unwrap();
+        let main = DatabasePath {
+            app: "notes".into(),
+            database: "main".into(),
+        };
+        service.create_database(&alice, &main, None).unwrap();
+        for name in NAMES_REFUSED_SINCE {
+            let database = DatabasePath {
+                app: "notes".into(),
+                database: name.into(),
+            };
+            assert_eq!(
+                code(service.create_app(&alice, name, None)),
+                codes::INVALID_NAME
+            );
+            assert_eq!(
+                code(service.create_database(&alice, &database, None)),
+                codes::INVALID_NAME
+            );
+            assert_eq!(
+                code(
+                    service
+                        .database(&alice, &main)
+                        .unwrap()
+                        .create_collection(&alice, name, None)
+                ),
+                codes::INVALID_NAME
+            );
+        }
+
+        // Objects created under the earlier rules, as an older build did.
+        let (app, database_name, collection) = ("old$app", "old:db", "rtl\u{202e}coll");
+        let path = DatabasePath {
+            app: app.into(),
+            database: database_name.into(),
+        };
+        service.insert_app(&alice, app, None).unwrap();
+        service.insert_database(&alice, &path, None).unwrap();
+        let database = service.database(&alice, &path).unwrap();
+        database
+            .insert_collection(&alice, collection, None)
+            .unwrap();
+        database.insert_collection(&alice, "..", None).unwrap();
+
+        assert!(
+            service
+                .list_apps(&alice)
+                .unwrap()
+                .contains(&app.to_string())
+        );
+        assert!(service.app_exists(&alice, app).unwrap());
+        assert_eq!(
+            service.list_databases(&alice, app).unwrap(),
+            vec![database_name]
+        );
+        assert!(service.database_exists(&alice, &path).unwrap());
+        service
+            .permissions(&alice, &ObjectPath::Database(path.clone()))
+            .unwrap();
+        assert_eq!(database.list_collections().unwrap(), vec!["..", collection]);
+        assert!(database.collection_exists(&alice, collection).unwrap());
+        database.put(&alice, collection, "k:$", b"v", None).unwrap();
+        assert_eq!(database.get(&alice, collection, "k:$", None).unwrap(), b"v");
+        let collection_path = CollectionPath {
+            app: app.into(),
+            database: database_name.into(),
+            collection: collection.into(),
+        };
+        service
+            .permissions(&alice, &ObjectPath::Collection(collection_path.clone()))
+            .unwrap();
+        service
+            .destroy_collection(&alice, &collection_path)
+            .unwrap();
+        let dot_dot = CollectionPath {
+            collection: "..".into(),
+            ..collection_path
+        };
+        service.destroy_collection(&alice, &dot_dot).unwrap();
+        assert!(database.list_collections().unwrap().is_empty());
+        service.destroy_database(&alice, &path).unwrap();
+        service.destroy_app(&alice, app).unwrap();
+        assert_eq!(service.list_apps(&alice).unwrap(), vec!["notes"]);
     }
 }

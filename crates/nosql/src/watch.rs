@@ -105,17 +105,37 @@ impl Watcher {
     }
 
     /// Waits (without blocking a thread) for the next commit's visible changes; `None` when the
-    /// database is closed.
+    /// service closed the database, `nosql.no_exist` once the database has been destroyed.
     pub async fn next(&mut self) -> Result<Option<Vec<Change>>> {
         loop {
-            if let Some(changes) = self.next_batch()? {
-                return Ok(Some(changes));
+            match self.next_batch() {
+                Ok(Some(changes)) => return Ok(Some(changes)),
+                Ok(None) => {}
+                // Reading a closed database fails with a store error; say what happened
+                // instead: it was destroyed, or the service is closing (the stream just ends).
+                Err(_) if self.database.is_destroyed() => return Err(self.destroyed()),
+                Err(Error::Store(syncbase_store::Error::StoreClosed)) => return Ok(None),
+                Err(error) => return Err(error),
             }
             let notifier = self.database.store().notifier();
             if notifier.wait_after(self.next_seq - 1).await == LogEvent::Closed {
+                if self.database.is_destroyed() {
+                    return Err(self.destroyed());
+                }
                 return Ok(None);
             }
         }
+    }
+
+    fn destroyed(&self) -> Error {
+        let path = self.database.path();
+        Error::wire(
+            codes::NO_EXIST,
+            format!(
+                "database {}/{} was destroyed while watched",
+                path.app, path.database
+            ),
+        )
     }
 
     /// Blocks the thread for up to `timeout` for the next commit's visible changes.

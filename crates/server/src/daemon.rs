@@ -313,7 +313,10 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Listened<T> {
         Pin::new(&mut self.inner).poll_write(context, bytes)
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(context)
     }
 
@@ -376,9 +379,14 @@ impl Daemon {
     /// Opens everything and binds the listener; [`Daemon::serve`] then accepts connections.
     pub async fn start(options: DaemonOptions) -> Result<Daemon, StartError> {
         raise_open_file_limit();
-        let mut identity =
-            Identity::load_or_create(&options.identity_dir, &options.default_identity_name)
-                .map_err(|error| StartError(error.to_string()))?;
+        let (mut identity, identity_created) = Identity::load_or_create_reporting(
+            &options.identity_dir,
+            &options.default_identity_name,
+        )
+        .map_err(|error| StartError(error.to_string()))?;
+        if identity_created {
+            tracing::info!(identity = %identity.name(), dir = %options.identity_dir.display(), "created a new identity");
+        }
         let mut extra_roots = Vec::new();
         for path in &options.trust {
             let text = std::fs::read_to_string(path).map_err(|error| {
@@ -391,7 +399,11 @@ impl Daemon {
                 .map_err(|error| StartError(error.to_string()))?;
             extra_roots.push(root);
         }
+        let root_dir_is_new = !options.root_dir.exists();
         let lock = lock_root(&options.root_dir)?;
+        if root_dir_is_new {
+            tracing::info!(root_dir = %options.root_dir.display(), "created a new root directory");
+        }
         let service = Service::open(ServiceOptions {
             root_dir: options.root_dir.clone(),
             opener: Arc::new(EngineOpener {
@@ -423,6 +435,13 @@ impl Daemon {
             engine: options.engine.name().to_string(),
             version: syncbase_wire::VERSION.to_string(),
         });
+        tracing::info!(
+            %address,
+            identity = %status.identity,
+            root_dir = %options.root_dir.display(),
+            engine = %status.engine,
+            "started"
+        );
         let limits = options.limits.clone();
         let factory = Arc::new(Factory {
             service: service.clone(),
@@ -514,5 +533,6 @@ impl Daemon {
         if let Err(error) = self.service.close() {
             tracing::error!(%error, "closing the service failed");
         }
+        tracing::info!("stopped");
     }
 }

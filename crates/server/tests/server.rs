@@ -607,3 +607,49 @@ fn data_watch_markers_and_the_device_id_survive_a_restart() {
         .count();
     assert_eq!(databases, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_ends_with_no_exist_when_its_database_is_destroyed_and_quietly_on_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Arc::new(world(dir.path(), |_| Vec::new()));
+    let handler = ServiceHandler::new(service.clone(), alice(), Arc::new(status()));
+    let watch = |start| {
+        let handler = handler.clone();
+        async move {
+            handler
+                .call(Request::Watch {
+                    database: db(),
+                    start,
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let mut watch_now = watch(WatchStart::Now).await;
+    let mut watch_initial = watch(WatchStart::Initial).await;
+    let Some(Ok(Response::Changes(initial))) = watch_initial.next().await else {
+        panic!("no initial state")
+    };
+    assert_eq!(initial[0].key, "k");
+    service.destroy_database(&alice(), &db()).unwrap();
+    for stream in [&mut watch_now, &mut watch_initial] {
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(10), stream.next())
+            .await
+            .expect("the watch did not end");
+        let error = ended
+            .expect("the watch ended without an error")
+            .unwrap_err();
+        assert_eq!(error.code, codes::NO_EXIST, "{error:?}");
+        assert!(error.message.contains("destroyed"), "{error:?}");
+        assert!(stream.next().await.is_none());
+    }
+
+    // A database closed because the service closes (the daemon stops) ends the watch quietly.
+    service.create_database(&alice(), &db(), None).unwrap();
+    let mut watch_closing = watch(WatchStart::Now).await;
+    service.close().unwrap();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), watch_closing.next())
+        .await
+        .expect("the watch did not end");
+    assert!(ended.is_none(), "{ended:?}");
+}

@@ -21,7 +21,9 @@ pub use call::{
 };
 pub use error::{WireError, codes};
 pub use handler::{Handler, ResponseSender, Responses, STREAM_BUFFER_MESSAGES};
-pub use names::{validate_name, validate_row_key, validate_value};
+pub use names::{
+    new_name_problem, validate_existing_name, validate_name, validate_row_key, validate_value,
+};
 pub use perms::{AccessList, Permissions, Tag, pattern_matches};
 
 /// Where `syncbased` listens and `sb` connects by default: a fixed loopback port.

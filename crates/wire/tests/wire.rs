@@ -3,7 +3,7 @@
 use proptest::prelude::*;
 use syncbase_wire::{
     AccessList, Permissions, Request, Response, Tag, codes, decode, encode, limits,
-    pattern_matches, validate_name, validate_row_key, validate_value,
+    pattern_matches, validate_existing_name, validate_name, validate_row_key, validate_value,
 };
 
 fn check_pattern(pattern: &str, principal: &str, expected: bool) {
@@ -120,6 +120,47 @@ fn names_keys_and_values_follow_the_limits() {
     validate_value(&vec![0; limits::VALUE_BYTES_MAX]).unwrap();
     let error = validate_value(&vec![0; limits::VALUE_BYTES_MAX + 1]).unwrap_err();
     assert_eq!(error.code, codes::VALUE_TOO_LARGE);
+}
+
+fn check_new_name_refused(name: &str, message_part: &str) {
+    let error = validate_name(name).unwrap_err();
+    assert_eq!(error.code, codes::INVALID_NAME, "{name:?}");
+    assert!(
+        error.message.contains(message_part),
+        "{name:?}: {}",
+        error.message
+    );
+    // An object named so before the rule stays reachable, and row keys are unchanged.
+    validate_existing_name(name).unwrap();
+    validate_row_key(name).unwrap();
+}
+
+#[test]
+fn new_names_refuse_dollar_colon_bidirectional_controls_and_dot_names() {
+    check_new_name_refused("a$b", "'$'");
+    check_new_name_refused("$", "'$'");
+    check_new_name_refused("alice:x", "':'");
+    check_new_name_refused(".", "reserved");
+    check_new_name_refused("..", "reserved");
+    for bidi in [
+        '\u{200e}', '\u{200f}', '\u{202a}', '\u{202b}', '\u{202c}', '\u{202d}', '\u{202e}',
+        '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}',
+    ] {
+        check_new_name_refused(&format!("txt{bidi}exe"), "bidirectional control");
+    }
+    for fine in [
+        "...",
+        ".hidden",
+        "a.b",
+        "caf\u{e9}",
+        "\u{05d0}\u{05d1}",
+        "a-b_c+d",
+    ] {
+        validate_name(fine).unwrap();
+    }
+    // The earlier rules still hold for existing names.
+    assert!(validate_existing_name("a/b").is_err());
+    assert!(validate_existing_name("").is_err());
 }
 
 #[test]

@@ -1,35 +1,36 @@
 //! `sb`: the Syncbase command-line tool.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use base64::Engine as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use syncbase_client::Client;
-use syncbase_net::{Identity, TrustedRoot, default_paths, key_hex};
+use syncbase_client::{Client, escape};
+use syncbase_net::{Identity, NetError, TrustedRoot, default_paths, key_hex};
 use syncbase_wire::{
     AccessList, ChangeKind, CollectionPath, DatabasePath, ObjectPath, Request, Response, RowRange,
-    Tag, WatchStart, WireError,
+    Tag, WatchStart, WireError, codes,
 };
 
 /// The Syncbase command-line tool.
 ///
 /// Talks to a `syncbased` daemon over an encrypted, mutually authenticated connection.
-/// Exit codes: 0 ok; 1 the service refused (stderr says `error[CODE]: message`); 2 usage;
-/// 3 cannot connect or authenticate.
+/// The options below go before the command (`sb -s HOST:PORT scan APP/DB/COLL`).
+/// Exit codes: 0 ok; 1 refused, by the service or locally (stderr says `error[CODE]: message`);
+/// 2 usage; 3 cannot connect or authenticate.
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
     /// The daemon to talk to
     #[arg(short = 's', long = "service", env = "SYNCBASE_SERVICE", value_name = "HOST:PORT",
-          default_value = syncbase_wire::DEFAULT_SERVICE_ADDRESS, global = true)]
+          default_value = syncbase_wire::DEFAULT_SERVICE_ADDRESS)]
     service: String,
     /// Your identity [default: $XDG_CONFIG_HOME/syncbase/identity, else ~/.config/syncbase/identity]
-    #[arg(long, env = "SYNCBASE_IDENTITY", value_name = "DIR", global = true)]
+    #[arg(long, env = "SYNCBASE_IDENTITY", value_name = "DIR")]
     identity: Option<PathBuf>,
     /// Output format
-    #[arg(long, value_enum, default_value_t = Format::Plain, global = true)]
+    #[arg(long, value_enum, default_value_t = Format::Plain)]
     format: Format,
     #[command(subcommand)]
     command: Command,
@@ -69,12 +70,15 @@ enum Command {
         #[arg(long, value_name = "F", conflicts_with = "value")]
         file: Option<PathBuf>,
     },
-    /// Print a row's value
+    /// Print a row's value: its bytes exactly (a newline is added only on a terminal)
     Get {
         /// APP/DB/COLL
         collection: String,
         /// Row key
         key: String,
+        /// Write the value's bytes to this file instead (whatever --format)
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
     /// Delete a row
     Delete {
@@ -83,25 +87,41 @@ enum Command {
         /// Row key
         key: String,
     },
-    /// Print rows in key order as `key<TAB>value`
+    /// Print rows in key order, one `KEY<TAB>VALUE` line each
+    ///
+    /// Plain output escapes keys and values so that a row stays one line: `\\` for a
+    /// backslash, `\t`, `\n`, `\r`, and `\xHH` for each byte of other control characters and
+    /// for bytes that are not valid UTF-8; other text passes through unchanged
+    /// (`syncbase_client::unescape` reverses it). `--format json` is not escaped.
     Scan {
         /// APP/DB/COLL
         collection: String,
         /// Only keys starting with this
-        #[arg(long, conflicts_with_all = ["start", "limit"])]
+        #[arg(long, conflicts_with_all = ["start", "end"])]
         prefix: Option<String>,
         /// First key
-        #[arg(long)]
+        #[arg(long, value_name = "KEY")]
         start: Option<String>,
-        /// Key after the last
-        #[arg(long)]
-        limit: Option<String>,
+        /// Stop before this key (the first key not printed)
+        #[arg(long, value_name = "KEY", alias = "limit")]
+        end: Option<String>,
+        /// Print at most N rows
+        #[arg(long, value_name = "N")]
+        max: Option<u64>,
     },
     /// Permissions of `/` (the service), APP, APP/DB or APP/DB/COLL
     #[command(subcommand)]
     Acl(AclCommand),
     /// Print changes: `MARKER<TAB>put|delete<TAB>COLL<TAB>KEY<TAB>VALUE<TAB>local|sync`, a blank
     /// line after each commit
+    ///
+    /// Plain output escapes the collection, key and value so that a change stays one line:
+    /// `\\` for a backslash, `\t`, `\n`, `\r`, and `\xHH` for each byte of other control
+    /// characters and for bytes that are not valid UTF-8; other text passes through unchanged
+    /// (`syncbase_client::unescape` reverses it). `--format json` is not escaped.
+    ///
+    /// A watch runs until --count changes were printed: it exits 3 if the daemon goes away,
+    /// and 1 with `error[nosql.no_exist]` if the database is destroyed.
     Watch {
         /// APP/DB
         database: String,
@@ -111,8 +131,8 @@ enum Command {
         /// Resume after this marker
         #[arg(long, value_name = "MARKER")]
         from: Option<String>,
-        /// Stop after this many changes (finishing the commit they are in)
-        #[arg(long, value_name = "N")]
+        /// Stop after this many changes (finishing the commit they are in); at least 1
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         count: Option<u64>,
     },
     /// Check the daemon answers; print its identity, device id, address, engine and version
@@ -146,6 +166,11 @@ enum IdentityCommand {
     Trust {
         /// A root file
         file: PathBuf,
+    },
+    /// Stop trusting every root named NAME (not this identity's own root)
+    Untrust {
+        /// The root's name, as `sb identity show` lists it
+        name: String,
     },
 }
 
@@ -228,23 +253,60 @@ struct AclSet {
     deny: Vec<String>,
 }
 
+/// Stable codes of failures `sb` finds itself (the service's codes pass through).
+mod local_codes {
+    /// A file named on the command line cannot be read or written.
+    pub const LOCAL_FILE: &str = "sb.local_file";
+    /// `identity new` or `identity bless` would overwrite an identity.
+    pub const IDENTITY_EXISTS: &str = "sb.identity_exists";
+    /// Standard output cannot be written.
+    pub const OUTPUT: &str = "sb.output";
+    /// `sb` cannot start (no async runtime).
+    pub const START: &str = "sb.start";
+}
+
 /// Why `sb` stopped, and its exit code.
 enum Failure {
+    /// The service refused (exit 1).
     Refused(WireError),
+    /// Bad usage (exit 2).
     Usage(String),
+    /// Cannot connect or authenticate (exit 3).
     Connect(String),
-    Local(String),
+    /// A local failure, with a stable code (exit 1).
+    Local(WireError),
 }
 
 impl Failure {
+    fn local(code: &str, message: impl Into<String>) -> Self {
+        Failure::Local(WireError::new(code, message))
+    }
+
+    /// A local failure from the identity layer (a bad name, a bad file, no randomness).
+    fn identity(error: NetError) -> Self {
+        let message = match &error {
+            NetError::Identity(message) => message.clone(),
+            other => other.to_string(),
+        };
+        Failure::local(error.code(), message)
+    }
+
+    /// A file named on the command line cannot be read or written.
+    fn file(verb: &str, path: &std::path::Path, error: std::io::Error) -> Self {
+        Failure::local(
+            local_codes::LOCAL_FILE,
+            format!("cannot {verb} {}: {error}", path.display()),
+        )
+    }
+
+    fn unexpected_answer() -> Self {
+        Failure::local(codes::BAD_MESSAGE, "unexpected answer")
+    }
+
     fn report(&self) -> ExitCode {
         match self {
-            Failure::Refused(error) => {
+            Failure::Refused(error) | Failure::Local(error) => {
                 eprintln!("error[{}]: {}", error.code, error.message);
-                ExitCode::from(1)
-            }
-            Failure::Local(message) => {
-                eprintln!("sb: {message}");
                 ExitCode::from(1)
             }
             Failure::Usage(message) => {
@@ -278,7 +340,9 @@ fn main() -> ExitCode {
         .build()
     {
         Ok(runtime) => runtime,
-        Err(error) => return Failure::Local(format!("cannot start: {error}")).report(),
+        Err(error) => {
+            return Failure::local(local_codes::START, format!("cannot start: {error}")).report();
+        }
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -294,10 +358,34 @@ fn identity_dir(cli: &Cli) -> PathBuf {
 
 fn load_identity(cli: &Cli) -> Result<Identity, Failure> {
     Identity::load_or_create(&identity_dir(cli), &default_paths::user_name())
-        .map_err(|error| Failure::Local(error.to_string()))
+        .map_err(Failure::identity)
+}
+
+/// Checks `-s` (or `SYNCBASE_SERVICE`) is `HOST:PORT`: a port number after the last colon, and
+/// a host with no colon unless it is a bracketed IPv6 address (`[::1]:7433`).
+fn check_service_address(address: &str) -> Result<(), Failure> {
+    let well_formed = address.rsplit_once(':').is_some_and(|(host, port)| {
+        let host_ok = match host.strip_prefix('[') {
+            Some(bracketed) => bracketed.strip_suffix(']').is_some_and(|ip| !ip.is_empty()),
+            None => !host.is_empty() && !host.contains(':'),
+        };
+        let port_ok = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+        host_ok
+            && !host.contains(|c: char| c.is_whitespace() || c == '/')
+            && port_ok
+            && port.parse::<u16>().is_ok()
+    });
+    if well_formed {
+        Ok(())
+    } else {
+        Err(Failure::Usage(format!(
+            "-s/--service (or SYNCBASE_SERVICE) must be HOST:PORT, got {address:?}"
+        )))
+    }
 }
 
 async fn connect(cli: &Cli) -> Result<Client, Failure> {
+    check_service_address(&cli.service)?;
     let identity = load_identity(cli)?;
     Client::connect(&cli.service, &identity)
         .await
@@ -360,12 +448,31 @@ struct Output {
 
 impl Output {
     fn line(&mut self, bytes: &[u8]) -> Outcome {
+        self.write(bytes, true)
+    }
+
+    fn write(&mut self, bytes: &[u8], newline: bool) -> Outcome {
         let write = self
             .out
             .write_all(bytes)
-            .and_then(|()| self.out.write_all(b"\n"))
+            .and_then(|()| {
+                if newline {
+                    self.out.write_all(b"\n")
+                } else {
+                    Ok(())
+                }
+            })
             .and_then(|()| self.out.flush());
-        write.map_err(|error| Failure::Local(format!("cannot write output: {error}")))
+        write.map_err(|error| {
+            Failure::local(local_codes::OUTPUT, format!("cannot write output: {error}"))
+        })
+    }
+
+    /// A row's value, exactly: a newline follows only on a terminal, where the prompt would
+    /// otherwise run on.
+    fn value(&mut self, value: &[u8]) -> Outcome {
+        let terminal = std::io::stdout().is_terminal();
+        self.write(value, terminal)
     }
 
     fn json(&mut self, value: serde_json::Value) -> Outcome {
@@ -393,7 +500,7 @@ async fn run(cli: Cli) -> Outcome {
         Command::Status => {
             let client = connect(&cli).await?;
             let Response::Status(status) = client.call_one(Request::Status).await? else {
-                return Err(Failure::Local("unexpected answer".into()));
+                return Err(Failure::unexpected_answer());
             };
             match output.format {
                 Format::Plain => {
@@ -467,9 +574,9 @@ fn simple_request(command: &Command) -> Result<Option<Request>, Failure> {
         } => {
             let value = match (value, file) {
                 (Some(value), None) => value.clone().into_bytes(),
-                (None, Some(file)) => std::fs::read(file).map_err(|error| {
-                    Failure::Local(format!("cannot read {}: {error}", file.display()))
-                })?,
+                (None, Some(file)) => {
+                    std::fs::read(file).map_err(|error| Failure::file("read", file, error))?
+                }
                 _ => return Err(Failure::Usage("give a VALUE or --file F".into())),
             };
             Request::Put {
@@ -479,7 +586,9 @@ fn simple_request(command: &Command) -> Result<Option<Request>, Failure> {
                 batch: None,
             }
         }
-        Command::Get { collection, key } => Request::Get {
+        Command::Get {
+            collection, key, ..
+        } => Request::Get {
             collection: collection_path(collection)?,
             key: key.clone(),
             batch: None,
@@ -502,9 +611,12 @@ fn simple_request(command: &Command) -> Result<Option<Request>, Failure> {
 fn print_response(output: &mut Output, command: &Command, response: Response) -> Outcome {
     match response {
         Response::Names(names) => output.names(names),
-        Response::Value(value) => match output.format {
-            Format::Plain => output.line(&value),
-            Format::Json => {
+        Response::Value(value) => match (command, output.format) {
+            (Command::Get { out: Some(out), .. }, _) => {
+                std::fs::write(out, &value).map_err(|error| Failure::file("write", out, error))
+            }
+            (_, Format::Plain) => output.value(&value),
+            (_, Format::Json) => {
                 let (field, value) = json_value(&value);
                 output.json(serde_json::json!({ field: value }))
             }
@@ -522,14 +634,11 @@ fn print_response(output: &mut Output, command: &Command, response: Response) ->
             }
             Ok(())
         }
-        Response::Done | Response::Deleted(_) | Response::Bool(_) | Response::Batch(_) => {
-            let _ = command;
-            Ok(())
-        }
+        Response::Done | Response::Deleted(_) | Response::Bool(_) | Response::Batch(_) => Ok(()),
         Response::Rows(_)
         | Response::Changes(_)
         | Response::ChangesPart(_)
-        | Response::Status(_) => Err(Failure::Local("unexpected answer".into())),
+        | Response::Status(_) => Err(Failure::unexpected_answer()),
     }
 }
 
@@ -549,7 +658,7 @@ async fn streaming(client: &Client, command: &Command, output: &mut Output) -> O
                 })
                 .await?
             else {
-                return Err(Failure::Local("unexpected answer".into()));
+                return Err(Failure::unexpected_answer());
             };
             permissions.0.insert(
                 tag,
@@ -570,14 +679,15 @@ async fn streaming(client: &Client, command: &Command, output: &mut Output) -> O
             collection,
             prefix,
             start,
-            limit,
+            end,
+            max,
         } => {
-            let range = match (prefix, start, limit) {
+            let range = match (prefix, start, end) {
                 (Some(prefix), _, _) => RowRange::Prefix(prefix.clone()),
                 (None, None, None) => RowRange::Prefix(String::new()),
-                (None, start, limit) => RowRange::Range {
+                (None, start, end) => RowRange::Range {
                     start: start.clone().unwrap_or_default(),
-                    limit: limit.clone().unwrap_or_default(),
+                    limit: end.clone().unwrap_or_default(),
                 },
             };
             let mut rows = client
@@ -587,17 +697,24 @@ async fn streaming(client: &Client, command: &Command, output: &mut Output) -> O
                     batch: None,
                 })
                 .await?;
-            while let Some(message) = rows.next().await {
+            let mut printed = 0u64;
+            let below_max = |printed: u64| max.is_none_or(|max| printed < max);
+            'stream: while below_max(printed) {
+                let Some(message) = rows.next().await else {
+                    break;
+                };
                 let Response::Rows(chunk) = message? else {
-                    return Err(Failure::Local("unexpected answer".into()));
+                    return Err(Failure::unexpected_answer());
                 };
                 for (key, value) in chunk {
+                    if !below_max(printed) {
+                        break 'stream;
+                    }
+                    printed += 1;
                     match output.format {
                         Format::Plain => {
-                            let mut line = key.into_bytes();
-                            line.push(b'\t');
-                            line.extend_from_slice(&value);
-                            output.line(&line)?;
+                            let line = format!("{}\t{}", escape(key.as_bytes()), escape(&value));
+                            output.line(line.as_bytes())?;
                         }
                         Format::Json => {
                             let (field, value) = json_value(&value);
@@ -606,6 +723,8 @@ async fn streaming(client: &Client, command: &Command, output: &mut Output) -> O
                     }
                 }
             }
+            // Dropping the stream cancels the rest of the scan at the daemon.
+            drop(rows);
             Ok(())
         }
         Command::Watch {
@@ -626,11 +745,17 @@ async fn streaming(client: &Client, command: &Command, output: &mut Output) -> O
                 })
                 .await?;
             let mut printed = 0u64;
-            while let Some(message) = changes.next().await {
+            loop {
+                // A watch has no end: a stream that ends was ended by the daemon (it stopped).
+                let Some(message) = changes.next().await else {
+                    return Err(Failure::Connect(format!(
+                        "the watch of {database} ended: the daemon stopped or closed the connection"
+                    )));
+                };
                 let (batch, commit_ends) = match message? {
                     Response::Changes(batch) => (batch, true),
                     Response::ChangesPart(batch) => (batch, false),
-                    _ => return Err(Failure::Local("unexpected answer".into())),
+                    _ => return Err(Failure::unexpected_answer()),
                 };
                 for change in batch {
                     let (kind, value) = match &change.kind {
@@ -640,14 +765,14 @@ async fn streaming(client: &Client, command: &Command, output: &mut Output) -> O
                     let origin = if change.from_sync { "sync" } else { "local" };
                     match output.format {
                         Format::Plain => {
-                            let mut line = format!(
-                                "{}\t{kind}\t{}\t{}\t",
-                                change.marker, change.collection, change.key
-                            )
-                            .into_bytes();
-                            line.extend_from_slice(&value);
-                            line.extend_from_slice(format!("\t{origin}").as_bytes());
-                            output.line(&line)?;
+                            let line = format!(
+                                "{}\t{kind}\t{}\t{}\t{}\t{origin}",
+                                escape(change.marker.as_bytes()),
+                                escape(change.collection.as_bytes()),
+                                escape(change.key.as_bytes()),
+                                escape(&value),
+                            );
+                            output.line(line.as_bytes())?;
                         }
                         Format::Json => {
                             let (field, value) = json_value(&value);
@@ -677,25 +802,29 @@ async fn streaming(client: &Client, command: &Command, output: &mut Output) -> O
 
 fn identity(cli: &Cli, command: &IdentityCommand, output: &mut Output) -> Outcome {
     let dir = identity_dir(cli);
-    let local = |error: syncbase_net::NetError| Failure::Local(error.to_string());
+    let exists = |dir: &std::path::Path| {
+        Failure::local(
+            local_codes::IDENTITY_EXISTS,
+            format!(
+                "{} already holds an identity; not overwriting it",
+                dir.display()
+            ),
+        )
+    };
     match command {
         IdentityCommand::New { name } => {
-            let identity = Identity::new_root(name).map_err(local)?;
-            if !identity.create_new(&dir).map_err(local)? {
-                return Err(Failure::Local(format!(
-                    "{} already holds an identity; not overwriting it",
-                    dir.display()
-                )));
+            let identity = Identity::new_root(name).map_err(Failure::identity)?;
+            if !identity.create_new(&dir).map_err(Failure::identity)? {
+                return Err(exists(&dir));
             }
             output.line(identity.name().as_bytes())
         }
         IdentityCommand::Bless { extension, out } => {
-            let blessed = load_identity(cli)?.bless(extension).map_err(local)?;
-            if !blessed.create_new(out).map_err(local)? {
-                return Err(Failure::Local(format!(
-                    "{} already holds an identity; not overwriting it",
-                    out.display()
-                )));
+            let blessed = load_identity(cli)?
+                .bless(extension)
+                .map_err(Failure::identity)?;
+            if !blessed.create_new(out).map_err(Failure::identity)? {
+                return Err(exists(out));
             }
             output.line(blessed.name().as_bytes())
         }
@@ -722,16 +851,20 @@ fn identity(cli: &Cli, command: &IdentityCommand, output: &mut Output) -> Outcom
         IdentityCommand::ExportRoot { out } => {
             let identity = load_identity(cli)?;
             std::fs::write(out, identity.root().to_line())
-                .map_err(|error| Failure::Local(format!("cannot write {}: {error}", out.display())))
+                .map_err(|error| Failure::file("write", out, error))
         }
         IdentityCommand::Trust { file } => {
-            let text = std::fs::read_to_string(file).map_err(|error| {
-                Failure::Local(format!("cannot read {}: {error}", file.display()))
-            })?;
-            let root = TrustedRoot::from_line(&text).map_err(local)?;
+            let text = std::fs::read_to_string(file)
+                .map_err(|error| Failure::file("read", file, error))?;
+            let root = TrustedRoot::from_line(&text).map_err(Failure::identity)?;
             let mut identity = load_identity(cli)?;
-            identity.trust(root).map_err(local)?;
-            identity.save(&dir).map_err(local)
+            identity.trust(root).map_err(Failure::identity)?;
+            identity.save(&dir).map_err(Failure::identity)
+        }
+        IdentityCommand::Untrust { name } => {
+            let mut identity = load_identity(cli)?;
+            identity.untrust(name).map_err(Failure::identity)?;
+            identity.save(&dir).map_err(Failure::identity)
         }
     }
 }

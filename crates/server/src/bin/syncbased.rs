@@ -12,8 +12,10 @@ use syncbase_store::Durability;
 
 /// The Syncbase daemon.
 ///
-/// Prints `syncbased listening on HOST:PORT` on stdout once it accepts connections; logs go to
-/// stderr (set RUST_LOG, e.g. RUST_LOG=debug). Stops cleanly on SIGINT and SIGTERM.
+/// Prints `syncbased listening on HOST:PORT` on stdout once it accepts connections. Logs go to
+/// stderr: by default start, stop, a new identity or root directory, warnings and errors;
+/// RUST_LOG overrides (RUST_LOG=debug also logs each connection). Stops cleanly on SIGINT and
+/// SIGTERM.
 #[derive(Parser)]
 #[command(version)]
 struct Arguments {
