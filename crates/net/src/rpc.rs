@@ -27,6 +27,11 @@ use crate::identity::VerifiedChain;
 /// consumer holds back its own stream only, never the connection it shares with other calls.
 pub const STREAM_WINDOW_MESSAGES: u32 = 32;
 
+/// Bytes (of encoded frames) a stream may have in flight before its caller takes some: with
+/// large messages the byte window binds first. A message is sent whenever nothing is in flight,
+/// however large, so no message can stall.
+pub const STREAM_WINDOW_BYTES: usize = 4 * 1024 * 1024;
+
 /// Calls a peer may have running on one connection at once.
 pub const CALLS_PER_CONNECTION_MAX: usize = 256;
 
@@ -59,19 +64,71 @@ pub enum Frame {
         /// The call.
         id: u64,
     },
-    /// The caller of stream `id` took this many more responses: the server may send as many
-    /// more (flow control; a stream starts with [`STREAM_WINDOW_MESSAGES`]).
+    /// The caller of stream `id` took this many more responses, of this many bytes: the server
+    /// may send as many more (flow control; a stream starts with [`STREAM_WINDOW_MESSAGES`] and
+    /// [`STREAM_WINDOW_BYTES`]).
     Credit {
         /// The call.
         id: u64,
         /// How many more responses may be sent.
         messages: u32,
+        /// How many more bytes may be sent.
+        bytes: u64,
     },
     /// The caller no longer wants call `id`'s responses.
     Cancel {
         /// The call.
         id: u64,
     },
+}
+
+/// The serving side's view of one stream's flow-control window: how many more messages and
+/// bytes the caller has room for.
+struct StreamWindow {
+    messages: Semaphore,
+    bytes_in_flight: Mutex<usize>,
+    bytes_returned: Notify,
+}
+
+impl StreamWindow {
+    fn new() -> Self {
+        Self {
+            messages: Semaphore::new(STREAM_WINDOW_MESSAGES as usize),
+            bytes_in_flight: Mutex::new(0),
+            bytes_returned: Notify::new(),
+        }
+    }
+
+    /// Waits until the caller has room for a message of `bytes`, and takes it.
+    async fn take(&self, bytes: usize) -> bool {
+        match self.messages.acquire().await {
+            Ok(permit) => permit.forget(),
+            Err(_) => return false,
+        }
+        loop {
+            let returned = self.bytes_returned.notified();
+            {
+                let mut in_flight = self.bytes_in_flight.lock();
+                if *in_flight == 0 || *in_flight + bytes <= STREAM_WINDOW_BYTES {
+                    *in_flight += bytes;
+                    return true;
+                }
+            }
+            returned.await;
+        }
+    }
+
+    /// The caller took `messages` responses of `bytes`: room for as many more (never more
+    /// than a window, whatever a peer claims).
+    fn credit(&self, messages: u32, bytes: u64) {
+        let room =
+            (STREAM_WINDOW_MESSAGES as usize).saturating_sub(self.messages.available_permits());
+        self.messages.add_permits((messages as usize).min(room));
+        let mut in_flight = self.bytes_in_flight.lock();
+        *in_flight = in_flight.saturating_sub(usize::try_from(bytes).unwrap_or(usize::MAX));
+        drop(in_flight);
+        self.bytes_returned.notify_waiters();
+    }
 }
 
 /// Makes the handler that serves a peer's calls, once the peer is authenticated.
@@ -122,30 +179,16 @@ impl Outgoing {
         self.send_leased(frame, Lease::default()).await
     }
 
-    /// Queues a frame whose bytes `lease` accounts for. A response too large for one message
-    /// (which the data model's limits rule out) goes as an error instead.
+    /// Queues a frame whose bytes `lease` accounts for.
     async fn send_leased(&self, frame: Frame, lease: Lease) -> bool {
-        let bytes = match encode_frame(&frame) {
-            Ok(bytes) if bytes.len() <= MESSAGE_BYTES_MAX => bytes,
-            Ok(bytes) => {
-                let Some(id) = frame.id() else { return false };
-                let error = WireError::new(
-                    codes::BAD_MESSAGE,
-                    format!(
-                        "a response of {} bytes is larger than the limit of {MESSAGE_BYTES_MAX}",
-                        bytes.len()
-                    ),
-                );
-                match encode_frame(&Frame::Only {
-                    id,
-                    item: Err(error),
-                }) {
-                    Ok(bytes) => bytes,
-                    Err(_) => return false,
-                }
-            }
-            Err(_) => return false,
-        };
+        match encode_response(&frame) {
+            Some(bytes) => self.send_encoded(bytes, lease).await,
+            None => false,
+        }
+    }
+
+    /// Queues an encoded frame whose bytes `lease` accounts for.
+    async fn send_encoded(&self, bytes: Vec<u8>, lease: Lease) -> bool {
         self.queue
             .send(Outbound {
                 bytes,
@@ -154,7 +197,33 @@ impl Outgoing {
             .await
             .is_ok()
     }
+}
 
+/// Encodes a response frame; one too large for a message (which the data model's limits rule
+/// out) becomes an error for its call instead. `None` only if even that cannot be encoded.
+fn encode_response(frame: &Frame) -> Option<Vec<u8>> {
+    match encode_frame(frame) {
+        Ok(bytes) if bytes.len() <= MESSAGE_BYTES_MAX => Some(bytes),
+        Ok(bytes) => {
+            let id = frame.id()?;
+            let error = WireError::new(
+                codes::BAD_MESSAGE,
+                format!(
+                    "a response of {} bytes is larger than the limit of {MESSAGE_BYTES_MAX}",
+                    bytes.len()
+                ),
+            );
+            encode_frame(&Frame::Only {
+                id,
+                item: Err(error),
+            })
+            .ok()
+        }
+        Err(_) => None,
+    }
+}
+
+impl Outgoing {
     /// Queues a frame without waiting: the frame comes back when the queue is full (it is
     /// dropped when the connection can no longer be written).
     fn try_send(&self, frame: Frame) -> Option<Frame> {
@@ -394,7 +463,7 @@ async fn read_frames<T>(
 ) where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut serving: HashMap<u64, (AbortHandle, Arc<Semaphore>)> = HashMap::new();
+    let mut serving: HashMap<u64, (AbortHandle, Arc<StreamWindow>)> = HashMap::new();
     // Without a timeout there is no idle check at all.
     let mut idle = options
         .idle_timeout
@@ -432,6 +501,7 @@ async fn read_frames<T>(
             Ok(None) => break "the peer closed it".to_string(),
             Err(error) => break error.to_string(),
         };
+        let size = bytes.len();
         let frame: Frame = match postcard::from_bytes(&bytes) {
             Ok(frame) => frame,
             Err(error) => break format!("a malformed frame: {error}"),
@@ -456,36 +526,38 @@ async fn read_frames<T>(
                     );
                     continue;
                 }
-                let credits = Arc::new(Semaphore::new(STREAM_WINDOW_MESSAGES as usize));
+                let window = Arc::new(StreamWindow::new());
                 let task = tokio::spawn(serve_call(
                     id,
                     request,
                     handler.clone(),
                     shared.outgoing.clone(),
-                    credits.clone(),
+                    window.clone(),
                 ));
-                serving.insert(id, (task.abort_handle(), credits));
+                serving.insert(id, (task.abort_handle(), window));
             }
             Frame::Cancel { id } => {
                 if let Some((task, _)) = serving.remove(&id) {
                     task.abort();
                 }
             }
-            Frame::Credit { id, messages } => {
-                if let Some((_, credits)) = serving.get(&id) {
-                    let room = (STREAM_WINDOW_MESSAGES as usize)
-                        .saturating_sub(credits.available_permits());
-                    credits.add_permits((messages as usize).min(room));
+            Frame::Credit {
+                id,
+                messages,
+                bytes,
+            } => {
+                if let Some((_, window)) = serving.get(&id) {
+                    window.credit(messages, bytes);
                 }
             }
             // Responses to a call we no longer wait for (cancelled, or never ours) are dropped.
             Frame::Item { id, item } => {
-                if !deliver(&shared, id, item).await {
+                if !deliver(&shared, id, item, size).await {
                     break format!("the peer sent call {id} more than its window");
                 }
             }
             Frame::Only { id, item } => {
-                if !deliver(&shared, id, item).await {
+                if !deliver(&shared, id, item, size).await {
                     break format!("the peer sent call {id} more than its window");
                 }
                 finish(&shared, id);
@@ -512,24 +584,25 @@ async fn read_frames<T>(
     shared.stop_writer.notify_one();
 }
 
-/// A hook that grants the peer more of stream `id` as the caller takes responses, half a window
-/// at a time.
-fn credit_granter(id: u64, outgoing: Arc<Outgoing>) -> Box<dyn FnMut() + Send> {
-    let batch = STREAM_WINDOW_MESSAGES / 2;
-    let mut taken = 0;
-    Box::new(move || {
-        taken += 1;
-        if taken < batch {
+/// A hook that grants the peer more of stream `id` as the caller takes responses, about half a
+/// window (of messages or of bytes) at a time.
+fn credit_granter(id: u64, outgoing: Arc<Outgoing>) -> Box<dyn FnMut(usize) + Send> {
+    let (mut messages, mut bytes) = (0u32, 0usize);
+    Box::new(move |size| {
+        messages += 1;
+        bytes += size;
+        if messages < STREAM_WINDOW_MESSAGES / 2 && bytes < STREAM_WINDOW_BYTES / 2 {
             return;
         }
-        taken = 0;
         send_control(
             &outgoing,
             Frame::Credit {
                 id,
-                messages: batch,
+                messages,
+                bytes: bytes as u64,
             },
         );
+        (messages, bytes) = (0, 0);
     })
 }
 
@@ -555,7 +628,12 @@ fn finish(shared: &Shared, id: u64) {
 
 /// Routes one response to the call waiting for it (dropped when no call has that id). Never
 /// waits for the consumer: the window guarantees room; false when the peer overran it.
-async fn deliver(shared: &Shared, id: u64, item: Result<Response, WireError>) -> bool {
+async fn deliver(
+    shared: &Shared,
+    id: u64,
+    item: Result<Response, WireError>,
+    wire_bytes: usize,
+) -> bool {
     let (first, stream) = {
         let mut pending = shared.pending.lock();
         let Some(entry) = pending.get_mut(&id) else {
@@ -578,7 +656,7 @@ async fn deliver(shared: &Shared, id: u64, item: Result<Response, WireError>) ->
     let Some(stream) = stream else {
         return true;
     };
-    if stream.try_send(item) {
+    if stream.try_send_sized(item, wire_bytes) {
         return true;
     }
     if stream.is_closed() {
@@ -595,7 +673,7 @@ async fn serve_call(
     request: Request,
     handler: Option<Arc<dyn Handler>>,
     outgoing: Arc<Outgoing>,
-    credits: Arc<Semaphore>,
+    window: Arc<StreamWindow>,
 ) {
     let called = match handler {
         Some(handler) => handler.call(request).await,
@@ -631,13 +709,12 @@ async fn serve_call(
             Ok(Some(next)) => Some(next),
             Err(()) => None,
         };
-        // Wait for the caller to have room: a slow consumer slows only its own stream.
-        match credits.acquire().await {
-            Ok(permit) => permit.forget(),
-            Err(_) => return,
-        }
         let (item, lease) = current;
-        if !outgoing.send_leased(Frame::Item { id, item }, lease).await {
+        let Some(bytes) = encode_response(&Frame::Item { id, item }) else {
+            return;
+        };
+        // Wait for the caller to have room: a slow consumer slows only its own stream.
+        if !window.take(bytes.len()).await || !outgoing.send_encoded(bytes, lease).await {
             return;
         }
         current = match next {

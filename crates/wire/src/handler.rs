@@ -8,9 +8,23 @@ use crate::budget::Lease;
 use crate::call::{Request, Response};
 use crate::error::{WireError, codes};
 
-/// One response of a stream and the memory [`Lease`] that accounts for it (empty when the
-/// producer has no budget).
-type Leased = (Result<Response, WireError>, Lease);
+/// One response of a stream, the memory [`Lease`] that accounts for it (empty when the
+/// producer has no budget), and its size on the wire when it came from one (for flow control).
+struct Leased {
+    response: Result<Response, WireError>,
+    lease: Lease,
+    wire_bytes: usize,
+}
+
+impl Leased {
+    fn new(response: Result<Response, WireError>, lease: Lease) -> Self {
+        Self {
+            response,
+            lease,
+            wire_bytes: 0,
+        }
+    }
+}
 
 /// Responses queued per stream before the producer waits for the consumer.
 pub const STREAM_BUFFER_MESSAGES: usize = 64;
@@ -18,8 +32,9 @@ pub const STREAM_BUFFER_MESSAGES: usize = 64;
 /// The responses to one call, in order. Most calls have exactly one; scans and watches stream.
 pub struct Responses {
     receiver: mpsc::Receiver<Leased>,
-    /// Told about every response taken, so a transport can grant its peer more to send.
-    on_taken: Option<Box<dyn FnMut() + Send>>,
+    /// Told about every response taken (with its size on the wire), so a transport can grant
+    /// its peer more to send.
+    on_taken: Option<Box<dyn FnMut(usize) + Send>>,
     /// Told when the stream is dropped, so a transport can tell its peer to stop.
     on_drop: Option<Box<dyn FnOnce() + Send>>,
 }
@@ -47,18 +62,30 @@ impl ResponseSender {
     /// Sends one response with the lease that accounts for its bytes; the lease is given back
     /// when whoever takes the response is done with it.
     pub async fn send_leased(&self, response: Result<Response, WireError>, lease: Lease) -> bool {
-        self.sender.send((response, lease)).await.is_ok()
+        self.sender.send(Leased::new(response, lease)).await.is_ok()
     }
 
     /// Sends without waiting; returns false when the stream is full or the consumer has gone.
     pub fn try_send(&self, response: Result<Response, WireError>) -> bool {
-        self.sender.try_send((response, Lease::default())).is_ok()
+        self.try_send_sized(response, 0)
+    }
+
+    /// Like [`ResponseSender::try_send`], for a response that took `wire_bytes` on the wire:
+    /// the consumer's `on_taken` hook is told that size when it takes the response.
+    pub fn try_send_sized(&self, response: Result<Response, WireError>, wire_bytes: usize) -> bool {
+        self.sender
+            .try_send(Leased {
+                response,
+                lease: Lease::default(),
+                wire_bytes,
+            })
+            .is_ok()
     }
 
     /// Sends from a thread that is not async; returns false when the consumer has gone away.
     pub fn send_blocking(&self, response: Result<Response, WireError>) -> bool {
         self.sender
-            .blocking_send((response, Lease::default()))
+            .blocking_send(Leased::new(response, Lease::default()))
             .is_ok()
     }
 
@@ -102,7 +129,7 @@ impl Responses {
     pub fn single_leased(response: Result<Response, WireError>, lease: Lease) -> Responses {
         let (sender, receiver) = mpsc::channel(1);
         // A fresh channel with room for one cannot be full or closed.
-        let _ = sender.try_send((response, lease));
+        let _ = sender.try_send(Leased::new(response, lease));
         Responses {
             receiver,
             on_taken: None,
@@ -119,8 +146,8 @@ impl Responses {
     /// until it has written the response out.
     pub async fn next_leased(&mut self) -> Option<(Result<Response, WireError>, Lease)> {
         let item = self.receiver.recv().await;
-        self.taken(item.is_some());
-        item
+        self.taken(item.as_ref());
+        item.map(|item| (item.response, item.lease))
     }
 
     /// Calls `hook` once, when this stream is dropped.
@@ -128,14 +155,17 @@ impl Responses {
         self.on_drop = Some(hook);
     }
 
-    /// Calls `hook` each time a response is taken from this stream.
-    pub fn on_taken(&mut self, hook: Box<dyn FnMut() + Send>) {
+    /// Calls `hook` each time a response is taken from this stream, with the response's size
+    /// on the wire (0 when it did not come over one).
+    pub fn on_taken(&mut self, hook: Box<dyn FnMut(usize) + Send>) {
         self.on_taken = Some(hook);
     }
 
-    fn taken(&mut self, some: bool) {
-        if some && let Some(hook) = &mut self.on_taken {
-            hook();
+    fn taken(&mut self, item: Option<&Leased>) {
+        if let Some(item) = item
+            && let Some(hook) = &mut self.on_taken
+        {
+            hook(item.wire_bytes);
         }
     }
 
@@ -152,8 +182,8 @@ impl Responses {
     pub fn try_next_leased(&mut self) -> Result<Option<(Result<Response, WireError>, Lease)>, ()> {
         match self.receiver.try_recv() {
             Ok(item) => {
-                self.taken(true);
-                Ok(Some(item))
+                self.taken(Some(&item));
+                Ok(Some((item.response, item.lease)))
             }
             Err(mpsc::error::TryRecvError::Disconnected) => Ok(None),
             Err(mpsc::error::TryRecvError::Empty) => Err(()),
@@ -163,8 +193,8 @@ impl Responses {
     /// The next response from a thread that is not async.
     pub fn next_blocking(&mut self) -> Option<Result<Response, WireError>> {
         let item = self.receiver.blocking_recv();
-        self.taken(item.is_some());
-        item.map(|(item, _lease)| item)
+        self.taken(item.as_ref());
+        item.map(|item| item.response)
     }
 
     /// The first response (for calls that have one).
