@@ -894,3 +894,221 @@ fn the_daemon_logs_start_stop_and_what_it_created_but_not_each_connection() {
     let log = debug.log();
     assert!(log.contains("connected"), "{log}");
 }
+
+/// A new identity directory `name` holding a root named `name`, with its root file exported as
+/// `name.root` beside it.
+fn new_root_identity(home: &Home, name: &str) -> PathBuf {
+    let dir = home.path(name);
+    ok(&home.sb_local(&["--identity", dir.to_str().unwrap(), "identity", "new", name]));
+    ok(&home.sb_local(&[
+        "--identity",
+        dir.to_str().unwrap(),
+        "identity",
+        "export-root",
+        "--out",
+        home.path(&format!("{name}.root")).to_str().unwrap(),
+    ]));
+    dir
+}
+
+#[test]
+fn a_refused_client_is_told_which_root_to_trust_and_the_daemon_rereads_its_roots() {
+    let home = Home::new();
+    let daemon = home.start(&[]);
+    let bob = new_root_identity(&home, "bob");
+    let alice_root = home.path("alice.root");
+    ok(&home.sb_local(&[
+        "identity",
+        "export-root",
+        "--out",
+        alice_root.to_str().unwrap(),
+    ]));
+    // bob does not trust alice yet: his own side says so, and how to fix it.
+    let refused = home.sb_as(&daemon, Some(&bob), &["status"]);
+    assert_eq!(refused.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(r#"is rooted in "alice""#)
+            && stderr.contains("which is not trusted")
+            && stderr.contains("sb identity trust alice.root"),
+        "{stderr}"
+    );
+    // bob trusts alice; now the daemon refuses bob, and bob is told why (not just `closed`).
+    ok(&home.sb_local(&[
+        "--identity",
+        bob.to_str().unwrap(),
+        "identity",
+        "trust",
+        alice_root.to_str().unwrap(),
+    ]));
+    let refused = home.sb_as(&daemon, Some(&bob), &["status"]);
+    assert_eq!(refused.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(r#""alice" refused this connection"#)
+            && stderr.contains(r#"does not trust the root "bob""#)
+            && stderr.contains("sb identity trust bob.root"),
+        "{stderr}"
+    );
+    // alice trusts bob with the daemon's own identity: no restart needed.
+    ok(&home.sb_local(&["identity", "trust", home.path("bob.root").to_str().unwrap()]));
+    assert!(ok(&home.sb_as(&daemon, Some(&bob), &["status"])).contains("identity\talice"));
+    // And untrusting takes effect the same way.
+    ok(&home.sb_local(&["identity", "untrust", "bob"]));
+    assert_eq!(
+        home.sb_as(&daemon, Some(&bob), &["status"]).status.code(),
+        Some(3)
+    );
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn todo() -> syncbase_wire::CollectionPath {
+    syncbase_wire::CollectionPath {
+        app: "notes".into(),
+        database: "main".into(),
+        collection: "todo".into(),
+    }
+}
+
+#[test]
+fn connections_are_capped_per_principal_and_idle_ones_are_closed() {
+    let home = Home::new();
+    let daemon = home.start(&["--connections-per-principal", "2", "--idle-timeout", "2"]);
+    create_notes(&home, &daemon);
+    let identity = Identity::load(&home.path("config/syncbase/identity")).unwrap();
+    runtime().block_on(async {
+        let watching = Client::connect(&daemon.address, &identity).await.unwrap();
+        let idle = Client::connect(&daemon.address, &identity).await.unwrap();
+        let third = Client::connect(&daemon.address, &identity)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(third.code(), "net.refused", "{third}");
+        assert!(third.to_string().contains("open connections"), "{third}");
+        // A watch is a running call: its connection is not idle, however quiet. (The call
+        // returns with its first change, so it runs in a task.)
+        let watch = tokio::spawn(async move {
+            let mut changes = watching
+                .call(Request::Watch {
+                    database: DatabasePath {
+                        app: "notes".into(),
+                        database: "main".into(),
+                    },
+                    start: syncbase_wire::WatchStart::Now,
+                })
+                .await
+                .unwrap();
+            changes.next().await.unwrap().unwrap()
+        });
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        let closed = idle.call_one(Request::ListApps).await.err().unwrap();
+        assert_eq!(closed.code, "net.closed", "{closed}");
+        // The idle connection's place is free again, and the watcher still hears changes.
+        let writer = Client::connect(&daemon.address, &identity).await.unwrap();
+        writer
+            .call_one(Request::Put {
+                collection: todo(),
+                key: "after".into(),
+                value: b"idle".to_vec(),
+                batch: None,
+            })
+            .await
+            .unwrap();
+        let Response::Changes(batch) = watch.await.unwrap() else {
+            panic!("expected a commit")
+        };
+        assert_eq!(batch[0].key, "after");
+    });
+}
+
+/// The daemon's resident memory and its peak so far, in bytes (from `/proc`).
+fn daemon_memory(daemon: &Daemon) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.child.id())).unwrap();
+    let field = |name: &str| {
+        let line = status.lines().find(|line| line.starts_with(name)).unwrap();
+        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib * 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+#[test]
+fn slow_readers_of_large_rows_do_not_grow_the_daemon() {
+    const ROWS: usize = 6;
+    const ROW_BYTES: usize = syncbase_wire::limits::VALUE_BYTES_MAX - 1024;
+    const HEADROOM_BYTES: u64 = 300 << 20;
+    let home = Home::new();
+    let mut daemon = home.start(&["--durability", "relaxed"]);
+    create_notes(&home, &daemon);
+    let identity =
+        std::sync::Arc::new(Identity::load(&home.path("config/syncbase/identity")).unwrap());
+    let runtime = runtime();
+    runtime.block_on(async {
+        let client = Client::connect(&daemon.address, &identity).await.unwrap();
+        for row in 0..ROWS {
+            let put = Request::Put {
+                collection: todo(),
+                key: format!("row{row}"),
+                value: vec![row as u8; ROW_BYTES],
+                batch: None,
+            };
+            client.call_one(put).await.unwrap();
+        }
+    });
+    // A fresh process, so its peak covers only what follows.
+    daemon.stop();
+    let daemon = home.start(&[]);
+    let (start, _) = runtime.block_on(async {
+        let client = Client::connect(&daemon.address, &identity).await.unwrap();
+        client.call_one(Request::Status).await.unwrap();
+        daemon_memory(&daemon)
+    });
+    for readers in [6, 30] {
+        runtime.block_on(async {
+            let mut clients = Vec::new();
+            for _ in 0..readers {
+                clients.push(Client::connect(&daemon.address, &identity).await.unwrap());
+            }
+            let mut tasks = Vec::new();
+            for client in clients {
+                tasks.push(tokio::spawn(async move {
+                    let scan = Request::Scan {
+                        collection: todo(),
+                        range: syncbase_wire::RowRange::Prefix(String::new()),
+                        batch: None,
+                    };
+                    let mut rows = client.call(scan).await.unwrap();
+                    let Response::Rows(first) = rows.next().await.unwrap().unwrap() else {
+                        panic!("expected rows")
+                    };
+                    assert_eq!(first[0].1.len(), ROW_BYTES);
+                    // A slow reader: it takes nothing more for a while, then goes away.
+                    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+                }));
+            }
+            for task in tasks {
+                task.await.unwrap();
+            }
+        });
+        let (now, peak) = daemon_memory(&daemon);
+        eprintln!(
+            "{readers} slow readers: start {} MiB, peak {} MiB, after {} MiB",
+            start >> 20,
+            peak >> 20,
+            now >> 20
+        );
+        assert!(
+            peak < start + HEADROOM_BYTES,
+            "{readers} slow readers took the daemon from {} MiB to a peak of {} MiB",
+            start >> 20,
+            peak >> 20
+        );
+    }
+}

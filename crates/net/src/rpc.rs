@@ -169,7 +169,13 @@ const OUTGOING_FRAMES_MAX: usize = 256;
 /// Encodes a frame; frames built here always encode (postcard fails only on unsupported
 /// types), so a failure is reported as a protocol error rather than trusted blindly.
 fn encode_frame(frame: &Frame) -> Result<Vec<u8>> {
-    postcard::to_stdvec(frame)
+    encode_frame_into(frame, Vec::new())
+}
+
+/// Encodes a frame into `buffer` (sized by the caller when it knows about how large the frame
+/// is, so a 16 MiB response is not copied through ever larger buffers).
+fn encode_frame_into(frame: &Frame, buffer: Vec<u8>) -> Result<Vec<u8>> {
+    postcard::to_extend(frame, buffer)
         .map_err(|error| NetError::Protocol(format!("cannot encode a frame: {error}")))
 }
 
@@ -181,7 +187,7 @@ impl Outgoing {
 
     /// Queues a frame whose bytes `lease` accounts for.
     async fn send_leased(&self, frame: Frame, lease: Lease) -> bool {
-        match encode_response(&frame) {
+        match encode_response(&frame, lease.bytes()) {
             Some(bytes) => self.send_encoded(bytes, lease).await,
             None => false,
         }
@@ -201,8 +207,9 @@ impl Outgoing {
 
 /// Encodes a response frame; one too large for a message (which the data model's limits rule
 /// out) becomes an error for its call instead. `None` only if even that cannot be encoded.
-fn encode_response(frame: &Frame) -> Option<Vec<u8>> {
-    match encode_frame(frame) {
+fn encode_response(frame: &Frame, bytes_hint: usize) -> Option<Vec<u8>> {
+    let buffer = Vec::with_capacity(bytes_hint.saturating_add(256).min(MESSAGE_BYTES_MAX));
+    match encode_frame_into(frame, buffer) {
         Ok(bytes) if bytes.len() <= MESSAGE_BYTES_MAX => Some(bytes),
         Ok(bytes) => {
             let id = frame.id()?;
@@ -710,7 +717,7 @@ async fn serve_call(
             Err(()) => None,
         };
         let (item, lease) = current;
-        let Some(bytes) = encode_response(&Frame::Item { id, item }) else {
+        let Some(bytes) = encode_response(&Frame::Item { id, item }, lease.bytes()) else {
             return;
         };
         // Wait for the caller to have room: a slow consumer slows only its own stream.

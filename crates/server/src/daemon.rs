@@ -72,7 +72,7 @@ impl Default for ConnectionLimits {
             idle_timeout: Duration::from_secs(600),
             // Room for one largest message (a 16 MiB value) and the next one being read.
             response_bytes_per_connection_max: 40 * 1024 * 1024,
-            response_bytes_max: 160 * 1024 * 1024,
+            response_bytes_max: 96 * 1024 * 1024,
         }
     }
 }

@@ -88,7 +88,7 @@ impl Handler for ServiceHandler {
                 // Each chunk is read on the blocking pool and sent from async code, so a slow
                 // consumer holds no thread while it catches up.
                 tokio::spawn(async move {
-                    let mut rows = Some(rows.peekable());
+                    let mut rows = Some(rows);
                     loop {
                         let Some(mut source) = rows.take() else {
                             return;
@@ -150,31 +150,23 @@ impl Handler for ServiceHandler {
 /// Encoding overhead counted per row or change beyond its strings and bytes.
 const ENTRY_OVERHEAD_BYTES: usize = 16;
 
-/// The next rows of a scan, up to a message's worth (empty at the end). A row that would take
-/// the message past the target waits for the next one, so a message never holds more than the
-/// target plus one row.
-fn next_chunk(
-    rows: &mut std::iter::Peekable<syncbase_nosql::RowStream>,
-) -> Result<Vec<(String, Vec<u8>)>, WireError> {
+/// The next rows of a scan, up to a message's worth (empty at the end): rows are taken until
+/// they reach the target, so a message holds at most the target plus one row, and no row is
+/// read ahead of the message it goes in (a read-ahead 16 MiB row would be held outside any lease).
+fn next_chunk(rows: &mut syncbase_nosql::RowStream) -> Result<Vec<(String, Vec<u8>)>, WireError> {
     let mut chunk = Vec::new();
     let mut chunk_bytes = 0;
-    loop {
-        let size = match rows.peek() {
+    while chunk.len() < limits::SCAN_ROWS_PER_MESSAGE_MAX
+        && chunk_bytes < limits::STREAM_MESSAGE_BYTES_TARGET
+    {
+        match rows.next() {
             None => break,
-            Some(Err(_)) => match rows.next() {
-                Some(Err(error)) => return Err(error.to_wire()),
-                _ => break,
-            },
-            Some(Ok((key, value))) => key.len() + value.len() + ENTRY_OVERHEAD_BYTES,
-        };
-        let full = chunk.len() == limits::SCAN_ROWS_PER_MESSAGE_MAX
-            || chunk_bytes + size > limits::STREAM_MESSAGE_BYTES_TARGET;
-        if !chunk.is_empty() && full {
-            break;
+            Some(Err(error)) => return Err(error.to_wire()),
+            Some(Ok((key, value))) => {
+                chunk_bytes += key.len() + value.len() + ENTRY_OVERHEAD_BYTES;
+                chunk.push((key, value));
+            }
         }
-        let Some(Ok(row)) = rows.next() else { break };
-        chunk_bytes += size;
-        chunk.push(row);
     }
     Ok(chunk)
 }

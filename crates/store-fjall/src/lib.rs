@@ -227,6 +227,7 @@ impl EngineSnapshot for FjallSnapshot {
         start_inclusive: bool,
         limit: &[u8],
         count_max: usize,
+        bytes_max: usize,
     ) -> Result<Vec<KeyValue>> {
         // Every data key is prefixed, so "to the end" is the end of the prefix.
         let start = data_key(start);
@@ -238,15 +239,13 @@ impl EngineSnapshot for FjallSnapshot {
         let Some(bounds) = scan_bounds(&start, start_inclusive, &limit) else {
             return Ok(Vec::new());
         };
-        let mut out = Vec::with_capacity(count_max.min(1024));
-        for guard in self
+        let entries = self
             .snapshot
             .range::<&[u8], _>(&self.data, bounds)
-            .take(count_max)
-        {
-            let (key, value) = guard.into_inner().map_err(engine_error)?;
-            out.push((key[1..].to_vec(), value.to_vec()));
-        }
-        Ok(out)
+            .map(|guard| {
+                let (key, value) = guard.into_inner().map_err(engine_error)?;
+                Ok((key[1..].to_vec(), value.to_vec()))
+            });
+        syncbase_store::take_chunk(entries, count_max, bytes_max)
     }
 }

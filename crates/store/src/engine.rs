@@ -52,15 +52,36 @@ pub trait EngineSnapshot: Send + Sync + 'static {
     /// The value of `key`, if present.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
 
-    /// Up to `count_max` entries in key order, starting at `start` (inclusive when
-    /// `start_inclusive`, else just after it) and stopping before `limit` (empty = unbounded).
+    /// Entries in key order, starting at `start` (inclusive when `start_inclusive`, else just
+    /// after it) and stopping before `limit` (empty = unbounded): up to `count_max` of them, and
+    /// no more once their keys and values reach `bytes_max` (so at least one, however large).
     fn scan_chunk(
         &self,
         start: &[u8],
         start_inclusive: bool,
         limit: &[u8],
         count_max: usize,
+        bytes_max: usize,
     ) -> Result<Vec<KeyValue>>;
+}
+
+/// Takes entries from `entries` into a chunk as [`EngineSnapshot::scan_chunk`] describes: at
+/// most `count_max`, ending with the one whose bytes reach `bytes_max`.
+pub fn take_chunk<I>(entries: I, count_max: usize, bytes_max: usize) -> Result<Vec<KeyValue>>
+where
+    I: Iterator<Item = Result<KeyValue>>,
+{
+    let mut chunk = Vec::new();
+    let mut bytes = 0;
+    for entry in entries.take(count_max) {
+        let (key, value) = entry?;
+        bytes += key.len() + value.len();
+        chunk.push((key, value));
+        if bytes >= bytes_max {
+            break;
+        }
+    }
+    Ok(chunk)
 }
 
 /// A lower and an upper bound over keys.

@@ -23,7 +23,7 @@ pub mod watchable;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use engine::{Durability, Engine, EngineSnapshot, KeyBounds, scan_bounds};
+pub use engine::{Durability, Engine, EngineSnapshot, KeyBounds, scan_bounds, take_chunk};
 pub use error::{Error, Result};
 pub use memstore::{MemEngine, MemSnapshot, MemStore, open_memstore};
 pub use model::{

@@ -76,15 +76,15 @@ impl EngineSnapshot for MemSnapshot {
         start_inclusive: bool,
         limit: &[u8],
         count_max: usize,
+        bytes_max: usize,
     ) -> Result<Vec<KeyValue>> {
         let Some((lower, upper)) = crate::engine::scan_bounds(start, start_inclusive, limit) else {
             return Ok(Vec::new());
         };
-        Ok(self
+        let entries = self
             .map
             .range::<_, [u8]>((lower, upper))
-            .take(count_max)
-            .map(|(key, value)| (key.to_vec(), value.to_vec()))
-            .collect())
+            .map(|(key, value)| Ok((key.to_vec(), value.to_vec())));
+        crate::engine::take_chunk(entries, count_max, bytes_max)
     }
 }

@@ -27,6 +27,9 @@ use crate::model::{
 
 /// Entries fetched from an engine snapshot per step of a scan.
 const SCAN_CHUNK_ENTRIES: usize = 256;
+/// Bytes (keys and values) fetched per step of a scan, so a scan of large values holds one at a
+/// time rather than a few hundred.
+const SCAN_CHUNK_BYTES: usize = 1024 * 1024;
 
 /// A [`Store`] made of an [`Engine`] plus the shared optimistic transaction manager.
 pub struct TxnStore<E: Engine> {
@@ -780,8 +783,14 @@ impl<S: EngineSnapshot> StreamSource for ChunkSource<S> {
                 self.start_inclusive,
                 &self.limit,
                 SCAN_CHUNK_ENTRIES,
+                SCAN_CHUNK_BYTES,
             )?;
-            self.exhausted = chunk.len() < SCAN_CHUNK_ENTRIES;
+            // A chunk cut short by its bytes may have more after it; only an empty one ends.
+            let bytes: usize = chunk
+                .iter()
+                .map(|(key, value)| key.len() + value.len())
+                .sum();
+            self.exhausted = chunk.len() < SCAN_CHUNK_ENTRIES && bytes < SCAN_CHUNK_BYTES;
             if let Some((last, _)) = chunk.last() {
                 self.next_start = last.clone();
                 self.start_inclusive = false;
