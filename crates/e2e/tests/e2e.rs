@@ -584,6 +584,16 @@ fn garbage_and_oversize_frames_leave_the_daemon_serving() {
     }
     let status = ok(&home.sb(&daemon, &["status"]));
     assert!(status.contains("engine\tmemory"), "{status}");
+    // A value larger than a message is refused as too large before it is sent (exit 1), and
+    // the connection is not broken for it.
+    create_notes(&home, &daemon);
+    let huge = home.path("huge");
+    std::fs::write(&huge, vec![b'x'; syncbase_net::MESSAGE_BYTES_MAX + 1]).unwrap();
+    let refused = home.sb(
+        &daemon,
+        &["put", "notes/main/todo", "huge", "--file", huge.to_str().unwrap()],
+    );
+    assert_eq!(refused_code(&refused), codes::VALUE_TOO_LARGE);
 }
 
 #[test]

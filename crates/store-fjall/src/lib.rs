@@ -249,3 +249,32 @@ impl EngineSnapshot for FjallSnapshot {
         syncbase_store::take_chunk(entries, count_max, bytes_max)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// fjall's own `Display` prints a debug dump; what reaches people is a sentence.
+    #[test]
+    fn engine_errors_read_as_sentences_not_debug_dumps() {
+        let errors = [
+            fjall::Error::Poisoned,
+            fjall::Error::Unrecoverable,
+            fjall::Error::InvalidTrailer,
+            fjall::Error::KeyspaceDeleted,
+            fjall::Error::Storage(fjall::LsmError::Unrecoverable),
+            fjall::Error::Storage(fjall::LsmError::InvalidHeader("block")),
+            fjall::Error::Storage(fjall::LsmError::Io(std::io::Error::other("disk gone"))),
+        ];
+        for error in errors {
+            let message = engine_error(error).to_string();
+            for debug_mark in ["Error", "Poisoned", "Storage(", "{", "Unrecoverable"] {
+                assert!(!message.contains(debug_mark), "{message}");
+            }
+        }
+        let io = engine_error(fjall::Error::Storage(fjall::LsmError::Io(
+            std::io::Error::from_raw_os_error(24),
+        )));
+        assert_eq!(io.code(), "store.io");
+    }
+}
