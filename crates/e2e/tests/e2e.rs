@@ -591,7 +591,13 @@ fn garbage_and_oversize_frames_leave_the_daemon_serving() {
     std::fs::write(&huge, vec![b'x'; syncbase_net::MESSAGE_BYTES_MAX + 1]).unwrap();
     let refused = home.sb(
         &daemon,
-        &["put", "notes/main/todo", "huge", "--file", huge.to_str().unwrap()],
+        &[
+            "put",
+            "notes/main/todo",
+            "huge",
+            "--file",
+            huge.to_str().unwrap(),
+        ],
     );
     assert_eq!(refused_code(&refused), codes::VALUE_TOO_LARGE);
 }
