@@ -3,11 +3,12 @@
 //! after a warm-up, printed with min–max, beside the raw engine or the physical limit measured in
 //! the same run; the table is also written as JSON under `target/bench/`.
 //!
-//! Usage: `syncbase-bench store|service [--rows N] [--runs N] [--only s1|s2|s3]`.
+//! Usage: `syncbase-bench store|service|flood [--rows N] [--runs N] [--only s1|s2|s3]`.
 
 // Benchmarks measure wall time by definition.
 #![allow(clippy::disallowed_methods)]
 
+mod flood;
 mod report;
 mod service;
 mod store;
@@ -30,7 +31,7 @@ fn main() -> ExitCode {
             ("--only", _) => {}
             _ => {
                 eprintln!(
-                    "usage: syncbase-bench store|service [--rows N] [--runs N] [--only s1|s2|s3]"
+                    "usage: syncbase-bench store|service|flood [--rows N] [--runs N] [--only s1|s2|s3]"
                 );
                 return ExitCode::from(2);
             }
@@ -44,6 +45,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some("flood") => match flood::run(options.runs) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("bench flood: {error}");
+                ExitCode::FAILURE
+            }
+        },
         Some("store") => match store::run(&options) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -53,7 +61,7 @@ fn main() -> ExitCode {
         },
         _ => {
             eprintln!(
-                "usage: syncbase-bench store|service [--rows N] [--runs N] [--only s1|s2|s3]"
+                "usage: syncbase-bench store|service|flood [--rows N] [--runs N] [--only s1|s2|s3]"
             );
             ExitCode::from(2)
         }

@@ -19,14 +19,15 @@ use crate::report::{Figure, Table, write_json};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-const ROWS: usize = 1_000;
+pub(crate) const ROWS: usize = 1_000;
 const GETS: usize = 10_000;
 const PUTS: usize = 1_000;
 const CLIENTS: usize = 16;
 const GETS_PER_CLIENT: usize = 2_000;
 const PUTS_PER_CLIENT: usize = 200;
 
-struct Daemon(Child);
+/// A `syncbased` child process, killed when dropped.
+pub(crate) struct Daemon(Child);
 
 impl Drop for Daemon {
     fn drop(&mut self) {
@@ -35,7 +36,7 @@ impl Drop for Daemon {
     }
 }
 
-fn collection() -> CollectionPath {
+pub(crate) fn collection() -> CollectionPath {
     CollectionPath {
         app: "bench".into(),
         database: "db".into(),
@@ -43,11 +44,13 @@ fn collection() -> CollectionPath {
     }
 }
 
-fn key(index: usize) -> String {
+pub(crate) fn key(index: usize) -> String {
     format!("k{index:08}")
 }
 
-fn start_daemon(dir: &Path) -> Result<(Daemon, String)> {
+/// Starts the release `syncbased` next to this binary, with its data and identity under `dir`
+/// and `extra` arguments; returns it and the address it listens on.
+pub(crate) fn start_daemon(dir: &Path, extra: &[&str]) -> Result<(Daemon, String)> {
     let exe = std::env::current_exe()?;
     let binary = exe.with_file_name("syncbased");
     let mut child = Command::new(&binary)
@@ -56,6 +59,7 @@ fn start_daemon(dir: &Path) -> Result<(Daemon, String)> {
         .arg("--identity")
         .arg(dir.join("identity"))
         .args(["--listen", "127.0.0.1:0"])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -70,7 +74,7 @@ fn start_daemon(dir: &Path) -> Result<(Daemon, String)> {
     Ok((Daemon(child), address))
 }
 
-fn percentile(samples: &mut [f64], fraction: f64) -> f64 {
+pub(crate) fn percentile(samples: &mut [f64], fraction: f64) -> f64 {
     samples.sort_by(f64::total_cmp);
     samples[((samples.len() as f64 - 1.0) * fraction).round() as usize]
 }
@@ -195,7 +199,8 @@ async fn status_round_trip_us(client: &Client) -> Result<f64> {
     Ok(percentile(&mut latencies, 0.5))
 }
 
-async fn setup(client: &Client) -> Result<()> {
+/// Creates the bench collection and loads [`ROWS`] rows of 100 bytes.
+pub(crate) async fn setup(client: &Client) -> Result<()> {
     client
         .call_one(Request::CreateApp {
             app: "bench".into(),
@@ -249,7 +254,7 @@ pub fn run(runs: usize) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (daemon, address) = start_daemon(scratch.path())?;
+    let (daemon, address) = start_daemon(scratch.path(), &[])?;
     let identity = Identity::load(&scratch.path().join("identity"))?;
     let mut remote = empty();
     let mut embedded = empty();

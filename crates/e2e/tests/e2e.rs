@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use syncbase_client::Client;
 use syncbase_net::Identity;
+use syncbase_net::flood::Flood;
 use syncbase_wire::{BatchOptions, DatabasePath, Handler, Request, Response, codes};
 
 /// A built binary of this workspace (next to this test's executable).
@@ -1127,4 +1128,81 @@ fn slow_readers_of_large_rows_do_not_grow_the_daemon() {
             peak >> 20
         );
     }
+}
+
+#[test]
+fn an_authenticated_client_gets_in_while_idle_and_churning_connections_flood_the_daemon() {
+    const PENDING_HANDSHAKES: usize = 32;
+    const ROUNDS: usize = 30;
+    // The attackers hold hundreds of sockets; the default soft limit may be 1,024 or lower.
+    rlimit::increase_nofile_limit(u64::MAX).unwrap();
+    let home = Home::new();
+    let daemon = home.start(&[
+        "--engine",
+        "memory",
+        "--pending-handshakes",
+        &PENDING_HANDSHAKES.to_string(),
+    ]);
+    create_notes(&home, &daemon);
+    let identity = Identity::load(&home.path("config/syncbase/identity")).unwrap();
+    let address: std::net::SocketAddr = daemon.address.parse().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let collection = syncbase_wire::CollectionPath {
+        app: "notes".into(),
+        database: "main".into(),
+        collection: "todo".into(),
+    };
+    let rounds = async {
+        let flood = Flood::start(address, 3 * PENDING_HANDSHAKES, 100);
+        // Full pressure first: every holder has connected and the daemon has had to drop
+        // pending handshakes to stay under its cap.
+        while flood.counts().closed_by_daemon < (2 * PENDING_HANDSHAKES) as u64 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Each round's client stays connected after it is dropped (the client library does not
+        // close on drop), so the rounds stay under the daemon's 64 connections per principal.
+        for round in 0..ROUNDS {
+            let client = Client::connect(&daemon.address, &identity)
+                .await
+                .unwrap_or_else(|error| {
+                    panic!(
+                        "round {round}: connect failed under the flood: {error} ({:?})",
+                        flood.counts()
+                    )
+                });
+            let key = format!("round-{round}");
+            let value = format!("value {round}").into_bytes();
+            client
+                .call_one(Request::Put {
+                    collection: collection.clone(),
+                    key: key.clone(),
+                    value: value.clone(),
+                    batch: None,
+                })
+                .await
+                .unwrap_or_else(|error| panic!("round {round}: put failed: {error}"));
+            let got = client
+                .call_one(Request::Get {
+                    collection: collection.clone(),
+                    key,
+                    batch: None,
+                })
+                .await
+                .unwrap_or_else(|error| panic!("round {round}: get failed: {error}"));
+            assert_eq!(got, Response::Value(value), "round {round}");
+        }
+        flood.stop().await
+    };
+    // A hang guard only: the rounds are counted, not timed.
+    let guarded =
+        runtime.block_on(async { tokio::time::timeout(Duration::from_secs(120), rounds).await });
+    let counts = guarded.expect("the rounds did not finish within 120 s");
+    assert!(
+        counts.connections > (3 * PENDING_HANDSHAKES) as u64,
+        "{counts:?}"
+    );
+    assert!(ok(&home.sb(&daemon, &["status"])).contains("engine\tmemory"));
 }

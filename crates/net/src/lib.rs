@@ -12,6 +12,8 @@
 mod channel;
 pub mod default_paths;
 mod error;
+#[cfg(feature = "testing")]
+pub mod flood;
 mod identity;
 mod rpc;
 

@@ -295,6 +295,24 @@ struct Shared {
     closed: Mutex<Option<String>>,
     /// Fired (for every waiter) once `closed` is set.
     closed_notify: Notify,
+    /// Fired when the last handle of a connection that serves no calls is dropped.
+    handles_gone: Notify,
+}
+
+/// What keeps a connection open on this side: every [`Connection`] clone and every stream it
+/// returned hold one. A connection that serves no calls (a client's) closes when the last goes;
+/// one that serves calls stays for as long as its peer wants it.
+struct Handle {
+    shared: Arc<Shared>,
+    serves_calls: bool,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if !self.serves_calls {
+            self.shared.handles_gone.notify_one();
+        }
+    }
 }
 
 /// A connection to a peer: call it through [`Handler`]; its calls to us are served by the
@@ -303,6 +321,7 @@ struct Shared {
 pub struct Connection {
     shared: Arc<Shared>,
     peer: VerifiedChain,
+    handle: Arc<Handle>,
 }
 
 fn connection_closed(why: &str) -> WireError {
@@ -344,8 +363,13 @@ impl Connection {
             next_id: AtomicU64::new(1),
             closed: Mutex::new(None),
             closed_notify: Notify::new(),
+            handles_gone: Notify::new(),
         });
         let handler = local.map(|factory| factory.handler_for(&channel.peer));
+        let handle = Arc::new(Handle {
+            shared: shared.clone(),
+            serves_calls: handler.is_some(),
+        });
         tokio::spawn(read_frames(
             channel.reader,
             shared.clone(),
@@ -355,6 +379,7 @@ impl Connection {
         Connection {
             shared,
             peer: channel.peer,
+            handle,
         }
     }
 
@@ -434,7 +459,10 @@ impl Handler for Connection {
                 let mut responses = responses;
                 responses.on_taken(credit_granter(id, self.shared.outgoing.clone()));
                 let shared = self.shared.clone();
+                // An open stream keeps its connection open, even with no `Connection` left.
+                let handle = self.handle.clone();
                 responses.on_drop(Box::new(move || {
+                    let _handle = handle;
                     // Dropped before its end: stop the peer (it may be waiting for credit).
                     if shared.pending.lock().remove(&id).is_some() {
                         send_control(&shared.outgoing, Frame::Cancel { id });
@@ -489,6 +517,7 @@ async fn read_frames<T>(
                 received
             }
             () = shared.write_failed.notified() => break "writing to it failed".to_string(),
+            () = shared.handles_gone.notified() => break "this side closed it".to_string(),
             () = idle_fired => {
                 serving.retain(|_, (task, _)| !task.is_finished());
                 if let Some((timeout, sleep)) = &mut idle {

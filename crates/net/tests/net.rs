@@ -698,3 +698,20 @@ async fn settle(counter: &std::sync::atomic::AtomicUsize) -> usize {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_connection_closes_when_its_last_handle_and_stream_are_dropped() {
+    let (client, server) =
+        connected_with(ConnectionOptions::default(), Arc::new(EchoFactory)).await;
+    let mut endless = client.clone().call(watch_request()).await.unwrap();
+    drop(client);
+    // The open stream keeps the connection: it still delivers.
+    for _ in 0..100 {
+        endless.next().await.unwrap().unwrap();
+    }
+    assert!(server.closed_reason().is_none());
+    drop(endless);
+    tokio::time::timeout(std::time::Duration::from_secs(60), server.closed())
+        .await
+        .expect("a connection nobody holds must close");
+}

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use syncbase_nosql::{Caller, Service, ServiceOptions};
 use syncbase_store::{Durability, EntropyRng, SystemClock};
 use syncbase_wire::{ByteBudget, Handler, StatusInfo};
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 
 use crate::{EngineKind, EngineOpener, ServiceHandler};
@@ -87,8 +88,21 @@ pub struct Daemon {
     listener: TcpListener,
     factory: Arc<Factory>,
     pending: Arc<PendingHandshakes>,
+    /// Places for accepted connections not yet looked at (see [`unread_connections_max`]).
+    unread: Arc<Semaphore>,
     principals: Arc<Principals>,
     limits: ConnectionLimits,
+}
+
+/// How many accepted connections may wait to be looked at (see [`look_for_first_message`]) at
+/// once: half the pending handshakes. The accept loop would otherwise outrun the tasks that
+/// look, and newcomers past the cap would drop connections that nobody had looked at, an honest
+/// client's among them. Waiting here leaves newcomers in the kernel's backlog, where an honest
+/// client's first message is already waiting when it is accepted; and since at most half the
+/// pending handshakes are unread, a newcomer past the cap always finds one that has been looked
+/// at, so it drops an unread one only when every looked-at one has spoken.
+fn unread_connections_max(handshakes_pending_max: usize) -> usize {
+    handshakes_pending_max.div_ceil(2).max(1)
 }
 
 struct Factory {
@@ -116,9 +130,10 @@ impl HandlerFactory for Factory {
 }
 
 /// Handshakes in progress, oldest first. A newcomer past the cap drops the oldest one that
-/// has not yet sent its first handshake message (an idle connection), else the oldest: so
-/// connections that never finish cannot keep anyone out, and an honest client, which sends its
-/// first message as soon as it connects, is the last to go. Each also has a total deadline.
+/// was looked at and had not sent its first handshake message (an idle connection), else the
+/// oldest not looked at yet, else the oldest: so connections that never finish cannot keep
+/// anyone out, and an honest client, which sends its first message as soon as it connects, is
+/// the last to go. Each also has a total deadline.
 struct PendingHandshakes {
     max: usize,
     inner: Mutex<PendingInner>,
@@ -127,24 +142,23 @@ struct PendingHandshakes {
 #[derive(Default)]
 struct PendingInner {
     next: u64,
-    tasks: BTreeMap<u64, (AbortHandle, Arc<AtomicBool>)>,
+    tasks: BTreeMap<u64, (AbortHandle, Heard)>,
 }
 
 impl PendingHandshakes {
-    /// Registers a started handshake whose peer has `spoken` once it sent its first message;
-    /// drops others while there are too many.
-    fn register(&self, task: AbortHandle, spoken: Arc<AtomicBool>) -> u64 {
+    /// Registers a started handshake whose peer's first message `heard` follows; drops others
+    /// while there are too many.
+    fn register(&self, task: AbortHandle, heard: Heard) -> u64 {
         let mut inner = self.inner.lock();
         let id = inner.next;
         inner.next += 1;
-        inner.tasks.insert(id, (task, spoken));
+        inner.tasks.insert(id, (task, heard));
         while inner.tasks.len() > self.max {
-            let silent = inner
+            let victim = inner
                 .tasks
                 .iter()
-                .find(|(_, (_, spoken))| !spoken.load(Ordering::Relaxed))
+                .min_by_key(|(id, (_, heard))| (heard.eviction_rank(), **id))
                 .map(|(id, _)| *id);
-            let victim = silent.or_else(|| inner.tasks.keys().next().copied());
             if let Some((task, _)) = victim.and_then(|victim| inner.tasks.remove(&victim)) {
                 task.abort();
             }
@@ -155,6 +169,35 @@ impl PendingHandshakes {
     /// The handshake `id` finished (or its peer was authenticated): it can no longer be dropped.
     fn finished(&self, id: u64) {
         self.inner.lock().tasks.remove(&id);
+    }
+}
+
+/// What the daemon has seen of a pending connection's first handshake message: not looked for
+/// yet, looked for and not there (silent), or received (spoken). It only moves forward.
+#[derive(Clone, Default)]
+struct Heard(Arc<AtomicU8>);
+
+impl Heard {
+    const UNREAD: u8 = 0;
+    const SILENT: u8 = 1;
+    const SPOKEN: u8 = 2;
+
+    fn looked(&self, spoken: bool) {
+        let state = if spoken { Self::SPOKEN } else { Self::SILENT };
+        self.0.fetch_max(state, Ordering::Relaxed);
+    }
+
+    fn spoke(&self) {
+        self.0.fetch_max(Self::SPOKEN, Ordering::Relaxed);
+    }
+
+    /// Which a newcomer drops first: silent, then unread, then spoken.
+    fn eviction_rank(&self) -> u8 {
+        match self.0.load(Ordering::Relaxed) {
+            Self::SILENT => 0,
+            Self::UNREAD => 1,
+            _ => 2,
+        }
     }
 }
 
@@ -280,11 +323,12 @@ impl IdentitySource {
 struct Listened<T> {
     inner: T,
     received: usize,
-    spoken: Arc<AtomicBool>,
+    heard: Heard,
 }
 
-/// Bytes of the first message of a Noise XX handshake: a 2-byte length and a 32-byte key.
-const FIRST_MESSAGE_BYTES: usize = 2 + 32;
+/// Bytes of the first message of a Noise XX handshake: a 4-byte length (the codec's default) and
+/// a 32-byte ephemeral key.
+const FIRST_MESSAGE_BYTES: usize = 4 + 32;
 
 impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Listened<T> {
     fn poll_read(
@@ -297,7 +341,7 @@ impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Listened<T> {
         if self.received < FIRST_MESSAGE_BYTES {
             self.received += buffer.filled().len() - before;
             if self.received >= FIRST_MESSAGE_BYTES {
-                self.spoken.store(true, Ordering::Relaxed);
+                self.heard.spoke();
             }
         }
         polled
@@ -326,6 +370,27 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Listened<T> {
     ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(context)
     }
+}
+
+/// Looks once, without consuming anything, for a first handshake message already received,
+/// notes what it saw, and gives back the connection's unread place. This comes before the
+/// handshake, whose key generation takes long enough for many newer connections to arrive.
+async fn look_for_first_message(
+    listened: &Listened<tokio::net::TcpStream>,
+    unread: OwnedSemaphorePermit,
+) {
+    std::future::poll_fn(|context| {
+        let mut probe = [0u8; FIRST_MESSAGE_BYTES];
+        let mut probe = tokio::io::ReadBuf::new(&mut probe);
+        let spoken = matches!(
+            listened.inner.poll_peek(context, &mut probe),
+            Poll::Ready(Ok(received)) if received >= FIRST_MESSAGE_BYTES
+        );
+        listened.heard.looked(spoken);
+        Poll::Ready(())
+    })
+    .await;
+    drop(unread);
 }
 
 /// Raises this process's open-file limit to what the system allows, so connections (and
@@ -464,6 +529,9 @@ impl Daemon {
                 max: limits.handshakes_pending_max.max(1),
                 inner: Mutex::new(PendingInner::default()),
             }),
+            unread: Arc::new(Semaphore::new(unread_connections_max(
+                limits.handshakes_pending_max.max(1),
+            ))),
             principals: Arc::new(Principals {
                 max: limits.connections_per_principal_max.max(1),
                 open: Mutex::new(HashMap::new()),
@@ -476,6 +544,14 @@ impl Daemon {
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
+            let unread = tokio::select! {
+                () = &mut shutdown => break,
+                permit = self.unread.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    // Never closed: the daemon owns the semaphore.
+                    Err(_) => break,
+                },
+            };
             let (stream, peer_address) = tokio::select! {
                 () = &mut shutdown => break,
                 accepted = self.listener.accept() => match accepted {
@@ -497,14 +573,15 @@ impl Daemon {
             };
             // The task learns its place among pending handshakes before it starts.
             let (registered, place) = tokio::sync::oneshot::channel::<u64>();
-            let spoken = Arc::new(AtomicBool::new(false));
+            let heard = Heard::default();
             let listened = Listened {
                 inner: stream,
                 received: 0,
-                spoken: spoken.clone(),
+                heard: heard.clone(),
             };
             let task = tokio::spawn(async move {
                 let Ok(id) = place.await else { return };
+                look_for_first_message(&listened, unread).await;
                 let _ = listened.inner.set_nodelay(true);
                 let admitted = handshake_admitting(listened, &identity, false, |peer| {
                     // Authenticated: no longer a handshake a newcomer may drop.
@@ -527,7 +604,7 @@ impl Daemon {
                     }
                 }
             });
-            let _ = registered.send(self.pending.register(task.abort_handle(), spoken));
+            let _ = registered.send(self.pending.register(task.abort_handle(), heard));
         }
         tracing::info!("shutting down");
         if let Err(error) = self.service.close() {
