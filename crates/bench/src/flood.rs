@@ -14,7 +14,7 @@ use syncbase_net::{Connection, Identity};
 use syncbase_wire::Request;
 
 use crate::report::{Figure, Table, write_json};
-use crate::service::{ROWS, collection, key, percentile, setup, start_daemon};
+use crate::service::{ROWS, collection, get_latencies_us, key, percentile, setup, start_daemon};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -43,21 +43,10 @@ async fn measure_phase(
     identity: &Identity,
     phase: &mut Phase,
 ) -> Result<()> {
-    let mut latencies = Vec::with_capacity(GETS);
-    for index in 0..GETS {
-        let request = Request::Get {
-            collection: collection(),
-            key: key(index % ROWS),
-            batch: None,
-        };
-        let start = Instant::now();
-        // A failed call on the open connection is a finding: the run stops there.
-        client
-            .call_one(request)
-            .await
-            .map_err(|error| format!("a get on the open connection failed: {error}"))?;
-        latencies.push(start.elapsed().as_secs_f64() * 1e6);
-    }
+    // A failed call on the open connection is a finding: the run stops there.
+    let mut latencies = get_latencies_us(client, GETS)
+        .await
+        .map_err(|error| format!("a get on the open connection failed: {error}"))?;
     phase.get_p50_us.push(percentile(&mut latencies, 0.5));
     phase.get_p99_us.push(percentile(&mut latencies, 0.99));
     let mut latencies = Vec::with_capacity(CONNECTS);

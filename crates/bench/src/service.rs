@@ -88,9 +88,10 @@ struct Figures {
     put_throughput: Vec<f64>,
 }
 
-async fn measure_once(client: &Client, figures: &mut Figures, clients: &[Client]) -> Result<()> {
-    let mut latencies = Vec::with_capacity(GETS);
-    for index in 0..GETS {
+/// The latency of `count` gets of the loaded rows, one after another, in microseconds.
+pub(crate) async fn get_latencies_us(client: &Client, count: usize) -> Result<Vec<f64>> {
+    let mut latencies = Vec::with_capacity(count);
+    for index in 0..count {
         let request = Request::Get {
             collection: collection(),
             key: key(index % ROWS),
@@ -100,6 +101,11 @@ async fn measure_once(client: &Client, figures: &mut Figures, clients: &[Client]
         client.call_one(request).await?;
         latencies.push(start.elapsed().as_secs_f64() * 1e6);
     }
+    Ok(latencies)
+}
+
+async fn measure_once(client: &Client, figures: &mut Figures, clients: &[Client]) -> Result<()> {
+    let mut latencies = get_latencies_us(client, GETS).await?;
     figures.get_p50.push(percentile(&mut latencies, 0.5));
     figures.get_p99.push(percentile(&mut latencies, 0.99));
     let mut latencies = Vec::with_capacity(PUTS);

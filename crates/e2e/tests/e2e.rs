@@ -81,7 +81,26 @@ impl Home {
     }
 
     fn spawn(&self, extra: &[&str], logged: bool) -> Daemon {
-        let mut command = self.command("syncbased");
+        Self::launch(self.command("syncbased"), extra, logged)
+    }
+
+    /// Starts a daemon whose soft open-file limit starts at 256 (a shell lowers it first).
+    fn start_with_few_open_files(&self, extra: &[&str]) -> Daemon {
+        let daemon = self.command("syncbased");
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", "ulimit -S -n 256 && exec \"$@\"", "sh"])
+            .arg(daemon.get_program());
+        for (key, value) in daemon.get_envs() {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
+        Self::launch(command, extra, false)
+    }
+
+    fn launch(mut command: Command, extra: &[&str], logged: bool) -> Daemon {
         command
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
@@ -997,8 +1016,25 @@ fn todo() -> syncbase_wire::CollectionPath {
 #[test]
 fn connections_are_capped_per_principal_and_idle_ones_are_closed() {
     let home = Home::new();
-    let daemon = home.start(&["--connections-per-principal", "2", "--idle-timeout", "2"]);
+    let daemon = home.start_with_few_open_files(&[
+        "--connections-per-principal",
+        "2",
+        "--idle-timeout",
+        "2",
+    ]);
     create_notes(&home, &daemon);
+    // The daemon raised its open-file limit to what the system allows.
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", daemon.child.id())).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        open_files[3], open_files[4],
+        "soft limit below the hard one: {limits}"
+    );
     let identity = Identity::load(&home.path("config/syncbase/identity")).unwrap();
     runtime().block_on(async {
         let watching = Client::connect(&daemon.address, &identity).await.unwrap();

@@ -209,6 +209,26 @@ impl Database {
         }
     }
 
+    /// Runs `body` as [`Database::write`] does, once the caller is checked for Write on
+    /// `collection`: what a row write needs.
+    fn write_row(
+        &self,
+        caller: &Caller,
+        batch: Option<BatchHandle>,
+        collection: &str,
+        mut body: impl FnMut(&dyn Transaction) -> Result<()>,
+    ) -> Result<()> {
+        self.write(caller, batch, |transaction| {
+            self.collection_data(
+                transaction,
+                &Walk::new(caller),
+                collection,
+                Need::Tag(Tag::Write),
+            )?;
+            body(transaction)
+        })
+    }
+
     /// The names of the collections (the service checked Read on the database).
     pub fn list_collections(&self) -> Result<Vec<String>> {
         let (start, limit) = keys::prefix_range(&Prefix::Collection.as_key());
@@ -392,13 +412,7 @@ impl Database {
     ) -> Result<()> {
         validate_row_key(key)?;
         validate_value(value)?;
-        self.write(caller, batch, |transaction| {
-            self.collection_data(
-                transaction,
-                &Walk::new(caller),
-                collection,
-                Need::Tag(Tag::Write),
-            )?;
+        self.write_row(caller, batch, collection, |transaction| {
             Ok(transaction.put(&keys::row(collection, key.as_bytes()), value)?)
         })
     }
@@ -412,13 +426,7 @@ impl Database {
         batch: Option<BatchHandle>,
     ) -> Result<()> {
         validate_row_key(key)?;
-        self.write(caller, batch, |transaction| {
-            self.collection_data(
-                transaction,
-                &Walk::new(caller),
-                collection,
-                Need::Tag(Tag::Write),
-            )?;
+        self.write_row(caller, batch, collection, |transaction| {
             Ok(transaction.delete(&keys::row(collection, key.as_bytes()))?)
         })
     }

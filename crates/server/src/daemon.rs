@@ -6,7 +6,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -129,9 +129,9 @@ impl HandlerFactory for Factory {
     }
 }
 
-/// Handshakes in progress, oldest first. A newcomer past the cap drops the oldest one that
-/// was looked at and had not sent its first handshake message (an idle connection), else the
-/// oldest not looked at yet, else the oldest: so connections that never finish cannot keep
+/// Handshakes in progress, oldest first. A newcomer past the cap drops the oldest one whose peer
+/// has sent nothing, looked at in the socket itself at that moment (so the answer does not wait
+/// for the handshake task to run), else the oldest: connections that never speak cannot keep
 /// anyone out, and an honest client, which sends its first message as soon as it connects, is
 /// the last to go. Each also has a total deadline.
 struct PendingHandshakes {
@@ -142,25 +142,63 @@ struct PendingHandshakes {
 #[derive(Default)]
 struct PendingInner {
     next: u64,
-    tasks: BTreeMap<u64, (AbortHandle, Heard)>,
+    tasks: BTreeMap<u64, PendingHandshake>,
+}
+
+struct PendingHandshake {
+    task: AbortHandle,
+    heard: Heard,
+    /// A second descriptor of the connection's socket, so a newcomer can look at once whether
+    /// its peer has sent anything, however far behind the handshake task is.
+    socket: Option<std::os::fd::OwnedFd>,
+}
+
+impl PendingHandshake {
+    /// Whether the peer has said anything: the task read it, or it waits in the socket.
+    fn has_spoken(&self) -> bool {
+        if self.heard.is_spoken() {
+            return true;
+        }
+        let Some(socket) = &self.socket else {
+            return false;
+        };
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        // The socket is non-blocking (tokio made it so, and a duplicate shares that flag), so
+        // an empty one answers at once; end of stream (0) or an error means nothing to keep.
+        matches!(socket2::SockRef::from(socket).peek(&mut probe), Ok(received) if received > 0)
+    }
 }
 
 impl PendingHandshakes {
     /// Registers a started handshake whose peer's first message `heard` follows; drops others
     /// while there are too many.
-    fn register(&self, task: AbortHandle, heard: Heard) -> u64 {
+    fn register(
+        &self,
+        task: AbortHandle,
+        heard: Heard,
+        socket: Option<std::os::fd::OwnedFd>,
+    ) -> u64 {
         let mut inner = self.inner.lock();
         let id = inner.next;
         inner.next += 1;
-        inner.tasks.insert(id, (task, heard));
+        inner.tasks.insert(
+            id,
+            PendingHandshake {
+                task,
+                heard,
+                socket,
+            },
+        );
         while inner.tasks.len() > self.max {
+            // The oldest that has said nothing, looked at now; else the oldest.
             let victim = inner
                 .tasks
                 .iter()
-                .min_by_key(|(id, (_, heard))| (heard.eviction_rank(), **id))
+                .find(|(_, pending)| !pending.has_spoken())
+                .or_else(|| inner.tasks.iter().next())
                 .map(|(id, _)| *id);
-            if let Some((task, _)) = victim.and_then(|victim| inner.tasks.remove(&victim)) {
-                task.abort();
+            if let Some(pending) = victim.and_then(|victim| inner.tasks.remove(&victim)) {
+                pending.task.abort();
             }
         }
         id
@@ -172,32 +210,25 @@ impl PendingHandshakes {
     }
 }
 
-/// What the daemon has seen of a pending connection's first handshake message: not looked for
-/// yet, looked for and not there (silent), or received (spoken). It only moves forward.
+/// Whether a pending connection's handshake task has received its peer's first message (after
+/// which the socket may look empty again, so a look into it no longer tells).
 #[derive(Clone, Default)]
-struct Heard(Arc<AtomicU8>);
+struct Heard(Arc<AtomicBool>);
 
 impl Heard {
-    const UNREAD: u8 = 0;
-    const SILENT: u8 = 1;
-    const SPOKEN: u8 = 2;
-
     fn looked(&self, spoken: bool) {
-        let state = if spoken { Self::SPOKEN } else { Self::SILENT };
-        self.0.fetch_max(state, Ordering::Relaxed);
+        if spoken {
+            self.spoke();
+        }
     }
 
     fn spoke(&self) {
-        self.0.fetch_max(Self::SPOKEN, Ordering::Relaxed);
+        self.0.store(true, Ordering::Relaxed);
     }
 
-    /// Which a newcomer drops first: silent, then unread, then spoken.
-    fn eviction_rank(&self) -> u8 {
-        match self.0.load(Ordering::Relaxed) {
-            Self::SILENT => 0,
-            Self::UNREAD => 1,
-            _ => 2,
-        }
+    /// Whether the first message was received.
+    fn is_spoken(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
     }
 }
 
@@ -574,6 +605,7 @@ impl Daemon {
             // The task learns its place among pending handshakes before it starts.
             let (registered, place) = tokio::sync::oneshot::channel::<u64>();
             let heard = Heard::default();
+            let socket = std::os::fd::AsFd::as_fd(&stream).try_clone_to_owned().ok();
             let listened = Listened {
                 inner: stream,
                 received: 0,
@@ -604,7 +636,7 @@ impl Daemon {
                     }
                 }
             });
-            let _ = registered.send(self.pending.register(task.abort_handle(), heard));
+            let _ = registered.send(self.pending.register(task.abort_handle(), heard, socket));
         }
         tracing::info!("shutting down");
         if let Err(error) = self.service.close() {
