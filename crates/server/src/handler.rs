@@ -22,6 +22,10 @@ pub struct ServiceHandler {
     response_budgets: Arc<[ByteBudget]>,
 }
 
+/// Single responses up to this size are not leased: each connection runs a bounded number of
+/// calls, so they are bounded in all, and they never wait behind large messages.
+const SINGLE_RESPONSE_UNLEASED_BYTES_MAX: usize = 64 * 1024;
+
 /// The most bytes one response message can hold: a full message's worth plus one largest row.
 const MESSAGE_BYTES_WORST: usize = limits::STREAM_MESSAGE_BYTES_TARGET
     + limits::VALUE_BYTES_MAX
@@ -61,11 +65,6 @@ fn internal(error: impl std::fmt::Display) -> WireError {
 impl Handler for ServiceHandler {
     async fn call(&self, request: Request) -> Result<Responses, WireError> {
         let (sender, responses) = Responses::channel();
-        // A value is leased at its largest before it is read, then cut to its size.
-        let mut value_lease = match request {
-            Request::Get { .. } => lease_all(&self.response_budgets, MESSAGE_BYTES_WORST).await,
-            _ => Lease::default(),
-        };
         let outcome = if waits_for_disk(&request) {
             let this = self.clone();
             tokio::task::spawn_blocking(move || {
@@ -80,8 +79,16 @@ impl Handler for ServiceHandler {
         .map_err(|error| error.to_wire())?;
         match outcome {
             Outcome::Response(response) => {
-                value_lease.shrink_to(response_bytes(&response));
-                return Ok(Responses::single_leased(Ok(response), value_lease));
+                // A single response is read before it is leased (a get cannot know its size
+                // first), and only a large one waits for the budget: small answers never queue
+                // behind slow readers of large rows.
+                let bytes = response_bytes(&response);
+                let lease = if bytes > SINGLE_RESPONSE_UNLEASED_BYTES_MAX {
+                    lease_all(&self.response_budgets, bytes).await
+                } else {
+                    Lease::default()
+                };
+                return Ok(Responses::single_leased(Ok(response), lease));
             }
             Outcome::Rows(rows) => {
                 let budgets = self.response_budgets.clone();
