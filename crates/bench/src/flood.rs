@@ -4,7 +4,6 @@
 //! cap of idle connections that never handshake, plus churners; `syncbase_net::flood`).
 
 use std::net::Shutdown;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +13,9 @@ use syncbase_net::{Connection, Identity};
 use syncbase_wire::Request;
 
 use crate::report::{Figure, Table, write_json};
-use crate::service::{ROWS, collection, get_latencies_us, key, percentile, setup, start_daemon};
+use crate::service::{
+    ROWS, collection, get_latencies_us, key, percentile, scratch_dir, setup, start_daemon,
+};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -102,9 +103,7 @@ async fn connect_closable(
 pub fn run(runs: usize) -> Result<()> {
     // The attackers hold about a thousand sockets; the default soft limit may be 1,024.
     rlimit::increase_nofile_limit(u64::MAX)?;
-    let scratch = tempfile::Builder::new()
-        .prefix("syncbase-bench")
-        .tempdir_in(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))?;
+    let scratch = scratch_dir()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -252,11 +252,16 @@ fn empty() -> Figures {
     }
 }
 
+/// A scratch directory under `target/`, removed when dropped.
+pub(crate) fn scratch_dir() -> Result<tempfile::TempDir> {
+    Ok(tempfile::Builder::new()
+        .prefix("syncbase-bench")
+        .tempdir_in(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))?)
+}
+
 /// Runs the service workloads and prints the table.
 pub fn run(runs: usize) -> Result<()> {
-    let scratch = tempfile::Builder::new()
-        .prefix("syncbase-bench")
-        .tempdir_in(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))?;
+    let scratch = scratch_dir()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -211,13 +211,13 @@ impl Database {
 
     /// Runs `body` as [`Database::write`] does, once the caller is checked for Write on
     /// `collection`: what a row write needs.
-    fn write_row(
+    fn write_row<T>(
         &self,
         caller: &Caller,
         batch: Option<BatchHandle>,
         collection: &str,
-        mut body: impl FnMut(&dyn Transaction) -> Result<()>,
-    ) -> Result<()> {
+        mut body: impl FnMut(&dyn Transaction) -> Result<T>,
+    ) -> Result<T> {
         self.write(caller, batch, |transaction| {
             self.collection_data(
                 transaction,
@@ -472,13 +472,7 @@ impl Database {
         batch: Option<BatchHandle>,
     ) -> Result<u64> {
         let (start, limit) = Self::range_keys(collection, range);
-        self.write(caller, batch, |transaction| {
-            self.collection_data(
-                transaction,
-                &Walk::new(caller),
-                collection,
-                Need::Tag(Tag::Write),
-            )?;
+        self.write_row(caller, batch, collection, |transaction| {
             let doomed: Vec<Vec<u8>> = transaction
                 .scan(&start, &limit)?
                 .map(|entry| entry.map(|(key, _)| key))
