@@ -3,13 +3,11 @@
 //! time to connect and make a first get, each without the flood and under it (three times the
 //! cap of idle connections that never handshake, plus churners; `syncbase_net::flood`).
 
-use std::net::Shutdown;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use syncbase_client::Client;
+use syncbase_net::Identity;
 use syncbase_net::flood::Flood;
-use syncbase_net::{Connection, Identity};
 use syncbase_wire::Request;
 
 use crate::report::{Figure, Table, write_json};
@@ -54,18 +52,17 @@ async fn measure_phase(
     let mut failed = 0;
     for index in 0..CONNECTS {
         let start = Instant::now();
-        let connected = match connect_closable(address, identity).await {
-            Ok((fresh, socket)) => {
-                let got = fresh
-                    .call_one(Request::Get {
-                        collection: collection(),
-                        key: key(index % ROWS),
-                        batch: None,
-                    })
-                    .await;
-                let _ = socket.shutdown(Shutdown::Both);
-                got.is_ok()
-            }
+        // Each client is dropped after its get, which closes its connection (the daemon
+        // allows one principal only so many).
+        let connected = match Client::connect(address, identity).await {
+            Ok(fresh) => fresh
+                .call_one(Request::Get {
+                    collection: collection(),
+                    key: key(index % ROWS),
+                    batch: None,
+                })
+                .await
+                .is_ok(),
             Err(_) => false,
         };
         if connected {
@@ -80,23 +77,6 @@ async fn measure_phase(
     }
     phase.connects_failed.push(f64::from(failed));
     Ok(())
-}
-
-/// Connects as `Client::connect` does, also returning a duplicate of the socket to shut it down
-/// with: dropping a `Client` leaves its connection open (its tasks hold it), and the daemon
-/// allows one principal only so many open connections.
-async fn connect_closable(
-    address: &str,
-    identity: &Identity,
-) -> Result<(Client, std::net::TcpStream)> {
-    let stream = tokio::net::TcpStream::connect(address).await?;
-    stream.set_nodelay(true)?;
-    let stream = stream.into_std()?;
-    let socket = stream.try_clone()?;
-    let stream = tokio::net::TcpStream::from_std(stream)?;
-    let channel = syncbase_net::handshake(stream, identity, true).await?;
-    let connection = Connection::start(channel, None);
-    Ok((Client::new(Arc::new(connection)), socket))
 }
 
 /// Runs the flood workload and prints the table.

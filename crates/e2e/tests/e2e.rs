@@ -1198,8 +1198,7 @@ fn an_authenticated_client_gets_in_while_idle_and_churning_connections_flood_the
         while flood.counts().closed_by_daemon < (2 * PENDING_HANDSHAKES) as u64 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        // Each round's client stays connected after it is dropped (the client library does not
-        // close on drop), so the rounds stay under the daemon's 64 connections per principal.
+        // Each round's client is dropped at the end of its round, which closes its connection.
         for round in 0..ROUNDS {
             let client = Client::connect(&daemon.address, &identity)
                 .await
