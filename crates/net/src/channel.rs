@@ -143,6 +143,7 @@ where
     let presenting = Presenting {
         signer: identity,
         chain: identity.chain(),
+        protocol: PROTOCOL_VERSION,
     };
     tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
@@ -157,11 +158,13 @@ where
     })?
 }
 
-/// What a side presents: a chain, and the identity whose key signs the channel binding.
-/// Normally both are the same identity; tests forge a mismatch to check the peer refuses it.
+/// What a side presents: a chain, the identity whose key signs the channel binding, and the
+/// protocol version it speaks. Normally the chain is the signer's and the version this build's;
+/// tests forge either to check the peer refuses it.
 struct Presenting<'a> {
     signer: &'a Identity,
     chain: &'a [Certificate],
+    protocol: u32,
 }
 
 /// Like [`handshake`], but presenting `chain` while signing the binding with `signer`'s key:
@@ -177,14 +180,33 @@ pub async fn handshake_presenting<T>(
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    let (channel, ()) = handshake_inner(
-        io,
-        Presenting { signer, chain },
-        verifier,
-        initiator,
-        |_| Ok(()),
-    )
-    .await?;
+    let presenting = Presenting {
+        signer,
+        chain,
+        protocol: PROTOCOL_VERSION,
+    };
+    let (channel, ()) = handshake_inner(io, presenting, verifier, initiator, |_| Ok(())).await?;
+    Ok(channel)
+}
+
+/// Like [`handshake`], but claiming to speak call protocol `protocol`: a build of another
+/// version. For tests.
+#[cfg(feature = "testing")]
+pub async fn handshake_speaking<T>(
+    io: T,
+    identity: &Identity,
+    initiator: bool,
+    protocol: u32,
+) -> Result<Channel<T>>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let presenting = Presenting {
+        signer: identity,
+        chain: identity.chain(),
+        protocol,
+    };
+    let (channel, ()) = handshake_inner(io, presenting, identity, initiator, |_| Ok(())).await?;
     Ok(channel)
 }
 
@@ -260,7 +282,7 @@ where
         plain: Vec::new(),
     };
     let hello = Hello {
-        protocol: PROTOCOL_VERSION,
+        protocol: presenting.protocol,
         chain: presenting.chain.to_vec(),
         signature: presenting
             .signer

@@ -17,12 +17,12 @@ pub mod flood;
 mod identity;
 mod rpc;
 
-#[cfg(feature = "testing")]
-pub use channel::handshake_presenting;
 pub use channel::{
     Channel, ChannelReader, ChannelWriter, HANDSHAKE_TIMEOUT, MESSAGE_BYTES_MAX, NOISE_PARAMS,
     PROTOCOL_VERSION, handshake, handshake_admitting,
 };
+#[cfg(feature = "testing")]
+pub use channel::{handshake_presenting, handshake_speaking};
 pub use error::{NetError, Result};
 pub use identity::{
     CHAIN_LINKS_MAX, Certificate, IDENTITY_FORMAT_VERSION, Identity, TrustedRoot, VerifiedChain,

@@ -715,3 +715,28 @@ async fn a_client_connection_closes_when_its_last_handle_and_stream_are_dropped(
         .await
         .expect("a connection nobody holds must close");
 }
+
+#[tokio::test]
+async fn a_peer_of_the_previous_protocol_version_is_refused_with_a_clear_message() {
+    let (alice, bob) = pair();
+    let (left, right) = tokio::io::duplex(1 << 16);
+    let previous = syncbase_net::PROTOCOL_VERSION - 1;
+    let (old, new) = tokio::join!(
+        syncbase_net::handshake_speaking(left, &alice, true, previous),
+        handshake(right, &bob, false)
+    );
+    let new = new.err().unwrap();
+    assert_eq!(new.code(), "net.protocol", "{new}");
+    let expected = format!(
+        "one side speaks protocol version {previous}, the other {}",
+        syncbase_net::PROTOCOL_VERSION
+    );
+    assert!(new.to_string().contains(&expected), "{new}");
+    assert!(
+        new.to_string().contains("run the same syncbase version"),
+        "{new}"
+    );
+    // The older side is told the same, not just that the connection closed.
+    let old = old.err().unwrap();
+    assert!(old.to_string().contains(&expected), "{old}");
+}
