@@ -682,30 +682,22 @@ fn get_prints_the_value_bytes_exactly_and_out_writes_them_to_a_file() {
         got.stdout, value,
         "stdout is not a terminal: no newline added"
     );
+    let get_into = |out: &Path| {
+        home.sb(
+            &daemon,
+            &[
+                "get",
+                "notes/main/todo",
+                "k",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        )
+    };
     let out = home.path("out.bin");
-    let to_file = home.sb(
-        &daemon,
-        &[
-            "get",
-            "notes/main/todo",
-            "k",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(ok(&to_file), "");
+    assert_eq!(ok(&get_into(&out)), "");
     assert_eq!(std::fs::read(&out).unwrap(), value);
-    let unwritable = home.path("no-such-dir/out.bin");
-    let failed = home.sb(
-        &daemon,
-        &[
-            "get",
-            "notes/main/todo",
-            "k",
-            "--out",
-            unwritable.to_str().unwrap(),
-        ],
-    );
+    let failed = get_into(&home.path("no-such-dir/out.bin"));
     assert_eq!(refused_code(&failed), "sb.local_file");
     assert_eq!(
         ok(&home.sb(

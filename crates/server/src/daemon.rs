@@ -19,7 +19,7 @@ use syncbase_nosql::{Caller, Service, ServiceOptions};
 use syncbase_store::{Durability, EntropyRng, SystemClock};
 use syncbase_wire::{ByteBudget, Handler, StatusInfo};
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 
 use crate::{EngineKind, EngineOpener, ServiceHandler};
@@ -88,20 +88,17 @@ pub struct Daemon {
     listener: TcpListener,
     factory: Arc<Factory>,
     pending: Arc<PendingHandshakes>,
-    /// Places for accepted connections not yet looked at (see [`unread_connections_max`]).
-    unread: Arc<Semaphore>,
+    /// Places for accepted connections whose task has not started (see
+    /// [`unstarted_connections_max`]).
+    unstarted: Arc<Semaphore>,
     principals: Arc<Principals>,
     limits: ConnectionLimits,
 }
 
-/// How many accepted connections may wait to be looked at (see [`look_for_first_message`]) at
-/// once: half the pending handshakes. The accept loop would otherwise outrun the tasks that
-/// look, and newcomers past the cap would drop connections that nobody had looked at, an honest
-/// client's among them. Waiting here leaves newcomers in the kernel's backlog, where an honest
-/// client's first message is already waiting when it is accepted; and since at most half the
-/// pending handshakes are unread, a newcomer past the cap always finds one that has been looked
-/// at, so it drops an unread one only when every looked-at one has spoken.
-fn unread_connections_max(handshakes_pending_max: usize) -> usize {
+/// How many accepted connections may wait for their handshake task to start: half the pending
+/// handshakes. Otherwise the accept loop outruns the tasks (of 1,726 accepted connections under a
+/// flood, 254 tasks had started), and the rest wait in the kernel's backlog instead.
+fn unstarted_connections_max(handshakes_pending_max: usize) -> usize {
     handshakes_pending_max.div_ceil(2).max(1)
 }
 
@@ -216,12 +213,6 @@ impl PendingHandshakes {
 struct Heard(Arc<AtomicBool>);
 
 impl Heard {
-    fn looked(&self, spoken: bool) {
-        if spoken {
-            self.spoke();
-        }
-    }
-
     fn spoke(&self) {
         self.0.store(true, Ordering::Relaxed);
     }
@@ -403,27 +394,6 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Listened<T> {
     }
 }
 
-/// Looks once, without consuming anything, for a first handshake message already received,
-/// notes what it saw, and gives back the connection's unread place. This comes before the
-/// handshake, whose key generation takes long enough for many newer connections to arrive.
-async fn look_for_first_message(
-    listened: &Listened<tokio::net::TcpStream>,
-    unread: OwnedSemaphorePermit,
-) {
-    std::future::poll_fn(|context| {
-        let mut probe = [0u8; FIRST_MESSAGE_BYTES];
-        let mut probe = tokio::io::ReadBuf::new(&mut probe);
-        let spoken = matches!(
-            listened.inner.poll_peek(context, &mut probe),
-            Poll::Ready(Ok(received)) if received >= FIRST_MESSAGE_BYTES
-        );
-        listened.heard.looked(spoken);
-        Poll::Ready(())
-    })
-    .await;
-    drop(unread);
-}
-
 /// Raises this process's open-file limit to what the system allows, so connections (and
 /// databases) are not refused early for want of descriptors.
 fn raise_open_file_limit() {
@@ -560,7 +530,7 @@ impl Daemon {
                 max: limits.handshakes_pending_max.max(1),
                 inner: Mutex::new(PendingInner::default()),
             }),
-            unread: Arc::new(Semaphore::new(unread_connections_max(
+            unstarted: Arc::new(Semaphore::new(unstarted_connections_max(
                 limits.handshakes_pending_max.max(1),
             ))),
             principals: Arc::new(Principals {
@@ -575,9 +545,9 @@ impl Daemon {
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
-            let unread = tokio::select! {
+            let unstarted = tokio::select! {
                 () = &mut shutdown => break,
-                permit = self.unread.clone().acquire_owned() => match permit {
+                permit = self.unstarted.clone().acquire_owned() => match permit {
                     Ok(permit) => permit,
                     // Never closed: the daemon owns the semaphore.
                     Err(_) => break,
@@ -613,7 +583,7 @@ impl Daemon {
             };
             let task = tokio::spawn(async move {
                 let Ok(id) = place.await else { return };
-                look_for_first_message(&listened, unread).await;
+                drop(unstarted);
                 let _ = listened.inner.set_nodelay(true);
                 let admitted = handshake_admitting(listened, &identity, false, |peer| {
                     // Authenticated: no longer a handshake a newcomer may drop.
