@@ -1,5 +1,5 @@
 //! Project automation: `cargo xtask ci` (read-only, equals CI), `cargo xtask fix` (its mutating
-//! twin) and `cargo xtask bench [store|service|flood|all]`. Depends on std only.
+//! twin) and `cargo xtask bench [store|service|flood|databases|all]`. Depends on std only.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -72,7 +72,7 @@ fn main() -> ExitCode {
                  commands:\n  \
                  ci                 fmt check, layering and tidy checks, clippy -D warnings, all tests\n  \
                  fix                cargo fmt and clippy --fix (the mutating twin of ci)\n  \
-                 bench [store|service|flood|all]  run the benchmark workloads and print a table\n  \
+                 bench [store|service|flood|databases|all]  run the benchmark workloads and print a table\n  \
                  layering           only the dependency-edge check"
             );
             return ExitCode::from(2);
@@ -205,16 +205,17 @@ fn bench(which: &str, rest: &[String]) -> Result<(), String> {
         "store" => &["store"],
         "service" => &["service"],
         "flood" => &["flood"],
-        "all" => &["store", "service", "flood"],
+        "databases" => &["databases"],
+        "all" => &["store", "service", "flood", "databases"],
         other => {
             return Err(format!(
-                "unknown benchmark group `{other}`; available: store, service, flood, all (sync \
+                "unknown benchmark group `{other}`; available: store, service, flood, databases, all (sync \
                  arrives with the sync issues)"
             ));
         }
     };
-    if workloads.contains(&"service") || workloads.contains(&"flood") {
-        // The service and flood benchmarks run the real daemon, next to the benchmark binary.
+    if workloads != ["store"] {
+        // Every workload but store runs the real daemon, next to the benchmark binary.
         run(
             "build syncbased",
             cargo().args([

@@ -3,17 +3,22 @@
 //! after a warm-up, printed with min–max, beside the raw engine or the physical limit measured in
 //! the same run; the table is also written as JSON under `target/bench/`.
 //!
-//! Usage: `syncbase-bench store|service|flood [--rows N] [--runs N] [--only s1|s2|s3]`.
+//! Usage: `syncbase-bench store|service|flood|databases [--rows N] [--runs N] [--only s1|s2|s3]
+//! [--databases N]` (`databases`: `--rows` is rows per database, default 100).
 
 // Benchmarks measure wall time by definition.
 #![allow(clippy::disallowed_methods)]
 
+mod databases;
 mod flood;
 mod report;
 mod service;
 mod store;
 
 use std::process::ExitCode;
+
+const USAGE: &str = "usage: syncbase-bench store|service|flood|databases [--rows N] [--runs N] \
+                     [--only s1|s2|s3] [--databases N]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -26,13 +31,15 @@ fn main() -> ExitCode {
         }
         let value = raw.and_then(|value| value.parse::<usize>().ok());
         match (flag.as_str(), value) {
-            ("--rows", Some(value)) => options.rows = value,
+            ("--rows", Some(value)) => {
+                options.rows = value;
+                options.rows_set = true;
+            }
             ("--runs", Some(value)) => options.runs = value.max(1),
+            ("--databases", Some(value)) => options.databases = Some(value),
             ("--only", _) => {}
             _ => {
-                eprintln!(
-                    "usage: syncbase-bench store|service|flood [--rows N] [--runs N] [--only s1|s2|s3]"
-                );
+                eprintln!("{USAGE}");
                 return ExitCode::from(2);
             }
         }
@@ -52,6 +59,17 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some("databases") => {
+            let databases = options.databases.unwrap_or(10_000);
+            let rows = if options.rows_set { options.rows } else { 100 };
+            match databases::run(databases, rows) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("bench databases: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Some("store") => match store::run(&options) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -60,9 +78,7 @@ fn main() -> ExitCode {
             }
         },
         _ => {
-            eprintln!(
-                "usage: syncbase-bench store|service|flood [--rows N] [--runs N] [--only s1|s2|s3]"
-            );
+            eprintln!("{USAGE}");
             ExitCode::from(2)
         }
     }

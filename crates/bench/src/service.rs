@@ -29,6 +29,18 @@ const PUTS_PER_CLIENT: usize = 200;
 /// A `syncbased` child process, killed when dropped.
 pub(crate) struct Daemon(Child);
 
+impl Daemon {
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Waits for the process to exit (after it was told to stop).
+    pub(crate) fn wait(mut self) -> std::io::Result<()> {
+        self.0.wait().map(drop)
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.0.kill();

@@ -40,6 +40,10 @@ pub struct Options {
     pub runs: usize,
     /// Run only this table (`s1`, `s2` or `s3`).
     pub only: Option<String>,
+    /// Whether `--rows` was given (`databases` has its own default).
+    pub rows_set: bool,
+    /// Databases for `bench databases`.
+    pub databases: Option<usize>,
 }
 
 impl Default for Options {
@@ -48,6 +52,8 @@ impl Default for Options {
             rows: 1_000_000,
             runs: 3,
             only: None,
+            rows_set: false,
+            databases: None,
         }
     }
 }
