@@ -208,11 +208,7 @@ pub fn run(databases: usize, rows: usize) -> Result<()> {
         Ok::<f64, Box<dyn std::error::Error>>(start.elapsed().as_secs_f64())
     })?;
     push("create all (database, collection, rows)", "s", created_in);
-    push(
-        "create rate",
-        "databases/s",
-        databases as f64 / created_in,
-    );
+    push("create rate", "databases/s", databases as f64 / created_in);
     let (threads, descriptors, rss) = process_figures(daemon.pid())?;
     push("threads, all created", "", threads);
     push("descriptors, all created", "", descriptors);

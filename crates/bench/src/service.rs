@@ -299,10 +299,10 @@ pub fn run(runs: usize) -> Result<()> {
 
         let service = Arc::new(Service::open(ServiceOptions {
             root_dir: scratch.path().join("embedded"),
-            opener: Arc::new(EngineOpener {
-                engine: EngineKind::Persistent,
-                durability: Durability::Durable,
-            }),
+            opener: Arc::new(EngineOpener::new(
+                EngineKind::Persistent,
+                Durability::Durable,
+            )),
             owner_root: identity.root_name().to_string(),
             clock: Arc::new(SystemClock),
             rng: Arc::new(EntropyRng::default()),

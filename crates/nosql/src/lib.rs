@@ -5,8 +5,9 @@
 //! database's watch log.
 //!
 //! Storage: one service store (apps and database records) plus one [`Watchable`] store per
-//! database, where rows and collection permissions are managed (versioned and logged) keys.
-//! Stores are opened through a [`StoreOpener`], so this crate is engine-agnostic. It depends on
+//! database, where rows and collection permissions are managed (versioned and logged) keys, all
+//! in one set of stores on one engine instance, opened through a [`StoreSetOpener`], so this
+//! crate is engine-agnostic. It depends on
 //! `store`, `util` and `wire`; callers arrive already authenticated, as a [`Caller`].
 //!
 //! [`Watchable`]: syncbase_store::Watchable
@@ -20,7 +21,8 @@ mod watch;
 pub use auth::Caller;
 pub use database::{Database, RowStream};
 pub use error::{Error, Result};
-pub use service::{Service, ServiceOptions, StoreOpener};
+pub use service::{Service, ServiceOptions};
+pub use syncbase_util::{MemoryStoreSetOpener, StoreSetOpener};
 pub use watch::Watcher;
 
 /// The default idle time after which an abandoned batch is aborted: 5 minutes.

@@ -2,14 +2,14 @@
 //! `server/app.go` and `server/db_info.go`).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use syncbase_store::{Clock, Rng, Store, StoreReader, Transaction};
 use syncbase_util::keys::{self, Prefix};
-use syncbase_util::{StoreLayout, decode_typed, get_typed, put_typed};
+use syncbase_util::{StoreLayout, StoreSetOpener, decode_typed, get_typed, put_typed};
 use syncbase_wire::{
     CollectionPath, DatabasePath, ObjectPath, Permissions, Tag, validate_existing_name,
     validate_name,
@@ -19,19 +19,13 @@ use crate::auth::{Caller, Need, Walk};
 use crate::database::Database;
 use crate::error::{Error, Result};
 
-/// Opens the store kept in a directory of the layout (the engine is the caller's choice).
-pub trait StoreOpener: Send + Sync {
-    /// Opens, creating if needed, the store in `dir`.
-    fn open(&self, dir: &Path) -> syncbase_store::Result<Arc<dyn Store>>;
-}
-
 /// How to open a [`Service`].
 #[derive(Clone)]
 pub struct ServiceOptions {
     /// Where the service keeps its data (see `syncbase_util::StoreLayout`).
     pub root_dir: PathBuf,
-    /// Opens the service store and each database's store.
-    pub opener: Arc<dyn StoreOpener>,
+    /// Opens the set holding the service store and each database's store (the engine).
+    pub opener: Arc<dyn StoreSetOpener>,
     /// The root name of the service's own identity: a new service grants it every tag.
     pub owner_root: String,
     /// Timestamps (watch log, batch expiry).
@@ -182,8 +176,8 @@ impl Service {
     /// device id and every tag granted to `options.owner_root`), and removes the files of
     /// databases whose destruction a crash interrupted.
     pub fn open(options: ServiceOptions) -> Result<Self> {
-        let layout = StoreLayout::open(&options.root_dir)?;
-        let store = options.opener.open(&layout.service_dir())?;
+        let layout = StoreLayout::open(&options.root_dir, options.opener.as_ref())?;
+        let store = layout.service_store()?;
         let data = match get_typed::<ServiceData, _>(store.as_ref(), &service_key())? {
             Some(data) => data,
             None => {
@@ -221,12 +215,13 @@ impl Service {
         self.device_id
     }
 
-    /// Closes every open database and the service store.
+    /// Closes every open database, the service store and the set holding them.
     pub fn close(&self) -> Result<()> {
         for (_, (_, database)) in std::mem::take(&mut *self.databases.lock()) {
             database.close()?;
         }
-        Ok(self.store.close()?)
+        self.store.close()?;
+        Ok(self.layout.close()?)
     }
 
     /// The database at `path`, for calls that check their own tags on its collections: the
@@ -261,10 +256,7 @@ impl Service {
         {
             return Ok(database.clone());
         }
-        let store = self
-            .options
-            .opener
-            .open(&self.layout.database_dir(info.id))?;
+        let store = self.layout.database_store(info.id)?;
         let database = Arc::new(Database::open(path.clone(), store, &self.options)?);
         if let Some((_, stale)) = open.insert(path.clone(), (info.id, database.clone())) {
             // Another id at this path: the stale database was destroyed.
@@ -529,14 +521,6 @@ mod tests {
 
     use super::*;
 
-    struct MemoryOpener;
-
-    impl StoreOpener for MemoryOpener {
-        fn open(&self, _dir: &Path) -> syncbase_store::Result<Arc<dyn Store>> {
-            Ok(Arc::new(syncbase_store::open_memstore()))
-        }
-    }
-
     fn code<T>(result: Result<T>) -> String {
         match result {
             Ok(_) => "ok".to_string(),
@@ -552,7 +536,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let service = Service::open(ServiceOptions {
             root_dir: dir.path().to_path_buf(),
-            opener: Arc::new(MemoryOpener),
+            opener: Arc::new(syncbase_util::MemoryStoreSetOpener),
             owner_root: "alice".into(),
             clock: Arc::new(ManualClock::new(1_000)),
             rng: Arc::new(SeededRng::new(3)),

@@ -1,23 +1,14 @@
 //! The data model end to end, embedded: hierarchy, rows, permissions, batches and watch.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use syncbase_nosql::{Caller, Service, ServiceOptions, StoreOpener};
-use syncbase_store::{ManualClock, SeededRng, Store};
+use syncbase_nosql::{Caller, MemoryStoreSetOpener, Service, ServiceOptions};
+use syncbase_store::{ManualClock, SeededRng};
 use syncbase_wire::{
     AccessList, BatchOptions, ChangeKind, CollectionPath, DatabasePath, ObjectPath, Permissions,
     RowRange, Tag, WatchStart, codes,
 };
-
-struct MemoryOpener;
-
-impl StoreOpener for MemoryOpener {
-    fn open(&self, _dir: &Path) -> syncbase_store::Result<Arc<dyn Store>> {
-        Ok(Arc::new(syncbase_store::open_memstore()))
-    }
-}
 
 struct Fixture {
     service: Service,
@@ -30,7 +21,7 @@ fn fixture() -> Fixture {
     let clock = Arc::new(ManualClock::new(1_000));
     let service = Service::open(ServiceOptions {
         root_dir: dir.path().to_path_buf(),
-        opener: Arc::new(MemoryOpener),
+        opener: Arc::new(MemoryStoreSetOpener),
         owner_root: "alice".into(),
         clock: clock.clone(),
         rng: Arc::new(SeededRng::new(7)),

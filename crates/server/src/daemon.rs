@@ -396,10 +396,17 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Listened<T> {
 
 /// Raises this process's open-file limit to what the system allows, so connections (and
 /// databases) are not refused early for want of descriptors.
-fn raise_open_file_limit() {
+/// Returns the limit in force.
+fn raise_open_file_limit() -> u64 {
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => tracing::debug!(limit, "open-file limit"),
-        Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
+        Ok(limit) => {
+            tracing::debug!(limit, "open-file limit");
+            limit
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot raise the open-file limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1_024, |(soft, _)| soft)
+        }
     }
 }
 
@@ -444,7 +451,7 @@ fn lock_root(root_dir: &Path) -> Result<File, StartError> {
 impl Daemon {
     /// Opens everything and binds the listener; [`Daemon::serve`] then accepts connections.
     pub async fn start(options: DaemonOptions) -> Result<Daemon, StartError> {
-        raise_open_file_limit();
+        let open_file_limit = raise_open_file_limit();
         let (mut identity, identity_created) = Identity::load_or_create_reporting(
             &options.identity_dir,
             &options.default_identity_name,
@@ -472,10 +479,11 @@ impl Daemon {
         }
         let service = Service::open(ServiceOptions {
             root_dir: options.root_dir.clone(),
-            opener: Arc::new(EngineOpener {
-                engine: options.engine,
-                durability: options.durability,
-            }),
+            opener: Arc::new(EngineOpener::within_open_file_limit(
+                options.engine,
+                options.durability,
+                open_file_limit,
+            )),
             owner_root: identity.root_name().to_string(),
             clock: Arc::new(SystemClock),
             rng: Arc::new(EntropyRng::default()),

@@ -1,12 +1,14 @@
-//! Engine selection: the persistent engine (fjall, the default) or memory.
+//! Engine selection: the persistent engine (fjall, the default) or memory, as the opener of a
+//! service's set of stores.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use syncbase_nosql::StoreOpener;
-use syncbase_store::{Durability, Store};
+use syncbase_nosql::{MemoryStoreSetOpener, StoreSetOpener};
+use syncbase_store::{Durability, Store, StoreSet};
+use syncbase_store_fjall::{FjallOptions, FjallStoreSet};
 
-/// The name of a store's directory inside its layout directory.
+/// The name of a store's directory inside its directory of layout 1 (read when migrating).
 pub const STORE_DIR_NAME: &str = "store";
 
 /// Which storage engine holds the service's data.
@@ -29,31 +31,64 @@ impl EngineKind {
     }
 }
 
-/// Opens the store kept in `dir` (created if needed) on `engine` with `durability`.
-pub fn open_store(
-    engine: EngineKind,
-    dir: &Path,
-    durability: Durability,
-) -> syncbase_store::Result<Arc<dyn Store>> {
-    Ok(match engine {
-        EngineKind::Persistent => Arc::new(syncbase_store_fjall::open(
-            &dir.join(STORE_DIR_NAME),
-            durability,
-        )?),
-        EngineKind::Memory => Arc::new(syncbase_store::open_memstore()),
-    })
-}
-
-/// A [`StoreOpener`] for an engine and durability.
+/// A [`StoreSetOpener`] for an engine and durability.
+#[derive(Debug, Clone, Copy)]
 pub struct EngineOpener {
     /// The engine.
     pub engine: EngineKind,
     /// The durability of commits.
     pub durability: Durability,
+    /// The most table files the persistent engine keeps open at once, for all databases
+    /// together.
+    pub max_open_files: usize,
 }
 
-impl StoreOpener for EngineOpener {
-    fn open(&self, dir: &Path) -> syncbase_store::Result<Arc<dyn Store>> {
-        open_store(self.engine, dir, self.durability)
+impl EngineOpener {
+    /// An opener with the engine's default cache of open files.
+    pub fn new(engine: EngineKind, durability: Durability) -> Self {
+        Self {
+            engine,
+            durability,
+            max_open_files: FjallOptions::MAX_OPEN_FILES_DEFAULT,
+        }
+    }
+
+    /// An opener whose cache of open files takes at most a quarter of `open_file_limit`
+    /// (connections need the rest), between 10 and the engine's default.
+    pub fn within_open_file_limit(
+        engine: EngineKind,
+        durability: Durability,
+        open_file_limit: u64,
+    ) -> Self {
+        let quarter = usize::try_from(open_file_limit / 4).unwrap_or(usize::MAX);
+        Self {
+            max_open_files: quarter.clamp(10, FjallOptions::MAX_OPEN_FILES_DEFAULT),
+            ..Self::new(engine, durability)
+        }
+    }
+}
+
+impl StoreSetOpener for EngineOpener {
+    fn open_set(&self, dir: &Path) -> syncbase_store::Result<Arc<dyn StoreSet>> {
+        match self.engine {
+            EngineKind::Persistent => Ok(Arc::new(FjallStoreSet::open_dir(
+                dir,
+                FjallOptions {
+                    durability: self.durability,
+                    max_open_files: self.max_open_files,
+                },
+            )?)),
+            EngineKind::Memory => MemoryStoreSetOpener.open_set(dir),
+        }
+    }
+
+    fn open_layout_1_store(&self, dir: &Path) -> syncbase_store::Result<Option<Arc<dyn Store>>> {
+        let path = dir.join(STORE_DIR_NAME);
+        match self.engine {
+            EngineKind::Persistent if path.is_dir() => Ok(Some(Arc::new(
+                syncbase_store_fjall::open(&path, self.durability)?,
+            ))),
+            _ => Ok(None),
+        }
     }
 }

@@ -11,5 +11,5 @@ mod engine;
 mod handler;
 
 pub use dispatch::{Outcome, dispatch};
-pub use engine::{EngineKind, EngineOpener, STORE_DIR_NAME, open_store};
+pub use engine::{EngineKind, EngineOpener, STORE_DIR_NAME};
 pub use handler::ServiceHandler;

@@ -14,10 +14,7 @@ use syncbase_wire::{
 fn open_service(dir: &std::path::Path, engine: EngineKind, seed: u64) -> Service {
     Service::open(ServiceOptions {
         root_dir: dir.to_path_buf(),
-        opener: Arc::new(EngineOpener {
-            engine,
-            durability: Durability::Relaxed,
-        }),
+        opener: Arc::new(EngineOpener::new(engine, Durability::Relaxed)),
         owner_root: "alice".into(),
         clock: Arc::new(ManualClock::new(1_000)),
         rng: Arc::new(SeededRng::new(seed)),
@@ -600,12 +597,18 @@ fn data_watch_markers_and_the_device_id_survive_a_restart() {
     assert!(resumed.next_batch().unwrap().is_none());
     database.put(&alice(), "c", "after", b"2", None).unwrap();
     assert_eq!(resumed.next_batch().unwrap().unwrap()[0].key, "after");
-    // Destroying a database removes its files.
+    // Destroying a database removes its files (its keyspace's directory in the set).
+    let keyspace_dirs = || {
+        std::fs::read_dir(dir.path().join("stores/keyspaces"))
+            .unwrap()
+            .count()
+    };
+    let before = keyspace_dirs();
     service.destroy_database(&alice(), &db()).unwrap();
-    let databases = std::fs::read_dir(dir.path().join("databases"))
-        .unwrap()
-        .count();
-    assert_eq!(databases, 0);
+    drop((database, resumed));
+    service.close().unwrap();
+    drop(service);
+    assert_eq!(keyspace_dirs(), before - 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -652,4 +655,96 @@ async fn a_watch_ends_with_no_exist_when_its_database_is_destroyed_and_quietly_o
         .await
         .expect("the watch did not end");
     assert!(ended.is_none(), "{ended:?}");
+}
+
+/// A root written by the build before many databases per daemon (layout 1: a fjall database per
+/// store, store format 1), made with that build's `syncbased` and `sb` (app `notes`, databases
+/// `main` and `second`, a destroyed `gone`, an overwrite, a delete, a collection's Read list
+/// extended to `bob`), opens with everything in it, migrated to the current layout.
+#[test]
+fn a_root_written_by_layout_1_is_migrated_with_all_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/layout-v1.tar.gz");
+    let status = std::process::Command::new("tar")
+        .arg("-xzf")
+        .arg(&fixture)
+        .arg("-C")
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let root = dir.path().join("root");
+    let user = Caller::new("user");
+    let main = DatabasePath {
+        app: "notes".into(),
+        database: "main".into(),
+    };
+    let third = DatabasePath {
+        app: "notes".into(),
+        database: "third".into(),
+    };
+    for round in 0..2 {
+        let service = open_service(&root, EngineKind::Persistent, 5);
+        assert_eq!(service.device_id(), 0xdd79_656c_ade7_2200);
+        assert_eq!(service.list_apps(&user).unwrap(), vec!["notes"]);
+        let mut expected = vec!["main", "second"];
+        if round == 1 {
+            expected.push("third");
+        }
+        assert_eq!(service.list_databases(&user, "notes").unwrap(), expected);
+        let database = service.database(&user, &main).unwrap();
+        assert_eq!(database.get(&user, "todo", "k1", None).unwrap(), b"value 1");
+        assert_eq!(
+            database.get(&user, "todo", "k2", None).unwrap(),
+            b"value 2 again"
+        );
+        assert_eq!(
+            database.get(&user, "todo", "k3", None).unwrap_err().code(),
+            codes::NO_EXIST
+        );
+        let read = service
+            .permissions(&user, &ObjectPath::Collection(coll_of(&main, "todo")))
+            .unwrap();
+        assert!(read.grants(Tag::Read, "bob"), "{read:?}");
+        assert!(!read.grants(Tag::Write, "bob"), "{read:?}");
+        let second = DatabasePath {
+            app: "notes".into(),
+            database: "second".into(),
+        };
+        assert_eq!(
+            service
+                .database(&user, &second)
+                .unwrap()
+                .get(&user, "c", "only", None)
+                .unwrap(),
+            b"second db row"
+        );
+        if round == 0 {
+            // A database created after the migration gets an id of its own.
+            service.create_database(&user, &third, None).unwrap();
+            let database = service.database(&user, &third).unwrap();
+            database.create_collection(&user, "c", None).unwrap();
+            database.put(&user, "c", "k", b"new", None).unwrap();
+        } else {
+            let database = service.database(&user, &third).unwrap();
+            assert_eq!(database.get(&user, "c", "k", None).unwrap(), b"new");
+        }
+        service.close().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.join("FORMAT")).unwrap().trim(),
+            "syncbase-layout 2"
+        );
+        for gone in ["service", "databases", "trash"] {
+            assert!(!root.join(gone).exists(), "{gone} is left");
+        }
+    }
+}
+
+fn coll_of(database: &DatabasePath, collection: &str) -> CollectionPath {
+    CollectionPath {
+        app: database.app.clone(),
+        database: database.database.clone(),
+        collection: collection.into(),
+    }
 }

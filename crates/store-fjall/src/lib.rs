@@ -1,30 +1,47 @@
 //! `syncbase-store-fjall`: Syncbase's persistent storage engine, on [fjall] (the Go daemon used
-//! LevelDB). Key types: [`FjallEngine`], the [`Engine`] implementation, and [`FjallStore`], the
-//! engine under the shared transaction manager of `syncbase-store`, opened with [`open`].
+//! LevelDB). Key types: [`FjallEngine`], the [`Engine`] implementation over one keyspace;
+//! [`FjallStore`], the engine under the shared transaction manager of `syncbase-store`;
+//! [`FjallStoreSet`], many stores in one fjall database (a service's store and all its
+//! databases' stores share one journal, one worker thread and one cache of open files); and
+//! [`open`], a directory holding a single store.
 //!
 //! Why fjall: see `docs/storage-engine.md` (measured beside redb on our own layered store: it
 //! writes 1.2–2.7× faster and takes about half the disk; random reads are about 3× slower). A
-//! store is one fjall database (a directory) with a data keyspace and a metadata keyspace holding
-//! the format version, stamped at creation and checked at open. The directory is locked while
+//! fjall database holds one keyspace per store and a metadata keyspace with the format version,
+//! stamped at creation and checked at open ([`FORMAT_VERSION`]). The directory is locked while
 //! open, so a second process gets a clear error. This crate depends only on `syncbase-store`
 //! among our crates.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use syncbase_store::{
-    Durability, Engine, EngineSnapshot, Error, KeyValue, Result, TxnStore, WriteOp, scan_bounds,
+    Durability, Engine, EngineSnapshot, Error, KeyValue, Result, Store, StoreSet, TxnStore,
+    WriteOp, scan_bounds, validate_store_name,
 };
 
 /// The newest on-disk format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// - 1: one store per directory, its data in keyspace `syncbase_data`.
+/// - 2: a set of stores ([`FjallStoreSet`]), store `NAME` in keyspace `syncbase_NAME`. A
+///   format-1 directory is a set holding one store named `data` ([`SINGLE_STORE_NAME`]), so
+///   opening one only restamps it.
+pub const FORMAT_VERSION: u32 = 2;
 
-/// Background threads fjall may use for flushes and compaction, per store.
+/// Background threads fjall may use for flushes and compaction, per set (one set per service,
+/// whatever the number of databases).
 pub const WORKER_THREADS: usize = 1;
 
-const DATA_KEYSPACE: &str = "syncbase_data";
+/// The name of the one store [`open`] opens in a directory (format 1's only store).
+pub const SINGLE_STORE_NAME: &str = "data";
+
+const KEYSPACE_PREFIX: &str = "syncbase_";
 const META_KEYSPACE: &str = "syncbase_meta";
+/// The store name whose keyspace is the metadata keyspace.
+const META_STORE_NAME: &str = "meta";
 const FORMAT_KEY: &[u8] = b"format_version";
 
 /// Every data key is stored behind this byte: fjall refuses empty keys, and a constant prefix
@@ -41,18 +58,209 @@ fn data_key(key: &[u8]) -> Vec<u8> {
     out
 }
 
+fn keyspace_name(store: &str) -> String {
+    format!("{KEYSPACE_PREFIX}{store}")
+}
+
 /// A store on a fjall database.
 pub type FjallStore = TxnStore<FjallEngine>;
 
-/// Opens (creating if absent) the store in directory `path` with the given durability.
+/// How to open a fjall directory.
+#[derive(Debug, Clone, Copy)]
+pub struct FjallOptions {
+    /// The durability of every store's commits.
+    pub durability: Durability,
+    /// The most table files kept open at once (fjall's descriptor cache; at least 10). One
+    /// cache serves every store of a set, so descriptors do not grow with the number of stores.
+    pub max_open_files: usize,
+}
+
+impl FjallOptions {
+    /// The default cache of open files (fjall's own default on Linux).
+    pub const MAX_OPEN_FILES_DEFAULT: usize = 900;
+
+    /// Options with `durability` and the default cache of open files.
+    pub fn new(durability: Durability) -> Self {
+        Self {
+            durability,
+            max_open_files: Self::MAX_OPEN_FILES_DEFAULT,
+        }
+    }
+}
+
+/// Opens (creating if absent) the single store in directory `path` with the given durability:
+/// a set holding one store named [`SINGLE_STORE_NAME`], as format 1 kept every store.
 ///
 /// Fails with [`Error::FormatTooNew`] when the store was written by a newer format, and with a
 /// clear [`Error::Engine`] when another process holds it.
 pub fn open(path: &Path, durability: Durability) -> Result<FjallStore> {
-    Ok(TxnStore::new(FjallEngine::open(path)?, durability))
+    let database = open_database(path, &FjallOptions::new(durability))?;
+    Ok(TxnStore::new(
+        FjallEngine::open_keyspace(database, SINGLE_STORE_NAME)?,
+        durability,
+    ))
 }
 
-/// The fjall engine.
+/// Opens the fjall database in `path` (creating it if absent), checks its format stamp and
+/// stamps a new (or format-1) directory with [`FORMAT_VERSION`].
+fn open_database(path: &Path, options: &FjallOptions) -> Result<Database> {
+    std::fs::create_dir_all(path)?;
+    if options.max_open_files < 10 {
+        return Err(Error::Misuse(format!(
+            "max_open_files is {}; fjall needs at least 10",
+            options.max_open_files
+        )));
+    }
+    let database = Database::builder(path)
+        .worker_threads(WORKER_THREADS)
+        .max_cached_files(Some(options.max_open_files))
+        .open()
+        .map_err(engine_error)?;
+    let meta = database
+        .keyspace(META_KEYSPACE, KeyspaceCreateOptions::default)
+        .map_err(engine_error)?;
+    let found = match meta.get(FORMAT_KEY).map_err(engine_error)? {
+        Some(bytes) => {
+            Some(u32::from_be_bytes(bytes.as_ref().try_into().map_err(
+                |_| Error::Corrupt("the format stamp is not 4 bytes".into()),
+            )?))
+        }
+        None => None,
+    };
+    match found {
+        Some(found) if found > FORMAT_VERSION => {
+            return Err(Error::FormatTooNew {
+                found,
+                supported: FORMAT_VERSION,
+            });
+        }
+        Some(FORMAT_VERSION) => {}
+        // New, or format 1 (a set of one store named `data`): stamp the current format.
+        _ => {
+            let mut batch = database.batch().durability(Some(PersistMode::SyncAll));
+            batch.insert(&meta, FORMAT_KEY, FORMAT_VERSION.to_be_bytes());
+            batch.commit().map_err(engine_error)?;
+        }
+    }
+    Ok(database)
+}
+
+/// Many stores in one fjall database: one directory, one journal, [`WORKER_THREADS`]
+/// background threads and one cache of open files, each store a keyspace. Opened with
+/// [`FjallStoreSet::open_dir`].
+pub struct FjallStoreSet {
+    durability: Durability,
+    /// `None` once the set is closed (which releases the directory's lock).
+    state: Mutex<Option<SetState>>,
+}
+
+struct SetState {
+    database: Database,
+    /// The stores opened so far.
+    stores: BTreeMap<String, Arc<FjallStore>>,
+}
+
+impl FjallStoreSet {
+    /// Opens (creating if absent) the set in directory `path`. Fails like [`open`].
+    pub fn open_dir(path: &Path, options: FjallOptions) -> Result<Self> {
+        Ok(Self {
+            durability: options.durability,
+            state: Mutex::new(Some(SetState {
+                database: open_database(path, &options)?,
+                stores: BTreeMap::new(),
+            })),
+        })
+    }
+
+    /// Bytes the whole set takes on disk.
+    pub fn disk_bytes(&self) -> Result<u64> {
+        let guard = self.state.lock();
+        let state = guard.as_ref().ok_or(Error::StoreClosed)?;
+        state.database.disk_space().map_err(engine_error)
+    }
+}
+
+fn validate_set_store_name(name: &str) -> Result<()> {
+    validate_store_name(name)?;
+    if name == META_STORE_NAME {
+        return Err(Error::Misuse(format!(
+            "store name {META_STORE_NAME:?} is reserved for the set's metadata"
+        )));
+    }
+    Ok(())
+}
+
+impl StoreSet for FjallStoreSet {
+    fn open(&self, name: &str) -> Result<Arc<dyn Store>> {
+        validate_set_store_name(name)?;
+        let mut guard = self.state.lock();
+        let state = guard.as_mut().ok_or(Error::StoreClosed)?;
+        if let Some(store) = state.stores.get(name)
+            && !store.is_closed()
+        {
+            return Ok(store.clone());
+        }
+        let engine = FjallEngine::open_keyspace(state.database.clone(), name)?;
+        let store = Arc::new(TxnStore::new(engine, self.durability));
+        state.stores.insert(name.to_string(), store.clone());
+        Ok(store)
+    }
+
+    fn destroy(&self, name: &str) -> Result<()> {
+        validate_set_store_name(name)?;
+        // Held throughout, so the name is not reopened while its keyspace is deleted.
+        let mut guard = self.state.lock();
+        let state = guard.as_mut().ok_or(Error::StoreClosed)?;
+        if let Some(store) = state.stores.remove(name) {
+            store.close()?;
+        }
+        let keyspace = keyspace_name(name);
+        if !state.database.keyspace_exists(&keyspace) {
+            return Ok(());
+        }
+        let handle = state
+            .database
+            .keyspace(&keyspace, KeyspaceCreateOptions::default)
+            .map_err(engine_error)?;
+        // One atomic write to fjall's metadata: after a crash the keyspace is whole or gone
+        // (an unreferenced keyspace directory is removed when the database is next opened).
+        state.database.delete_keyspace(handle).map_err(engine_error)
+    }
+
+    fn names(&self) -> Result<Vec<String>> {
+        let guard = self.state.lock();
+        let state = guard.as_ref().ok_or(Error::StoreClosed)?;
+        let mut names: Vec<String> = state
+            .database
+            .list_keyspace_names()
+            .iter()
+            .filter_map(|keyspace| keyspace.strip_prefix(KEYSPACE_PREFIX))
+            .filter(|name| *name != META_STORE_NAME)
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn close(&self) -> Result<()> {
+        let Some(state) = self.state.lock().take() else {
+            return Ok(());
+        };
+        let mut first_error = None;
+        for store in state.stores.into_values() {
+            if let Err(error) = store.close() {
+                first_error.get_or_insert(error);
+            }
+        }
+        state
+            .database
+            .persist(PersistMode::SyncAll)
+            .map_err(engine_error)?;
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// The fjall engine: one keyspace of a fjall database.
 pub struct FjallEngine {
     inner: RwLock<Option<Open>>,
 }
@@ -67,7 +275,6 @@ pub struct FjallSnapshot {
     snapshot: fjall::Snapshot,
     data: Keyspace,
 }
-
 fn engine_error(error: fjall::Error) -> Error {
     match error {
         fjall::Error::Locked => {
@@ -113,46 +320,17 @@ fn storage_message(error: &fjall::LsmError) -> String {
 }
 
 impl FjallEngine {
-    /// Opens or creates the store in `path`, checking or stamping the format version.
-    pub fn open(path: &Path) -> Result<Self> {
-        std::fs::create_dir_all(path)?;
-        let database = Database::builder(path)
-            .worker_threads(WORKER_THREADS)
-            .open()
-            .map_err(engine_error)?;
-        let meta = database
-            .keyspace(META_KEYSPACE, KeyspaceCreateOptions::default)
-            .map_err(engine_error)?;
-        match meta.get(FORMAT_KEY).map_err(engine_error)? {
-            Some(bytes) => {
-                let found = u32::from_be_bytes(
-                    bytes
-                        .as_ref()
-                        .try_into()
-                        .map_err(|_| Error::Corrupt("the format stamp is not 4 bytes".into()))?,
-                );
-                if found > FORMAT_VERSION {
-                    return Err(Error::FormatTooNew {
-                        found,
-                        supported: FORMAT_VERSION,
-                    });
-                }
-            }
-            None => {
-                let mut batch = database.batch().durability(Some(PersistMode::SyncAll));
-                batch.insert(&meta, FORMAT_KEY, FORMAT_VERSION.to_be_bytes());
-                batch.commit().map_err(engine_error)?;
-            }
-        }
+    /// The engine of store `name` in `database` (its keyspace, created if absent).
+    fn open_keyspace(database: Database, name: &str) -> Result<Self> {
         let data = database
-            .keyspace(DATA_KEYSPACE, KeyspaceCreateOptions::default)
+            .keyspace(&keyspace_name(name), KeyspaceCreateOptions::default)
             .map_err(engine_error)?;
         Ok(Self {
             inner: RwLock::new(Some(Open { database, data })),
         })
     }
 
-    /// Bytes the store takes on disk.
+    /// Bytes the store's whole fjall database takes on disk (every store of its set).
     pub fn disk_bytes(&self) -> Result<u64> {
         let guard = self.inner.read();
         let open = guard.as_ref().ok_or(Error::StoreClosed)?;

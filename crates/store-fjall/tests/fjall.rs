@@ -5,8 +5,10 @@ use std::path::Path;
 use std::sync::{Arc, Barrier};
 
 use syncbase_store::testing::{WithGuard, watchable_options_all_managed};
-use syncbase_store::{Durability, Error, Store, StoreReader, StoreWriter, Watchable};
-use syncbase_store_fjall::{FORMAT_VERSION, FjallStore, open};
+use syncbase_store::{Durability, Error, Store, StoreReader, StoreSet, StoreWriter, Watchable};
+use syncbase_store_fjall::{
+    FORMAT_VERSION, FjallOptions, FjallStore, FjallStoreSet, SINGLE_STORE_NAME, open,
+};
 use tempfile::TempDir;
 
 type TempStore = WithGuard<FjallStore, TempDir>;
@@ -28,6 +30,103 @@ mod watchable {
             syncbase_store::testing::watchable_options_all_managed()
         )
         .expect("open watchable")
+    );
+}
+
+fn open_temp_set() -> (FjallStoreSet, TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let set =
+        FjallStoreSet::open_dir(dir.path(), FjallOptions::new(Durability::Relaxed)).expect("open");
+    (set, dir)
+}
+
+mod set {
+    syncbase_store::store_set_tests!(super::open_temp_set());
+
+    mod store_in_a_set {
+        use std::sync::Arc;
+
+        use syncbase_store::testing::WithGuard;
+        use syncbase_store::{Store, StoreSet};
+
+        fn open_store()
+        -> WithGuard<Arc<dyn Store>, (super::super::FjallStoreSet, tempfile::TempDir)> {
+            let (set, dir) = super::super::open_temp_set();
+            // Another store beside it, so its scans must not see the neighbour's keys.
+            set.open("neighbour").unwrap().put(b"k", b"v").unwrap();
+            WithGuard {
+                store: set.open("db_0000000000000001").unwrap(),
+                guard: (set, dir),
+            }
+        }
+
+        syncbase_store::conformance_tests!(open_store());
+    }
+}
+
+#[test]
+fn stores_of_a_set_survive_reopen_and_a_destroyed_one_stays_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let set =
+            FjallStoreSet::open_dir(dir.path(), FjallOptions::new(Durability::Durable)).unwrap();
+        for name in ["a", "b", "c"] {
+            set.open(name).unwrap().put(b"k", name.as_bytes()).unwrap();
+        }
+        set.destroy("b").unwrap();
+        set.close().unwrap();
+    }
+    let set = FjallStoreSet::open_dir(dir.path(), FjallOptions::new(Durability::Durable)).unwrap();
+    assert_eq!(set.names().unwrap(), vec!["a", "c"]);
+    let c = set.open("c").unwrap();
+    assert_eq!(c.get(b"k").unwrap(), Some(b"c".to_vec()));
+    // Closed by its user and opened again: a fresh handle on the same data.
+    c.close().unwrap();
+    assert_eq!(
+        set.open("c").unwrap().get(b"k").unwrap(),
+        Some(b"c".to_vec())
+    );
+    assert_eq!(set.open("b").unwrap().get(b"k").unwrap(), None);
+    assert!(matches!(set.open("meta"), Err(Error::Misuse(_))));
+}
+
+/// A directory written by format 1 (one store, keyspace `syncbase_data`, stamp 1), built here
+/// with fjall directly as that build wrote it, opens as a set holding the store `data`, and is
+/// restamped with the current format.
+#[test]
+fn a_format_1_directory_opens_with_its_data_and_is_restamped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    {
+        let database = fjall::Database::builder(&path).open().unwrap();
+        let meta = database
+            .keyspace("syncbase_meta", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        meta.insert("format_version", 1u32.to_be_bytes()).unwrap();
+        let data = database
+            .keyspace("syncbase_data", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        // Format 1 kept every key behind the byte `d`.
+        data.insert(b"dkey", b"old value").unwrap();
+        database.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    let set = FjallStoreSet::open_dir(&path, FjallOptions::new(Durability::Durable)).unwrap();
+    assert_eq!(set.names().unwrap(), vec![SINGLE_STORE_NAME]);
+    assert_eq!(
+        set.open(SINGLE_STORE_NAME).unwrap().get(b"key").unwrap(),
+        Some(b"old value".to_vec())
+    );
+    set.close().unwrap();
+    let store = open(&path, Durability::Durable).unwrap();
+    assert_eq!(store.get(b"key").unwrap(), Some(b"old value".to_vec()));
+    store.close().unwrap();
+    let database = fjall::Database::builder(&path).open().unwrap();
+    let meta = database
+        .keyspace("syncbase_meta", fjall::KeyspaceCreateOptions::default)
+        .unwrap();
+    assert_eq!(
+        meta.get("format_version").unwrap().unwrap().as_ref(),
+        FORMAT_VERSION.to_be_bytes()
     );
 }
 

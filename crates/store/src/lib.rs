@@ -3,7 +3,8 @@
 //! Key types: the [`Store`], [`Snapshot`], [`Transaction`] and [`Stream`] model; the
 //! [`Engine`] trait an embedded storage engine implements; [`TxnStore`], which turns any engine
 //! into a store with optimistic transactions and group commit (written once, shared by every
-//! engine); [`MemStore`], the in-memory engine; and [`Watchable`], the layer that versions managed
+//! engine); [`MemStore`], the in-memory engine; [`StoreSet`], named stores sharing one engine instance
+//! (the service store and one per database); and [`Watchable`], the layer that versions managed
 //! keys and appends every commit touching them to a watch log in the same atomic commit. The
 //! [`Clock`] and [`Rng`] seams live here because the watchable layer is the lowest code that needs
 //! a timestamp or a random id.
@@ -17,6 +18,7 @@ mod error;
 mod memstore;
 mod model;
 mod seams;
+mod set;
 mod txn;
 pub mod watchable;
 
@@ -32,6 +34,7 @@ pub use model::{
     in_range, prefix_limit, run_in_transaction,
 };
 pub use seams::{Clock, EntropyRng, ManualClock, Rng, SeededRng, SystemClock};
+pub use set::{MemStoreSet, STORE_NAME_BYTES_MAX, StoreSet, validate_store_name};
 pub use txn::{ChunkSource, CommitStats, MergedSource, TxnStore};
 pub use watchable::{
     LogEntry, LogEvent, LogNotifier, LogOp, Version, Watchable, WatchableOptions,

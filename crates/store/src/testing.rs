@@ -519,3 +519,110 @@ pub fn watchable_options_all_managed() -> crate::WatchableOptions {
         rng: std::sync::Arc::new(SeededRng::new(1)),
     }
 }
+
+/// Expands to one `#[test]` per check of a [`StoreSet`](crate::StoreSet), each opening a fresh,
+/// empty set with `$open`: an expression giving the set and what must outlive it.
+#[macro_export]
+macro_rules! store_set_tests {
+    ($open:expr) => {
+        $crate::store_set_tests!(@each $open;
+            set_opens_each_name_once, set_keeps_stores_apart, set_destroy_removes_one_store,
+            set_refuses_bad_names, set_close_closes_its_stores, set_reopens_a_closed_store);
+    };
+    (@each $open:expr; $($name:ident),*) => {
+        $(
+            #[test]
+            fn $name() {
+                let (set, _guard) = $open;
+                $crate::testing::$name(&set);
+            }
+        )*
+    };
+}
+
+/// Opening a name twice gives the same store (one commit queue); names lists what exists.
+pub fn set_opens_each_name_once(set: &dyn crate::StoreSet) {
+    assert!(set.names().expect("names").is_empty());
+    let first = set.open("db_1").expect("open");
+    first.put(b"k", b"v").expect("put");
+    let again = set.open("db_1").expect("open again");
+    assert_eq!(again.get(b"k").expect("get"), Some(b"v".to_vec()));
+    // A transaction through one handle conflicts with a commit through the other.
+    let transaction = first.transaction().expect("transaction");
+    transaction.get(b"k").expect("read");
+    transaction.put(b"k", b"mine").expect("write");
+    again.put(b"k", b"theirs").expect("put");
+    assert!(matches!(
+        transaction.commit(),
+        Err(Error::ConcurrentTransaction)
+    ));
+    set.open("service").expect("open");
+    assert_eq!(set.names().expect("names"), vec!["db_1", "service"]);
+}
+
+/// Keys written to one store are invisible in another, in gets and in full scans.
+pub fn set_keeps_stores_apart(set: &dyn crate::StoreSet) {
+    let a = set.open("a").expect("open a");
+    let b = set.open("b").expect("open b");
+    a.put(b"k", b"in a").expect("put");
+    b.put(b"k", b"in b").expect("put");
+    b.put(b"only_b", b"x").expect("put");
+    assert_eq!(a.get(b"k").expect("get"), Some(b"in a".to_vec()));
+    assert_eq!(a.get(b"only_b").expect("get"), None);
+    assert_eq!(
+        collect(a.as_ref(), b"", b""),
+        vec![(b"k".to_vec(), b"in a".to_vec())]
+    );
+    assert_eq!(collect(b.as_ref(), b"", b"").len(), 2);
+}
+
+/// Destroying a store closes it, drops its data and leaves the others alone; the name can be
+/// opened again, empty.
+pub fn set_destroy_removes_one_store(set: &dyn crate::StoreSet) {
+    let doomed = set.open("doomed").expect("open");
+    let kept = set.open("kept").expect("open");
+    doomed.put(b"k", b"v").expect("put");
+    kept.put(b"k", b"v").expect("put");
+    set.destroy("doomed").expect("destroy");
+    assert!(matches!(doomed.get(b"k"), Err(Error::StoreClosed)));
+    assert_eq!(set.names().expect("names"), vec!["kept"]);
+    assert_eq!(kept.get(b"k").expect("get"), Some(b"v".to_vec()));
+    set.destroy("doomed").expect("destroying an absent store");
+    let fresh = set.open("doomed").expect("reopen");
+    assert_eq!(fresh.get(b"k").expect("get"), None);
+}
+
+/// Names outside the alphabet, empty or too long are refused, never passed to the engine.
+pub fn set_refuses_bad_names(set: &dyn crate::StoreSet) {
+    let long = "a".repeat(crate::STORE_NAME_BYTES_MAX + 1);
+    for name in ["", "Upper", "with space", "dot.", "../x", long.as_str()] {
+        assert!(matches!(set.open(name), Err(Error::Misuse(_))), "{name:?}");
+        assert!(
+            matches!(set.destroy(name), Err(Error::Misuse(_))),
+            "{name:?}"
+        );
+    }
+    set.open(&"a".repeat(crate::STORE_NAME_BYTES_MAX))
+        .expect("the longest name");
+}
+
+/// Closing the set closes its stores; a closed set refuses to open more.
+pub fn set_close_closes_its_stores(set: &dyn crate::StoreSet) {
+    let store = set.open("s").expect("open");
+    store.put(b"k", b"v").expect("put");
+    set.close().expect("close");
+    set.close().expect("close twice");
+    assert!(matches!(store.get(b"k"), Err(Error::StoreClosed)));
+    assert!(matches!(set.open("s"), Err(Error::StoreClosed)));
+}
+
+/// A store its user closed is opened anew, working (the persistent set's own tests check that
+/// its data is still there).
+pub fn set_reopens_a_closed_store(set: &dyn crate::StoreSet) {
+    let store = set.open("s").expect("open");
+    store.close().expect("close the store");
+    let again = set.open("s").expect("reopen");
+    again.put(b"k", b"v").expect("put");
+    assert_eq!(again.get(b"k").expect("get"), Some(b"v".to_vec()));
+    assert_eq!(set.names().expect("names"), vec!["s"]);
+}

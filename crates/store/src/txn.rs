@@ -263,6 +263,11 @@ impl<E: Engine> TxnStore<E> {
         &self.shared.engine
     }
 
+    /// Whether [`Store::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+
     /// The durability of this store's commits.
     pub fn durability(&self) -> Durability {
         self.shared.durability

@@ -1,12 +1,17 @@
 //! Tests of `syncbase-util`: key encoding, typed access, the hybrid clock and the layout.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use syncbase_store::{Clock, ManualClock, StoreReader, StoreWriter, open_memstore};
+use syncbase_store::{
+    Clock, ManualClock, MemStoreSet, Store, StoreReader, StoreSet, StoreWriter, open_memstore,
+};
 use syncbase_util::keys::{self, Prefix};
 use syncbase_util::{
-    HybridClock, StoreLayout, get_typed, load_clock_floor, put_typed, save_clock_floor,
+    HybridClock, StoreLayout, StoreSetOpener, get_typed, load_clock_floor, put_typed,
+    save_clock_floor,
 };
 
 fn check_key(prefix: Prefix, components: &[&[u8]], expected: &[u8]) {
@@ -125,42 +130,135 @@ fn the_hybrid_clock_stays_monotonic_across_a_restart() {
     assert!(after.now_ns() > *issued.last().unwrap());
 }
 
+/// An engine for layout tests: one in-memory set per directory (kept across reopens), and
+/// layout-1 stores planted by the test, one of which can be made to fail once.
+#[derive(Default)]
+struct TestOpener {
+    sets: parking_lot::Mutex<BTreeMap<PathBuf, Arc<MemStoreSet>>>,
+    layout_1: parking_lot::Mutex<BTreeMap<PathBuf, Arc<dyn Store>>>,
+    fail_once: parking_lot::Mutex<Option<PathBuf>>,
+}
+
+impl StoreSetOpener for TestOpener {
+    fn open_set(&self, dir: &Path) -> syncbase_store::Result<Arc<dyn StoreSet>> {
+        let set = self
+            .sets
+            .lock()
+            .entry(dir.to_path_buf())
+            .or_insert_with(|| Arc::new(MemStoreSet::new()))
+            .clone();
+        Ok(set)
+    }
+
+    fn open_layout_1_store(&self, dir: &Path) -> syncbase_store::Result<Option<Arc<dyn Store>>> {
+        if self
+            .fail_once
+            .lock()
+            .take_if(|failing| failing == dir)
+            .is_some()
+        {
+            return Err(syncbase_store::Error::Io(std::io::Error::other(
+                "the disk hiccuped",
+            )));
+        }
+        Ok(self.layout_1.lock().get(dir).cloned())
+    }
+}
+
 #[test]
 fn the_layout_stamps_its_format_and_refuses_a_newer_one() {
     let dir = tempfile::tempdir().unwrap();
-    let layout = StoreLayout::open(dir.path()).unwrap();
-    assert!(layout.service_dir().is_dir());
+    let opener = TestOpener::default();
+    let layout = StoreLayout::open(dir.path(), &opener).unwrap();
+    layout.service_store().unwrap();
     let stamp = std::fs::read_to_string(dir.path().join("FORMAT")).unwrap();
-    assert_eq!(stamp.trim(), "syncbase-layout 1");
-    StoreLayout::open(dir.path()).unwrap();
-    std::fs::write(dir.path().join("FORMAT"), "syncbase-layout 2\n").unwrap();
-    let error = StoreLayout::open(dir.path()).unwrap_err();
+    assert_eq!(stamp.trim(), "syncbase-layout 2");
+    StoreLayout::open(dir.path(), &opener).unwrap();
+    std::fs::write(dir.path().join("FORMAT"), "syncbase-layout 3\n").unwrap();
+    let error = StoreLayout::open(dir.path(), &opener).unwrap_err();
     assert_eq!(error.code(), "store.format_too_new");
     assert!(error.to_string().contains("upgrade"), "{error}");
     std::fs::write(dir.path().join("FORMAT"), "garbage").unwrap();
     assert_eq!(
-        StoreLayout::open(dir.path()).unwrap_err().code(),
+        StoreLayout::open(dir.path(), &opener).unwrap_err().code(),
         "store.corrupt"
     );
 }
 
 #[test]
-fn destroying_a_database_removes_its_files_and_the_trash_is_emptied_at_open() {
+fn destroying_a_database_removes_its_store_and_only_it() {
     let dir = tempfile::tempdir().unwrap();
-    let layout = StoreLayout::open(dir.path()).unwrap();
+    let layout = StoreLayout::open(dir.path(), &TestOpener::default()).unwrap();
     for id in [1, 2] {
-        std::fs::create_dir_all(layout.database_dir(id)).unwrap();
-        std::fs::write(layout.database_dir(id).join("data"), b"data").unwrap();
+        layout.database_store(id).unwrap().put(b"k", b"v").unwrap();
     }
+    assert_eq!(layout.database_ids().unwrap(), vec![1, 2]);
     layout.destroy_database(1).unwrap();
-    assert!(!layout.database_dir(1).exists());
-    assert!(layout.database_dir(2).exists());
+    assert_eq!(layout.database_ids().unwrap(), vec![2]);
     layout.destroy_database(1).unwrap();
-    // A destroy interrupted after the move: the next open finishes it.
-    std::fs::create_dir_all(dir.path().join("trash/0000000000000009")).unwrap();
-    StoreLayout::open(dir.path()).unwrap();
     assert_eq!(
-        std::fs::read_dir(dir.path().join("trash")).unwrap().count(),
-        0
+        layout.database_store(2).unwrap().get(b"k").unwrap(),
+        Some(b"v".to_vec())
     );
+}
+
+/// A root of layout 1 (a directory per store) is copied into the set, store by store; a
+/// failure part-way leaves a root the next open finishes, and the stamp is written last.
+#[test]
+fn a_layout_1_root_is_migrated_and_an_interrupted_migration_is_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::write(root.join("FORMAT"), "syncbase-layout 1\n").unwrap();
+    let opener = TestOpener::default();
+    let mut expected = Vec::new();
+    for (name, sub) in [
+        ("service", "service".to_string()),
+        ("db_0000000000000001", format!("databases/{:016x}", 1)),
+        ("db_000000000000002a", format!("databases/{:016x}", 42)),
+    ] {
+        let path = root.join(&sub);
+        std::fs::create_dir_all(&path).unwrap();
+        let store: Arc<dyn Store> = Arc::new(open_memstore());
+        // Enough bytes for several migration commits in one store.
+        let rows = if name == "service" { 3 } else { 2_000 };
+        for row in 0..rows {
+            store
+                .put(format!("{name}/{row:05}").as_bytes(), &[7; 4_096])
+                .unwrap();
+        }
+        opener.layout_1.lock().insert(path, store);
+        expected.push((name, rows));
+    }
+    std::fs::create_dir_all(root.join("trash/0000000000000005")).unwrap();
+
+    *opener.fail_once.lock() = Some(root.join("databases/000000000000002a"));
+    let error = StoreLayout::open(root, &opener).unwrap_err();
+    assert_eq!(error.code(), "store.io");
+    assert_eq!(
+        std::fs::read_to_string(root.join("FORMAT")).unwrap().trim(),
+        "syncbase-layout 1"
+    );
+
+    let layout = StoreLayout::open(root, &opener).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(root.join("FORMAT")).unwrap().trim(),
+        "syncbase-layout 2"
+    );
+    assert_eq!(layout.database_ids().unwrap(), vec![1, 42]);
+    for (name, rows) in expected {
+        let store = layout.stores().open(name).unwrap();
+        let copied = store.scan(b"", b"").unwrap().collect_entries().unwrap();
+        assert_eq!(copied.len(), rows, "{name}");
+        assert!(
+            copied
+                .iter()
+                .all(|(key, value)| key.starts_with(name.as_bytes()) && value == &vec![7; 4_096])
+        );
+    }
+    // Nothing of layout 1 is left (this engine keeps its set in memory, so no `stores/`).
+    let left: Vec<String> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(left, vec!["FORMAT"]);
 }

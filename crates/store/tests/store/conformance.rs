@@ -12,3 +12,7 @@ mod watchable_over_memstore {
         Watchable::open(open_memstore(), watchable_options_all_managed()).expect("open watchable")
     );
 }
+
+mod memstore_set {
+    syncbase_store::store_set_tests!((syncbase_store::MemStoreSet::new(), ()));
+}
