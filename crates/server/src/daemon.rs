@@ -223,9 +223,13 @@ impl Heard {
     }
 }
 
-/// Open authenticated connections per principal.
+/// Open authenticated connections, per principal and in all.
 struct Principals {
     max: usize,
+    /// All authenticated connections together (see [`DescriptorPlan`]).
+    total_max: usize,
+    /// The open-file limit the total comes from, for the refusal's message.
+    open_file_limit: u64,
     open: Mutex<HashMap<String, usize>>,
 }
 
@@ -238,6 +242,15 @@ struct PrincipalSlot {
 impl Principals {
     fn take(self: &Arc<Self>, name: &str) -> Result<PrincipalSlot, String> {
         let mut open = self.open.lock();
+        let total: usize = open.values().sum();
+        if total >= self.total_max {
+            return Err(format!(
+                "this daemon has {total} open connections, the most its open-file limit ({}) \
+                 leaves room for beside its storage; retry later, or raise the limit \
+                 (`ulimit -n`) it starts with",
+                self.open_file_limit
+            ));
+        }
         let count = open.entry(name.to_string()).or_insert(0);
         if *count >= self.max {
             return Err(format!(
@@ -410,6 +423,59 @@ fn raise_open_file_limit() -> u64 {
     }
 }
 
+/// How the daemon shares its open-file limit, so connections can never take the descriptors
+/// the storage engine needs (an engine that fails to open a file for a flush stops accepting
+/// writes until restarted, for every database). The engine's files are bounded whatever the
+/// number of databases; connections get what is left, each pending handshake counted twice
+/// (its socket and the duplicate the daemon peeks through).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DescriptorPlan {
+    /// Table files the engine keeps open at once (its cache).
+    pub engine_files_max: usize,
+    /// Handshakes in progress at once (the configured cap, lowered to fit).
+    pub handshakes_pending_max: usize,
+    /// Authenticated connections in all.
+    pub connections_max: usize,
+}
+
+impl DescriptorPlan {
+    /// Descriptors kept for the engine beyond its cache (journal, files being written by
+    /// flushes and compactions, version files) and for the process itself (standard streams,
+    /// the listener, the runtime, the root lock).
+    pub const RESERVED: usize = 64;
+
+    /// The engine's cache of open files under `open_file_limit`: a quarter of it, between 10
+    /// and the engine's default.
+    pub fn engine_files_max(open_file_limit: u64) -> usize {
+        let quarter = usize::try_from(open_file_limit / 4).unwrap_or(usize::MAX);
+        quarter.clamp(
+            10,
+            syncbase_store_fjall::FjallOptions::MAX_OPEN_FILES_DEFAULT,
+        )
+    }
+
+    /// The plan for `open_file_limit` and the configured `limits`.
+    pub fn new(open_file_limit: u64, limits: &ConnectionLimits) -> Self {
+        let engine_files_max = Self::engine_files_max(open_file_limit);
+        let limit = usize::try_from(open_file_limit).unwrap_or(usize::MAX);
+        let for_connections = limit
+            .saturating_sub(engine_files_max)
+            .saturating_sub(Self::RESERVED)
+            .max(4);
+        let handshakes_pending_max = limits
+            .handshakes_pending_max
+            .clamp(1, (for_connections / 4).max(1));
+        let connections_max = for_connections
+            .saturating_sub(2 * handshakes_pending_max)
+            .max(1);
+        Self {
+            engine_files_max,
+            handshakes_pending_max,
+            connections_max,
+        }
+    }
+}
+
 /// A startup failure, with a message for people.
 #[derive(Debug)]
 pub struct StartError(pub String);
@@ -479,11 +545,10 @@ impl Daemon {
         }
         let service = Service::open(ServiceOptions {
             root_dir: options.root_dir.clone(),
-            opener: Arc::new(EngineOpener::within_open_file_limit(
-                options.engine,
-                options.durability,
-                open_file_limit,
-            )),
+            opener: Arc::new(EngineOpener {
+                max_open_files: DescriptorPlan::engine_files_max(open_file_limit),
+                ..EngineOpener::new(options.engine, options.durability)
+            }),
             owner_root: identity.root_name().to_string(),
             clock: Arc::new(SystemClock),
             rng: Arc::new(EntropyRng::default()),
@@ -516,7 +581,12 @@ impl Daemon {
             engine = %status.engine,
             "started"
         );
-        let limits = options.limits.clone();
+        let plan = DescriptorPlan::new(open_file_limit, &options.limits);
+        tracing::debug!(?plan, "descriptors");
+        let limits = ConnectionLimits {
+            handshakes_pending_max: plan.handshakes_pending_max,
+            ..options.limits.clone()
+        };
         let factory = Arc::new(Factory {
             service: service.clone(),
             status,
@@ -543,6 +613,8 @@ impl Daemon {
             ))),
             principals: Arc::new(Principals {
                 max: limits.connections_per_principal_max.max(1),
+                total_max: plan.connections_max,
+                open_file_limit,
                 open: Mutex::new(HashMap::new()),
             }),
             limits,
@@ -621,5 +693,38 @@ impl Daemon {
             tracing::error!(%error, "closing the service failed");
         }
         tracing::info!("stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_descriptor_plan_leaves_the_engine_its_share_under_any_limit() {
+        let limits = ConnectionLimits::default();
+        let roomy = DescriptorPlan::new(1 << 20, &limits);
+        assert_eq!(roomy.engine_files_max, 900);
+        assert_eq!(roomy.handshakes_pending_max, 256);
+        let tight = DescriptorPlan::new(128, &limits);
+        assert_eq!(
+            (
+                tight.engine_files_max,
+                tight.handshakes_pending_max,
+                tight.connections_max
+            ),
+            (32, 8, 16)
+        );
+        for limit in [16, 64, 128, 256, 1_024, 4_096, 1 << 20] {
+            let plan = DescriptorPlan::new(limit, &limits);
+            let used = plan.engine_files_max
+                + DescriptorPlan::RESERVED
+                + 2 * plan.handshakes_pending_max
+                + plan.connections_max;
+            assert!(plan.connections_max >= 1 && plan.handshakes_pending_max >= 1);
+            if limit >= 128 {
+                assert!(used as u64 <= limit, "{limit}: {plan:?} uses {used}");
+            }
+        }
     }
 }

@@ -52,20 +52,6 @@ impl EngineOpener {
             max_open_files: FjallOptions::MAX_OPEN_FILES_DEFAULT,
         }
     }
-
-    /// An opener whose cache of open files takes at most a quarter of `open_file_limit`
-    /// (connections need the rest), between 10 and the engine's default.
-    pub fn within_open_file_limit(
-        engine: EngineKind,
-        durability: Durability,
-        open_file_limit: u64,
-    ) -> Self {
-        let quarter = usize::try_from(open_file_limit / 4).unwrap_or(usize::MAX);
-        Self {
-            max_open_files: quarter.clamp(10, FjallOptions::MAX_OPEN_FILES_DEFAULT),
-            ..Self::new(engine, durability)
-        }
-    }
 }
 
 impl StoreSetOpener for EngineOpener {

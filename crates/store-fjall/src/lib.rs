@@ -1,16 +1,21 @@
 //! `syncbase-store-fjall`: Syncbase's persistent storage engine, on [fjall] (the Go daemon used
-//! LevelDB). Key types: [`FjallEngine`], the [`Engine`] implementation over one keyspace;
-//! [`FjallStore`], the engine under the shared transaction manager of `syncbase-store`;
-//! [`FjallStoreSet`], many stores in one fjall database (a service's store and all its
-//! databases' stores share one journal, one worker thread and one cache of open files); and
+//! LevelDB). Key types: [`FjallStoreSet`], many stores in one fjall database (a service's store
+//! and all its databases' stores share one journal, one worker thread, one memtable and one
+//! cache of open files); [`FjallEngine`], the [`Engine`] implementation for one store;
+//! [`FjallStore`], the engine under the shared transaction manager of `syncbase-store`; and
 //! [`open`], a directory holding a single store.
 //!
 //! Why fjall: see `docs/storage-engine.md` (measured beside redb on our own layered store: it
-//! writes 1.2–2.7× faster and takes about half the disk; random reads are about 3× slower). A
-//! fjall database holds one keyspace per store and a metadata keyspace with the format version,
-//! stamped at creation and checked at open ([`FORMAT_VERSION`]). The directory is locked while
-//! open, so a second process gets a clear error. This crate depends only on `syncbase-store`
-//! among our crates.
+//! writes 1.2–2.7× faster and takes about half the disk; random reads are about 3× slower). Why
+//! one keyspace for every store rather than a keyspace (or a fjall database) per store: the same
+//! file, "Many databases". The directory is locked while open, so a second process gets a clear
+//! error. This crate depends only on `syncbase-store` among our crates.
+//!
+//! On disk ([`FORMAT_VERSION`] 2): keyspace `syncbase_meta` holds the format stamp and the
+//! registry of stores (`store/NAME` → a numeric id never reused, `doomed/ID` for a destroy not
+//! yet purged); keyspace `syncbase_stores` holds every store's keys, each behind its id (8 bytes,
+//! big-endian). Format 1 (one store per directory, keyspace `syncbase_data`, keys behind the
+//! byte `d`) is still opened by [`open`], as it is, for migrating older roots.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,47 +25,37 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 use parking_lot::{Mutex, RwLock};
 use syncbase_store::{
     Durability, Engine, EngineSnapshot, Error, KeyValue, Result, Store, StoreSet, TxnStore,
-    WriteOp, scan_bounds, validate_store_name,
+    WriteOp, prefix_limit, scan_bounds, validate_store_name,
 };
 
 /// The newest on-disk format this build reads and writes.
 ///
-/// - 1: one store per directory, its data in keyspace `syncbase_data`.
-/// - 2: a set of stores ([`FjallStoreSet`]), store `NAME` in keyspace `syncbase_NAME`. A
-///   format-1 directory is a set holding one store named `data` ([`SINGLE_STORE_NAME`]), so
-///   opening one only restamps it.
+/// - 1: one store per directory, its keys behind the byte `d` in keyspace `syncbase_data`.
+/// - 2: a set of stores ([`FjallStoreSet`]) in keyspace `syncbase_stores`, each store's keys
+///   behind its id, with a registry of names in `syncbase_meta`.
 pub const FORMAT_VERSION: u32 = 2;
 
-/// Background threads fjall may use for flushes and compaction, per set (one set per service,
-/// whatever the number of databases).
+/// Background threads fjall may use for flushes and compaction, per directory (one per
+/// service, whatever the number of databases).
 pub const WORKER_THREADS: usize = 1;
 
-/// The name of the one store [`open`] opens in a directory (format 1's only store).
+/// The name of the one store [`open`] opens in a directory.
 pub const SINGLE_STORE_NAME: &str = "data";
 
-const KEYSPACE_PREFIX: &str = "syncbase_";
 const META_KEYSPACE: &str = "syncbase_meta";
-/// The store name whose keyspace is the metadata keyspace.
-const META_STORE_NAME: &str = "meta";
+const STORES_KEYSPACE: &str = "syncbase_stores";
+const FORMAT_1_KEYSPACE: &str = "syncbase_data";
+const FORMAT_1_PREFIX: &[u8] = b"d";
 const FORMAT_KEY: &[u8] = b"format_version";
+const NEXT_ID_KEY: &[u8] = b"next_store_id";
+const NAME_PREFIX: &[u8] = b"store/";
+const DOOMED_PREFIX: &[u8] = b"doomed/";
 
-/// Every data key is stored behind this byte: fjall refuses empty keys, and a constant prefix
-/// keeps the order of our keys.
-const DATA_KEY_PREFIX: u8 = b'd';
+/// Keys a destroy removes per fjall batch while purging a store.
+const PURGE_CHUNK_KEYS: usize = 10_000;
 
-/// fjall's key limit (65,535 bytes) less the prefix byte.
-const FJALL_KEY_BYTES_MAX: usize = 65_535 - 1;
-
-fn data_key(key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(key.len() + 1);
-    out.push(DATA_KEY_PREFIX);
-    out.extend_from_slice(key);
-    out
-}
-
-fn keyspace_name(store: &str) -> String {
-    format!("{KEYSPACE_PREFIX}{store}")
-}
+/// fjall's key limit (65,535 bytes) less the longest store prefix (an id).
+const FJALL_KEY_BYTES_MAX: usize = 65_535 - 8;
 
 /// A store on a fjall database.
 pub type FjallStore = TxnStore<FjallEngine>;
@@ -89,21 +84,31 @@ impl FjallOptions {
 }
 
 /// Opens (creating if absent) the single store in directory `path` with the given durability:
-/// a set holding one store named [`SINGLE_STORE_NAME`], as format 1 kept every store.
+/// the store named [`SINGLE_STORE_NAME`] of the set there, or the one store of a format-1
+/// directory (left in format 1).
 ///
 /// Fails with [`Error::FormatTooNew`] when the store was written by a newer format, and with a
 /// clear [`Error::Engine`] when another process holds it.
 pub fn open(path: &Path, durability: Durability) -> Result<FjallStore> {
-    let database = open_database(path, &FjallOptions::new(durability))?;
-    Ok(TxnStore::new(
-        FjallEngine::open_keyspace(database, SINGLE_STORE_NAME)?,
-        durability,
-    ))
+    let (database, format) = open_database(path, &FjallOptions::new(durability))?;
+    let engine = if format == 1 {
+        let data = database
+            .keyspace(FORMAT_1_KEYSPACE, KeyspaceCreateOptions::default)
+            .map_err(engine_error)?;
+        FjallEngine::new(database, data, FORMAT_1_PREFIX.to_vec())
+    } else {
+        let registry = Registry::load(database)?;
+        let id = registry
+            .id_of(SINGLE_STORE_NAME, true)?
+            .ok_or_else(|| Error::Corrupt("the store registry lost the store it created".into()))?;
+        registry.engine(id)
+    };
+    Ok(TxnStore::new(engine, durability))
 }
 
-/// Opens the fjall database in `path` (creating it if absent), checks its format stamp and
-/// stamps a new (or format-1) directory with [`FORMAT_VERSION`].
-fn open_database(path: &Path, options: &FjallOptions) -> Result<Database> {
+/// Opens the fjall database in `path` (creating it if absent), checks its format stamp, stamps
+/// a new directory with [`FORMAT_VERSION`], and returns the format it holds.
+fn open_database(path: &Path, options: &FjallOptions) -> Result<(Database, u32)> {
     std::fs::create_dir_all(path)?;
     if options.max_open_files < 10 {
         return Err(Error::Misuse(format!(
@@ -119,35 +124,154 @@ fn open_database(path: &Path, options: &FjallOptions) -> Result<Database> {
     let meta = database
         .keyspace(META_KEYSPACE, KeyspaceCreateOptions::default)
         .map_err(engine_error)?;
-    let found = match meta.get(FORMAT_KEY).map_err(engine_error)? {
+    match meta.get(FORMAT_KEY).map_err(engine_error)? {
         Some(bytes) => {
-            Some(u32::from_be_bytes(bytes.as_ref().try_into().map_err(
-                |_| Error::Corrupt("the format stamp is not 4 bytes".into()),
-            )?))
+            let found = read_u32(&bytes, "the format stamp")?;
+            if found > FORMAT_VERSION {
+                return Err(Error::FormatTooNew {
+                    found,
+                    supported: FORMAT_VERSION,
+                });
+            }
+            Ok((database, found))
         }
-        None => None,
-    };
-    match found {
-        Some(found) if found > FORMAT_VERSION => {
-            return Err(Error::FormatTooNew {
-                found,
-                supported: FORMAT_VERSION,
-            });
-        }
-        Some(FORMAT_VERSION) => {}
-        // New, or format 1 (a set of one store named `data`): stamp the current format.
-        _ => {
+        None => {
             let mut batch = database.batch().durability(Some(PersistMode::SyncAll));
             batch.insert(&meta, FORMAT_KEY, FORMAT_VERSION.to_be_bytes());
             batch.commit().map_err(engine_error)?;
+            Ok((database, FORMAT_VERSION))
         }
     }
-    Ok(database)
+}
+
+fn read_u32(bytes: &[u8], what: &str) -> Result<u32> {
+    Ok(u32::from_be_bytes(bytes.try_into().map_err(|_| {
+        Error::Corrupt(format!("{what} is not 4 bytes"))
+    })?))
+}
+
+fn read_u64(bytes: &[u8], what: &str) -> Result<u64> {
+    Ok(u64::from_be_bytes(bytes.try_into().map_err(|_| {
+        Error::Corrupt(format!("{what} is not 8 bytes"))
+    })?))
+}
+
+fn name_key(name: &str) -> Vec<u8> {
+    [NAME_PREFIX, name.as_bytes()].concat()
+}
+
+fn doomed_key(id: u64) -> Vec<u8> {
+    [DOOMED_PREFIX, &id.to_be_bytes()[..]].concat()
+}
+
+/// The registry of a format-2 directory: store names to ids, in the metadata keyspace.
+struct Registry {
+    database: Database,
+    meta: Keyspace,
+    stores: Keyspace,
+}
+
+impl Registry {
+    fn load(database: Database) -> Result<Self> {
+        let meta = database
+            .keyspace(META_KEYSPACE, KeyspaceCreateOptions::default)
+            .map_err(engine_error)?;
+        let stores = database
+            .keyspace(STORES_KEYSPACE, KeyspaceCreateOptions::default)
+            .map_err(engine_error)?;
+        Ok(Self {
+            database,
+            meta,
+            stores,
+        })
+    }
+
+    /// The id of store `name`; a new one is registered (durably) when `create` is set.
+    fn id_of(&self, name: &str, create: bool) -> Result<Option<u64>> {
+        if let Some(bytes) = self.meta.get(name_key(name)).map_err(engine_error)? {
+            return Ok(Some(read_u64(&bytes, "a store id")?));
+        }
+        if !create {
+            return Ok(None);
+        }
+        let id = match self.meta.get(NEXT_ID_KEY).map_err(engine_error)? {
+            Some(bytes) => read_u64(&bytes, "the next store id")?,
+            None => 1,
+        };
+        let mut batch = self.database.batch().durability(Some(PersistMode::SyncAll));
+        batch.insert(&self.meta, name_key(name), id.to_be_bytes());
+        batch.insert(&self.meta, NEXT_ID_KEY, (id + 1).to_be_bytes());
+        batch.commit().map_err(engine_error)?;
+        Ok(Some(id))
+    }
+
+    fn engine(&self, id: u64) -> FjallEngine {
+        FjallEngine::new(
+            self.database.clone(),
+            self.stores.clone(),
+            id.to_be_bytes().to_vec(),
+        )
+    }
+
+    fn names(&self) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for guard in self.meta.prefix(NAME_PREFIX) {
+            let key = guard.key().map_err(engine_error)?;
+            let name = std::str::from_utf8(&key[NAME_PREFIX.len()..])
+                .map_err(|_| Error::Corrupt("a store name is not UTF-8".into()))?;
+            names.push(name.to_string());
+        }
+        Ok(names)
+    }
+
+    fn doomed(&self) -> Result<Vec<u64>> {
+        let mut ids = Vec::new();
+        for guard in self.meta.prefix(DOOMED_PREFIX) {
+            let key = guard.key().map_err(engine_error)?;
+            ids.push(read_u64(&key[DOOMED_PREFIX.len()..], "a doomed store id")?);
+        }
+        Ok(ids)
+    }
+
+    /// Unregisters `name` and marks its id doomed, in one durable write: from here on the
+    /// store is gone, whatever happens to the purge of its keys.
+    fn doom(&self, name: &str) -> Result<Option<u64>> {
+        let Some(id) = self.id_of(name, false)? else {
+            return Ok(None);
+        };
+        let mut batch = self.database.batch().durability(Some(PersistMode::SyncAll));
+        batch.remove(&self.meta, name_key(name));
+        batch.insert(&self.meta, doomed_key(id), []);
+        batch.commit().map_err(engine_error)?;
+        Ok(Some(id))
+    }
+
+    /// Removes every key of doomed store `id`, in bounded batches, then its doomed mark.
+    fn purge(&self, id: u64) -> Result<()> {
+        let prefix = id.to_be_bytes();
+        loop {
+            let mut keys = Vec::with_capacity(PURGE_CHUNK_KEYS);
+            for guard in self.stores.prefix(prefix).take(PURGE_CHUNK_KEYS) {
+                keys.push(guard.key().map_err(engine_error)?);
+            }
+            if keys.is_empty() {
+                break;
+            }
+            let mut batch = self.database.batch().durability(Some(PersistMode::Buffer));
+            for key in keys {
+                batch.remove(&self.stores, key);
+            }
+            batch.commit().map_err(engine_error)?;
+        }
+        let mut batch = self.database.batch().durability(Some(PersistMode::SyncAll));
+        batch.remove(&self.meta, doomed_key(id));
+        batch.commit().map_err(engine_error)
+    }
 }
 
 /// Many stores in one fjall database: one directory, one journal, [`WORKER_THREADS`]
-/// background threads and one cache of open files, each store a keyspace. Opened with
-/// [`FjallStoreSet::open_dir`].
+/// background threads, one memtable and one cache of open files, whatever the number of
+/// stores. Opened with [`FjallStoreSet::open_dir`].
 pub struct FjallStoreSet {
     durability: Durability,
     /// `None` once the set is closed (which releases the directory's lock).
@@ -155,18 +279,31 @@ pub struct FjallStoreSet {
 }
 
 struct SetState {
-    database: Database,
+    registry: Arc<Registry>,
     /// The stores opened so far.
     stores: BTreeMap<String, Arc<FjallStore>>,
 }
 
 impl FjallStoreSet {
-    /// Opens (creating if absent) the set in directory `path`. Fails like [`open`].
+    /// Opens (creating if absent) the set in directory `path`, finishing the purge of stores
+    /// whose destruction a crash interrupted. Fails like [`open`], and on a format-1
+    /// directory (a single store: open it with [`open`]).
     pub fn open_dir(path: &Path, options: FjallOptions) -> Result<Self> {
+        let (database, format) = open_database(path, &options)?;
+        if format == 1 {
+            return Err(Error::Misuse(format!(
+                "{} holds a single store of format 1; open it as one store",
+                path.display()
+            )));
+        }
+        let registry = Registry::load(database)?;
+        for id in registry.doomed()? {
+            registry.purge(id)?;
+        }
         Ok(Self {
             durability: options.durability,
             state: Mutex::new(Some(SetState {
-                database: open_database(path, &options)?,
+                registry: Arc::new(registry),
                 stores: BTreeMap::new(),
             })),
         })
@@ -176,23 +313,13 @@ impl FjallStoreSet {
     pub fn disk_bytes(&self) -> Result<u64> {
         let guard = self.state.lock();
         let state = guard.as_ref().ok_or(Error::StoreClosed)?;
-        state.database.disk_space().map_err(engine_error)
+        state.registry.database.disk_space().map_err(engine_error)
     }
-}
-
-fn validate_set_store_name(name: &str) -> Result<()> {
-    validate_store_name(name)?;
-    if name == META_STORE_NAME {
-        return Err(Error::Misuse(format!(
-            "store name {META_STORE_NAME:?} is reserved for the set's metadata"
-        )));
-    }
-    Ok(())
 }
 
 impl StoreSet for FjallStoreSet {
     fn open(&self, name: &str) -> Result<Arc<dyn Store>> {
-        validate_set_store_name(name)?;
+        validate_store_name(name)?;
         let mut guard = self.state.lock();
         let state = guard.as_mut().ok_or(Error::StoreClosed)?;
         if let Some(store) = state.stores.get(name)
@@ -200,46 +327,36 @@ impl StoreSet for FjallStoreSet {
         {
             return Ok(store.clone());
         }
-        let engine = FjallEngine::open_keyspace(state.database.clone(), name)?;
-        let store = Arc::new(TxnStore::new(engine, self.durability));
+        let id = state
+            .registry
+            .id_of(name, true)?
+            .ok_or_else(|| Error::Corrupt("the store registry lost a store it created".into()))?;
+        let store = Arc::new(TxnStore::new(state.registry.engine(id), self.durability));
         state.stores.insert(name.to_string(), store.clone());
         Ok(store)
     }
 
     fn destroy(&self, name: &str) -> Result<()> {
-        validate_set_store_name(name)?;
-        // Held throughout, so the name is not reopened while its keyspace is deleted.
-        let mut guard = self.state.lock();
-        let state = guard.as_mut().ok_or(Error::StoreClosed)?;
-        if let Some(store) = state.stores.remove(name) {
-            store.close()?;
-        }
-        let keyspace = keyspace_name(name);
-        if !state.database.keyspace_exists(&keyspace) {
-            return Ok(());
-        }
-        let handle = state
-            .database
-            .keyspace(&keyspace, KeyspaceCreateOptions::default)
-            .map_err(engine_error)?;
-        // One atomic write to fjall's metadata: after a crash the keyspace is whole or gone
-        // (an unreferenced keyspace directory is removed when the database is next opened).
-        state.database.delete_keyspace(handle).map_err(engine_error)
+        validate_store_name(name)?;
+        let (registry, id) = {
+            let mut guard = self.state.lock();
+            let state = guard.as_mut().ok_or(Error::StoreClosed)?;
+            if let Some(store) = state.stores.remove(name) {
+                store.close()?;
+            }
+            let Some(id) = state.registry.doom(name)? else {
+                return Ok(());
+            };
+            (state.registry.clone(), id)
+        };
+        // Outside the lock: the id is unreachable now (a new store of this name gets a new id),
+        // and a crash before the purge ends is finished by the next open.
+        registry.purge(id)
     }
 
     fn names(&self) -> Result<Vec<String>> {
         let guard = self.state.lock();
-        let state = guard.as_ref().ok_or(Error::StoreClosed)?;
-        let mut names: Vec<String> = state
-            .database
-            .list_keyspace_names()
-            .iter()
-            .filter_map(|keyspace| keyspace.strip_prefix(KEYSPACE_PREFIX))
-            .filter(|name| *name != META_STORE_NAME)
-            .map(str::to_string)
-            .collect();
-        names.sort();
-        Ok(names)
+        guard.as_ref().ok_or(Error::StoreClosed)?.registry.names()
     }
 
     fn close(&self) -> Result<()> {
@@ -253,6 +370,7 @@ impl StoreSet for FjallStoreSet {
             }
         }
         state
+            .registry
             .database
             .persist(PersistMode::SyncAll)
             .map_err(engine_error)?;
@@ -260,9 +378,10 @@ impl StoreSet for FjallStoreSet {
     }
 }
 
-/// The fjall engine: one keyspace of a fjall database.
+/// The fjall engine: the keys of one store, behind its prefix in a keyspace.
 pub struct FjallEngine {
     inner: RwLock<Option<Open>>,
+    prefix: Vec<u8>,
 }
 
 struct Open {
@@ -270,11 +389,19 @@ struct Open {
     data: Keyspace,
 }
 
-/// A consistent view of the data keyspace.
+/// A consistent view of one store's keys.
 pub struct FjallSnapshot {
     snapshot: fjall::Snapshot,
     data: Keyspace,
+    prefix: Vec<u8>,
 }
+
+impl FjallSnapshot {
+    fn key(&self, key: &[u8]) -> Vec<u8> {
+        [self.prefix.as_slice(), key].concat()
+    }
+}
+
 fn engine_error(error: fjall::Error) -> Error {
     match error {
         fjall::Error::Locked => {
@@ -320,14 +447,11 @@ fn storage_message(error: &fjall::LsmError) -> String {
 }
 
 impl FjallEngine {
-    /// The engine of store `name` in `database` (its keyspace, created if absent).
-    fn open_keyspace(database: Database, name: &str) -> Result<Self> {
-        let data = database
-            .keyspace(&keyspace_name(name), KeyspaceCreateOptions::default)
-            .map_err(engine_error)?;
-        Ok(Self {
+    fn new(database: Database, data: Keyspace, prefix: Vec<u8>) -> Self {
+        Self {
             inner: RwLock::new(Some(Open { database, data })),
-        })
+            prefix,
+        }
     }
 
     /// Bytes the store's whole fjall database takes on disk (every store of its set).
@@ -350,6 +474,7 @@ impl Engine for FjallEngine {
         Ok(FjallSnapshot {
             snapshot: open.database.snapshot(),
             data: open.data.clone(),
+            prefix: self.prefix.clone(),
         })
     }
 
@@ -367,13 +492,12 @@ impl Engine for FjallEngine {
                 // One copy straight into fjall's own buffer, prefix included.
                 WriteOp::Put(key, value) => batch.insert(
                     &open.data,
-                    byteview::ByteView::fused(&[DATA_KEY_PREFIX], key),
+                    byteview::ByteView::fused(&self.prefix, key),
                     value.as_slice(),
                 ),
-                WriteOp::Delete(key) => batch.remove(
-                    &open.data,
-                    byteview::ByteView::fused(&[DATA_KEY_PREFIX], key),
-                ),
+                WriteOp::Delete(key) => {
+                    batch.remove(&open.data, byteview::ByteView::fused(&self.prefix, key))
+                }
             }
         }
         batch.commit().map_err(engine_error)
@@ -394,7 +518,7 @@ impl EngineSnapshot for FjallSnapshot {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self
             .snapshot
-            .get(&self.data, data_key(key))
+            .get(&self.data, self.key(key))
             .map_err(engine_error)?
             .map(|value| value.to_vec()))
     }
@@ -407,12 +531,12 @@ impl EngineSnapshot for FjallSnapshot {
         count_max: usize,
         bytes_max: usize,
     ) -> Result<Vec<KeyValue>> {
-        // Every data key is prefixed, so "to the end" is the end of the prefix.
-        let start = data_key(start);
+        // Every key is behind the store's prefix, so "to the end" is the end of the prefix.
+        let start = self.key(start);
         let limit = if limit.is_empty() {
-            vec![DATA_KEY_PREFIX + 1]
+            prefix_limit(&self.prefix)
         } else {
-            data_key(limit)
+            self.key(limit)
         };
         let Some(bounds) = scan_bounds(&start, start_inclusive, &limit) else {
             return Ok(Vec::new());
@@ -422,7 +546,7 @@ impl EngineSnapshot for FjallSnapshot {
             .range::<&[u8], _>(&self.data, bounds)
             .map(|guard| {
                 let (key, value) = guard.into_inner().map_err(engine_error)?;
-                Ok((key[1..].to_vec(), value.to_vec()))
+                Ok((key[self.prefix.len()..].to_vec(), value.to_vec()))
             });
         syncbase_store::take_chunk(entries, count_max, bytes_max)
     }

@@ -6,9 +6,7 @@ use std::sync::{Arc, Barrier};
 
 use syncbase_store::testing::{WithGuard, watchable_options_all_managed};
 use syncbase_store::{Durability, Error, Store, StoreReader, StoreSet, StoreWriter, Watchable};
-use syncbase_store_fjall::{
-    FORMAT_VERSION, FjallOptions, FjallStore, FjallStoreSet, SINGLE_STORE_NAME, open,
-};
+use syncbase_store_fjall::{FORMAT_VERSION, FjallOptions, FjallStore, FjallStoreSet, open};
 use tempfile::TempDir;
 
 type TempStore = WithGuard<FjallStore, TempDir>;
@@ -87,14 +85,93 @@ fn stores_of_a_set_survive_reopen_and_a_destroyed_one_stays_gone() {
         Some(b"c".to_vec())
     );
     assert_eq!(set.open("b").unwrap().get(b"k").unwrap(), None);
-    assert!(matches!(set.open("meta"), Err(Error::Misuse(_))));
 }
 
-/// A directory written by format 1 (one store, keyspace `syncbase_data`, stamp 1), built here
-/// with fjall directly as that build wrote it, opens as a set holding the store `data`, and is
-/// restamped with the current format.
+/// The keys of every store in the shared keyspace, as (store id, key) pairs.
+fn raw_store_keys(path: &Path) -> Vec<(u64, Vec<u8>)> {
+    let database = fjall::Database::builder(path).open().unwrap();
+    let stores = database
+        .keyspace("syncbase_stores", fjall::KeyspaceCreateOptions::default)
+        .unwrap();
+    stores
+        .iter()
+        .map(|guard| {
+            let key = guard.key().unwrap();
+            (
+                u64::from_be_bytes(key[..8].try_into().unwrap()),
+                key[8..].to_vec(),
+            )
+        })
+        .collect()
+}
+
+/// A destroy removes every key of the store; one a crash interrupted after the store was
+/// unregistered (its id marked doomed, its keys still there) is finished at the next open.
 #[test]
-fn a_format_1_directory_opens_with_its_data_and_is_restamped() {
+fn destroy_purges_the_keys_and_an_interrupted_purge_is_finished_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let set =
+            FjallStoreSet::open_dir(dir.path(), FjallOptions::new(Durability::Durable)).unwrap();
+        for name in ["a", "b", "c"] {
+            let store = set.open(name).unwrap();
+            // More keys than one purge batch takes.
+            let transaction = store.transaction().unwrap();
+            for index in 0..25_000u32 {
+                transaction
+                    .put(&index.to_be_bytes(), name.as_bytes())
+                    .unwrap();
+            }
+            transaction.commit().unwrap();
+        }
+        set.destroy("a").unwrap();
+        set.close().unwrap();
+    }
+    let ids: std::collections::BTreeSet<u64> = raw_store_keys(dir.path())
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(ids.len(), 2, "a's keys are left: {ids:?}");
+    // The crash: `b` unregistered and doomed in one write, as destroy does, then no purge.
+    let b_id = {
+        let database = fjall::Database::builder(dir.path()).open().unwrap();
+        let meta = database
+            .keyspace("syncbase_meta", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        let id = meta.get("store/b").unwrap().unwrap();
+        let mut batch = database.batch();
+        batch.remove(&meta, "store/b");
+        batch.insert(&meta, [&b"doomed/"[..], id.as_ref()].concat(), []);
+        batch.commit().unwrap();
+        database.persist(fjall::PersistMode::SyncAll).unwrap();
+        u64::from_be_bytes(id.as_ref().try_into().unwrap())
+    };
+    assert!(raw_store_keys(dir.path()).iter().any(|(id, _)| *id == b_id));
+    let set = FjallStoreSet::open_dir(dir.path(), FjallOptions::new(Durability::Durable)).unwrap();
+    assert_eq!(set.names().unwrap(), vec!["c"]);
+    assert_eq!(
+        set.open("c").unwrap().get(&7u32.to_be_bytes()).unwrap(),
+        Some(b"c".to_vec())
+    );
+    // A store created under a destroyed name starts empty, with a new id.
+    assert_eq!(
+        set.open("a").unwrap().get(&7u32.to_be_bytes()).unwrap(),
+        None
+    );
+    set.close().unwrap();
+    let left: std::collections::BTreeSet<u64> = raw_store_keys(dir.path())
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(!left.contains(&b_id));
+}
+
+/// A directory written by format 1 (one store, keyspace `syncbase_data`, keys behind `d`,
+/// stamp 1), built here with fjall directly as that build wrote it, opens as a single store with
+/// its data and stays format 1; opening it as a set is refused clearly.
+#[test]
+fn a_format_1_directory_opens_as_a_single_store() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
     {
@@ -106,27 +183,33 @@ fn a_format_1_directory_opens_with_its_data_and_is_restamped() {
         let data = database
             .keyspace("syncbase_data", fjall::KeyspaceCreateOptions::default)
             .unwrap();
-        // Format 1 kept every key behind the byte `d`.
         data.insert(b"dkey", b"old value").unwrap();
+        data.insert(b"dzz", b"last").unwrap();
         database.persist(fjall::PersistMode::SyncAll).unwrap();
     }
-    let set = FjallStoreSet::open_dir(&path, FjallOptions::new(Durability::Durable)).unwrap();
-    assert_eq!(set.names().unwrap(), vec![SINGLE_STORE_NAME]);
-    assert_eq!(
-        set.open(SINGLE_STORE_NAME).unwrap().get(b"key").unwrap(),
-        Some(b"old value".to_vec())
-    );
-    set.close().unwrap();
     let store = open(&path, Durability::Durable).unwrap();
     assert_eq!(store.get(b"key").unwrap(), Some(b"old value".to_vec()));
+    let all = store.scan(b"", b"").unwrap().collect_entries().unwrap();
+    assert_eq!(all.len(), 2);
+    store.put(b"new", b"v").unwrap();
     store.close().unwrap();
+    drop(store);
+    match FjallStoreSet::open_dir(&path, FjallOptions::new(Durability::Durable)) {
+        Err(Error::Misuse(message)) => assert!(message.contains("format 1"), "{message}"),
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(_) => panic!("a format-1 directory opened as a set"),
+    }
+    let store = open(&path, Durability::Durable).unwrap();
+    assert_eq!(store.get(b"new").unwrap(), Some(b"v".to_vec()));
+    store.close().unwrap();
+    drop(store);
     let database = fjall::Database::builder(&path).open().unwrap();
     let meta = database
         .keyspace("syncbase_meta", fjall::KeyspaceCreateOptions::default)
         .unwrap();
     assert_eq!(
         meta.get("format_version").unwrap().unwrap().as_ref(),
-        FORMAT_VERSION.to_be_bytes()
+        1u32.to_be_bytes()
     );
 }
 
