@@ -307,6 +307,8 @@ pub fn run(runs: usize) -> Result<()> {
             clock: Arc::new(SystemClock),
             rng: Arc::new(EntropyRng::default()),
             batch_idle_timeout_ns: syncbase_nosql::BATCH_IDLE_TIMEOUT_NS_DEFAULT,
+            idle_databases_max: syncbase_nosql::IDLE_DATABASES_MAX_DEFAULT,
+            keep_open: None,
         })?);
         let status = Arc::new(StatusInfo {
             identity: identity.name(),

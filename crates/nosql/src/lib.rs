@@ -21,7 +21,7 @@ mod watch;
 pub use auth::Caller;
 pub use database::{Database, RowStream};
 pub use error::{Error, Result};
-pub use service::{Service, ServiceOptions};
+pub use service::{IDLE_DATABASES_MAX_DEFAULT, KeepOpen, Service, ServiceOptions};
 pub use syncbase_util::{MemoryStoreSetOpener, StoreSetOpener};
 pub use watch::Watcher;
 

@@ -34,7 +34,23 @@ pub struct ServiceOptions {
     pub rng: Arc<dyn Rng>,
     /// Idle time after which an abandoned batch is aborted.
     pub batch_idle_timeout_ns: u64,
+    /// Databases kept open while nobody uses them; past this, the least recently used idle
+    /// ones are closed (and reopened on their next call). A database is idle when no call,
+    /// watch or batch uses it and [`ServiceOptions::keep_open`] does not keep it.
+    pub idle_databases_max: usize,
+    /// Databases that stay open however idle (sync will keep those with syncgroups open).
+    pub keep_open: Option<Arc<dyn KeepOpen>>,
 }
+
+/// Says which databases must stay open while idle: the seam through which a layer above keeps
+/// the databases it works on in the background (sync's, those with syncgroups) open.
+pub trait KeepOpen: Send + Sync {
+    /// Whether the database at `path` must stay open.
+    fn keep_open(&self, path: &DatabasePath) -> bool;
+}
+
+/// The default of [`ServiceOptions::idle_databases_max`].
+pub const IDLE_DATABASES_MAX_DEFAULT: usize = 1_000;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct ServiceData {
@@ -60,8 +76,29 @@ pub struct Service {
     store: Arc<dyn Store>,
     options: ServiceOptions,
     device_id: u64,
-    /// Open databases, with the id of the record they were opened for.
-    databases: Mutex<BTreeMap<DatabasePath, (u64, Arc<Database>)>>,
+    /// Open databases.
+    databases: Mutex<OpenDatabases>,
+}
+
+/// The open databases, each with the id of the record it was opened for and when it was last
+/// used (a tick of [`OpenDatabases::ticks`]).
+#[derive(Default)]
+struct OpenDatabases {
+    by_path: BTreeMap<DatabasePath, OpenDatabase>,
+    ticks: u64,
+}
+
+struct OpenDatabase {
+    id: u64,
+    database: Arc<Database>,
+    last_used: u64,
+}
+
+impl OpenDatabases {
+    fn tick(&mut self) -> u64 {
+        self.ticks += 1;
+        self.ticks
+    }
 }
 
 fn service_key() -> Vec<u8> {
@@ -206,7 +243,7 @@ impl Service {
             store,
             device_id: data.device_id,
             options,
-            databases: Mutex::new(BTreeMap::new()),
+            databases: Mutex::new(OpenDatabases::default()),
         })
     }
 
@@ -217,8 +254,8 @@ impl Service {
 
     /// Closes every open database, the service store and the set holding them.
     pub fn close(&self) -> Result<()> {
-        for (_, (_, database)) in std::mem::take(&mut *self.databases.lock()) {
-            database.close()?;
+        for (_, open) in std::mem::take(&mut self.databases.lock().by_path) {
+            open.database.close()?;
         }
         self.store.close()?;
         Ok(self.layout.close()?)
@@ -251,19 +288,62 @@ impl Service {
         // database destroyed meanwhile is not reopened (its directory recreated) from a stale read.
         let mut open = self.databases.lock();
         let info = read_database(self.store.as_ref(), walk, path, need)?;
-        if let Some((id, database)) = open.get(path)
-            && *id == info.id
+        let now = open.tick();
+        if let Some(entry) = open.by_path.get_mut(path)
+            && entry.id == info.id
         {
-            return Ok(database.clone());
+            entry.last_used = now;
+            return Ok(entry.database.clone());
         }
         let store = self.layout.database_store(info.id)?;
         let database = Arc::new(Database::open(path.clone(), store, &self.options)?);
-        if let Some((_, stale)) = open.insert(path.clone(), (info.id, database.clone())) {
+        let entry = OpenDatabase {
+            id: info.id,
+            database: database.clone(),
+            last_used: now,
+        };
+        if let Some(stale) = open.by_path.insert(path.clone(), entry) {
             // Another id at this path: the stale database was destroyed.
-            stale.mark_destroyed();
-            stale.close()?;
+            stale.database.mark_destroyed();
+            stale.database.close()?;
+        }
+        if open.by_path.len() > self.options.idle_databases_max {
+            self.close_idle(&mut open);
         }
         Ok(database)
+    }
+
+    /// Closes the least recently used idle databases, down to nine tenths of
+    /// [`ServiceOptions::idle_databases_max`] (so the scan runs once per many opens). A database
+    /// is idle when only this map holds it (no call, watch or stream) and it has no batch.
+    fn close_idle(&self, open: &mut OpenDatabases) {
+        let target = self.options.idle_databases_max - self.options.idle_databases_max / 10;
+        let mut idle: Vec<(u64, DatabasePath)> = open
+            .by_path
+            .iter()
+            .filter(|(path, entry)| {
+                Arc::strong_count(&entry.database) == 1
+                    && entry.database.open_batches() == 0
+                    && !self
+                        .options
+                        .keep_open
+                        .as_ref()
+                        .is_some_and(|keep| keep.keep_open(path))
+            })
+            .map(|(path, entry)| (entry.last_used, path.clone()))
+            .collect();
+        idle.sort_unstable();
+        let excess = open.by_path.len().saturating_sub(target);
+        for (_, path) in idle.into_iter().take(excess) {
+            // Not closed: a stream read from it may still hold its snapshot. Its store is
+            // released when the last such reader lets go, and reopened on the next call.
+            open.by_path.remove(&path);
+        }
+    }
+
+    /// The databases open now, in path order.
+    pub fn open_databases(&self) -> Vec<DatabasePath> {
+        self.databases.lock().by_path.keys().cloned().collect()
     }
 
     /// The names of the apps (Read on the service).
@@ -427,11 +507,11 @@ impl Service {
     fn forget_database(&self, path: &DatabasePath, id: u64) -> Result<()> {
         let mut open = self.databases.lock();
         // Only the incarnation being destroyed: the path may already name a new database.
-        if open.get(path).is_some_and(|(open_id, _)| *open_id == id)
-            && let Some((_, database)) = open.remove(path)
+        if open.by_path.get(path).is_some_and(|entry| entry.id == id)
+            && let Some(entry) = open.by_path.remove(path)
         {
-            database.mark_destroyed();
-            database.close()?;
+            entry.database.mark_destroyed();
+            entry.database.close()?;
         }
         Ok(self.layout.destroy_database(id)?)
     }
@@ -541,6 +621,8 @@ mod tests {
             clock: Arc::new(ManualClock::new(1_000)),
             rng: Arc::new(SeededRng::new(3)),
             batch_idle_timeout_ns: crate::BATCH_IDLE_TIMEOUT_NS_DEFAULT,
+            idle_databases_max: IDLE_DATABASES_MAX_DEFAULT,
+            keep_open: None,
         })
         .unwrap();
         let alice = Caller::new("alice");

@@ -26,6 +26,8 @@ fn fixture() -> Fixture {
         clock: clock.clone(),
         rng: Arc::new(SeededRng::new(7)),
         batch_idle_timeout_ns: syncbase_nosql::BATCH_IDLE_TIMEOUT_NS_DEFAULT,
+        idle_databases_max: syncbase_nosql::IDLE_DATABASES_MAX_DEFAULT,
+        keep_open: None,
     })
     .unwrap();
     Fixture {
@@ -793,4 +795,98 @@ fn a_caller_who_sees_an_object_is_told_access_is_denied() {
         codes::NO_EXIST
     );
     assert_eq!(code(service.list_databases(&bob, "notes")), codes::NO_EXIST);
+}
+
+/// Keeps the databases named `kept*` open.
+struct KeepKept;
+
+impl syncbase_nosql::KeepOpen for KeepKept {
+    fn keep_open(&self, path: &DatabasePath) -> bool {
+        path.database.starts_with("kept")
+    }
+}
+
+/// Past `idle_databases_max`, the least recently used idle databases are closed and reopened
+/// on their next call with their data; a database with a watch, a batch, or that the
+/// `KeepOpen` seam keeps, stays open and working.
+#[test]
+fn idle_databases_are_closed_past_the_cap_and_busy_or_kept_ones_stay_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::open(ServiceOptions {
+        root_dir: dir.path().to_path_buf(),
+        opener: Arc::new(MemoryStoreSetOpener),
+        owner_root: "alice".into(),
+        clock: Arc::new(ManualClock::new(1_000)),
+        rng: Arc::new(SeededRng::new(7)),
+        batch_idle_timeout_ns: syncbase_nosql::BATCH_IDLE_TIMEOUT_NS_DEFAULT,
+        idle_databases_max: 4,
+        keep_open: Some(Arc::new(KeepKept)),
+    })
+    .unwrap();
+    let alice = alice();
+    service.create_app(&alice, "notes", None).unwrap();
+    let path = |name: &str| DatabasePath {
+        app: "notes".into(),
+        database: name.into(),
+    };
+    let names = [
+        "watched", "batched", "kept", "a", "b", "c", "d", "e", "f", "g",
+    ];
+    for name in names {
+        service.create_database(&alice, &path(name), None).unwrap();
+        let database = service.database(&alice, &path(name)).unwrap();
+        database.create_collection(&alice, "c", None).unwrap();
+        database
+            .put(&alice, "c", "k", name.as_bytes(), None)
+            .unwrap();
+    }
+    let watched = service.database(&alice, &path("watched")).unwrap();
+    let mut watcher = watched.watch(&alice, &WatchStart::Now).unwrap();
+    drop(watched);
+    let batch = service
+        .database(&alice, &path("batched"))
+        .unwrap()
+        .begin_batch(&alice, BatchOptions::default())
+        .unwrap();
+    for _ in 0..3 {
+        for name in &names[3..] {
+            let database = service.database(&alice, &path(name)).unwrap();
+            assert_eq!(
+                database.get(&alice, "c", "k", None).unwrap(),
+                name.as_bytes()
+            );
+        }
+    }
+    let open: Vec<String> = service
+        .open_databases()
+        .into_iter()
+        .map(|path| path.database)
+        .collect();
+    assert!(open.len() <= 4 + 3, "{open:?}");
+    for busy in ["watched", "batched", "kept"] {
+        assert!(
+            open.contains(&busy.to_string()),
+            "{busy} was closed: {open:?}"
+        );
+    }
+    let batched = service.database(&alice, &path("batched")).unwrap();
+    batched
+        .put(&alice, "c", "in-batch", b"v", Some(batch))
+        .unwrap();
+    batched.commit_batch(&alice, batch).unwrap();
+    assert_eq!(batched.get(&alice, "c", "in-batch", None).unwrap(), b"v");
+    service
+        .database(&alice, &path("watched"))
+        .unwrap()
+        .put(&alice, "c", "after", b"v", None)
+        .unwrap();
+    assert_eq!(watcher.next_batch().unwrap().unwrap()[0].key, "after");
+    // Without the seam, the kept database would have been closed like the others.
+    drop(batched);
+    assert!(
+        service
+            .open_databases()
+            .iter()
+            .any(|path| path.database == "kept")
+    );
 }

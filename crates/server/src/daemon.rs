@@ -553,6 +553,8 @@ impl Daemon {
             clock: Arc::new(SystemClock),
             rng: Arc::new(EntropyRng::default()),
             batch_idle_timeout_ns: options.batch_idle_timeout_ns,
+            idle_databases_max: syncbase_nosql::IDLE_DATABASES_MAX_DEFAULT,
+            keep_open: None,
         })
         .map_err(|error| {
             StartError(format!(

@@ -19,6 +19,8 @@ fn open_service(dir: &std::path::Path, engine: EngineKind, seed: u64) -> Service
         clock: Arc::new(ManualClock::new(1_000)),
         rng: Arc::new(SeededRng::new(seed)),
         batch_idle_timeout_ns: syncbase_nosql::BATCH_IDLE_TIMEOUT_NS_DEFAULT,
+        idle_databases_max: syncbase_nosql::IDLE_DATABASES_MAX_DEFAULT,
+        keep_open: None,
     })
     .unwrap()
 }
@@ -748,5 +750,254 @@ fn coll_of(database: &DatabasePath, collection: &str) -> CollectionPath {
         app: database.app.clone(),
         database: database.database.clone(),
         collection: collection.into(),
+    }
+}
+
+/// Destroying databases while a process is killed at random points (SIGKILL, seeded): after
+/// each restart every database is whole or gone, never half; a database whose create was
+/// reported is there with all its rows unless its destroy began; one whose destroy was reported
+/// is gone; and no store or stray key of a destroyed database is left behind.
+mod destroy_crash {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    use std::sync::Arc;
+
+    use syncbase_nosql::{Caller, Service, ServiceOptions};
+    use syncbase_server::{EngineKind, EngineOpener};
+    use syncbase_store::{Durability, EntropyRng, ManualClock, Rng, SeededRng, StoreSet};
+    use syncbase_wire::{BatchOptions, DatabasePath};
+
+    const CHILD_ENV: &str = "SYNCBASE_DESTROY_CRASH_DIR";
+    /// Enough rows that a destroy's purge takes a few milliseconds, for kills to land in.
+    const ROWS: usize = 2_000;
+    const STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+    fn open(root: &std::path::Path) -> Service {
+        Service::open(ServiceOptions {
+            root_dir: root.to_path_buf(),
+            opener: Arc::new(EngineOpener::new(
+                EngineKind::Persistent,
+                Durability::Durable,
+            )),
+            owner_root: "alice".into(),
+            clock: Arc::new(ManualClock::new(1_000)),
+            // Version ids must not repeat across restarts.
+            rng: Arc::new(EntropyRng::default()),
+            batch_idle_timeout_ns: syncbase_nosql::BATCH_IDLE_TIMEOUT_NS_DEFAULT,
+            idle_databases_max: syncbase_nosql::IDLE_DATABASES_MAX_DEFAULT,
+            keep_open: None,
+        })
+        .unwrap()
+    }
+
+    fn path(index: u64) -> DatabasePath {
+        DatabasePath {
+            app: "app".into(),
+            database: format!("d{index:06}"),
+        }
+    }
+
+    /// Runs only in the child: creates databases (a collection, rows in one batch) and
+    /// destroys each one two creations later, reporting each step once it returned.
+    #[test]
+    fn destroy_crash_child() {
+        let Ok(dir) = std::env::var(CHILD_ENV) else {
+            return;
+        };
+        let first: u64 = std::env::var("SYNCBASE_DESTROY_CRASH_FIRST")
+            .unwrap()
+            .parse()
+            .unwrap();
+        let service = open(std::path::Path::new(&dir));
+        let alice = Caller::new("alice");
+        if !service.app_exists(&alice, "app").unwrap() {
+            service.create_app(&alice, "app", None).unwrap();
+        }
+        let mut out = std::io::stdout();
+        for index in first.. {
+            service.create_database(&alice, &path(index), None).unwrap();
+            let database = service.database(&alice, &path(index)).unwrap();
+            database.create_collection(&alice, "c", None).unwrap();
+            let batch = database
+                .begin_batch(&alice, BatchOptions::default())
+                .unwrap();
+            for row in 0..ROWS {
+                database
+                    .put(&alice, "c", &format!("r{row:05}"), &[7; 100], Some(batch))
+                    .unwrap();
+            }
+            database.commit_batch(&alice, batch).unwrap();
+            writeln!(out, "CREATED {index}").unwrap();
+            if index >= first + 2 {
+                writeln!(out, "DESTROYING {}", index - 2).unwrap();
+                out.flush().unwrap();
+                service.destroy_database(&alice, &path(index - 2)).unwrap();
+                writeln!(out, "DESTROYED {}", index - 2).unwrap();
+            }
+            out.flush().unwrap();
+        }
+    }
+
+    #[test]
+    fn destroyed_databases_are_whole_or_gone_after_kill_9() {
+        for seed in 1..=8u64 {
+            let dir = tempfile::tempdir().unwrap();
+            let rng = SeededRng::new(seed);
+            let mut events: BTreeMap<u64, BTreeSet<&'static str>> = BTreeMap::new();
+            for run in 0..2u64 {
+                let kill_after = 1 + rng.next_u64() % 30;
+                let mut child = Command::new(std::env::current_exe().unwrap())
+                    .args([
+                        "--exact",
+                        "destroy_crash::destroy_crash_child",
+                        "--nocapture",
+                        "--test-threads=1",
+                    ])
+                    .env(CHILD_ENV, dir.path())
+                    .env("SYNCBASE_DESTROY_CRASH_FIRST", (run * 100_000).to_string())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap();
+                let stdout = child.stdout.take().unwrap();
+                let (sender, receiver) = std::sync::mpsc::channel::<String>();
+                let reader = std::thread::spawn(move || {
+                    // Only the child's reports (not the test harness's own lines).
+                    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                        if line.starts_with("CREATED ") || line.starts_with("DESTROY") {
+                            let _ = sender.send(line);
+                        }
+                    }
+                });
+                let mut seen = 0;
+                let mut last_destroying = false;
+                let mut record = |line: String| {
+                    let (event, index) = line.split_once(' ').expect("a report");
+                    let event = match event {
+                        "CREATED" => "created",
+                        "DESTROYING" => "destroying",
+                        "DESTROYED" => "destroyed",
+                        other => panic!("unexpected report {other}"),
+                    };
+                    events
+                        .entry(index.parse().unwrap())
+                        .or_default()
+                        .insert(event);
+                };
+                // Most kills aim inside a destroy; the rest anywhere.
+                let inside_destroy = rng.next_u64() % 4 != 0;
+                while seen < kill_after || (inside_destroy && !last_destroying) {
+                    match receiver.recv_timeout(STALL_TIMEOUT) {
+                        Ok(line) => {
+                            last_destroying = line.starts_with("DESTROYING");
+                            record(line);
+                            seen += 1;
+                        }
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                            let _ = child.kill();
+                            panic!("seed {seed} run {run}: the child stalled");
+                        }
+                    }
+                }
+                if last_destroying {
+                    // Inside the destroy: its unregistering, its purge or the sync after it.
+                    std::thread::sleep(std::time::Duration::from_micros(rng.next_u64() % 15_000));
+                }
+                child.kill().unwrap();
+                reader.join().unwrap();
+                for line in receiver.try_iter() {
+                    record(line);
+                }
+                child.wait().unwrap();
+                assert!(seen > 0, "seed {seed}: the child reported nothing");
+                verify(dir.path(), seed, &events);
+            }
+        }
+    }
+
+    fn verify(root: &std::path::Path, seed: u64, events: &BTreeMap<u64, BTreeSet<&'static str>>) {
+        let service = open(root);
+        let alice = Caller::new("alice");
+        let listed: BTreeSet<String> = service
+            .list_databases(&alice, "app")
+            .unwrap()
+            .into_iter()
+            .collect();
+        for name in &listed {
+            let database = service
+                .database(
+                    &alice,
+                    &DatabasePath {
+                        app: "app".into(),
+                        database: name.clone(),
+                    },
+                )
+                .unwrap();
+            let rows = match database.scan(
+                &alice,
+                "c",
+                &syncbase_wire::RowRange::Prefix(String::new()),
+                None,
+            ) {
+                Ok(stream) => stream.count(),
+                // Killed between creating the database and its collection.
+                Err(error) if error.code() == syncbase_wire::codes::NO_EXIST => 0,
+                Err(error) => panic!("seed {seed}: {name}: {error}"),
+            };
+            // Whole, or (only if its creation was never reported) not yet filled.
+            let index: u64 = name[1..].parse().unwrap();
+            let reported = events
+                .get(&index)
+                .is_some_and(|seen| seen.contains("created"));
+            assert!(
+                rows == ROWS || (rows == 0 && !reported),
+                "seed {seed}: {name} has {rows} of {ROWS} rows"
+            );
+        }
+        for (index, seen) in events {
+            let name = path(*index).database;
+            if seen.contains("destroyed") {
+                assert!(
+                    !listed.contains(&name),
+                    "seed {seed}: destroyed {name} is back"
+                );
+            } else if seen.contains("created") && !seen.contains("destroying") {
+                assert!(
+                    listed.contains(&name),
+                    "seed {seed}: created {name} is gone"
+                );
+                let database = service.database(&alice, &path(*index)).unwrap();
+                let rows = database
+                    .scan(
+                        &alice,
+                        "c",
+                        &syncbase_wire::RowRange::Prefix(String::new()),
+                        None,
+                    )
+                    .unwrap()
+                    .count();
+                assert_eq!(rows, ROWS, "seed {seed}: {name}");
+            }
+        }
+        service.close().unwrap();
+        drop(service);
+        let set = syncbase_store_fjall::FjallStoreSet::open_dir(
+            &root.join("stores"),
+            syncbase_store_fjall::FjallOptions::new(Durability::Durable),
+        )
+        .unwrap();
+        assert_eq!(
+            set.names().unwrap().len(),
+            1 + listed.len(),
+            "seed {seed}: a store without a database record is left"
+        );
+        assert_eq!(
+            set.unregistered_keys().unwrap(),
+            (0, vec![]),
+            "seed {seed}: keys of a destroyed store are left"
+        );
+        set.close().unwrap();
     }
 }

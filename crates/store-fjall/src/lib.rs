@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 use parking_lot::{Mutex, RwLock};
@@ -280,9 +280,16 @@ pub struct FjallStoreSet {
 
 struct SetState {
     registry: Arc<Registry>,
-    /// The stores opened so far.
-    stores: BTreeMap<String, Arc<FjallStore>>,
+    /// The stores open now: each is dropped when its last user lets go (so an idle database
+    /// costs no memory here), and reopened on demand. Never two at once for one name, so a
+    /// store's transactions always share one commit queue.
+    stores: BTreeMap<String, Weak<FjallStore>>,
+    /// Opens of a store not open, since dead entries were last pruned.
+    opened_since_prune: usize,
 }
+
+/// Dead entries are pruned from a set's map after this many opens of stores not open.
+const PRUNE_EVERY_OPENS: usize = 1_024;
 
 impl FjallStoreSet {
     /// Opens (creating if absent) the set in directory `path`, finishing the purge of stores
@@ -305,8 +312,42 @@ impl FjallStoreSet {
             state: Mutex::new(Some(SetState {
                 registry: Arc::new(registry),
                 stores: BTreeMap::new(),
+                opened_since_prune: 0,
             })),
         })
+    }
+
+    /// How many keys the shared keyspace holds for no registered store, and for which ids: a
+    /// check that every destroy was purged (after a crash, the next open purges). Walks one key
+    /// per store id, plus the keys of unregistered ones.
+    pub fn unregistered_keys(&self) -> Result<(u64, Vec<u64>)> {
+        let registry = {
+            let guard = self.state.lock();
+            guard.as_ref().ok_or(Error::StoreClosed)?.registry.clone()
+        };
+        let mut registered = std::collections::BTreeSet::new();
+        for guard in registry.meta.prefix(NAME_PREFIX) {
+            let (_, value) = guard.into_inner().map_err(engine_error)?;
+            registered.insert(read_u64(&value, "a store id")?);
+        }
+        let (mut count, mut ids) = (0, Vec::new());
+        let mut from = 0u64;
+        loop {
+            let Some(guard) = registry.stores.range(from.to_be_bytes()..).next() else {
+                break;
+            };
+            let key = guard.key().map_err(engine_error)?;
+            let id = read_u64(&key[..8], "a store key's id")?;
+            if !registered.contains(&id) {
+                ids.push(id);
+                count += registry.stores.prefix(id.to_be_bytes()).count() as u64;
+            }
+            match id.checked_add(1) {
+                Some(next) => from = next,
+                None => break,
+            }
+        }
+        Ok((count, ids))
     }
 
     /// Bytes the whole set takes on disk.
@@ -322,17 +363,24 @@ impl StoreSet for FjallStoreSet {
         validate_store_name(name)?;
         let mut guard = self.state.lock();
         let state = guard.as_mut().ok_or(Error::StoreClosed)?;
-        if let Some(store) = state.stores.get(name)
+        if let Some(store) = state.stores.get(name).and_then(Weak::upgrade)
             && !store.is_closed()
         {
-            return Ok(store.clone());
+            return Ok(store);
         }
         let id = state
             .registry
             .id_of(name, true)?
             .ok_or_else(|| Error::Corrupt("the store registry lost a store it created".into()))?;
         let store = Arc::new(TxnStore::new(state.registry.engine(id), self.durability));
-        state.stores.insert(name.to_string(), store.clone());
+        state
+            .stores
+            .insert(name.to_string(), Arc::downgrade(&store));
+        state.opened_since_prune += 1;
+        if state.opened_since_prune >= PRUNE_EVERY_OPENS {
+            state.stores.retain(|_, store| store.strong_count() > 0);
+            state.opened_since_prune = 0;
+        }
         Ok(store)
     }
 
@@ -341,7 +389,7 @@ impl StoreSet for FjallStoreSet {
         let (registry, id) = {
             let mut guard = self.state.lock();
             let state = guard.as_mut().ok_or(Error::StoreClosed)?;
-            if let Some(store) = state.stores.remove(name) {
+            if let Some(store) = state.stores.remove(name).and_then(|store| store.upgrade()) {
                 store.close()?;
             }
             let Some(id) = state.registry.doom(name)? else {
@@ -364,7 +412,11 @@ impl StoreSet for FjallStoreSet {
             return Ok(());
         };
         let mut first_error = None;
-        for store in state.stores.into_values() {
+        for store in state
+            .stores
+            .into_values()
+            .filter_map(|store| store.upgrade())
+        {
             if let Err(error) = store.close() {
                 first_error.get_or_insert(error);
             }

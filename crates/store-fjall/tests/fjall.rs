@@ -165,6 +165,21 @@ fn destroy_purges_the_keys_and_an_interrupted_purge_is_finished_at_open() {
         .collect();
     assert_eq!(left.len(), 1, "{left:?}");
     assert!(!left.contains(&b_id));
+    // Keys under an id no registry entry or doomed mark names are reported.
+    {
+        let database = fjall::Database::builder(dir.path()).open().unwrap();
+        let stores = database
+            .keyspace("syncbase_stores", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        for key in [&b"x"[..], b"y", b"z"] {
+            stores
+                .insert([&999u64.to_be_bytes()[..], key].concat(), b"stray")
+                .unwrap();
+        }
+        database.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    let set = FjallStoreSet::open_dir(dir.path(), FjallOptions::new(Durability::Durable)).unwrap();
+    assert_eq!(set.unregistered_keys().unwrap(), (3, vec![999]));
 }
 
 /// A directory written by format 1 (one store, keyspace `syncbase_data`, keys behind `d`,
