@@ -886,7 +886,7 @@ mod destroy_crash {
                         .insert(event);
                 };
                 // Most kills aim inside a destroy; the rest anywhere.
-                let inside_destroy = rng.next_u64() % 4 != 0;
+                let inside_destroy = !rng.next_u64().is_multiple_of(4);
                 while seen < kill_after || (inside_destroy && !last_destroying) {
                     match receiver.recv_timeout(STALL_TIMEOUT) {
                         Ok(line) => {
