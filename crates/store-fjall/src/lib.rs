@@ -51,6 +51,10 @@ const NEXT_ID_KEY: &[u8] = b"next_store_id";
 const NAME_PREFIX: &[u8] = b"store/";
 const DOOMED_PREFIX: &[u8] = b"doomed/";
 
+/// The most journal bytes kept before memtables are flushed (fjall's default is 512 MiB): what
+/// a reopen replays, and so bounds its time and the memory it fills.
+const JOURNAL_BYTES_MAX: u64 = 128 * 1024 * 1024;
+
 /// Keys a destroy removes per fjall batch while purging a store.
 const PURGE_CHUNK_KEYS: usize = 10_000;
 
@@ -118,6 +122,7 @@ fn open_database(path: &Path, options: &FjallOptions) -> Result<(Database, u32)>
     }
     let database = Database::builder(path)
         .worker_threads(WORKER_THREADS)
+        .max_journaling_size(JOURNAL_BYTES_MAX)
         .max_cached_files(Some(options.max_open_files))
         .open()
         .map_err(engine_error)?;

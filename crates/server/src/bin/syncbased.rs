@@ -73,6 +73,11 @@ enum DurabilityArg {
     Relaxed,
 }
 
+/// Threads for calls that wait on the disk (tokio's default is 512): a bound on the daemon's
+/// threads whatever the number of clients or databases. Every such call is finite (watches
+/// and streams wait without a thread), so a full pool only queues calls.
+const BLOCKING_THREADS_MAX: usize = 64;
+
 fn main() -> ExitCode {
     let arguments = Arguments::parse();
     use std::io::IsTerminal;
@@ -110,6 +115,7 @@ fn main() -> ExitCode {
         },
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(BLOCKING_THREADS_MAX)
         .enable_all()
         .build()
     {

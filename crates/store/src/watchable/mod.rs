@@ -701,7 +701,21 @@ fn last_log_seq<R: StoreReader + ?Sized>(reader: &R) -> Result<u64> {
     let Some(mut low) = first_log_seq_from(reader, 0)? else {
         return Ok(0);
     };
-    let mut high = u64::MAX;
+    // Gallop from the first entry, so a short log costs a few seeks (a database opens on its
+    // first call, and a search of all of u64 took 64), then bisect the last step.
+    let mut step = 1u64;
+    let mut high = loop {
+        let Some(probe) = low.checked_add(step) else {
+            break u64::MAX;
+        };
+        match first_log_seq_from(reader, probe)? {
+            Some(found) => {
+                low = found;
+                step = step.saturating_mul(2);
+            }
+            None => break probe - 1,
+        }
+    };
     while low < high {
         let middle = low + (high - low).div_ceil(2);
         match first_log_seq_from(reader, middle)? {

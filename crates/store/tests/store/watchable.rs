@@ -283,6 +283,44 @@ fn watchable_over_a_shared_store_reopens_at_the_end_of_the_log() {
     assert_eq!(second.log_entries(38, 10).unwrap()[0].seq, 38);
 }
 
+/// The end of the log is found on reopen whatever its length and start (the search gallops
+/// from the first entry, so every length around a power of two is worth a check).
+#[test]
+fn reopen_finds_the_end_of_logs_of_every_length_and_start() {
+    let options = || WatchableOptions {
+        managed_prefixes: vec![b"r/".to_vec()],
+        clock: Arc::new(ManualClock::new(5)),
+        rng: Arc::new(SeededRng::new(4)),
+    };
+    for (length, pruned_below) in [
+        (1, 0),
+        (2, 0),
+        (3, 0),
+        (4, 2),
+        (7, 0),
+        (8, 5),
+        (9, 0),
+        (64, 63),
+        (65, 0),
+        (300, 40),
+    ] {
+        let inner = Arc::new(open_memstore());
+        let first = Watchable::open(inner.clone(), options()).unwrap();
+        for index in 0..length {
+            first.put(format!("r/{index}").as_bytes(), b"v").unwrap();
+        }
+        if pruned_below > 0 {
+            first.advance_log_start(pruned_below).unwrap();
+        }
+        let second = Watchable::open(inner, options()).unwrap();
+        assert_eq!(
+            second.latest_log_seq(),
+            length,
+            "{length} entries from {pruned_below}"
+        );
+    }
+}
+
 #[test]
 fn sequence_numbers_continue_after_a_full_prune_and_reopen() {
     let inner = Arc::new(open_memstore());
