@@ -96,10 +96,47 @@ impl Home {
 
     /// Starts a daemon under `ulimit ULIMIT`, set by a shell first.
     fn start_with_ulimit(&self, ulimit: &str, extra: &[&str]) -> Daemon {
+        self.start_wrapped(&format!("ulimit {ulimit}"), extra)
+    }
+
+    /// Whether this machine lets a test mount a small file system in a namespace of its own.
+    fn can_mount_small_disks() -> bool {
+        Command::new("unshare")
+            .args(["-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    }
+
+    /// Starts a daemon whose data directory is a file system of `mib` MiB (a tmpfs mounted in
+    /// a user and mount namespace of its own, so no privilege is needed).
+    fn start_on_small_disk(&self, mib: usize, extra: &[&str]) -> Daemon {
+        let data = self.path("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let daemon = self.command("syncbased");
+        let mut command = Command::new("unshare");
+        command
+            .args(["-rm", "sh", "-c"])
+            .arg(format!(
+                "mount -t tmpfs -o size={mib}m tmpfs \"$0\" && exec \"$@\""
+            ))
+            .arg(&data)
+            .arg(daemon.get_program());
+        for (key, value) in daemon.get_envs() {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
+        Self::launch(command, extra, false)
+    }
+
+    /// Starts a daemon after `setup`, run by a shell in the same process.
+    fn start_wrapped(&self, setup: &str, extra: &[&str]) -> Daemon {
         let daemon = self.command("syncbased");
         let mut command = Command::new("sh");
         command
-            .args(["-c", &format!("ulimit {ulimit} && exec \"$@\""), "sh"])
+            .args(["-c", &format!("{setup} && exec \"$@\""), "sh"])
             .arg(daemon.get_program());
         for (key, value) in daemon.get_envs() {
             match value {
@@ -1439,5 +1476,74 @@ fn connections_leave_the_storage_engine_its_descriptors() {
                 Err(error) => panic!("still refused after the holders left: {error}"),
             }
         }
+    });
+}
+
+/// A full disk: the write that does not fit fails with the operating system's reason, later
+/// writes say the store needs a restart, and the daemon keeps serving reads of every database.
+#[test]
+fn a_full_disk_fails_writes_clearly_and_reads_keep_being_served() {
+    if !Home::can_mount_small_disks() {
+        eprintln!("skipped: this machine does not allow mounting a tmpfs in a user namespace");
+        return;
+    }
+    let home = Home::new();
+    let daemon = home.start_on_small_disk(48, &[]);
+    let identity = Identity::load(&home.path("config/syncbase/identity")).unwrap();
+    runtime().block_on(async {
+        let client = Client::connect(&daemon.address, &identity).await.unwrap();
+        client
+            .call_one(Request::CreateApp {
+                app: "many".into(),
+                permissions: None,
+            })
+            .await
+            .unwrap();
+        for index in 0..3 {
+            create_numbered(&client, index).await.unwrap();
+        }
+        let (_, collection) = numbered(1);
+        let mut first_error = None;
+        for round in 0..40 {
+            let put = Request::Put {
+                collection: collection.clone(),
+                key: format!("big{round}"),
+                value: vec![round as u8; 4 << 20],
+                batch: None,
+            };
+            if let Err(error) = client.call_one(put).await {
+                first_error = Some(error);
+                break;
+            }
+        }
+        let error = first_error.expect("48 MiB took 160 MiB of writes");
+        eprintln!("the first write that did not fit: {error}");
+        assert!(
+            error.message.contains("No space left") || error.message.contains("nearly full"),
+            "{error}"
+        );
+        assert!(!error.message.contains('{'), "a debug dump: {error}");
+        // Every database still reads, and the daemon answers.
+        for index in 0..3 {
+            expect_row(&client, index).await.unwrap();
+        }
+        client.call_one(Request::Status).await.unwrap();
+        let (_, other) = numbered(2);
+        let later = client
+            .call_one(Request::Put {
+                collection: other,
+                key: "small".into(),
+                value: b"v".to_vec(),
+                batch: None,
+            })
+            .await;
+        if let Err(error) = later {
+            eprintln!("a later write: {error}");
+            assert!(
+                error.message.contains("No space left") || error.message.contains("nearly full"),
+                "{error}"
+            );
+        }
+        expect_row(&client, 0).await.unwrap();
     });
 }

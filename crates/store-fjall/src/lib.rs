@@ -99,9 +99,9 @@ pub fn open(path: &Path, durability: Durability) -> Result<FjallStore> {
         let data = database
             .keyspace(FORMAT_1_KEYSPACE, KeyspaceCreateOptions::default)
             .map_err(engine_error)?;
-        FjallEngine::new(database, data, FORMAT_1_PREFIX.to_vec())
+        FjallEngine::new(database, data, FORMAT_1_PREFIX.to_vec(), Arc::from(path))
     } else {
-        let registry = Registry::load(database)?;
+        let registry = Registry::load(database, path)?;
         let id = registry
             .id_of(SINGLE_STORE_NAME, true)?
             .ok_or_else(|| Error::Corrupt("the store registry lost the store it created".into()))?;
@@ -174,10 +174,11 @@ struct Registry {
     database: Database,
     meta: Keyspace,
     stores: Keyspace,
+    dir: Arc<Path>,
 }
 
 impl Registry {
-    fn load(database: Database) -> Result<Self> {
+    fn load(database: Database, dir: &Path) -> Result<Self> {
         let meta = database
             .keyspace(META_KEYSPACE, KeyspaceCreateOptions::default)
             .map_err(engine_error)?;
@@ -188,6 +189,7 @@ impl Registry {
             database,
             meta,
             stores,
+            dir: Arc::from(dir),
         })
     }
 
@@ -215,6 +217,7 @@ impl Registry {
             self.database.clone(),
             self.stores.clone(),
             id.to_be_bytes().to_vec(),
+            self.dir.clone(),
         )
     }
 
@@ -308,7 +311,7 @@ impl FjallStoreSet {
                 path.display()
             )));
         }
-        let registry = Registry::load(database)?;
+        let registry = Registry::load(database, path)?;
         for id in registry.doomed()? {
             registry.purge(id)?;
         }
@@ -439,6 +442,8 @@ impl StoreSet for FjallStoreSet {
 pub struct FjallEngine {
     inner: RwLock<Option<Open>>,
     prefix: Vec<u8>,
+    /// The fjall database's directory, to say why writes fail.
+    dir: Arc<Path>,
 }
 
 struct Open {
@@ -488,6 +493,35 @@ fn engine_error(error: fjall::Error) -> Error {
     }
 }
 
+/// A write's error, saying so when the disk holding `dir` is (nearly) full: fjall reports a
+/// flush that found no space only as "poisoned" to the writes after it.
+fn write_error(error: fjall::Error, dir: &Path) -> Error {
+    let full = matches!(&error, fjall::Error::Poisoned)
+        || matches!(&error, fjall::Error::Io(io) | fjall::Error::Storage(fjall::LsmError::Io(io))
+            if io.raw_os_error() == Some(28));
+    let error = engine_error(error);
+    if !full {
+        return error;
+    }
+    match rustix::fs::statvfs(dir) {
+        Ok(stats) if stats.f_bavail.saturating_mul(stats.f_frsize) < DISK_NEARLY_FULL_BYTES => {
+            Error::Io(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!(
+                    "the disk holding {} is nearly full ({} KiB free), so the store accepts no \
+                     more writes; free some space and restart",
+                    dir.display(),
+                    stats.f_bavail.saturating_mul(stats.f_frsize) / 1024
+                ),
+            ))
+        }
+        _ => error,
+    }
+}
+
+/// Free bytes under which a failed write is put down to a full disk.
+const DISK_NEARLY_FULL_BYTES: u64 = 64 << 20;
+
 /// A sentence for an error of fjall's LSM tree (its `Display` prints a debug dump).
 fn storage_message(error: &fjall::LsmError) -> String {
     match error {
@@ -504,10 +538,11 @@ fn storage_message(error: &fjall::LsmError) -> String {
 }
 
 impl FjallEngine {
-    fn new(database: Database, data: Keyspace, prefix: Vec<u8>) -> Self {
+    fn new(database: Database, data: Keyspace, prefix: Vec<u8>, dir: Arc<Path>) -> Self {
         Self {
             inner: RwLock::new(Some(Open { database, data })),
             prefix,
+            dir,
         }
     }
 
@@ -557,7 +592,9 @@ impl Engine for FjallEngine {
                 }
             }
         }
-        batch.commit().map_err(engine_error)
+        batch
+            .commit()
+            .map_err(|error| write_error(error, &self.dir))
     }
 
     fn close(&self) -> Result<()> {
