@@ -113,38 +113,35 @@ impl Home {
     fn start_on_small_disk(&self, mib: usize, extra: &[&str]) -> Daemon {
         let data = self.path("data");
         std::fs::create_dir_all(&data).unwrap();
-        let daemon = self.command("syncbased");
         let mut command = Command::new("unshare");
         command
             .args(["-rm", "sh", "-c"])
             .arg(format!(
                 "mount -t tmpfs -o size={mib}m tmpfs \"$0\" && exec \"$@\""
             ))
-            .arg(&data)
-            .arg(daemon.get_program());
-        for (key, value) in daemon.get_envs() {
-            match value {
-                Some(value) => command.env(key, value),
-                None => command.env_remove(key),
-            };
-        }
-        Self::launch(command, extra, false)
+            .arg(&data);
+        self.launch_daemon_through(command, extra)
     }
 
     /// Starts a daemon after `setup`, run by a shell in the same process.
     fn start_wrapped(&self, setup: &str, extra: &[&str]) -> Daemon {
-        let daemon = self.command("syncbased");
         let mut command = Command::new("sh");
-        command
-            .args(["-c", &format!("{setup} && exec \"$@\""), "sh"])
-            .arg(daemon.get_program());
+        command.args(["-c", &format!("{setup} && exec \"$@\""), "sh"]);
+        self.launch_daemon_through(command, extra)
+    }
+
+    /// Starts `syncbased` as the last argument of `wrapper` (which execs it), with the
+    /// environment the daemon gets from [`Home::command`].
+    fn launch_daemon_through(&self, mut wrapper: Command, extra: &[&str]) -> Daemon {
+        let daemon = self.command("syncbased");
+        wrapper.arg(daemon.get_program());
         for (key, value) in daemon.get_envs() {
             match value {
-                Some(value) => command.env(key, value),
-                None => command.env_remove(key),
+                Some(value) => wrapper.env(key, value),
+                None => wrapper.env_remove(key),
             };
         }
-        Self::launch(command, extra, false)
+        Self::launch(wrapper, extra, false)
     }
 
     fn launch(mut command: Command, extra: &[&str], logged: bool) -> Daemon {
@@ -1294,6 +1291,19 @@ fn numbered(index: usize) -> (DatabasePath, syncbase_wire::CollectionPath) {
     (database, collection)
 }
 
+/// A client of `daemon`, once app `many` is created.
+async fn client_with_app_many(daemon: &Daemon, identity: &Identity) -> Client {
+    let client = Client::connect(&daemon.address, identity).await.unwrap();
+    client
+        .call_one(Request::CreateApp {
+            app: "many".into(),
+            permissions: None,
+        })
+        .await
+        .unwrap();
+    client
+}
+
 /// Creates database `index` of app `many` with a collection and a few rows, then reads one.
 async fn create_numbered(client: &Client, index: usize) -> Result<(), syncbase_wire::WireError> {
     let (database, collection) = numbered(index);
@@ -1365,14 +1375,7 @@ fn three_hundred_databases_take_the_threads_and_descriptors_of_three() {
     let identity = Identity::load(&home.path("config/syncbase/identity")).unwrap();
     let runtime = runtime();
     let client = runtime.block_on(async {
-        let client = Client::connect(&daemon.address, &identity).await.unwrap();
-        client
-            .call_one(Request::CreateApp {
-                app: "many".into(),
-                permissions: None,
-            })
-            .await
-            .unwrap();
+        let client = client_with_app_many(&daemon, &identity).await;
         for index in 0..3 {
             create_numbered(&client, index).await.unwrap();
         }
@@ -1424,14 +1427,7 @@ fn connections_leave_the_storage_engine_its_descriptors() {
     let daemon = home.start_with_open_file_limit(128, &[]);
     let identity = Identity::load(&home.path("config/syncbase/identity")).unwrap();
     runtime().block_on(async {
-        let client = Client::connect(&daemon.address, &identity).await.unwrap();
-        client
-            .call_one(Request::CreateApp {
-                app: "many".into(),
-                permissions: None,
-            })
-            .await
-            .unwrap();
+        let client = client_with_app_many(&daemon, &identity).await;
         create_numbered(&client, 0).await.unwrap();
         let mut holders = Vec::new();
         let refusal = loop {
@@ -1491,14 +1487,7 @@ fn a_full_disk_fails_writes_clearly_and_reads_keep_being_served() {
     let daemon = home.start_on_small_disk(48, &[]);
     let identity = Identity::load(&home.path("config/syncbase/identity")).unwrap();
     runtime().block_on(async {
-        let client = Client::connect(&daemon.address, &identity).await.unwrap();
-        client
-            .call_one(Request::CreateApp {
-                app: "many".into(),
-                permissions: None,
-            })
-            .await
-            .unwrap();
+        let client = client_with_app_many(&daemon, &identity).await;
         for index in 0..3 {
             create_numbered(&client, index).await.unwrap();
         }
