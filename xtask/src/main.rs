@@ -6,7 +6,11 @@ use std::process::{Command, ExitCode, Stdio};
 
 /// Allowed dependency edges between our crates: a crate may depend only on those listed. A new
 /// edge is a design change: update `docs/ARCHITECTURE.md` with it and say why.
+/// The crate every crate may depend on: the registry of error codes.
+const EVERYONE_MAY_USE: &str = "syncbase-error-code";
+
 const ALLOWED_EDGES: &[(&str, &[&str])] = &[
+    ("syncbase-error-code", &[]),
     ("syncbase-store", &[]),
     ("syncbase-wire", &[]),
     ("syncbase-net", &["syncbase-wire"]),
@@ -307,7 +311,10 @@ fn check_layering(root: &Path) -> Result<(), String> {
             continue;
         };
         for dependency in &manifest.dependencies {
-            if dependency != &manifest.name && !allowed.contains(&dependency.as_str()) {
+            if dependency != &manifest.name
+                && dependency != EVERYONE_MAY_USE
+                && !allowed.contains(&dependency.as_str())
+            {
                 problems.push(format!(
                     "{} depends on {dependency}, which the layering does not allow",
                     manifest.name
@@ -347,9 +354,138 @@ fn check_tidy(root: &Path) -> Result<(), String> {
             }
         }
     }
+    for path in rust_sources(root)? {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+        problems.extend(tidy_source(root, &path, &text));
+    }
     if problems.is_empty() {
         Ok(())
     } else {
         Err(problems.join("\n"))
+    }
+}
+
+/// The layers whose error codes live in `syncbase-error-code`.
+const CODE_LAYERS: &[&str] = &["store", "util", "wire", "nosql", "net", "client", "sb"];
+
+/// What tidy refuses in one source file: no `//!` opening it; a bare `#[ignore]` or
+/// `#[should_panic]` (say why: `#[ignore = "..."]`, `#[should_panic(expected = "...")]`); an
+/// error-code literal outside the registry crate, in a crate's `src/` before its
+/// `#[cfg(test)]` module (tests may spell codes out, to pin the contract).
+fn tidy_source(root: &Path, path: &Path, text: &str) -> Vec<String> {
+    let shown = path.strip_prefix(root).unwrap_or(path).display();
+    let mut problems = Vec::new();
+    if !text.starts_with("//!") {
+        problems.push(format!(
+            "{shown}: open the file with a `//!` saying what it holds"
+        ));
+    }
+    let in_src = path.components().any(|part| part.as_os_str() == "src");
+    let registry = path
+        .components()
+        .any(|part| part.as_os_str() == "error-code");
+    let mut in_tests = false;
+    for (number, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        in_tests |= trimmed.starts_with("#[cfg(test)]");
+        if trimmed.starts_with("#[ignore]") || trimmed.starts_with("#[should_panic]") {
+            problems.push(format!(
+                "{shown}:{}: say why: `#[ignore = \"...\"]` or `#[should_panic(expected = \"...\")]`",
+                number + 1
+            ));
+        }
+        if in_src && !registry && !in_tests && !trimmed.starts_with("//") {
+            for code in code_literals(line) {
+                problems.push(format!(
+                    "{shown}:{}: error code {code:?} spelled out: use its constant in syncbase-error-code",
+                    number + 1
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// The string literals in `line` that look like error codes (`"LAYER.name"`).
+fn code_literals(line: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (index, _) in line.match_indices('"') {
+        let rest = &line[index + 1..];
+        let Some(end) = rest.find('"') else { break };
+        let candidate = &rest[..end];
+        if let Some((layer, name)) = candidate.split_once('.')
+            && CODE_LAYERS.contains(&layer)
+            && !name.is_empty()
+            && name
+                .bytes()
+                .all(|byte| byte.is_ascii_lowercase() || byte == b'_')
+        {
+            found.push(candidate.to_string());
+        }
+    }
+    found
+}
+
+/// Every `.rs` file of the workspace's crates and of xtask.
+fn rust_sources(root: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut pending = vec![root.join("crates"), root.join("xtask")];
+    let mut out = Vec::new();
+    while let Some(dir) = pending.pop() {
+        let entries = std::fs::read_dir(&dir)
+            .map_err(|error| format!("cannot list {}: {error}", dir.display()))?;
+        for entry in entries {
+            let path = entry
+                .map_err(|error| format!("cannot list {}: {error}", dir.display()))?
+                .path();
+            let name = path
+                .file_name()
+                .and_then(|name| name.to_str())
+                .unwrap_or("");
+            if path.is_dir() {
+                if name != "target" && !name.starts_with('.') {
+                    pending.push(path);
+                }
+            } else if name.ends_with(".rs") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tidy_refuses_code_literals_in_src_bare_ignores_and_files_without_a_doc() {
+        let root = Path::new("/repo");
+        let source = Path::new("/repo/crates/net/src/rpc.rs");
+        let clean = "//! Doc.\nfn f() { let _ = codes::CLOSED; let _ = \"net.\"; }\n";
+        assert!(tidy_source(root, source, clean).is_empty());
+        let spelled = "//! Doc.\nfn f() { WireError::new(\"net.closed\", \"x\"); }\n";
+        let problems = tidy_source(root, source, spelled);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("crates/net/src/rpc.rs:2"),
+            "{problems:?}"
+        );
+        // Tests and the registry may spell codes out; comments are not code.
+        let test_file = Path::new("/repo/crates/net/tests/net.rs");
+        assert!(tidy_source(root, test_file, spelled).is_empty());
+        let registry = Path::new("/repo/crates/error-code/src/lib.rs");
+        assert!(tidy_source(root, registry, spelled).is_empty());
+        let comment = "//! Doc.\n// fails with \"store.io\"\n";
+        let unit_tests = "//! Doc.\n#[cfg(test)]\nmod tests { const C: &str = \"store.io\"; }\n";
+        assert!(tidy_source(root, source, unit_tests).is_empty());
+        assert!(tidy_source(root, source, comment).is_empty());
+        let undocumented = "fn f() {}\n";
+        assert_eq!(tidy_source(root, source, undocumented).len(), 1);
+        let ignored = "//! Doc.\n#[test]\n#[ignore]\nfn slow() {}\n#[should_panic]\nfn p() {}\n";
+        assert_eq!(tidy_source(root, test_file, ignored).len(), 2);
+        let explained = "//! Doc.\n#[ignore = \"needs a disk\"]\nfn slow() {}\n";
+        assert!(tidy_source(root, test_file, explained).is_empty());
     }
 }

@@ -92,7 +92,7 @@ pub struct UnescapeError {
 
 impl UnescapeError {
     /// The stable code of this error.
-    pub const CODE: &'static str = "client.bad_escape";
+    pub const CODE: &'static str = syncbase_error_code::client::BAD_ESCAPE;
 
     fn new(offset: usize, message: &str) -> Self {
         Self {

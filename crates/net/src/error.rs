@@ -1,5 +1,6 @@
 //! Errors of identities and the transport.
 
+use syncbase_error_code::net as codes;
 use syncbase_wire::WireError;
 
 /// The result type of this crate.
@@ -45,12 +46,12 @@ impl NetError {
     /// The stable code of this error.
     pub fn code(&self) -> &str {
         match self {
-            NetError::Identity(_) => "net.identity",
-            NetError::Authentication(_) => "net.authentication",
-            NetError::UntrustedRoot { .. } => "net.untrusted_root",
-            NetError::Refused(_) => "net.refused",
-            NetError::Protocol(_) => "net.protocol",
-            NetError::Io(_) => "net.io",
+            NetError::Identity(_) => codes::IDENTITY,
+            NetError::Authentication(_) => codes::AUTHENTICATION,
+            NetError::UntrustedRoot { .. } => codes::UNTRUSTED_ROOT,
+            NetError::Refused(_) => codes::REFUSED,
+            NetError::Protocol(_) => codes::PROTOCOL,
+            NetError::Io(_) => codes::IO,
             NetError::Remote(error) => &error.code,
         }
     }

@@ -325,7 +325,10 @@ pub struct Connection {
 }
 
 fn connection_closed(why: &str) -> WireError {
-    WireError::new("net.closed", format!("the connection closed: {why}"))
+    WireError::new(
+        syncbase_error_code::net::CLOSED,
+        format!("the connection closed: {why}"),
+    )
 }
 
 impl Connection {

@@ -740,3 +740,30 @@ async fn a_peer_of_the_previous_protocol_version_is_refused_with_a_clear_message
     let old = old.err().unwrap();
     assert!(old.to_string().contains(&expected), "{old}");
 }
+
+#[test]
+fn every_net_error_has_its_own_registered_code() {
+    use syncbase_net::NetError;
+    let errors = [
+        NetError::Identity(String::new()),
+        NetError::Authentication(String::new()),
+        NetError::UntrustedRoot {
+            chain: String::new(),
+            root: String::new(),
+            key: String::new(),
+            hint: String::new(),
+        },
+        NetError::Refused(String::new()),
+        NetError::Protocol(String::new()),
+        NetError::Io(std::io::Error::other("x")),
+    ];
+    let mut seen = std::collections::BTreeSet::new();
+    for error in &errors {
+        let entry = syncbase_error_code::lookup(error.code())
+            .unwrap_or_else(|| panic!("{} is not registered", error.code()));
+        assert_eq!(entry.layer, "net");
+        assert!(seen.insert(error.code()), "{} maps twice", error.code());
+    }
+    let remote = NetError::Remote(WireError::new(codes::NO_EXIST, "gone"));
+    assert_eq!(remote.code(), codes::NO_EXIST);
+}

@@ -1,5 +1,7 @@
 //! Errors of the store layer (mirrors Go `store/model.vdl` and `store/constants.go`).
 
+use syncbase_error_code::store as codes;
+
 /// The result type of every store operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -76,25 +78,26 @@ pub enum Error {
 }
 
 impl Error {
-    /// The stable code of this error, carried on the wire (`store.<name>`).
+    /// The stable code of this error, carried on the wire (`store.<name>`, listed in
+    /// `syncbase_error_code::store`).
     pub fn code(&self) -> &'static str {
         match self {
-            Error::ConcurrentTransaction => "store.concurrent_transaction",
-            Error::StoreClosed => "store.closed",
-            Error::SnapshotAborted => "store.snapshot_aborted",
-            Error::TransactionCommitted => "store.transaction_committed",
-            Error::TransactionAborted => "store.transaction_aborted",
-            Error::StreamCanceled => "store.stream_canceled",
-            Error::ReservedKey(_) => "store.reserved_key",
-            Error::MixedScan(_) => "store.mixed_scan",
-            Error::NotManaged(_) => "store.not_managed",
-            Error::Misuse(_) => "store.misuse",
-            Error::KeyTooLarge { .. } => "store.key_too_large",
-            Error::ValueTooLarge { .. } => "store.value_too_large",
-            Error::FormatTooNew { .. } => "store.format_too_new",
-            Error::Corrupt(_) => "store.corrupt",
-            Error::Io(_) => "store.io",
-            Error::Engine(_) => "store.engine",
+            Error::ConcurrentTransaction => codes::CONCURRENT_TRANSACTION,
+            Error::StoreClosed => codes::CLOSED,
+            Error::SnapshotAborted => codes::SNAPSHOT_ABORTED,
+            Error::TransactionCommitted => codes::TRANSACTION_COMMITTED,
+            Error::TransactionAborted => codes::TRANSACTION_ABORTED,
+            Error::StreamCanceled => codes::STREAM_CANCELED,
+            Error::ReservedKey(_) => codes::RESERVED_KEY,
+            Error::MixedScan(_) => codes::MIXED_SCAN,
+            Error::NotManaged(_) => codes::NOT_MANAGED,
+            Error::Misuse(_) => codes::MISUSE,
+            Error::KeyTooLarge { .. } => codes::KEY_TOO_LARGE,
+            Error::ValueTooLarge { .. } => codes::VALUE_TOO_LARGE,
+            Error::FormatTooNew { .. } => codes::FORMAT_TOO_NEW,
+            Error::Corrupt(_) => codes::CORRUPT,
+            Error::Io(_) => codes::IO,
+            Error::Engine(_) => codes::ENGINE,
         }
     }
 

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use proptest::prelude::*;
+use syncbase_error_code::store as codes;
 
 use crate::{Error, Result, Rng, SeededRng, Store, StoreReader, Transaction, run_in_transaction};
 
@@ -83,11 +84,11 @@ pub fn read_write_basic<S: Store>(open: &dyn Fn() -> S) {
     let long_key = vec![b'x'; 70_000];
     match store.put(&long_key, b"v") {
         Ok(()) => assert_eq!(store.get(&long_key).unwrap(), Some(b"v".to_vec())),
-        Err(error) => assert_eq!(error.code(), "store.key_too_large", "{error}"),
+        Err(error) => assert_eq!(error.code(), codes::KEY_TOO_LARGE, "{error}"),
     }
     let transaction = store.transaction().unwrap();
     if let Err(error) = transaction.put(&long_key, b"v") {
-        assert_eq!(error.code(), "store.key_too_large", "{error}");
+        assert_eq!(error.code(), codes::KEY_TOO_LARGE, "{error}");
     }
     transaction.abort().unwrap();
     assert_eq!(store.get(b"b").unwrap(), Some(b"2".to_vec()));
@@ -152,13 +153,10 @@ pub fn snapshot_isolation<S: Store>(open: &dyn Fn() -> S) {
     );
     let stream = snapshot.scan(b"", b"").unwrap();
     snapshot.abort().unwrap();
-    assert_code(snapshot.get(b"k1"), "store.snapshot_aborted");
-    assert_code(
-        snapshot.scan(b"", b"").map(|_| ()),
-        "store.snapshot_aborted",
-    );
-    assert_code(snapshot.abort(), "store.snapshot_aborted");
-    assert_code(stream.collect_entries(), "store.snapshot_aborted");
+    assert_code(snapshot.get(b"k1"), codes::SNAPSHOT_ABORTED);
+    assert_code(snapshot.scan(b"", b"").map(|_| ()), codes::SNAPSHOT_ABORTED);
+    assert_code(snapshot.abort(), codes::SNAPSHOT_ABORTED);
+    assert_code(stream.collect_entries(), codes::SNAPSHOT_ABORTED);
 }
 
 /// Scans return keys in order within `[start, limit)`, across many engine chunks; cancel stops
@@ -193,7 +191,7 @@ pub fn stream_order_and_cancel<S: Store>(open: &dyn Fn() -> S) {
     std::thread::spawn(move || canceler.cancel())
         .join()
         .unwrap();
-    assert_code(stream.next().unwrap(), "store.stream_canceled");
+    assert_code(stream.next().unwrap(), codes::STREAM_CANCELED);
     assert!(stream.next().is_none());
     stream.cancel();
 }
@@ -206,32 +204,32 @@ pub fn transaction_state<S: Store>(open: &dyn Fn() -> S) {
     let stream = committed.scan(b"", b"").unwrap();
     committed.commit().unwrap();
     assert_eq!(store.get(b"a").unwrap(), Some(b"1".to_vec()));
-    assert_code(committed.get(b"a"), "store.transaction_committed");
-    assert_code(committed.put(b"a", b"2"), "store.transaction_committed");
-    assert_code(committed.delete(b"a"), "store.transaction_committed");
+    assert_code(committed.get(b"a"), codes::TRANSACTION_COMMITTED);
+    assert_code(committed.put(b"a", b"2"), codes::TRANSACTION_COMMITTED);
+    assert_code(committed.delete(b"a"), codes::TRANSACTION_COMMITTED);
     assert_code(
         committed.scan(b"", b"").map(|_| ()),
-        "store.transaction_committed",
+        codes::TRANSACTION_COMMITTED,
     );
-    assert_code(committed.commit(), "store.transaction_committed");
-    assert_code(committed.abort(), "store.transaction_committed");
-    assert_code(stream.collect_entries(), "store.transaction_committed");
+    assert_code(committed.commit(), codes::TRANSACTION_COMMITTED);
+    assert_code(committed.abort(), codes::TRANSACTION_COMMITTED);
+    assert_code(stream.collect_entries(), codes::TRANSACTION_COMMITTED);
 
     let aborted = store.transaction().unwrap();
     aborted.put(b"b", b"1").unwrap();
     aborted.abort().unwrap();
     assert_eq!(store.get(b"b").unwrap(), None);
-    assert_code(aborted.get(b"a"), "store.transaction_aborted");
-    assert_code(aborted.put(b"a", b"2"), "store.transaction_aborted");
-    assert_code(aborted.commit(), "store.transaction_aborted");
-    assert_code(aborted.abort(), "store.transaction_aborted");
+    assert_code(aborted.get(b"a"), codes::TRANSACTION_ABORTED);
+    assert_code(aborted.put(b"a", b"2"), codes::TRANSACTION_ABORTED);
+    assert_code(aborted.commit(), codes::TRANSACTION_ABORTED);
+    assert_code(aborted.abort(), codes::TRANSACTION_ABORTED);
 
     let failed = store.transaction().unwrap();
     failed.get(b"a").unwrap();
     failed.put(b"a", b"from failed").unwrap();
     store.put(b"a", b"concurrent").unwrap();
-    assert_code(failed.commit(), "store.concurrent_transaction");
-    assert_code(failed.get(b"a"), "store.transaction_committed");
+    assert_code(failed.commit(), codes::CONCURRENT_TRANSACTION);
+    assert_code(failed.get(b"a"), codes::TRANSACTION_COMMITTED);
     assert_eq!(store.get(b"a").unwrap(), Some(b"concurrent".to_vec()));
 }
 
@@ -288,16 +286,16 @@ pub fn store_state_after_close<S: Store>(open: &dyn Fn() -> S) {
     transaction.put(b"b", b"2").unwrap();
     store.close().unwrap();
     store.close().unwrap();
-    assert_code(store.get(b"a"), "store.closed");
-    assert_code(store.put(b"a", b"2"), "store.closed");
-    assert_code(store.delete(b"a"), "store.closed");
-    assert_code(store.scan(b"", b"").map(|_| ()), "store.closed");
-    assert_code(store.snapshot().map(|_| ()), "store.closed");
-    assert_code(store.transaction().map(|_| ()), "store.closed");
-    assert_code(stream.collect_entries(), "store.closed");
-    assert_code(snapshot.get(b"a"), "store.closed");
-    assert_code(transaction.get(b"a"), "store.closed");
-    assert_code(transaction.commit(), "store.closed");
+    assert_code(store.get(b"a"), codes::CLOSED);
+    assert_code(store.put(b"a", b"2"), codes::CLOSED);
+    assert_code(store.delete(b"a"), codes::CLOSED);
+    assert_code(store.scan(b"", b"").map(|_| ()), codes::CLOSED);
+    assert_code(store.snapshot().map(|_| ()), codes::CLOSED);
+    assert_code(store.transaction().map(|_| ()), codes::CLOSED);
+    assert_code(stream.collect_entries(), codes::CLOSED);
+    assert_code(snapshot.get(b"a"), codes::CLOSED);
+    assert_code(transaction.get(b"a"), codes::CLOSED);
+    assert_code(transaction.commit(), codes::CLOSED);
 }
 
 /// The three conflict cases of Go's suite.
@@ -312,7 +310,7 @@ pub fn concurrent_transactions<S: Store>(open: &dyn Fn() -> S) {
         transaction.put(b"a", b"x").unwrap();
     }
     first.commit().unwrap();
-    assert_code(second.commit(), "store.concurrent_transaction");
+    assert_code(second.commit(), codes::CONCURRENT_TRANSACTION);
 
     // Both scan [a, z) and insert distinct keys: the second fails.
     let first = store.transaction().unwrap();
@@ -322,7 +320,7 @@ pub fn concurrent_transactions<S: Store>(open: &dyn Fn() -> S) {
     first.put(b"m1", b"1").unwrap();
     second.put(b"m2", b"2").unwrap();
     first.commit().unwrap();
-    assert_code(second.commit(), "store.concurrent_transaction");
+    assert_code(second.commit(), codes::CONCURRENT_TRANSACTION);
 
     // Disjoint scans plus a shared read of `c`, writing `a` and `b`: both commit.
     let first = store.transaction().unwrap();

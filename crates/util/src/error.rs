@@ -1,5 +1,7 @@
 //! Errors of the util layer.
 
+use syncbase_error_code::util as codes;
+
 /// The result type of util operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -43,10 +45,10 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::Store(error) => error.code(),
-            Error::Decode { .. } => "util.decode",
-            Error::Encode(_) => "util.encode",
-            Error::MalformedKey(_) => "util.malformed_key",
-            Error::ClockDrift { .. } => "util.clock_drift",
+            Error::Decode { .. } => codes::DECODE,
+            Error::Encode(_) => codes::ENCODE,
+            Error::MalformedKey(_) => codes::MALFORMED_KEY,
+            Error::ClockDrift { .. } => codes::CLOCK_DRIFT,
         }
     }
 }

@@ -262,3 +262,30 @@ fn a_layout_1_root_is_migrated_and_an_interrupted_migration_is_finished() {
         .collect();
     assert_eq!(left, vec!["FORMAT"]);
 }
+
+#[test]
+fn every_util_error_has_its_own_registered_code() {
+    let errors = [
+        syncbase_util::Error::Decode {
+            key: String::new(),
+            message: String::new(),
+        },
+        syncbase_util::Error::Encode(String::new()),
+        syncbase_util::Error::MalformedKey(String::new()),
+        syncbase_util::Error::ClockDrift {
+            remote_ns: 2,
+            local_ns: 1,
+            drift_max_ns: 0,
+        },
+    ];
+    let mut seen = std::collections::BTreeSet::new();
+    for error in &errors {
+        let entry = syncbase_error_code::lookup(error.code())
+            .unwrap_or_else(|| panic!("{} is not registered", error.code()));
+        assert_eq!(entry.layer, "util");
+        assert!(seen.insert(error.code()), "{} maps twice", error.code());
+    }
+    // Errors from the store pass through with the store's code.
+    let store = syncbase_util::Error::Store(syncbase_store::Error::StoreClosed);
+    assert_eq!(store.code(), syncbase_error_code::store::CLOSED);
+}

@@ -254,16 +254,7 @@ struct AclSet {
 }
 
 /// Stable codes of failures `sb` finds itself (the service's codes pass through).
-mod local_codes {
-    /// A file named on the command line cannot be read or written.
-    pub const LOCAL_FILE: &str = "sb.local_file";
-    /// `identity new` or `identity bless` would overwrite an identity.
-    pub const IDENTITY_EXISTS: &str = "sb.identity_exists";
-    /// Standard output cannot be written.
-    pub const OUTPUT: &str = "sb.output";
-    /// `sb` cannot start (no async runtime).
-    pub const START: &str = "sb.start";
-}
+use syncbase_error_code::sb as local_codes;
 
 /// Why `sb` stopped, and its exit code.
 enum Failure {
