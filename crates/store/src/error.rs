@@ -101,8 +101,43 @@ impl Error {
         }
     }
 
-    /// Whether the caller can act on this error (retry, fix its input) rather than it meaning
-    /// the store itself is unusable.
+    /// An equal error (same variant, code and message), for the committers of a group that
+    /// share one failed engine write. An I/O error keeps its kind and message (not its OS code).
+    pub(crate) fn duplicate(&self) -> Error {
+        match self {
+            Error::ConcurrentTransaction => Error::ConcurrentTransaction,
+            Error::StoreClosed => Error::StoreClosed,
+            Error::SnapshotAborted => Error::SnapshotAborted,
+            Error::TransactionCommitted => Error::TransactionCommitted,
+            Error::TransactionAborted => Error::TransactionAborted,
+            Error::StreamCanceled => Error::StreamCanceled,
+            Error::ReservedKey(what) => Error::ReservedKey(what.clone()),
+            Error::KeyTooLarge { bytes, bytes_max } => Error::KeyTooLarge {
+                bytes: *bytes,
+                bytes_max: *bytes_max,
+            },
+            Error::ValueTooLarge { bytes, bytes_max } => Error::ValueTooLarge {
+                bytes: *bytes,
+                bytes_max: *bytes_max,
+            },
+            Error::Misuse(what) => Error::Misuse(what.clone()),
+            Error::NotManaged(what) => Error::NotManaged(what.clone()),
+            Error::MixedScan(what) => Error::MixedScan(what.clone()),
+            Error::FormatTooNew { found, supported } => Error::FormatTooNew {
+                found: *found,
+                supported: *supported,
+            },
+            Error::Corrupt(what) => Error::Corrupt(what.clone()),
+            Error::Io(error) => Error::Io(std::io::Error::new(error.kind(), error.to_string())),
+            Error::Engine(what) => Error::Engine(what.clone()),
+        }
+    }
+
+    /// True when the store itself is in trouble and retrying the same call will not help: data
+    /// on disk is corrupt or of a newer format, the operating system refused I/O, or the
+    /// engine failed. False for errors the caller can act on: a concurrent transaction (retry),
+    /// a closed store or finished transaction or stream, a key or value too large, a reserved
+    /// or unmanaged key, misuse.
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,

@@ -440,10 +440,9 @@ impl<E: Engine> Shared<E> {
             self.disk_syncs.fetch_add(1, Ordering::Relaxed);
         }
         if let Err(error) = result {
-            let message = error.to_string();
-            let mut first = Some(error);
+            // Every committer of the group learns the same thing happened.
             for (slot, _) in accepted {
-                slot.set(Err(first.take().unwrap_or(Error::Engine(message.clone()))));
+                slot.set(Err(error.duplicate()));
             }
             return;
         }
@@ -875,6 +874,8 @@ mod tests {
         gate: Mutex<Option<bool>>,
         blocked: AtomicBool,
         opened: Condvar,
+        /// Writes fail (a full disk) once past the gate.
+        fail_writes: AtomicBool,
     }
 
     impl Engine for GateEngine {
@@ -894,6 +895,12 @@ mod tests {
                 *gate = None;
             }
             drop(gate);
+            if self.fail_writes.load(Ordering::SeqCst) {
+                return Err(Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    "no space left on the test's disk",
+                )));
+            }
             self.inner.apply(ops, durability)
         }
 
@@ -913,10 +920,41 @@ mod tests {
         store.engine().opened.notify_all();
     }
 
+    /// Waits until `condition` holds, failing the test after about a minute (counted in
+    /// naps: tests read no clock).
     fn wait_for(condition: impl Fn() -> bool) {
-        while !condition() {
-            std::thread::yield_now();
+        for _ in 0..60_000 {
+            if condition() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
+        panic!("the condition never held");
+    }
+
+    #[test]
+    fn every_committer_of_a_failed_group_gets_the_engines_error() {
+        let store = gated_store();
+        std::thread::scope(|scope| {
+            let leader = scope.spawn(|| store.put(b"leader", b"v"));
+            wait_for(|| store.engine().blocked.load(Ordering::SeqCst));
+            // Both queue behind the blocked leader and commit as one group.
+            let one = scope.spawn(|| store.put(b"one", b"v"));
+            let two = scope.spawn(|| store.put(b"two", b"v"));
+            wait_for(|| store.shared.queue.lock().pending.len() == 2);
+            store.engine().fail_writes.store(true, Ordering::SeqCst);
+            open_gate(&store);
+            for result in [leader.join(), one.join(), two.join()] {
+                match result.unwrap() {
+                    Err(Error::Io(error)) => {
+                        assert_eq!(error.kind(), std::io::ErrorKind::StorageFull);
+                        assert_eq!(error.to_string(), "no space left on the test's disk");
+                    }
+                    other => panic!("expected the engine's I/O error, got {other:?}"),
+                }
+            }
+        });
+        assert_eq!(store.get(b"one").unwrap(), None);
     }
 
     #[test]
