@@ -85,6 +85,9 @@ pub struct Service {
 #[derive(Default)]
 struct OpenDatabases {
     by_path: BTreeMap<DatabasePath, OpenDatabase>,
+    /// Gates serializing the slow work on one path (opening its store, destroying it), held
+    /// without the map's lock; an entry lives while someone holds or waits for its gate.
+    gates: BTreeMap<DatabasePath, Arc<Mutex<()>>>,
     ticks: u64,
 }
 
@@ -98,6 +101,30 @@ impl OpenDatabases {
     fn tick(&mut self) -> u64 {
         self.ticks += 1;
         self.ticks
+    }
+
+    /// The open database at `path` if it is the incarnation `id`, marked used.
+    fn get_used(&mut self, path: &DatabasePath, id: u64) -> Option<Arc<Database>> {
+        let now = self.tick();
+        let entry = self.by_path.get_mut(path).filter(|entry| entry.id == id)?;
+        entry.last_used = now;
+        Some(entry.database.clone())
+    }
+
+    fn gate(&mut self, path: &DatabasePath) -> Arc<Mutex<()>> {
+        self.gates.entry(path.clone()).or_default().clone()
+    }
+
+    /// Forgets `path`'s gate once nobody but the map and `gate` (about to be dropped) holds it.
+    fn release_gate(&mut self, path: &DatabasePath, gate: Arc<Mutex<()>>) {
+        drop(gate);
+        if self
+            .gates
+            .get(path)
+            .is_some_and(|gate| Arc::strong_count(gate) == 1)
+        {
+            self.gates.remove(path);
+        }
     }
 }
 
@@ -254,8 +281,9 @@ impl Service {
 
     /// Closes every open database, the service store and the set holding them.
     pub fn close(&self) -> Result<()> {
-        for (_, open) in std::mem::take(&mut self.databases.lock().by_path) {
-            open.database.close()?;
+        let open = std::mem::take(&mut self.databases.lock().by_path);
+        for (_, entry) in open {
+            entry.database.close()?;
         }
         self.store.close()?;
         Ok(self.layout.close()?)
@@ -278,45 +306,87 @@ impl Service {
         self.open_database(&Walk::new(caller), path, Need::Tag(tag))
     }
 
+    /// The database at `path` (the walk must hold `need` on it), opened once per incarnation.
+    /// The map's lock is held only to look up and insert: opening the store (which may write)
+    /// happens under the path's gate, so a slow open or destroy parks only calls to that path.
     fn open_database(
         &self,
         walk: &Walk<'_>,
         path: &DatabasePath,
         need: Need,
     ) -> Result<Arc<Database>> {
-        // Read the record under the lock `forget_database` holds while destroying files, so a
-        // database destroyed meanwhile is not reopened (its directory recreated) from a stale read.
-        let mut open = self.databases.lock();
         let info = read_database(self.store.as_ref(), walk, path, need)?;
-        let now = open.tick();
-        if let Some(entry) = open.by_path.get_mut(path)
-            && entry.id == info.id
-        {
-            entry.last_used = now;
-            return Ok(entry.database.clone());
-        }
-        let store = self.layout.database_store(info.id)?;
-        let database = Arc::new(Database::open(path.clone(), store, &self.options)?);
-        let entry = OpenDatabase {
-            id: info.id,
-            database: database.clone(),
-            last_used: now,
+        let gate = {
+            let mut open = self.databases.lock();
+            if let Some(database) = open.get_used(path, info.id) {
+                return Ok(database);
+            }
+            open.gate(path)
         };
-        if let Some(stale) = open.by_path.insert(path.clone(), entry) {
-            // Another id at this path: the stale database was destroyed.
-            stale.database.mark_destroyed();
-            stale.database.close()?;
+        let opened = self.open_gated(&gate, walk, path, need, info.id);
+        let (stale, idle) = {
+            let mut open = self.databases.lock();
+            open.release_gate(path, gate);
+            match &opened {
+                Ok((_, stale)) => {
+                    let idle = if open.by_path.len() > self.options.idle_databases_max {
+                        self.close_idle(&mut open)
+                    } else {
+                        Vec::new()
+                    };
+                    (stale.clone(), idle)
+                }
+                Err(_) => (None, Vec::new()),
+            }
+        };
+        drop(idle);
+        if let Some(stale) = stale {
+            // Another id was open at this path: that database was destroyed.
+            stale.mark_destroyed();
+            stale.close()?;
         }
-        if open.by_path.len() > self.options.idle_databases_max {
-            self.close_idle(&mut open);
+        opened.map(|(database, _)| database)
+    }
+
+    /// Opens incarnation `id` of `path` under its gate, unless another call did meanwhile;
+    /// returns it and the stale incarnation it replaced in the map, if any.
+    fn open_gated(
+        &self,
+        gate: &Mutex<()>,
+        walk: &Walk<'_>,
+        path: &DatabasePath,
+        need: Need,
+        id: u64,
+    ) -> Result<(Arc<Database>, Option<Arc<Database>>)> {
+        let _gate = gate.lock();
+        if let Some(database) = self.databases.lock().get_used(path, id) {
+            return Ok((database, None));
         }
-        Ok(database)
+        // Read again under the gate `forget_database` holds while destroying: a database
+        // destroyed since the first read is not reopened (its store recreated).
+        let info = read_database(self.store.as_ref(), walk, path, need)?;
+        if info.id != id {
+            return Err(Error::no_exist(database_what(path)));
+        }
+        let store = self.layout.database_store(id)?;
+        let database = Arc::new(Database::open(path.clone(), store, &self.options)?);
+        let mut open = self.databases.lock();
+        let now = open.tick();
+        let stale = open.by_path.insert(
+            path.clone(),
+            OpenDatabase {
+                id,
+                database: database.clone(),
+                last_used: now,
+            },
+        );
+        Ok((database, stale.map(|entry| entry.database)))
     }
 
     /// Closes the least recently used idle databases, down to nine tenths of
     /// [`ServiceOptions::idle_databases_max`] (so the scan runs once per many opens). A database
     /// is idle when only this map holds it (no call, watch or stream) and it has no batch.
-    fn close_idle(&self, open: &mut OpenDatabases) {
+    fn close_idle(&self, open: &mut OpenDatabases) -> Vec<Arc<Database>> {
         let target = self.options.idle_databases_max - self.options.idle_databases_max / 10;
         let mut idle: Vec<(u64, DatabasePath)> = open
             .by_path
@@ -334,11 +404,14 @@ impl Service {
             .collect();
         idle.sort_unstable();
         let excess = open.by_path.len().saturating_sub(target);
-        for (_, path) in idle.into_iter().take(excess) {
-            // Not closed: a stream read from it may still hold its snapshot. Its store is
-            // released when the last such reader lets go, and reopened on the next call.
-            open.by_path.remove(&path);
-        }
+        // Not closed: a stream read from one may still hold its snapshot. Each store is
+        // released when its last reader lets go (dropped by the caller, outside the map's
+        // lock), and reopened on the next call.
+        idle.into_iter()
+            .take(excess)
+            .filter_map(|(_, path)| open.by_path.remove(&path))
+            .map(|entry| entry.database)
+            .collect()
     }
 
     /// The databases open now, in path order.
@@ -504,16 +577,32 @@ impl Service {
         self.forget_database(path, id)
     }
 
+    /// Closes incarnation `id` of `path` if open and destroys its store, under the path's gate
+    /// (not the map's lock: a large destroy parks only calls to this path).
     fn forget_database(&self, path: &DatabasePath, id: u64) -> Result<()> {
-        let mut open = self.databases.lock();
-        // Only the incarnation being destroyed: the path may already name a new database.
-        if open.by_path.get(path).is_some_and(|entry| entry.id == id)
-            && let Some(entry) = open.by_path.remove(path)
-        {
-            entry.database.mark_destroyed();
-            entry.database.close()?;
-        }
-        Ok(self.layout.destroy_database(id)?)
+        let gate = self.databases.lock().gate(path);
+        let destroyed = {
+            let _gate = gate.lock();
+            let doomed = {
+                let mut open = self.databases.lock();
+                // Only the incarnation being destroyed: the path may already name a new one.
+                if open.by_path.get(path).is_some_and(|entry| entry.id == id) {
+                    open.by_path.remove(path)
+                } else {
+                    None
+                }
+            };
+            let closed = match doomed {
+                Some(entry) => {
+                    entry.database.mark_destroyed();
+                    entry.database.close()
+                }
+                None => Ok(()),
+            };
+            closed.and_then(|()| Ok(self.layout.destroy_database(id)?))
+        };
+        self.databases.lock().release_gate(path, gate);
+        destroyed
     }
 
     /// Whether the database exists and the caller may know it (any tag on it).

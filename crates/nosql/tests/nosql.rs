@@ -890,3 +890,129 @@ fn idle_databases_are_closed_past_the_cap_and_busy_or_kept_ones_stay_open() {
             .any(|path| path.database == "kept")
     );
 }
+
+/// A set whose `destroy` of one store blocks until released, as a large destroy on a slow disk.
+struct SlowDestroySet {
+    inner: syncbase_store::MemStoreSet,
+    slow: String,
+    /// (blocked, released)
+    state: parking_lot::Mutex<(bool, bool)>,
+    changed: parking_lot::Condvar,
+}
+
+impl syncbase_store::StoreSet for SlowDestroySet {
+    fn open(&self, name: &str) -> syncbase_store::Result<Arc<dyn syncbase_store::Store>> {
+        self.inner.open(name)
+    }
+
+    fn destroy(&self, name: &str) -> syncbase_store::Result<()> {
+        if name == self.slow {
+            let mut state = self.state.lock();
+            state.0 = true;
+            self.changed.notify_all();
+            while !state.1 {
+                self.changed.wait(&mut state);
+            }
+        }
+        self.inner.destroy(name)
+    }
+
+    fn names(&self) -> syncbase_store::Result<Vec<String>> {
+        self.inner.names()
+    }
+
+    fn close(&self) -> syncbase_store::Result<()> {
+        self.inner.close()
+    }
+}
+
+struct SlowDestroyOpener(Arc<SlowDestroySet>);
+
+impl syncbase_nosql::StoreSetOpener for SlowDestroyOpener {
+    fn open_set(
+        &self,
+        _dir: &std::path::Path,
+    ) -> syncbase_store::Result<Arc<dyn syncbase_store::StoreSet>> {
+        Ok(self.0.clone())
+    }
+
+    fn open_layout_1_store(
+        &self,
+        _dir: &std::path::Path,
+    ) -> syncbase_store::Result<Option<Arc<dyn syncbase_store::Store>>> {
+        Ok(None)
+    }
+}
+
+/// A destroy that takes long (its store's files are large) holds no lock other databases need:
+/// meanwhile another database opens, reads and writes.
+#[test]
+fn a_slow_destroy_parks_no_call_to_another_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = Arc::new(SlowDestroySet {
+        inner: syncbase_store::MemStoreSet::new(),
+        // The first database created gets id 1.
+        slow: "db_0000000000000001".into(),
+        state: parking_lot::Mutex::new((false, false)),
+        changed: parking_lot::Condvar::new(),
+    });
+    let service = Service::open(ServiceOptions {
+        root_dir: dir.path().to_path_buf(),
+        opener: Arc::new(SlowDestroyOpener(set.clone())),
+        owner_root: "alice".into(),
+        clock: Arc::new(ManualClock::new(1_000)),
+        rng: Arc::new(SeededRng::new(7)),
+        batch_idle_timeout_ns: syncbase_nosql::BATCH_IDLE_TIMEOUT_NS_DEFAULT,
+        idle_databases_max: syncbase_nosql::IDLE_DATABASES_MAX_DEFAULT,
+        keep_open: None,
+    })
+    .unwrap();
+    let alice = alice();
+    service.create_app(&alice, "notes", None).unwrap();
+    let path = |name: &str| DatabasePath {
+        app: "notes".into(),
+        database: name.into(),
+    };
+    service
+        .create_database(&alice, &path("doomed"), None)
+        .unwrap();
+    let doomed = service.database(&alice, &path("doomed")).unwrap();
+    doomed.create_collection(&alice, "c", None).unwrap();
+    drop(doomed);
+    // The other database is not open when the destroy starts: opening it must not wait.
+    service
+        .create_database(&alice, &path("other"), None)
+        .unwrap();
+    std::thread::scope(|scope| {
+        let destroying = scope.spawn(|| service.destroy_database(&alice, &path("doomed")));
+        {
+            let mut state = set.state.lock();
+            while !state.0 {
+                set.changed.wait(&mut state);
+            }
+        }
+        let (done, finished) = std::sync::mpsc::channel();
+        let (service, alice) = (&service, &alice);
+        scope.spawn(move || {
+            let database = service.database(alice, &path("other")).unwrap();
+            database.create_collection(alice, "c", None).unwrap();
+            database.put(alice, "c", "k", b"v", None).unwrap();
+            let value = database.get(alice, "c", "k", None).unwrap();
+            done.send(value).unwrap();
+        });
+        let value = finished.recv_timeout(Duration::from_secs(60));
+        // Released before judging, so a failing run ends instead of hanging.
+        {
+            let mut state = set.state.lock();
+            state.1 = true;
+            set.changed.notify_all();
+        }
+        let value = value.expect("a call to another database waited for the destroy");
+        assert_eq!(value, b"v");
+        destroying.join().unwrap().unwrap();
+    });
+    assert_eq!(
+        service.list_databases(&alice, "notes").unwrap(),
+        vec!["other"]
+    );
+}
