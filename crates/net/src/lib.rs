@@ -29,5 +29,6 @@ pub use identity::{
     key_hex, verify_chain, verify_signature,
 };
 pub use rpc::{
-    CALLS_PER_CONNECTION_MAX, Connection, ConnectionOptions, Frame, HandlerFactory, connect,
+    CALLS_PER_CONNECTION_MAX, Connection, ConnectionOptions, Frame, HandlerFactory,
+    REFUSALS_UNWRITTEN_MAX, connect,
 };

@@ -5,7 +5,7 @@
 //! `Item`s, then `End`; `Cancel` stops a stream early. A malformed or unexpected frame closes
 //! this connection only.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -34,6 +34,11 @@ pub const STREAM_WINDOW_BYTES: usize = 4 * 1024 * 1024;
 
 /// Calls a peer may have running on one connection at once.
 pub const CALLS_PER_CONNECTION_MAX: usize = 256;
+
+/// Refusals (of calls past [`CALLS_PER_CONNECTION_MAX`]) that may wait to be written: a peer
+/// that keeps calling past the limit while not reading its refusals has its connection closed
+/// once this many wait. Each waiting refusal is one call id, so the bound costs 32 KiB at most.
+pub const REFUSALS_UNWRITTEN_MAX: usize = 16 * CALLS_PER_CONNECTION_MAX;
 
 /// One message of the call protocol.
 #[derive(Debug, Serialize, Deserialize)]
@@ -166,6 +171,89 @@ struct Outbound {
 /// Frames queued for the writer before senders wait.
 const OUTGOING_FRAMES_MAX: usize = 256;
 
+/// Control frames (credits, cancels and refusals) waiting for the writer, which sends them
+/// before any response. They are queued without waiting for room, by the reader (which must
+/// never wait for a consumer: two peers each waiting to write while neither reads would
+/// deadlock) and by consumers taking responses, and yet each kind is bounded: credits are
+/// coalesced per stream, a cancel is queued at most once per call of ours, and refusals stop at
+/// [`REFUSALS_UNWRITTEN_MAX`].
+#[derive(Default)]
+struct Control {
+    frames: Mutex<ControlFrames>,
+    /// Fired when a frame is queued, to wake the writer.
+    queued: Notify,
+}
+
+/// The control frames waiting, by kind.
+#[derive(Default)]
+struct ControlFrames {
+    /// Messages and bytes to grant, per stream of ours.
+    credits: BTreeMap<u64, (u32, u64)>,
+    /// Streams of ours to stop.
+    cancels: VecDeque<u64>,
+    /// The peer's calls refused for running past the limit.
+    refusals: VecDeque<u64>,
+}
+
+impl Control {
+    /// Grants the peer `messages` more responses of `bytes` on stream `id`, added to any grant
+    /// not yet written.
+    fn credit(&self, id: u64, messages: u32, bytes: u64) {
+        let mut frames = self.frames.lock();
+        let credit = frames.credits.entry(id).or_default();
+        credit.0 = credit.0.saturating_add(messages);
+        credit.1 = credit.1.saturating_add(bytes);
+        drop(frames);
+        self.queued.notify_one();
+    }
+
+    /// Asks the peer to stop stream `id` (any grant for it not yet written is moot).
+    fn cancel(&self, id: u64) {
+        let mut frames = self.frames.lock();
+        frames.credits.remove(&id);
+        frames.cancels.push_back(id);
+        drop(frames);
+        self.queued.notify_one();
+    }
+
+    /// Refuses the peer's call `id`; false when [`REFUSALS_UNWRITTEN_MAX`] refusals already
+    /// wait, as they do for a peer that floods calls and reads nothing.
+    fn refuse(&self, id: u64) -> bool {
+        let mut frames = self.frames.lock();
+        if frames.refusals.len() >= REFUSALS_UNWRITTEN_MAX {
+            return false;
+        }
+        frames.refusals.push_back(id);
+        drop(frames);
+        self.queued.notify_one();
+        true
+    }
+
+    /// The next control frame to write: credits first, so flow never waits on refusals.
+    fn next(&self) -> Option<Frame> {
+        let mut frames = self.frames.lock();
+        if let Some((id, (messages, bytes))) = frames.credits.pop_first() {
+            return Some(Frame::Credit {
+                id,
+                messages,
+                bytes,
+            });
+        }
+        if let Some(id) = frames.cancels.pop_front() {
+            return Some(Frame::Cancel { id });
+        }
+        let id = frames.refusals.pop_front()?;
+        let error = WireError::new(
+            codes::BAD_MESSAGE,
+            format!("more than {CALLS_PER_CONNECTION_MAX} calls at once"),
+        );
+        Some(Frame::Only {
+            id,
+            item: Err(error),
+        })
+    }
+}
+
 /// Encodes a frame; frames built here always encode (postcard fails only on unsupported
 /// types), so a failure is reported as a protocol error rather than trusted blindly.
 fn encode_frame(frame: &Frame) -> Result<Vec<u8>> {
@@ -230,21 +318,6 @@ fn encode_response(frame: &Frame, bytes_hint: usize) -> Option<Vec<u8>> {
     }
 }
 
-impl Outgoing {
-    /// Queues a frame without waiting: the frame comes back when the queue is full (it is
-    /// dropped when the connection can no longer be written).
-    fn try_send(&self, frame: Frame) -> Option<Frame> {
-        let bytes = encode_frame(&frame).ok()?;
-        match self.queue.try_send(Outbound {
-            bytes,
-            _lease: Lease::default(),
-        }) {
-            Err(mpsc::error::TrySendError::Full(_)) => Some(frame),
-            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => None,
-        }
-    }
-}
-
 impl Frame {
     /// The call a frame belongs to.
     fn id(&self) -> Option<u64> {
@@ -259,24 +332,44 @@ impl Frame {
     }
 }
 
-/// Writes queued frames until the queue closes, the connection fails, or `stop` fires;
-/// a failure wakes `failed`, so the reader tears the connection down.
+/// Writes control frames and queued frames (control frames first) until the queue closes, the
+/// connection fails, or `stop` fires; a failure wakes `failed`, so the reader tears the
+/// connection down. A write the peer does not take is abandoned when `stop` fires, so a torn
+/// down connection is released even if its peer never reads again.
 async fn write_frames<T>(
     mut writer: ChannelWriter<T>,
     mut frames: mpsc::Receiver<Outbound>,
+    control: Arc<Control>,
     failed: Arc<Notify>,
     stop: Arc<Notify>,
 ) where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     loop {
-        let frame = tokio::select! {
-            frame = frames.recv() => frame,
-            () = stop.notified() => None,
+        let frame = match control.next() {
+            Some(frame) => match encode_frame(&frame) {
+                Ok(bytes) => Some(Outbound {
+                    bytes,
+                    _lease: Lease::default(),
+                }),
+                Err(_) => continue,
+            },
+            // A frame queued after `next` looked leaves a permit, so `queued` still fires.
+            None => tokio::select! {
+                biased;
+                () = stop.notified() => None,
+                () = control.queued.notified() => continue,
+                frame = frames.recv() => frame,
+            },
         };
         let Some(frame) = frame else { break };
         // The frame (and its lease) is dropped once written: its bytes are the kernel's now.
-        if writer.send(&frame.bytes).await.is_err() {
+        let written = tokio::select! {
+            written = writer.send(&frame.bytes) => written,
+            // Half a message may be on the wire: the channel is dropped, not closed.
+            () = stop.notified() => return,
+        };
+        if written.is_err() {
             failed.notify_one();
             break;
         }
@@ -286,6 +379,8 @@ async fn write_frames<T>(
 
 struct Shared {
     outgoing: Arc<Outgoing>,
+    /// Credits, cancels and refusals, written by the writer before other frames.
+    control: Arc<Control>,
     /// Fired by the writer when writing failed.
     write_failed: Arc<Notify>,
     /// Fired by the reader when the connection is torn down.
@@ -352,14 +447,17 @@ impl Connection {
         let (queue, frames) = mpsc::channel(OUTGOING_FRAMES_MAX);
         let write_failed = Arc::new(Notify::new());
         let stop_writer = Arc::new(Notify::new());
+        let control = Arc::new(Control::default());
         tokio::spawn(write_frames(
             channel.writer,
             frames,
+            control.clone(),
             write_failed.clone(),
             stop_writer.clone(),
         ));
         let shared = Arc::new(Shared {
             outgoing: Arc::new(Outgoing { queue }),
+            control,
             write_failed,
             stop_writer,
             pending: Mutex::new(HashMap::new()),
@@ -460,7 +558,7 @@ impl Handler for Connection {
         match first.await {
             Ok(Ok(())) => {
                 let mut responses = responses;
-                responses.on_taken(credit_granter(id, self.shared.outgoing.clone()));
+                responses.on_taken(credit_granter(id, self.shared.control.clone()));
                 let shared = self.shared.clone();
                 // An open stream keeps its connection open, even with no `Connection` left.
                 let handle = self.handle.clone();
@@ -468,7 +566,7 @@ impl Handler for Connection {
                     let _handle = handle;
                     // Dropped before its end: stop the peer (it may be waiting for credit).
                     if shared.pending.lock().remove(&id).is_some() {
-                        send_control(&shared.outgoing, Frame::Cancel { id });
+                        shared.control.cancel(id);
                     }
                 }));
                 Ok(responses)
@@ -552,17 +650,13 @@ async fn read_frames<T>(
                     break format!("call id {id} reused while running");
                 }
                 if serving.len() >= CALLS_PER_CONNECTION_MAX {
-                    let error = WireError::new(
-                        codes::BAD_MESSAGE,
-                        format!("more than {CALLS_PER_CONNECTION_MAX} calls at once"),
-                    );
-                    send_control(
-                        &shared.outgoing,
-                        Frame::Only {
-                            id,
-                            item: Err(error),
-                        },
-                    );
+                    if !shared.control.refuse(id) {
+                        break format!(
+                            "the peer kept calling past the limit of {CALLS_PER_CONNECTION_MAX} \
+                             calls at once without reading the refusals \
+                             ({REFUSALS_UNWRITTEN_MAX} refusals waiting)"
+                        );
+                    }
                     continue;
                 }
                 let window = Arc::new(StreamWindow::new());
@@ -625,7 +719,7 @@ async fn read_frames<T>(
 
 /// A hook that grants the peer more of stream `id` as the caller takes responses, about half a
 /// window (of messages or of bytes) at a time.
-fn credit_granter(id: u64, outgoing: Arc<Outgoing>) -> Box<dyn FnMut(usize) + Send> {
+fn credit_granter(id: u64, control: Arc<Control>) -> Box<dyn FnMut(usize) + Send> {
     let (mut messages, mut bytes) = (0u32, 0usize);
     Box::new(move |size| {
         messages += 1;
@@ -633,27 +727,9 @@ fn credit_granter(id: u64, outgoing: Arc<Outgoing>) -> Box<dyn FnMut(usize) + Se
         if messages < STREAM_WINDOW_MESSAGES / 2 && bytes < STREAM_WINDOW_BYTES / 2 {
             return;
         }
-        send_control(
-            &outgoing,
-            Frame::Credit {
-                id,
-                messages,
-                bytes: bytes as u64,
-            },
-        );
+        control.credit(id, messages, bytes as u64);
         (messages, bytes) = (0, 0);
     })
-}
-
-/// Sends a control frame without making the reader wait for room in the outgoing queue (two
-/// peers each waiting to write while neither reads would deadlock).
-fn send_control(outgoing: &Arc<Outgoing>, frame: Frame) {
-    if let Some(frame) = outgoing.try_send(frame)
-        && let Ok(runtime) = tokio::runtime::Handle::try_current()
-    {
-        let outgoing = outgoing.clone();
-        runtime.spawn(async move { outgoing.send(frame).await });
-    }
 }
 
 /// Ends call `id`: its stream ends (and a call that had no response returns an empty stream).
@@ -701,7 +777,7 @@ async fn deliver(
     if stream.is_closed() {
         // The caller dropped the stream: tell the peer to stop.
         shared.pending.lock().remove(&id);
-        send_control(&shared.outgoing, Frame::Cancel { id });
+        shared.control.cancel(id);
         return true;
     }
     false

@@ -767,3 +767,105 @@ fn every_net_error_has_its_own_registered_code() {
     let remote = NetError::Remote(WireError::new(codes::NO_EXIST, "gone"));
     assert_eq!(remote.code(), codes::NO_EXIST);
 }
+
+/// Calls a flooding peer sends at most, so the test ends even if nothing stops the flood.
+const FLOOD_CALLS: u64 = 100_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_flooding_calls_past_the_limit_without_reading_is_closed_with_a_reason() {
+    let (alice, bob) = pair();
+    let (left, right) = tokio::io::duplex(1 << 16);
+    let (client, server) =
+        tokio::join!(handshake(left, &alice, true), handshake(right, &bob, false));
+    // Calls that never finish, so every call past the limit is refused.
+    let server = Connection::start(server.unwrap(), Some(Arc::new(SilentFactory)));
+    let syncbase_net::Channel {
+        mut writer,
+        reader: _unread,
+        ..
+    } = client.unwrap();
+    // The flooder calls and calls and never reads a refusal (nor anything else).
+    let flood = tokio::spawn(async move {
+        for id in 1..=FLOOD_CALLS {
+            let call = syncbase_net::Frame::Call {
+                id,
+                request: watch_request(),
+            };
+            if writer
+                .send(&postcard::to_stdvec(&call).unwrap())
+                .await
+                .is_err()
+            {
+                return id - 1;
+            }
+        }
+        FLOOD_CALLS
+    });
+    // Without a bound the daemon reads every call, holding a refusal (and, before the bound, a
+    // task) for each; with it, the connection closes after a bounded number and the flooder's
+    // next write fails.
+    let sent = tokio::time::timeout(std::time::Duration::from_secs(60), flood)
+        .await
+        .expect("the flooder hung")
+        .unwrap();
+    assert!(sent < FLOOD_CALLS / 4, "the daemon took {sent} calls");
+    assert!(
+        sent > (syncbase_net::CALLS_PER_CONNECTION_MAX + syncbase_net::REFUSALS_UNWRITTEN_MAX)
+            as u64,
+        "closed after only {sent} calls"
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(60), server.closed())
+        .await
+        .expect("a flooded connection must close");
+    let reason = server.closed_reason().unwrap();
+    assert!(
+        reason.contains("kept calling past the limit")
+            && reason.contains("without reading the refusals"),
+        "{reason}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_past_the_limit_are_refused_but_a_peer_that_reads_keeps_its_connection() {
+    let (client, server) =
+        connected_with(ConnectionOptions::default(), Arc::new(SilentFactory)).await;
+    let mut running = Vec::new();
+    for _ in 0..syncbase_net::CALLS_PER_CONNECTION_MAX {
+        running.push(client.call(watch_request()).await.unwrap());
+    }
+    // Many calls past the limit at once (fewer than may wait unwritten, so however the tasks
+    // run, the refusals cannot pile up to the bound): each is refused, and nothing closes.
+    let extra = syncbase_net::REFUSALS_UNWRITTEN_MAX / 2;
+    let refused = futures_join_all((0..extra).map(|_| {
+        let client = client.clone();
+        async move { client.call(watch_request()).await.err() }
+    }));
+    let refused = tokio::time::timeout(std::time::Duration::from_secs(60), refused)
+        .await
+        .expect("refusals never arrived");
+    for error in refused {
+        let error = error.expect("a call past the limit must be refused");
+        assert_eq!(error.code, codes::BAD_MESSAGE, "{error}");
+        assert!(error.message.contains("calls at once"), "{error}");
+    }
+    assert!(server.closed_reason().is_none());
+    // Cancels still flow: a dropped stream makes room for a new call.
+    drop(running.pop());
+    let value = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        loop {
+            match client.call(get(3)).await {
+                Ok(responses) => break responses.one().await.unwrap(),
+                // The cancel may not have reached the server yet.
+                Err(error) if error.message.contains("calls at once") => {
+                    tokio::task::yield_now().await
+                }
+                Err(error) => panic!("{error}"),
+            }
+        }
+    })
+    .await
+    .expect("a cancelled call never made room");
+    assert_eq!(value, Response::Done);
+    assert!(server.closed_reason().is_none());
+    assert!(client.closed_reason().is_none());
+}
