@@ -1,5 +1,8 @@
 //! Real `syncbased` processes on loopback, driven by `sb` and by the client library.
 
+// End-to-end tests wait on real time, as hang guards and for real daemons.
+#![allow(clippy::disallowed_methods)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};

@@ -131,6 +131,7 @@ where
 /// Like [`handshake`], and once the peer is authenticated, `admit` decides whether to accept
 /// it (a daemon's per-principal connection cap, say): its error is the reason the peer is told.
 /// What `admit` returns (a slot that frees when dropped, say) comes back with the channel.
+#[allow(clippy::disallowed_methods)] // the handshake's deadline is the transport's own timer.
 pub async fn handshake_admitting<T, G>(
     io: T,
     identity: &Identity,
@@ -210,6 +211,7 @@ where
     Ok(channel)
 }
 
+#[allow(clippy::disallowed_methods)] // the handshake's deadline is the transport's own timer.
 async fn handshake_inner<T, G>(
     io: T,
     presenting: Presenting<'_>,

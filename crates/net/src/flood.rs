@@ -3,6 +3,9 @@
 //! daemon closes them, and churners that connect, hold a connection a random 0–20 ms and drop it.
 //! One place, so the end-to-end test and `cargo xtask bench flood` apply the same flood.
 
+// The flood tool (tests and benchmarks only) paces itself on real time and seeds from the OS.
+#![allow(clippy::disallowed_methods)]
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -103,6 +103,7 @@ pub struct Identity {
     trusted_roots: Vec<TrustedRoot>,
 }
 
+#[allow(clippy::disallowed_methods)] // a new identity's key comes from the operating system's randomness.
 fn random_key() -> Result<SigningKey> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed)

@@ -591,6 +591,7 @@ where
     (reader, received)
 }
 
+#[allow(clippy::disallowed_methods)] // the idle timeout is the transport's own timer.
 async fn read_frames<T>(
     reader: ChannelReader<T>,
     shared: Arc<Shared>,

@@ -1,5 +1,8 @@
 //! Identities, the authenticated channel, and calls over it.
 
+// Transport tests use tokio's clock for deadlines and idle timeouts.
+#![allow(clippy::disallowed_methods)]
+
 use std::sync::Arc;
 
 use proptest::prelude::*;

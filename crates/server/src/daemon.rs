@@ -624,6 +624,7 @@ impl Daemon {
     }
 
     /// Accepts and serves connections until `shutdown` completes, then closes the service.
+    #[allow(clippy::disallowed_methods)] // the daemon's accept loop backs off on tokio's clock.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {

@@ -1,6 +1,9 @@
 //! The service behind the dispatcher: the permission table over every call, the in-process
 //! handler's streams, and what survives a restart on the persistent engine.
 
+// Tests bound waits on real time as hang guards.
+#![allow(clippy::disallowed_methods)]
+
 use std::sync::Arc;
 
 use syncbase_nosql::{Caller, Service, ServiceOptions};

@@ -1,6 +1,9 @@
 //! The persistent engine (fjall): the conformance suite (relaxed durability, plain and watchable),
 //! persistence across reopen, format checks, group commit, and the kill -9 crash test.
 
+// The crash test bounds waits on real time.
+#![allow(clippy::disallowed_methods)]
+
 use std::path::Path;
 use std::sync::{Arc, Barrier};
 

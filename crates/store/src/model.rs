@@ -13,6 +13,13 @@ pub type KeyValue = (Vec<u8>, Vec<u8>);
 /// Extra writes computed at commit time, in commit order, and written in the same atomic engine
 /// write as the transaction. The watchable layer uses this to append its log entry with a
 /// sequence number and timestamp that follow commit order.
+///
+/// A hook runs under the transaction layer's conflict lock, which every new transaction and
+/// every commit of the store also takes: while it runs, the whole store waits. Keep hooks to
+/// bookkeeping computed from what is in hand (numbering, stamping, encoding); no reads of other
+/// stores, no I/O, no waiting. Work that takes time (sync's processing of a commit, for one)
+/// follows the watch log after the commit instead. A hook that calls back into its store gets
+/// [`Error::Misuse`], and one that panics fails only its own commit.
 pub type CommitHook = Box<dyn FnOnce() -> Result<Vec<WriteOp>> + Send>;
 
 /// One mutation in an atomic engine write.

@@ -161,6 +161,7 @@ pub fn snapshot_isolation<S: Store>(open: &dyn Fn() -> S) {
 
 /// Scans return keys in order within `[start, limit)`, across many engine chunks; cancel stops
 /// a stream with a canceled error.
+#[allow(clippy::disallowed_methods)] // a conformance check cancels a stream from another thread.
 pub fn stream_order_and_cancel<S: Store>(open: &dyn Fn() -> S) {
     let store = open();
     let rng = SeededRng::new(7);

@@ -1,5 +1,8 @@
 //! Tests of `syncbase-store` (one binary): the conformance suite and the watchable layer.
 
+// Tests bound waits on real time.
+#![allow(clippy::disallowed_methods)]
+
 mod conformance;
 mod watchable;
 
