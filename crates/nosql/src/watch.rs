@@ -1,13 +1,15 @@
 //! Watch: a database's change feed from its watch log (mirrors Go
-//! `server/database_watch.go`), grouped by commit, filtered by collection Read permissions.
+//! `server/database_watch.go`), grouped by commit, filtered by collection Read permissions. The
+//! initial state is read lazily from the snapshot taken when the watch starts, a bounded batch
+//! at a time, so a watch's memory does not grow with the database.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use syncbase_store::{LogEntry, LogEvent, LogOp, StoreReader};
+use syncbase_store::{LogEntry, LogEvent, LogOp, Store, StoreReader, Stream, WatchableSnapshot};
 use syncbase_util::keys::{self, Prefix};
-use syncbase_wire::{Change, ChangeKind, WatchStart, codes};
+use syncbase_wire::{Change, ChangeKind, WatchStart, codes, limits};
 
 use crate::auth::Caller;
 use crate::database::{Database, decode_row_key};
@@ -16,17 +18,50 @@ use crate::error::{Error, Result};
 /// Log entries read per step.
 const ENTRIES_PER_READ: usize = 64;
 
+/// Rows in one batch of the initial state (the rows of one scan message).
+const INITIAL_ROWS_PER_BATCH_MAX: usize = limits::SCAN_ROWS_PER_MESSAGE_MAX;
+
+/// Bytes of collection names, keys and values in one batch of the initial state; a row that
+/// would take a batch past them starts the next batch (a larger row goes alone).
+const INITIAL_BYTES_PER_BATCH_MAX: usize = limits::STREAM_MESSAGE_BYTES_TARGET;
+
 /// A watch stream on one database. Each [`Watcher::next_batch`] returns one commit's changes
-/// that the caller may see.
+/// that the caller may see, except the initial state: one commit whose changes come in several
+/// bounded batches (see [`Watcher::commit_continues`]).
 pub struct Watcher {
     database: Arc<Database>,
     caller: Caller,
     next_seq: u64,
-    initial: Option<Vec<Change>>,
+    /// Boxed: a watch from now or from a marker carries none.
+    initial: Option<Box<InitialState>>,
+    /// Whether the batch last returned is followed by more changes of the same commit.
+    commit_continues: bool,
+}
+
+/// The part of the initial state not yet returned: the rows of the snapshot taken when the
+/// watch started, read in key order a batch at a time.
+struct InitialState {
+    /// The snapshot, held so the state stays consistent however slowly it is read.
+    snapshot: WatchableSnapshot<Arc<dyn Store>>,
+    /// The marker of every initial change: the snapshot's log position.
+    marker: String,
+    /// Where the rows still to return begin (inclusive): a scan is reopened there after an
+    /// error, so an error loses no row and a failing row keeps failing.
+    resume: Vec<u8>,
+    /// The end of the rows (exclusive).
+    limit: Vec<u8>,
+    /// The open scan, read up to `pending`; `None` before the first batch and after an error.
+    rows: Option<Stream>,
+    /// The first visible row of the next batch (its storage key is `resume`), found while
+    /// closing the previous batch.
+    pending: Option<Change>,
+    /// Whether the caller may read each collection met so far, as of the snapshot.
+    readable: HashMap<String, bool>,
 }
 
 impl Database {
-    /// Starts a watch (the service checked Read on the database).
+    /// Starts a watch (the service checked Read on the database). With the initial state, this
+    /// only takes the snapshot; its rows are read by the batches that return them.
     pub fn watch(self: &Arc<Self>, caller: &Caller, start: &WatchStart) -> Result<Watcher> {
         let store = self.store();
         let mut initial = None;
@@ -49,27 +84,15 @@ impl Database {
                 let snapshot = store.versioned_snapshot()?;
                 let position = snapshot.log_position()?;
                 let (start, limit) = keys::prefix_range(&Prefix::Row.as_key());
-                let mut readable = HashMap::new();
-                let mut changes = Vec::new();
-                for entry in snapshot.scan(&start, &limit)? {
-                    let (key, value) = entry?;
-                    let (collection, row) = decode_row_key(&key)?;
-                    let allowed = *readable
-                        .entry(collection.clone())
-                        .or_insert_with(|| self.can_read(&snapshot, caller, &collection));
-                    if allowed {
-                        changes.push(Change {
-                            marker: position.to_string(),
-                            collection,
-                            key: row,
-                            kind: ChangeKind::Put(value),
-                            from_sync: false,
-                        });
-                    }
-                }
-                if !changes.is_empty() {
-                    initial = Some(changes);
-                }
+                initial = Some(Box::new(InitialState {
+                    snapshot,
+                    marker: position.to_string(),
+                    resume: start,
+                    limit,
+                    rows: None,
+                    pending: None,
+                    readable: HashMap::new(),
+                }));
                 position + 1
             }
         };
@@ -78,15 +101,109 @@ impl Database {
             caller: caller.clone(),
             next_seq,
             initial,
+            commit_continues: false,
         })
     }
 }
 
+impl InitialState {
+    /// The next batch of visible rows (empty once none is left). A batch holds at most
+    /// [`INITIAL_ROWS_PER_BATCH_MAX`] rows and [`INITIAL_BYTES_PER_BATCH_MAX`] bytes (or one
+    /// larger row); when rows remain after it, `pending` holds the first of them.
+    fn read_batch(&mut self, database: &Database, caller: &Caller) -> Result<Vec<Change>> {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        loop {
+            let next = match self.pending.take() {
+                Some(change) => Some((self.resume.clone(), change)),
+                None => self.next_visible(database, caller)?,
+            };
+            let Some((key, change)) = next else {
+                return Ok(batch);
+            };
+            let size = change_bytes(&change);
+            if !batch.is_empty()
+                && (batch.len() == INITIAL_ROWS_PER_BATCH_MAX
+                    || bytes + size > INITIAL_BYTES_PER_BATCH_MAX)
+            {
+                self.resume = key;
+                self.pending = Some(change);
+                return Ok(batch);
+            }
+            bytes += size;
+            batch.push(change);
+        }
+    }
+
+    /// The next row of the snapshot that the caller may read, with its storage key.
+    fn next_visible(
+        &mut self,
+        database: &Database,
+        caller: &Caller,
+    ) -> Result<Option<(Vec<u8>, Change)>> {
+        loop {
+            let rows = match &mut self.rows {
+                Some(rows) => rows,
+                None => self
+                    .rows
+                    .insert(self.snapshot.scan(&self.resume, &self.limit)?),
+            };
+            let Some(entry) = rows.next() else {
+                return Ok(None);
+            };
+            let (key, value) = entry?;
+            let (collection, row) = decode_row_key(&key)?;
+            let allowed = *self
+                .readable
+                .entry(collection.clone())
+                .or_insert_with(|| database.can_read(&self.snapshot, caller, &collection));
+            if allowed {
+                let change = Change {
+                    marker: self.marker.clone(),
+                    collection,
+                    key: row,
+                    kind: ChangeKind::Put(value),
+                    from_sync: false,
+                };
+                return Ok(Some((key, change)));
+            }
+        }
+    }
+}
+
+/// The bytes of a change that bound a batch of the initial state: its collection, key and value.
+fn change_bytes(change: &Change) -> usize {
+    change.collection.len()
+        + change.key.len()
+        + match &change.kind {
+            ChangeKind::Put(value) => value.len(),
+            ChangeKind::Delete => 0,
+        }
+}
+
 impl Watcher {
-    /// The next commit's visible changes, or `None` when there is nothing new yet.
+    /// The next commit's visible changes, or `None` when there is nothing new yet. The initial
+    /// state comes first, in batches read from the watch's snapshot (see
+    /// [`Watcher::commit_continues`]); after it, commits from the snapshot's position on.
     pub fn next_batch(&mut self) -> Result<Option<Vec<Change>>> {
-        if let Some(initial) = self.initial.take() {
-            return Ok(Some(initial));
+        self.commit_continues = false;
+        if let Some(initial) = &mut self.initial {
+            let batch = match initial.read_batch(&self.database, &self.caller) {
+                Ok(batch) => batch,
+                Err(error) => {
+                    // The next call reopens the scan where this batch began.
+                    initial.rows = None;
+                    initial.pending = None;
+                    return Err(error);
+                }
+            };
+            self.commit_continues = initial.pending.is_some();
+            if !self.commit_continues {
+                self.initial = None; // releases the snapshot
+            }
+            if !batch.is_empty() {
+                return Ok(Some(batch));
+            }
         }
         let snapshot = self.database.store().versioned_snapshot()?;
         loop {
@@ -111,11 +228,7 @@ impl Watcher {
             match self.next_batch() {
                 Ok(Some(changes)) => return Ok(Some(changes)),
                 Ok(None) => {}
-                // Reading a closed database fails with a store error; say what happened
-                // instead: it was destroyed, or the service is closing (the stream just ends).
-                Err(_) if self.database.is_destroyed() => return Err(self.destroyed()),
-                Err(Error::Store(syncbase_store::Error::StoreClosed)) => return Ok(None),
-                Err(error) => return Err(error),
+                Err(error) => return self.explain(error).map_or(Ok(None), Err),
             }
             let notifier = self.database.store().notifier();
             if notifier.wait_after(self.next_seq - 1).await == LogEvent::Closed {
@@ -124,6 +237,34 @@ impl Watcher {
                 }
                 return Ok(None);
             }
+        }
+    }
+
+    /// Whether batches of the initial state remain. They are read from the watch's snapshot
+    /// without waiting for commits, so an async caller can take them with
+    /// [`Watcher::next_batch`] on a blocking thread before it waits with [`Watcher::next`].
+    pub fn initial_state_remains(&self) -> bool {
+        self.initial.is_some()
+    }
+
+    /// Whether the batch last returned is followed by more changes of the same commit: true
+    /// for every batch of the initial state but its last, which a client should see as one
+    /// commit.
+    pub fn commit_continues(&self) -> bool {
+        self.commit_continues
+    }
+
+    /// What an error from [`Watcher::next_batch`] means for a stream of changes, as
+    /// [`Watcher::next`] reports it: `None` when the service closed the database (the stream
+    /// just ends), `nosql.no_exist` once the database was destroyed, or else the error itself.
+    pub fn explain(&self, error: Error) -> Option<Error> {
+        // Reading a closed database fails with a store error; say what happened instead.
+        if self.database.is_destroyed() {
+            return Some(self.destroyed());
+        }
+        match error {
+            Error::Store(syncbase_store::Error::StoreClosed) => None,
+            error => Some(error),
         }
     }
 

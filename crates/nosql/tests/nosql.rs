@@ -457,6 +457,139 @@ fn watch_streams_commits_from_now_from_a_marker_and_with_the_initial_state() {
 }
 
 #[test]
+fn the_initial_state_streams_from_its_snapshot_in_bounded_batches_then_live_commits() {
+    let fixture = populated();
+    let database = fixture.service.database(&alice(), &db_path()).unwrap();
+    // Rows sort by collection: "hidden" (alice may write but not read it), "todo", then "zz".
+    let mut write_only = Permissions::all_tags_to("alice");
+    write_only.0.remove(&Tag::Read);
+    database
+        .create_collection(&alice(), "hidden", Some(write_only))
+        .unwrap();
+    database.create_collection(&alice(), "zz", None).unwrap();
+    let rows_max = syncbase_wire::limits::SCAN_ROWS_PER_MESSAGE_MAX;
+    let bytes_max = syncbase_wire::limits::STREAM_MESSAGE_BYTES_TARGET;
+    let todo_rows = rows_max + rows_max / 2;
+    let big = vec![7u8; bytes_max * 3 / 5];
+    let batch = database
+        .begin_batch(&alice(), BatchOptions::default())
+        .unwrap();
+    for index in 0..300 {
+        let key = format!("h{index:05}");
+        database
+            .put(&alice(), "hidden", &key, b"secret", Some(batch))
+            .unwrap();
+    }
+    for index in 0..todo_rows {
+        let key = format!("r{index:05}");
+        database
+            .put(&alice(), "todo", &key, b"old", Some(batch))
+            .unwrap();
+    }
+    for index in 0..3 {
+        let key = format!("big{index}");
+        database
+            .put(&alice(), "zz", &key, &big, Some(batch))
+            .unwrap();
+    }
+    for index in 0..10 {
+        let key = format!("small{index}");
+        database
+            .put(&alice(), "zz", &key, b"s", Some(batch))
+            .unwrap();
+    }
+    database.commit_batch(&alice(), batch).unwrap();
+
+    let mut watcher = database.watch(&alice(), &WatchStart::Initial).unwrap();
+    assert!(watcher.initial_state_remains());
+    let first = watcher.next_batch().unwrap().unwrap();
+    assert!(watcher.commit_continues());
+    // Commits after the watch began change nothing in its initial state; they follow it.
+    database
+        .put(&alice(), "todo", "r01400", b"new", None)
+        .unwrap();
+    database.delete(&alice(), "zz", "big2", None).unwrap();
+    database
+        .put(&alice(), "hidden", "h99999", b"secret", None)
+        .unwrap();
+    let mut batches = vec![first];
+    while watcher.commit_continues() {
+        batches.push(watcher.next_batch().unwrap().unwrap());
+    }
+    assert!(!watcher.initial_state_remains());
+    assert!(batches.len() >= 4, "{} batches", batches.len());
+    for batch in &batches {
+        let bytes: usize = batch
+            .iter()
+            .map(|change| match &change.kind {
+                ChangeKind::Put(value) => change.collection.len() + change.key.len() + value.len(),
+                ChangeKind::Delete => panic!("a delete in the initial state"),
+            })
+            .sum();
+        assert!(
+            !batch.is_empty() && batch.len() <= rows_max,
+            "{}",
+            batch.len()
+        );
+        assert!(bytes <= bytes_max || batch.len() == 1, "{bytes} bytes");
+    }
+    let state: Vec<_> = batches.into_iter().flatten().collect();
+    let marker = state[0].marker.clone();
+    assert!(state.iter().all(|change| change.marker == marker));
+    assert!(state.iter().all(|change| change.collection != "hidden"));
+    assert!(!state.iter().any(|change| change.from_sync));
+    assert_eq!(state.len(), todo_rows + 13);
+    let order: Vec<_> = state
+        .iter()
+        .map(|change| (change.collection.clone(), change.key.clone()))
+        .collect();
+    let mut sorted = order.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(order, sorted);
+    let old = state.iter().find(|change| change.key == "r01400").unwrap();
+    assert_eq!(old.kind, ChangeKind::Put(b"old".to_vec()));
+    assert!(state.iter().any(|change| change.key == "big2"));
+
+    let position: u64 = marker.parse().unwrap();
+    let put = watcher.next_batch().unwrap().unwrap();
+    assert!(!watcher.commit_continues());
+    assert_eq!(
+        (put[0].marker.clone(), put[0].key.as_str(), &put[0].kind),
+        (
+            (position + 1).to_string(),
+            "r01400",
+            &ChangeKind::Put(b"new".to_vec())
+        )
+    );
+    let delete = watcher.next_batch().unwrap().unwrap();
+    assert_eq!(
+        (delete[0].key.as_str(), &delete[0].kind),
+        ("big2", &ChangeKind::Delete)
+    );
+    assert!(watcher.next_batch().unwrap().is_none());
+}
+
+#[test]
+fn an_initial_state_with_no_readable_row_is_skipped() {
+    let fixture = populated();
+    let database = fixture.service.database(&alice(), &db_path()).unwrap();
+    let mut write_only = Permissions::all_tags_to("alice");
+    write_only.0.remove(&Tag::Read);
+    database
+        .create_collection(&alice(), "hidden", Some(write_only))
+        .unwrap();
+    database
+        .put(&alice(), "hidden", "h", b"secret", None)
+        .unwrap();
+    let mut watcher = database.watch(&alice(), &WatchStart::Initial).unwrap();
+    assert!(watcher.next_batch().unwrap().is_none());
+    assert!(!watcher.initial_state_remains());
+    database.put(&alice(), "todo", "live", b"1", None).unwrap();
+    assert_eq!(watcher.next_batch().unwrap().unwrap()[0].key, "live");
+}
+
+#[test]
 fn destroying_a_collection_shows_its_deletes_and_forgets_its_values() {
     let fixture = populated();
     let database = fixture.service.database(&alice(), &db_path()).unwrap();

@@ -27,6 +27,7 @@ pub struct ServiceHandler {
 const SINGLE_RESPONSE_UNLEASED_BYTES_MAX: usize = 64 * 1024;
 
 /// The most bytes one response message can hold: a full message's worth plus one largest row.
+/// (A watch message holds at most a message's worth or one change, which is less.)
 const MESSAGE_BYTES_WORST: usize = limits::STREAM_MESSAGE_BYTES_TARGET
     + limits::VALUE_BYTES_MAX
     + limits::NAME_BYTES_MAX
@@ -127,6 +128,37 @@ impl Handler for ServiceHandler {
             Outcome::Watch(mut watcher) => {
                 let budgets = self.response_budgets.clone();
                 tokio::spawn(async move {
+                    // The initial state is read a batch at a time on the blocking pool (it reads
+                    // the watch's snapshot, perhaps from disk), each batch's bytes leased before
+                    // it is read, as a scan's rows are. Its batches go out as one commit.
+                    while watcher.initial_state_remains() {
+                        let lease = tokio::select! {
+                            lease = lease_all(&budgets, MESSAGE_BYTES_WORST) => lease,
+                            () = sender_closed(&sender) => return,
+                        };
+                        let read = tokio::task::spawn_blocking(move || {
+                            let next = watcher.next_batch();
+                            (watcher, next)
+                        })
+                        .await;
+                        let Ok((returned, next)) = read else { return };
+                        watcher = returned;
+                        let changes = match next {
+                            Ok(Some(changes)) => changes,
+                            Ok(None) => break,
+                            Err(error) => {
+                                if let Some(error) = watcher.explain(error) {
+                                    sender.send(Err(error.to_wire())).await;
+                                }
+                                return;
+                            }
+                        };
+                        let ends_commit = !watcher.commit_continues();
+                        if !send_changes(&sender, &budgets, changes, ends_commit, Some(lease)).await
+                        {
+                            return;
+                        }
+                    }
                     loop {
                         let next = tokio::select! {
                             next = watcher.next() => next,
@@ -140,11 +172,8 @@ impl Handler for ServiceHandler {
                                 return;
                             }
                         };
-                        for (message, bytes) in split_commit(changes) {
-                            let lease = lease_all(&budgets, bytes).await;
-                            if !sender.send_leased(Ok(message), lease).await {
-                                return;
-                            }
+                        if !send_changes(&sender, &budgets, changes, true, None).await {
+                            return;
                         }
                     }
                 });
@@ -178,10 +207,36 @@ fn next_chunk(rows: &mut syncbase_nosql::RowStream) -> Result<Vec<(String, Vec<u
     Ok(chunk)
 }
 
-/// Splits one commit's changes into messages of about `STREAM_MESSAGE_BYTES_TARGET` bytes:
-/// `ChangesPart`s, then a final `Changes`. A change that would take a part past the target
-/// starts the next part.
-fn split_commit(changes: Vec<syncbase_wire::Change>) -> Vec<(Response, usize)> {
+/// Sends changes of one commit as [`split_commit`] cuts them, leasing each message's bytes (the
+/// first message's from `lease`, taken before the changes were read, when there is one).
+/// Returns false once the consumer has gone.
+async fn send_changes(
+    sender: &syncbase_wire::ResponseSender,
+    budgets: &[ByteBudget],
+    changes: Vec<syncbase_wire::Change>,
+    ends_commit: bool,
+    mut lease: Option<Lease>,
+) -> bool {
+    for (message, bytes) in split_commit(changes, ends_commit) {
+        let lease = match lease.take() {
+            Some(mut lease) => {
+                lease.shrink_to(bytes);
+                lease
+            }
+            None => lease_all(budgets, bytes).await,
+        };
+        if !sender.send_leased(Ok(message), lease).await {
+            return false;
+        }
+    }
+    true
+}
+
+/// Splits changes of one commit into messages of about `STREAM_MESSAGE_BYTES_TARGET` bytes:
+/// `ChangesPart`s, then a final `Changes` when they end the commit (else one more part). A
+/// change that would take a part past the target starts the next part, so a message holds at
+/// most the target or one change.
+fn split_commit(changes: Vec<syncbase_wire::Change>, ends_commit: bool) -> Vec<(Response, usize)> {
     let mut messages = Vec::new();
     let mut part = Vec::new();
     let mut part_bytes = 0;
@@ -196,7 +251,12 @@ fn split_commit(changes: Vec<syncbase_wire::Change>) -> Vec<(Response, usize)> {
         part_bytes += size;
         part.push(change);
     }
-    messages.push((Response::Changes(part), part_bytes));
+    let last = if ends_commit {
+        Response::Changes(part)
+    } else {
+        Response::ChangesPart(part)
+    };
+    messages.push((last, part_bytes));
     messages
 }
 

@@ -474,6 +474,38 @@ async fn the_handler_streams_scans_in_chunks_and_watches_live() {
     }
     assert_eq!((messages, seen), (3, rows));
 
+    // The initial state is read in batches and arrives as one commit: parts, then `Changes`.
+    let mut initial = handler
+        .call(Request::Watch {
+            database: db(),
+            start: WatchStart::Initial,
+        })
+        .await
+        .unwrap();
+    let mut parts = 0;
+    let mut state = Vec::new();
+    loop {
+        match initial.next().await.unwrap().unwrap() {
+            Response::ChangesPart(part) => {
+                parts += 1;
+                state.extend(part);
+            }
+            Response::Changes(last) => {
+                state.extend(last);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(parts >= 2, "{parts} parts");
+    let scanned = state
+        .iter()
+        .filter(|change| change.key.starts_with('r'))
+        .count();
+    assert_eq!(scanned, rows);
+    assert!(state.iter().all(|change| change.marker == state[0].marker));
+    let position: u64 = state[0].marker.parse().unwrap();
+
     let mut watch = handler
         .call(Request::Watch {
             database: db(),
@@ -497,6 +529,11 @@ async fn the_handler_streams_scans_in_chunks_and_watches_live() {
         panic!("no changes")
     };
     assert_eq!(changes[0].key, "live");
+    let Some(Ok(Response::Changes(after))) = initial.next().await else {
+        panic!("no live changes after the initial state")
+    };
+    assert_eq!(after, changes);
+    assert_eq!(after[0].marker, (position + 1).to_string());
     let missing = handler
         .call(Request::Get {
             collection: coll("c"),
