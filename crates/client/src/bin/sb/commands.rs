@@ -1,0 +1,241 @@
+//! The commands that talk to a daemon: each turns its arguments into calls and prints the
+//! answers. The `app`, `db` and `collection` commands build one request each ([`app_request`],
+//! [`db_request`], [`collection_request`]; the row commands build theirs in `main`); `status`,
+//! `acl set`, `scan` and `watch` have functions of their own.
+
+use syncbase_client::{Client, escape};
+use syncbase_wire::{AccessList, ChangeKind, Request, Response, RowRange, Tag, WatchStart};
+
+use crate::args::{collection_path, database_path, object_path};
+use crate::failure::{Failure, Outcome};
+use crate::output::{Output, json_value};
+use crate::{AclSet, AppCommand, CollectionCommand, DbCommand, Format};
+
+/// The request of an `app` command.
+pub(crate) fn app_request(command: &AppCommand) -> Request {
+    match command {
+        AppCommand::Create { name } => Request::CreateApp {
+            app: name.clone(),
+            permissions: None,
+        },
+        AppCommand::Destroy { name } => Request::DestroyApp { app: name.clone() },
+        AppCommand::List => Request::ListApps,
+    }
+}
+
+/// The request of a `db` command.
+pub(crate) fn db_request(command: &DbCommand) -> Result<Request, Failure> {
+    Ok(match command {
+        DbCommand::Create { database } => Request::CreateDatabase {
+            database: database_path(database)?,
+            permissions: None,
+        },
+        DbCommand::Destroy { database } => Request::DestroyDatabase {
+            database: database_path(database)?,
+        },
+        DbCommand::List { app } => Request::ListDatabases { app: app.clone() },
+    })
+}
+
+/// The request of a `collection` command.
+pub(crate) fn collection_request(command: &CollectionCommand) -> Result<Request, Failure> {
+    Ok(match command {
+        CollectionCommand::Create { collection } => Request::CreateCollection {
+            collection: collection_path(collection)?,
+            permissions: None,
+        },
+        CollectionCommand::Destroy { collection } => Request::DestroyCollection {
+            collection: collection_path(collection)?,
+        },
+        CollectionCommand::List { database } => Request::ListCollections {
+            database: database_path(database)?,
+        },
+    })
+}
+
+/// `sb status`: who answered.
+pub(crate) async fn status(client: &Client, output: &mut Output) -> Outcome {
+    let Response::Status(status) = client.call_one(Request::Status).await? else {
+        return Err(Failure::unexpected_answer());
+    };
+    match output.format {
+        Format::Plain => {
+            for (label, value) in [
+                ("identity", status.identity.clone()),
+                ("device", format!("{:016x}", status.device_id)),
+                ("address", status.address.clone()),
+                ("engine", status.engine.clone()),
+                ("version", status.version.clone()),
+            ] {
+                output.line(format!("{label}\t{value}").as_bytes())?;
+            }
+            Ok(())
+        }
+        Format::Json => output.json(serde_json::json!({
+            "identity": status.identity, "device": format!("{:016x}", status.device_id),
+            "address": status.address, "engine": status.engine, "version": status.version,
+        })),
+    }
+}
+
+/// `sb acl set`: replaces one tag's lists, keeping the others.
+pub(crate) async fn acl_set(client: &Client, set: &AclSet) -> Outcome {
+    let object = object_path(&set.object)?;
+    let tag = Tag::parse(&set.tag).ok_or_else(|| {
+        Failure::Usage(format!(
+            "unknown tag {:?}: use Read, Write, Admin or Resolve",
+            set.tag
+        ))
+    })?;
+    let Response::Permissions(mut permissions) = client
+        .call_one(Request::GetPermissions {
+            object: object.clone(),
+        })
+        .await?
+    else {
+        return Err(Failure::unexpected_answer());
+    };
+    permissions.0.insert(
+        tag,
+        AccessList {
+            allowed: set.allow.clone(),
+            denied: set.deny.clone(),
+        },
+    );
+    client
+        .call_one(Request::SetPermissions {
+            object,
+            permissions,
+        })
+        .await?;
+    Ok(())
+}
+
+/// The rows `sb scan` asks for: a prefix, or keys from `start` up to (not including) `end`.
+pub(crate) fn scan_range(
+    prefix: &Option<String>,
+    start: &Option<String>,
+    end: &Option<String>,
+) -> RowRange {
+    match (prefix, start, end) {
+        (Some(prefix), _, _) => RowRange::Prefix(prefix.clone()),
+        (None, None, None) => RowRange::Prefix(String::new()),
+        (None, start, end) => RowRange::Range {
+            start: start.clone().unwrap_or_default(),
+            limit: end.clone().unwrap_or_default(),
+        },
+    }
+}
+
+/// `sb scan`: rows in key order, up to `max`; dropping the stream cancels the rest.
+pub(crate) async fn scan(
+    client: &Client,
+    output: &mut Output,
+    collection: &str,
+    range: RowRange,
+    max: Option<u64>,
+) -> Outcome {
+    let mut rows = client
+        .call(Request::Scan {
+            collection: collection_path(collection)?,
+            range,
+            batch: None,
+        })
+        .await?;
+    let mut printed = 0u64;
+    let below_max = |printed: u64| max.is_none_or(|max| printed < max);
+    'stream: while below_max(printed) {
+        let Some(message) = rows.next().await else {
+            break;
+        };
+        let Response::Rows(chunk) = message? else {
+            return Err(Failure::unexpected_answer());
+        };
+        for (key, value) in chunk {
+            if !below_max(printed) {
+                break 'stream;
+            }
+            printed += 1;
+            match output.format {
+                Format::Plain => {
+                    let line = format!("{}\t{}", escape(key.as_bytes()), escape(&value));
+                    output.line(line.as_bytes())?;
+                }
+                Format::Json => {
+                    let (field, value) = json_value(&value);
+                    output.json(serde_json::json!({ "key": key, field: value }))?;
+                }
+            }
+        }
+    }
+    // Dropping the stream cancels the rest of the scan at the daemon.
+    drop(rows);
+    Ok(())
+}
+
+/// `sb watch`: changes as they commit, a blank line after each commit, until `count` changes.
+pub(crate) async fn watch(
+    client: &Client,
+    output: &mut Output,
+    database: &str,
+    start: WatchStart,
+    count: Option<u64>,
+) -> Outcome {
+    let mut changes = client
+        .call(Request::Watch {
+            database: database_path(database)?,
+            start,
+        })
+        .await?;
+    let mut printed = 0u64;
+    loop {
+        // A watch has no end: a stream that ends was ended by the daemon (it stopped).
+        let Some(message) = changes.next().await else {
+            return Err(Failure::Connect(format!(
+                "the watch of {database} ended: the daemon stopped or closed the connection"
+            )));
+        };
+        let (batch, commit_ends) = match message? {
+            Response::Changes(batch) => (batch, true),
+            Response::ChangesPart(batch) => (batch, false),
+            _ => return Err(Failure::unexpected_answer()),
+        };
+        for change in batch {
+            let (kind, value) = match &change.kind {
+                ChangeKind::Put(value) => ("put", value.clone()),
+                ChangeKind::Delete => ("delete", Vec::new()),
+            };
+            let origin = if change.from_sync { "sync" } else { "local" };
+            match output.format {
+                Format::Plain => {
+                    let line = format!(
+                        "{}\t{kind}\t{}\t{}\t{}\t{origin}",
+                        escape(change.marker.as_bytes()),
+                        escape(change.collection.as_bytes()),
+                        escape(change.key.as_bytes()),
+                        escape(&value),
+                    );
+                    output.line(line.as_bytes())?;
+                }
+                Format::Json => {
+                    let (field, value) = json_value(&value);
+                    output.json(serde_json::json!({
+                        "marker": change.marker, "op": kind, "collection": change.collection,
+                        "key": change.key, field: value, "origin": origin,
+                    }))?;
+                }
+            }
+            printed += 1;
+        }
+        if !commit_ends {
+            continue;
+        }
+        if output.format == Format::Plain {
+            output.line(b"")?;
+        }
+        if count.is_some_and(|count| printed >= count) {
+            break;
+        }
+    }
+    Ok(())
+}
