@@ -591,7 +591,8 @@ where
     (reader, received)
 }
 
-#[allow(clippy::disallowed_methods)] // the idle timeout is the transport's own timer.
+/// The connection's reader: receives each message, acts on it (the named steps below), and when
+/// the connection ends for any reason, fails every call still waiting and stops the writer.
 async fn read_frames<T>(
     reader: ChannelReader<T>,
     shared: Arc<Shared>,
@@ -600,19 +601,14 @@ async fn read_frames<T>(
 ) where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut serving: HashMap<u64, (AbortHandle, Arc<StreamWindow>)> = HashMap::new();
-    // Without a timeout there is no idle check at all.
-    let mut idle = options
-        .idle_timeout
-        .map(|timeout| (timeout, Box::pin(tokio::time::sleep(timeout))));
+    let mut calls = ServedCalls {
+        shared: shared.clone(),
+        handler,
+        serving: HashMap::new(),
+    };
+    let mut idle = IdleTimer::new(options.idle_timeout);
     let mut receiving = Box::pin(receive_owned(reader));
     let reason = loop {
-        let idle_fired = async {
-            match &mut idle {
-                Some((_, sleep)) => sleep.as_mut().await,
-                None => std::future::pending().await,
-            }
-        };
         let received = tokio::select! {
             (reader, received) = &mut receiving => {
                 receiving = Box::pin(receive_owned(reader));
@@ -620,102 +616,172 @@ async fn read_frames<T>(
             }
             () = shared.write_failed.notified() => break "writing to it failed".to_string(),
             () = shared.handles_gone.notified() => break "this side closed it".to_string(),
-            () = idle_fired => {
-                serving.retain(|_, (task, _)| !task.is_finished());
-                if let Some((timeout, sleep)) = &mut idle {
-                    if serving.is_empty() && shared.pending.lock().is_empty() {
-                        break format!("it was idle for {} s", timeout.as_secs());
-                    }
-                    sleep.as_mut().reset(tokio::time::Instant::now() + *timeout);
-                }
-                continue;
-            }
+            () = idle.fired() => match calls.idle_check(&mut idle) {
+                Some(reason) => break reason,
+                None => continue,
+            },
         };
-        if let Some((timeout, sleep)) = &mut idle {
-            sleep.as_mut().reset(tokio::time::Instant::now() + *timeout);
-        }
+        idle.restart();
         let bytes = match received {
             Ok(Some(bytes)) => bytes,
             Ok(None) => break "the peer closed it".to_string(),
             Err(error) => break error.to_string(),
         };
-        let size = bytes.len();
-        let frame: Frame = match postcard::from_bytes(&bytes) {
-            Ok(frame) => frame,
-            Err(error) => break format!("a malformed frame: {error}"),
-        };
-        serving.retain(|_, (task, _)| !task.is_finished());
+        if let Err(reason) = calls.handle_message(&bytes).await {
+            break reason;
+        }
+    };
+    calls.close(&reason);
+}
+
+/// The idle timeout of a connection, if it has one.
+struct IdleTimer {
+    timer: Option<(std::time::Duration, std::pin::Pin<Box<tokio::time::Sleep>>)>,
+}
+
+impl IdleTimer {
+    #[allow(clippy::disallowed_methods)] // The idle timeout is the transport's own timer.
+    fn new(timeout: Option<std::time::Duration>) -> Self {
+        Self {
+            timer: timeout.map(|timeout| (timeout, Box::pin(tokio::time::sleep(timeout)))),
+        }
+    }
+
+    /// Completes when the timeout passes (never, without a timeout).
+    async fn fired(&mut self) {
+        match &mut self.timer {
+            Some((_, sleep)) => sleep.as_mut().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Starts the timeout over, from now.
+    #[allow(clippy::disallowed_methods)] // The idle timeout is the transport's own timer.
+    fn restart(&mut self) {
+        if let Some((timeout, sleep)) = &mut self.timer {
+            sleep.as_mut().reset(tokio::time::Instant::now() + *timeout);
+        }
+    }
+}
+
+/// The calls a connection serves for its peer, and what the reader does with each message.
+struct ServedCalls {
+    shared: Arc<Shared>,
+    handler: Option<Arc<dyn Handler>>,
+    /// Calls running, with their task and stream window.
+    serving: HashMap<u64, (AbortHandle, Arc<StreamWindow>)>,
+}
+
+impl ServedCalls {
+    /// When the idle timer fires: the reason to close if no call runs either way, else the
+    /// timer starts over.
+    fn idle_check(&mut self, idle: &mut IdleTimer) -> Option<String> {
+        self.serving.retain(|_, (task, _)| !task.is_finished());
+        let (timeout, _) = idle.timer.as_ref()?;
+        if self.serving.is_empty() && self.shared.pending.lock().is_empty() {
+            return Some(format!("it was idle for {} s", timeout.as_secs()));
+        }
+        idle.restart();
+        None
+    }
+
+    /// Decodes one message and acts on it; `Err` is the reason to close the connection.
+    async fn handle_message(&mut self, bytes: &[u8]) -> std::result::Result<(), String> {
+        let frame: Frame =
+            postcard::from_bytes(bytes).map_err(|error| format!("a malformed frame: {error}"))?;
+        self.serving.retain(|_, (task, _)| !task.is_finished());
         match frame {
-            Frame::Call { id, request } => {
-                if serving.contains_key(&id) {
-                    break format!("call id {id} reused while running");
-                }
-                if serving.len() >= CALLS_PER_CONNECTION_MAX {
-                    if !shared.control.refuse(id) {
-                        break format!(
-                            "the peer kept calling past the limit of {CALLS_PER_CONNECTION_MAX} \
-                             calls at once without reading the refusals \
-                             ({REFUSALS_UNWRITTEN_MAX} refusals waiting)"
-                        );
-                    }
-                    continue;
-                }
-                let window = Arc::new(StreamWindow::new());
-                let task = tokio::spawn(serve_call(
-                    id,
-                    request,
-                    handler.clone(),
-                    shared.outgoing.clone(),
-                    window.clone(),
-                ));
-                serving.insert(id, (task.abort_handle(), window));
-            }
+            Frame::Call { id, request } => self.start_call(id, request),
             Frame::Cancel { id } => {
-                if let Some((task, _)) = serving.remove(&id) {
+                if let Some((task, _)) = self.serving.remove(&id) {
                     task.abort();
                 }
+                Ok(())
             }
             Frame::Credit {
                 id,
                 messages,
                 bytes,
             } => {
-                if let Some((_, window)) = serving.get(&id) {
+                if let Some((_, window)) = self.serving.get(&id) {
                     window.credit(messages, bytes);
                 }
+                Ok(())
             }
             // Responses to a call we no longer wait for (cancelled, or never ours) are dropped.
-            Frame::Item { id, item } => {
-                if !deliver(&shared, id, item, size).await {
-                    break format!("the peer sent call {id} more than its window");
-                }
-            }
+            Frame::Item { id, item } => self.deliver(id, item, bytes.len()).await,
             Frame::Only { id, item } => {
-                if !deliver(&shared, id, item, size).await {
-                    break format!("the peer sent call {id} more than its window");
-                }
-                finish(&shared, id);
+                self.deliver(id, item, bytes.len()).await?;
+                finish(&self.shared, id);
+                Ok(())
             }
-            Frame::End { id } => finish(&shared, id),
-        }
-    };
-    // Every call still waiting learns the connection died: a stream that ended early must not
-    // look like a complete one.
-    let mut pending_calls = shared.pending.lock();
-    *shared.closed.lock() = Some(reason.clone());
-    for (_, mut pending) in pending_calls.drain() {
-        if let Some(first) = pending.first.take() {
-            let _ = first.send(Err(connection_closed(&reason)));
-        } else if let Some(stream) = pending.stream.take() {
-            stream.try_send(Err(connection_closed(&reason)));
+            Frame::End { id } => {
+                finish(&self.shared, id);
+                Ok(())
+            }
         }
     }
-    drop(pending_calls);
-    shared.closed_notify.notify_waiters();
-    for (_, (task, _)) in serving {
-        task.abort();
+
+    /// Serves the peer's call `id`, or refuses it past [`CALLS_PER_CONNECTION_MAX`] calls at
+    /// once (closing a peer that keeps calling without reading its refusals).
+    fn start_call(&mut self, id: u64, request: Request) -> std::result::Result<(), String> {
+        if self.serving.contains_key(&id) {
+            return Err(format!("call id {id} reused while running"));
+        }
+        if self.serving.len() >= CALLS_PER_CONNECTION_MAX {
+            if !self.shared.control.refuse(id) {
+                return Err(format!(
+                    "the peer kept calling past the limit of {CALLS_PER_CONNECTION_MAX} calls at \
+                     once without reading the refusals ({REFUSALS_UNWRITTEN_MAX} refusals waiting)"
+                ));
+            }
+            return Ok(());
+        }
+        let window = Arc::new(StreamWindow::new());
+        let task = tokio::spawn(serve_call(
+            id,
+            request,
+            self.handler.clone(),
+            self.shared.outgoing.clone(),
+            window.clone(),
+        ));
+        self.serving.insert(id, (task.abort_handle(), window));
+        Ok(())
     }
-    shared.stop_writer.notify_one();
+
+    /// Hands a response of our call `id` to its caller.
+    async fn deliver(
+        &self,
+        id: u64,
+        item: std::result::Result<Response, WireError>,
+        size: usize,
+    ) -> std::result::Result<(), String> {
+        if deliver(&self.shared, id, item, size).await {
+            Ok(())
+        } else {
+            Err(format!("the peer sent call {id} more than its window"))
+        }
+    }
+
+    /// The connection ended for `reason`: every call still waiting learns it (a stream that
+    /// ended early must not look like a complete one), served calls stop, the writer stops.
+    fn close(self, reason: &str) {
+        let mut pending_calls = self.shared.pending.lock();
+        *self.shared.closed.lock() = Some(reason.to_string());
+        for (_, mut pending) in pending_calls.drain() {
+            if let Some(first) = pending.first.take() {
+                let _ = first.send(Err(connection_closed(reason)));
+            } else if let Some(stream) = pending.stream.take() {
+                stream.try_send(Err(connection_closed(reason)));
+            }
+        }
+        drop(pending_calls);
+        self.shared.closed_notify.notify_waiters();
+        for (_, (task, _)) in self.serving {
+            task.abort();
+        }
+        self.shared.stop_writer.notify_one();
+    }
 }
 
 /// A hook that grants the peer more of stream `id` as the caller takes responses, about half a
