@@ -85,7 +85,7 @@ where
 }
 
 /// A lower and an upper bound over keys.
-pub type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+pub(crate) type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
 
 /// The bounds of an [`EngineSnapshot::scan_chunk`] range, for engines with ordered range
 /// iteration; `None` when the range holds no key (a non-empty `limit` at or below `start`).

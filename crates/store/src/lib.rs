@@ -25,17 +25,16 @@ pub mod watchable;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use engine::{Durability, Engine, EngineSnapshot, KeyBounds, scan_bounds, take_chunk};
+pub use engine::{Durability, Engine, EngineSnapshot, scan_bounds, take_chunk};
 pub use error::{Error, Result};
-pub use memstore::{MemEngine, MemSnapshot, MemStore, open_memstore};
+pub use memstore::{MemEngine, MemStore, open_memstore};
 pub use model::{
-    CommitHook, KeyValue, Liveness, OwnerState, Snapshot, Store, StoreReader, StoreWriter, Stream,
-    StreamCanceler, StreamSource, TRANSACTION_ATTEMPTS_DEFAULT, Transaction, VecSource, WriteOp,
-    in_range, prefix_limit, run_in_transaction,
+    CommitHook, KeyValue, Snapshot, Store, StoreReader, StoreWriter, Stream, StreamCanceler,
+    TRANSACTION_ATTEMPTS_DEFAULT, Transaction, WriteOp, prefix_limit, run_in_transaction,
 };
 pub use seams::{Clock, EntropyRng, ManualClock, Rng, SeededRng, SystemClock};
-pub use set::{MemStoreSet, STORE_NAME_BYTES_MAX, StoreSet, validate_store_name};
-pub use txn::{ChunkSource, CommitStats, MergedSource, TxnStore};
+pub use set::{MemStoreSet, StoreSet, validate_store_name};
+pub use txn::{CommitStats, TxnStore};
 pub use watchable::{
     LogEntry, LogEvent, LogNotifier, LogOp, Version, Watchable, WatchableOptions,
     WatchableSnapshot, WatchableTransaction,

@@ -1,7 +1,6 @@
 //! The store model: readers, writers, stores, snapshots, transactions and streams
 //! (mirrors Go `store/model.go`).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
@@ -136,14 +135,14 @@ where
 pub const TRANSACTION_ATTEMPTS_DEFAULT: usize = 100;
 
 /// Something that produces entries for a [`Stream`], in key order.
-pub trait StreamSource: Send {
+pub(crate) trait StreamSource: Send {
     /// The next entry, or `None` at the end.
     fn next_entry(&mut self) -> Result<Option<KeyValue>>;
 }
 
 /// What a stream checks before every step: the store is open and its owner is still usable.
 #[derive(Clone)]
-pub struct Liveness {
+pub(crate) struct Liveness {
     store_closed: Arc<AtomicBool>,
     owner: Option<Arc<OwnerState>>,
 }
@@ -177,7 +176,7 @@ impl Liveness {
 
 /// The state of a snapshot or transaction, shared with its streams.
 #[derive(Debug)]
-pub struct OwnerState {
+pub(crate) struct OwnerState {
     state: AtomicU8,
 }
 
@@ -255,7 +254,7 @@ pub struct Stream {
 
 impl Stream {
     /// A stream over `source`, checking `liveness` before every step.
-    pub fn new(source: Box<dyn StreamSource>, liveness: Liveness) -> Self {
+    pub(crate) fn new(source: Box<dyn StreamSource>, liveness: Liveness) -> Self {
         Self {
             source,
             liveness,
@@ -308,28 +307,8 @@ impl Iterator for Stream {
     }
 }
 
-/// A stream source over entries already in memory.
-pub struct VecSource {
-    entries: VecDeque<KeyValue>,
-}
-
-impl VecSource {
-    /// A source yielding `entries` in the given order.
-    pub fn new(entries: Vec<KeyValue>) -> Self {
-        Self {
-            entries: entries.into(),
-        }
-    }
-}
-
-impl StreamSource for VecSource {
-    fn next_entry(&mut self) -> Result<Option<KeyValue>> {
-        Ok(self.entries.pop_front())
-    }
-}
-
 /// Whether `key` lies in `[start, limit)`, where an empty `limit` means unbounded.
-pub fn in_range(key: &[u8], start: &[u8], limit: &[u8]) -> bool {
+pub(crate) fn in_range(key: &[u8], start: &[u8], limit: &[u8]) -> bool {
     key >= start && (limit.is_empty() || key < limit)
 }
 

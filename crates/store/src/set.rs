@@ -12,15 +12,15 @@ use crate::error::{Error, Result};
 use crate::memstore::{MemStore, open_memstore};
 use crate::model::Store;
 
-/// The longest store name a set accepts.
-pub const STORE_NAME_BYTES_MAX: usize = 64;
+/// The longest store name a set accepts (spelled out in [`StoreSet::open`]'s doc).
+pub(crate) const STORE_NAME_BYTES_MAX: usize = 64;
 
 /// Named stores in one engine instance. Each name is opened once: opening an open store returns
 /// the same store, so its transactions share one commit queue.
 pub trait StoreSet: Send + Sync {
-    /// The store `name`, created empty if absent. Names are 1 to [`STORE_NAME_BYTES_MAX`]
-    /// bytes of lowercase ASCII letters, digits and `_` ([`validate_store_name`]). A store its
-    /// user closed is opened anew (with its data, on an engine that keeps data on disk).
+    /// The store `name`, created empty if absent. Names are 1 to 64 bytes of lowercase ASCII
+    /// letters, digits and `_` ([`validate_store_name`]). A store its user closed is opened anew
+    /// (with its data, on an engine that keeps data on disk).
     fn open(&self, name: &str) -> Result<Arc<dyn Store>>;
 
     /// Destroys the store `name` and its data, closing it first if open. A crash at any point

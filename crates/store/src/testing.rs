@@ -48,7 +48,7 @@ fn model_range(
 ) -> Vec<(Vec<u8>, Vec<u8>)> {
     model
         .iter()
-        .filter(|(key, _)| crate::in_range(key, start, limit))
+        .filter(|(key, _)| crate::model::in_range(key, start, limit))
         .map(|(key, value)| (key.clone(), value.clone()))
         .collect()
 }
@@ -593,7 +593,7 @@ pub fn set_destroy_removes_one_store(set: &dyn crate::StoreSet) {
 
 /// Names outside the alphabet, empty or too long are refused, never passed to the engine.
 pub fn set_refuses_bad_names(set: &dyn crate::StoreSet) {
-    let long = "a".repeat(crate::STORE_NAME_BYTES_MAX + 1);
+    let long = "a".repeat(crate::set::STORE_NAME_BYTES_MAX + 1);
     for name in ["", "Upper", "with space", "dot.", "../x", long.as_str()] {
         assert!(matches!(set.open(name), Err(Error::Misuse(_))), "{name:?}");
         assert!(
@@ -601,7 +601,7 @@ pub fn set_refuses_bad_names(set: &dyn crate::StoreSet) {
             "{name:?}"
         );
     }
-    set.open(&"a".repeat(crate::STORE_NAME_BYTES_MAX))
+    set.open(&"a".repeat(crate::set::STORE_NAME_BYTES_MAX))
         .expect("the longest name");
 }
 
