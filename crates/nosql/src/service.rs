@@ -414,6 +414,11 @@ impl Service {
             .collect()
     }
 
+    /// Whether a database is open at `path` (so a call to it opens nothing).
+    pub fn is_open(&self, path: &DatabasePath) -> bool {
+        self.databases.lock().by_path.contains_key(path)
+    }
+
     /// The databases open now, in path order.
     pub fn open_databases(&self) -> Vec<DatabasePath> {
         self.databases.lock().by_path.keys().cloned().collect()

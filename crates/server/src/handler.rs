@@ -7,7 +7,8 @@ use std::sync::Arc;
 use syncbase_nosql::{Caller, Service};
 use syncbase_wire::budget::lease_all;
 use syncbase_wire::{
-    ByteBudget, Handler, Lease, Request, Response, Responses, StatusInfo, WireError, codes, limits,
+    ByteBudget, Handler, Lease, ObjectPath, Request, Response, Responses, StatusInfo, WireError,
+    codes, limits,
 };
 
 use crate::dispatch::{Outcome, dispatch};
@@ -66,7 +67,7 @@ fn internal(error: impl std::fmt::Display) -> WireError {
 impl Handler for ServiceHandler {
     async fn call(&self, request: Request) -> Result<Responses, WireError> {
         let (sender, responses) = Responses::channel();
-        let outcome = if waits_for_disk(&request) {
+        let outcome = if waits_for_disk(&self.service, &request) {
             let this = self.clone();
             tokio::task::spawn_blocking(move || {
                 dispatch(&this.service, &this.caller, request, &this.status)
@@ -290,21 +291,27 @@ fn response_bytes(response: &Response) -> usize {
 
 /// Whether a request may wait for the disk (it commits), so it must not run on an async worker
 /// thread. (A read may open a database's store on its first use: rare, and short.)
-fn waits_for_disk(request: &Request) -> bool {
-    !matches!(
-        request,
+fn waits_for_disk(service: &Service, request: &Request) -> bool {
+    // A read of a database not open yet opens it (which may write, or wait for a destroy of
+    // that path): that is disk work too.
+    let database_open = |path: &syncbase_wire::DatabasePath| service.is_open(path);
+    match request {
         Request::Status
-            | Request::Get { .. }
-            | Request::RowExists { .. }
-            | Request::Scan { .. }
-            | Request::AppExists { .. }
-            | Request::DatabaseExists { .. }
-            | Request::CollectionExists { .. }
-            | Request::ListApps
-            | Request::ListDatabases { .. }
-            | Request::ListCollections { .. }
-            | Request::GetPermissions { .. }
-    )
+        | Request::AppExists { .. }
+        | Request::DatabaseExists { .. }
+        | Request::ListApps
+        | Request::ListDatabases { .. } => false,
+        Request::Get { collection, .. }
+        | Request::RowExists { collection, .. }
+        | Request::Scan { collection, .. }
+        | Request::CollectionExists { collection } => !database_open(&collection.database_path()),
+        Request::ListCollections { database } => !database_open(database),
+        Request::GetPermissions { object } => match object {
+            ObjectPath::Collection(collection) => !database_open(&collection.database_path()),
+            ObjectPath::Service | ObjectPath::App(_) | ObjectPath::Database(_) => false,
+        },
+        _ => true,
+    }
 }
 
 /// Completes when the consumer of a stream has gone away.
