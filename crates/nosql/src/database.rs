@@ -19,19 +19,34 @@ use syncbase_wire::{
 };
 
 use crate::auth::{Caller, Need, Walk};
-use crate::error::{Error, Result};
-use crate::service::{ServiceOptions, exists, transact};
+use crate::error::{Error, Result, exists};
+use crate::transact::{transact, transact_with};
 
 type Inner = Arc<dyn Store>;
 type DbTransaction = WatchableTransaction<Inner>;
-type DbSnapshot = WatchableSnapshot<Inner>;
+pub(crate) type DbSnapshot = WatchableSnapshot<Inner>;
 
 /// A collection's record. A destroyed collection keeps a tombstone (its last permissions), so
 /// a watch can still tell who may see the deletes of its rows.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct CollectionData {
-    permissions: Permissions,
-    destroyed: bool,
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct CollectionData {
+    /// Who may do what with the collection (its last permissions, once destroyed).
+    pub permissions: Permissions,
+    /// Whether the collection was destroyed (the record is its tombstone).
+    pub destroyed: bool,
+}
+
+/// What a [`Database`] needs besides its store. A service builds it from its own options
+/// ([`ServiceOptions::database_options`](crate::ServiceOptions::database_options)).
+#[derive(Clone)]
+pub struct DatabaseOptions {
+    /// Timestamps (watch log, batch expiry).
+    pub clock: Arc<dyn Clock>,
+    /// Ids (versions, batch handles).
+    pub rng: Arc<dyn Rng>,
+    /// Idle time after which an abandoned batch is aborted.
+    pub batch_idle_timeout_ns: u64,
 }
 
 enum BatchKind {
@@ -80,6 +95,12 @@ pub struct RowStream {
     inner: Stream,
 }
 
+impl RowStream {
+    pub(crate) fn new(inner: Stream) -> Self {
+        Self { inner }
+    }
+}
+
 impl Iterator for RowStream {
     type Item = Result<(String, Vec<u8>)>;
 
@@ -94,16 +115,38 @@ impl Iterator for RowStream {
 
 /// Splits a row's storage key into its collection and row key.
 pub(crate) fn decode_row_key(key: &[u8]) -> Result<(String, String)> {
-    let corrupt = || Error::Store(syncbase_store::Error::Corrupt(format!("row key {key:?}")));
-    let (prefix, parts) = keys::parse(key)?;
-    if prefix != Prefix::Row {
+    let [collection, row] = parse_names(key, Prefix::Row)?;
+    Ok((collection, row))
+}
+
+/// The `N` names a stored key of kind `prefix` holds (an app's name; a database's app and
+/// name; ...). A key of another kind, with another number of names, or with a name that is
+/// not UTF-8 is corrupt (`store.corrupt`): no record is skipped or read under a made-up name.
+pub(crate) fn parse_names<const N: usize>(key: &[u8], prefix: Prefix) -> Result<[String; N]> {
+    let corrupt = || {
+        Error::Store(syncbase_store::Error::Corrupt(format!(
+            "{key:?} is not a {} key of {N} UTF-8 names",
+            prefix.name()
+        )))
+    };
+    let (found, parts) = keys::parse(key)?;
+    if found != prefix {
         return Err(corrupt());
     }
-    let [collection, row] = <[Vec<u8>; 2]>::try_from(parts).map_err(|_| corrupt())?;
-    Ok((
-        String::from_utf8(collection).map_err(|_| corrupt())?,
-        String::from_utf8(row).map_err(|_| corrupt())?,
-    ))
+    let parts = <[Vec<u8>; N]>::try_from(parts).map_err(|_| corrupt())?;
+    let mut names: [String; N] = std::array::from_fn(|_| String::new());
+    for (name, part) in names.iter_mut().zip(parts) {
+        *name = String::from_utf8(part).map_err(|_| corrupt())?;
+    }
+    Ok(names)
+}
+
+/// A collection's record as `reader` sees it (a tombstone included), checking no permissions.
+pub(crate) fn read_collection(
+    reader: &dyn StoreReader,
+    collection: &str,
+) -> Result<Option<CollectionData>> {
+    Ok(get_typed(reader, &collection_key(collection))?)
 }
 
 /// Where a call reads: a fresh snapshot, or a batch.
@@ -123,7 +166,16 @@ impl Reader {
 }
 
 impl Database {
-    pub(crate) fn open(path: DatabasePath, store: Inner, options: &ServiceOptions) -> Result<Self> {
+    /// Opens the database at `path` on `store` (its own store: rows and collection records
+    /// are versioned and logged in it). No caller is checked here: a service opens a database
+    /// once the caller has reached it, and the sync engine, which acts for the device, opens
+    /// one to read it with [`Database::device_reader`]. Every method that takes a [`Caller`]
+    /// checks it.
+    pub fn open(
+        path: DatabasePath,
+        store: Arc<dyn Store>,
+        options: DatabaseOptions,
+    ) -> Result<Self> {
         let watchable = Watchable::open(
             store,
             WatchableOptions {
@@ -135,8 +187,8 @@ impl Database {
         Ok(Self {
             path,
             store: Arc::new(watchable),
-            clock: options.clock.clone(),
-            rng: options.rng.clone(),
+            clock: options.clock,
+            rng: options.rng,
             batch_idle_timeout_ns: options.batch_idle_timeout_ns,
             batches: Mutex::new(HashMap::new()),
             destroyed: AtomicBool::new(false),
@@ -176,8 +228,8 @@ impl Database {
         need: Need,
     ) -> Result<CollectionData> {
         validate_existing_name(collection)?;
-        let data: CollectionData = get_typed(reader, &collection_key(collection))?
-            .filter(|data: &CollectionData| !data.destroyed)
+        let data = read_collection(reader, collection)?
+            .filter(|data| !data.destroyed)
             .ok_or_else(|| Error::no_exist(collection_what(collection)))?;
         walk.check(&data.permissions, need, collection_what(collection))?;
         Ok(data)
@@ -235,12 +287,9 @@ impl Database {
         let mut names = Vec::new();
         for entry in self.store.scan(&start, &limit)? {
             let (key, value) = entry?;
-            if decode_typed::<CollectionData>(&key, &value)?.destroyed {
-                continue;
-            }
-            let (_, parts) = keys::parse(&key)?;
-            if let Some(name) = parts.into_iter().next() {
-                names.push(String::from_utf8_lossy(&name).into_owned());
+            let [name] = parse_names(&key, Prefix::Collection)?;
+            if !decode_typed::<CollectionData>(&key, &value)?.destroyed {
+                names.push(name);
             }
         }
         Ok(names)
@@ -291,13 +340,11 @@ impl Database {
     /// cannot reveal old values to a watch resumed from an old marker).
     pub(crate) fn destroy_collection(&self, walk: &Walk<'_>, collection: &str) -> Result<()> {
         let row_prefix = keys::key_prefix(Prefix::Row, &[collection.as_bytes()], b"");
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let transaction = self.store.begin(false)?;
-            let outcome = (|| -> Result<()> {
+        transact_with(
+            || self.store.begin(false),
+            |transaction: &DbTransaction| {
                 let mut data =
-                    self.collection_data(&transaction, walk, collection, Need::Tag(Tag::Admin))?;
+                    self.collection_data(transaction, walk, collection, Need::Tag(Tag::Admin))?;
                 let (start, limit) = keys::row_prefix_range(collection, b"");
                 let doomed: Vec<Vec<u8>> = transaction
                     .scan(&start, &limit)?
@@ -307,21 +354,11 @@ impl Database {
                     transaction.delete(&key)?;
                 }
                 data.destroyed = true;
-                put_typed(&transaction, &collection_key(collection), &data)?;
+                put_typed(transaction, &collection_key(collection), &data)?;
                 transaction.purge_versions(&row_prefix)?;
                 Ok(())
-            })();
-            if let Err(error) = outcome {
-                let _ = transaction.abort();
-                return Err(error);
-            }
-            match transaction.commit() {
-                Ok(()) => return Ok(()),
-                Err(syncbase_store::Error::ConcurrentTransaction)
-                    if attempt < syncbase_store::TRANSACTION_ATTEMPTS_DEFAULT => {}
-                Err(error) => return Err(error.into()),
-            }
-        }
+            },
+        )
     }
 
     /// Whether the collection exists and the caller may know it (any tag on it).
@@ -431,7 +468,7 @@ impl Database {
         })
     }
 
-    fn range_keys(collection: &str, range: &RowRange) -> (Vec<u8>, Vec<u8>) {
+    pub(crate) fn range_keys(collection: &str, range: &RowRange) -> (Vec<u8>, Vec<u8>) {
         match range {
             RowRange::Prefix(prefix) => keys::row_prefix_range(collection, prefix.as_bytes()),
             RowRange::Range { start, limit } => {
@@ -592,17 +629,16 @@ impl Database {
         });
     }
 
-    /// Whether the caller may read the collection now, or could read it when it was destroyed
-    /// (watch filters rows with this).
+    /// Whether the caller may read the collection as `reader` sees it, or could read it when
+    /// it was destroyed (watch filters rows with this); false when it has no record. A record
+    /// that cannot be read or decoded is an error, never a reason to hide rows.
     pub(crate) fn can_read(
         &self,
         reader: &dyn StoreReader,
         caller: &Caller,
         collection: &str,
-    ) -> bool {
-        matches!(
-            get_typed::<CollectionData, _>(reader, &collection_key(collection)),
-            Ok(Some(data)) if data.permissions.grants(Tag::Read, caller.name())
-        )
+    ) -> Result<bool> {
+        Ok(read_collection(reader, collection)?
+            .is_some_and(|data| data.permissions.grants(Tag::Read, caller.name())))
     }
 }

@@ -72,3 +72,13 @@ impl Error {
         Error::Wire(WireError::new(code, message))
     }
 }
+
+/// An exists call's answer from the lookup `found`: false only where other calls would say the
+/// object does not exist (missing, or hidden from the caller); any other error is returned.
+pub(crate) fn exists(found: Result<()>) -> Result<bool> {
+    match found {
+        Ok(()) => Ok(true),
+        Err(error) if error.is_no_exist() => Ok(false),
+        Err(error) => Err(error),
+    }
+}

@@ -10,16 +10,27 @@
 //! crate is engine-agnostic. It depends on
 //! `store`, `util` and `wire`; callers arrive already authenticated, as a [`Caller`].
 //!
+//! A [`Database`] needs no service: it opens on its store with [`DatabaseOptions`], and the
+//! sync engine, which acts for the device, reads it with a [`DeviceReader`], which checks no
+//! permissions. Every call that takes a [`Caller`] checks it.
+//!
+//! Errors say what happened: only a missing object, or one the caller may not see, becomes
+//! `nosql.no_exist` (or false for an exists call); an I/O error, an undecodable record or a
+//! malformed key keeps its own code.
+//!
 //! [`Watchable`]: syncbase_store::Watchable
 
 mod auth;
 mod database;
+mod device;
 mod error;
 mod service;
+mod transact;
 mod watch;
 
 pub use auth::Caller;
-pub use database::{Database, RowStream};
+pub use database::{CollectionData, Database, DatabaseOptions, RowStream};
+pub use device::DeviceReader;
 pub use error::{Error, Result};
 pub use service::{IDLE_DATABASES_MAX_DEFAULT, KeepOpen, Service, ServiceOptions};
 pub use syncbase_util::{MemoryStoreSetOpener, StoreSetOpener};

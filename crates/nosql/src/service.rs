@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use syncbase_store::{Clock, Rng, Store, StoreReader, Transaction};
+use syncbase_store::{Clock, Rng, Store, StoreReader};
 use syncbase_util::keys::{self, Prefix};
 use syncbase_util::{StoreLayout, StoreSetOpener, decode_typed, get_typed, put_typed};
 use syncbase_wire::{
@@ -16,8 +16,9 @@ use syncbase_wire::{
 };
 
 use crate::auth::{Caller, Need, Walk};
-use crate::database::Database;
-use crate::error::{Error, Result};
+use crate::database::{Database, DatabaseOptions, parse_names};
+use crate::error::{Error, Result, exists};
+use crate::transact::transact;
 
 /// How to open a [`Service`].
 #[derive(Clone)]
@@ -40,6 +41,18 @@ pub struct ServiceOptions {
     pub idle_databases_max: usize,
     /// Databases that stay open however idle (sync will keep those with syncgroups open).
     pub keep_open: Option<Arc<dyn KeepOpen>>,
+}
+
+impl ServiceOptions {
+    /// What each database of the service is opened with: the service's clock, random source
+    /// and batch idle timeout.
+    pub fn database_options(&self) -> DatabaseOptions {
+        DatabaseOptions {
+            clock: self.clock.clone(),
+            rng: self.rng.clone(),
+            batch_idle_timeout_ns: self.batch_idle_timeout_ns,
+        }
+    }
 }
 
 /// Says which databases must stay open while idle: the seam through which a layer above keeps
@@ -151,14 +164,6 @@ fn database_what(path: &DatabasePath) -> String {
     format!("database {}/{}", path.app, path.database)
 }
 
-/// Runs `body` in a transaction of `store`, retrying while the commit meets a concurrent one.
-pub(crate) fn transact<S: Store + ?Sized, T>(
-    store: &S,
-    body: impl FnMut(&dyn Transaction) -> Result<T>,
-) -> Result<T> {
-    syncbase_store::run_in_transaction(store, syncbase_store::TRANSACTION_ATTEMPTS_DEFAULT, body)
-}
-
 fn read_service<R: StoreReader + ?Sized>(reader: &R) -> Result<ServiceData> {
     get_typed(reader, &service_key())?.ok_or_else(|| {
         Error::Store(syncbase_store::Error::Corrupt(
@@ -208,31 +213,20 @@ fn manage<'c, R: StoreReader + ?Sized>(reader: &R, caller: &'c Caller) -> Result
     Ok(Walk::manage(caller, &read_service(reader)?.permissions))
 }
 
-/// An exists call's answer: false where other calls would say the object does not exist.
-pub(crate) fn exists(found: Result<()>) -> Result<bool> {
-    match found {
-        Ok(()) => Ok(true),
-        Err(error) if error.is_no_exist() => Ok(false),
-        Err(error) => Err(error),
-    }
-}
-
-fn names_under<R: StoreReader + ?Sized>(reader: &R, prefix: &[u8]) -> Result<Vec<Vec<Vec<u8>>>> {
+/// The names of the records of kind `kind` whose keys start with `prefix` (see
+/// [`parse_names`]: a malformed key is an error, not skipped).
+fn names_under<R: StoreReader + ?Sized, const N: usize>(
+    reader: &R,
+    kind: Prefix,
+    prefix: &[u8],
+) -> Result<Vec<[String; N]>> {
     let (start, limit) = keys::prefix_range(prefix);
     let mut out = Vec::new();
     for entry in reader.scan(&start, &limit)? {
         let (key, _) = entry?;
-        out.push(keys::parse(&key)?.1);
+        out.push(parse_names(&key, kind)?);
     }
     Ok(out)
-}
-
-fn text(bytes: Vec<u8>) -> Result<String> {
-    String::from_utf8(bytes).map_err(|_| {
-        Error::Store(syncbase_store::Error::Corrupt(
-            "a stored name is not UTF-8".into(),
-        ))
-    })
 }
 
 impl Service {
@@ -369,7 +363,11 @@ impl Service {
             return Err(Error::no_exist(database_what(path)));
         }
         let store = self.layout.database_store(id)?;
-        let database = Arc::new(Database::open(path.clone(), store, &self.options)?);
+        let database = Arc::new(Database::open(
+            path.clone(),
+            store,
+            self.options.database_options(),
+        )?);
         let mut open = self.databases.lock();
         let now = open.tick();
         let stale = open.by_path.insert(
@@ -432,11 +430,12 @@ impl Service {
             Need::Tag(Tag::Read),
             "the service",
         )?;
-        names_under(snapshot.as_ref(), &Prefix::App.as_key())?
-            .into_iter()
-            .filter_map(|parts| parts.into_iter().next())
-            .map(text)
-            .collect()
+        Ok(
+            names_under(snapshot.as_ref(), Prefix::App, &Prefix::App.as_key())?
+                .into_iter()
+                .map(|[app]| app)
+                .collect(),
+        )
     }
 
     /// Creates an app (Write on the service); without permissions, the caller's root gets
@@ -485,9 +484,8 @@ impl Service {
             for entry in transaction.scan(&start, &limit)? {
                 let (key, value) = entry?;
                 let info: DatabaseInfo = decode_typed(&key, &value)?;
-                let (_, parts) = keys::parse(&key)?;
-                let name = parts.into_iter().nth(1).map(text).transpose()?;
-                doomed.push((name.unwrap_or_default(), info.id));
+                let [_, name] = parse_names(&key, Prefix::Database)?;
+                doomed.push((name, info.id));
                 transaction.delete(&key)?;
             }
             transaction.delete(&app_key(app))?;
@@ -521,11 +519,10 @@ impl Service {
             Need::Tag(Tag::Read),
         )?;
         let prefix = keys::key_prefix(Prefix::Database, &[app.as_bytes()], b"");
-        names_under(snapshot.as_ref(), &prefix)?
+        Ok(names_under(snapshot.as_ref(), Prefix::Database, &prefix)?
             .into_iter()
-            .filter_map(|parts| parts.into_iter().nth(1))
-            .map(text)
-            .collect()
+            .map(|[_, database]| database)
+            .collect())
     }
 
     /// Creates a database (Write on the app); without permissions, the caller's root gets

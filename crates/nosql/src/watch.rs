@@ -153,10 +153,14 @@ impl InitialState {
             };
             let (key, value) = entry?;
             let (collection, row) = decode_row_key(&key)?;
-            let allowed = *self
-                .readable
-                .entry(collection.clone())
-                .or_insert_with(|| database.can_read(&self.snapshot, caller, &collection));
+            let allowed = match self.readable.get(&collection) {
+                Some(&allowed) => allowed,
+                None => {
+                    let allowed = database.can_read(&self.snapshot, caller, &collection)?;
+                    self.readable.insert(collection.clone(), allowed);
+                    allowed
+                }
+            };
             if allowed {
                 let change = Change {
                     marker: self.marker.clone(),
@@ -212,8 +216,11 @@ impl Watcher {
                 return Ok(None);
             }
             for entry in entries {
-                self.next_seq = entry.seq + 1;
+                let seq = entry.seq;
+                // Past this entry only once its changes are in hand: after an error, the next
+                // call reads it again, so no commit is skipped.
                 let changes = self.visible_changes(&snapshot, entry)?;
+                self.next_seq = seq + 1;
                 if !changes.is_empty() {
                     return Ok(Some(changes));
                 }
@@ -304,10 +311,16 @@ impl Watcher {
                 continue; // collection records are not rows
             }
             let (collection, key) = decode_row_key(op.key())?;
-            let allowed = *readable.entry(collection.clone()).or_insert_with(|| {
-                self.database
-                    .can_read(snapshot as &dyn StoreReader, &self.caller, &collection)
-            });
+            let allowed = match readable.get(&collection) {
+                Some(&allowed) => allowed,
+                None => {
+                    let allowed = self
+                        .database
+                        .can_read(snapshot, &self.caller, &collection)?;
+                    readable.insert(collection.clone(), allowed);
+                    allowed
+                }
+            };
             if !allowed {
                 continue;
             }

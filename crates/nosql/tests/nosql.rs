@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use syncbase_nosql::{Caller, MemoryStoreSetOpener, Service, ServiceOptions};
-use syncbase_store::{ManualClock, SeededRng};
+use syncbase_store::{ManualClock, SeededRng, Stream};
+use syncbase_util::keys::{self, Prefix};
 use syncbase_wire::{
     AccessList, BatchOptions, ChangeKind, CollectionPath, DatabasePath, ObjectPath, Permissions,
     RowRange, Tag, WatchStart, codes,
@@ -17,11 +18,16 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
+    fixture_on(Arc::new(MemoryStoreSetOpener))
+}
+
+/// A service whose stores come from `opener`.
+fn fixture_on(opener: Arc<dyn syncbase_nosql::StoreSetOpener>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(1_000));
     let service = Service::open(ServiceOptions {
         root_dir: dir.path().to_path_buf(),
-        opener: Arc::new(MemoryStoreSetOpener),
+        opener,
         owner_root: "alice".into(),
         clock: clock.clone(),
         rng: Arc::new(SeededRng::new(7)),
@@ -58,7 +64,11 @@ fn coll_path() -> CollectionPath {
 
 /// app notes, database main, collection todo, all created by alice.
 fn populated() -> Fixture {
-    let fixture = fixture();
+    populate(fixture())
+}
+
+/// Creates app notes, database main and collection todo in `fixture`, as alice.
+fn populate(fixture: Fixture) -> Fixture {
     let service = &fixture.service;
     service.create_app(&alice(), "notes", None).unwrap();
     service.create_database(&alice(), &db_path(), None).unwrap();
@@ -1059,9 +1069,10 @@ impl syncbase_store::StoreSet for SlowDestroySet {
     }
 }
 
-struct SlowDestroyOpener(Arc<SlowDestroySet>);
+/// Opens a given set (wherever the service's root is).
+struct SetOpener(Arc<dyn syncbase_store::StoreSet>);
 
-impl syncbase_nosql::StoreSetOpener for SlowDestroyOpener {
+impl syncbase_nosql::StoreSetOpener for SetOpener {
     fn open_set(
         &self,
         _dir: &std::path::Path,
@@ -1091,7 +1102,7 @@ fn a_slow_destroy_parks_no_call_to_another_database() {
     });
     let service = Service::open(ServiceOptions {
         root_dir: dir.path().to_path_buf(),
-        opener: Arc::new(SlowDestroyOpener(set.clone())),
+        opener: Arc::new(SetOpener(set.clone())),
         owner_root: "alice".into(),
         clock: Arc::new(ManualClock::new(1_000)),
         rng: Arc::new(SeededRng::new(7)),
@@ -1148,4 +1159,429 @@ fn a_slow_destroy_parks_no_call_to_another_database() {
         service.list_databases(&alice, "notes").unwrap(),
         vec!["other"]
     );
+}
+
+/// What a [`FaultySet`] does to a read of a key that holds one of its needles.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// The read fails with an I/O error (`store.io`).
+    Io,
+    /// The read returns bytes no record decodes from, where a value is stored.
+    Garbage,
+}
+
+/// The faults a [`FaultySet`] injects: a read of a key that contains a needle fails as told.
+#[derive(Default)]
+struct Faults(parking_lot::Mutex<Vec<(Vec<u8>, Fault)>>);
+
+impl Faults {
+    fn inject(&self, needle: Vec<u8>, fault: Fault) {
+        self.0.lock().push((needle, fault));
+    }
+
+    fn clear(&self) {
+        self.0.lock().clear();
+    }
+
+    fn get(
+        &self,
+        key: &[u8],
+        read: impl FnOnce() -> syncbase_store::Result<Option<Vec<u8>>>,
+    ) -> syncbase_store::Result<Option<Vec<u8>>> {
+        let fault = self
+            .0
+            .lock()
+            .iter()
+            .find(|(needle, _)| key.windows(needle.len()).any(|part| part == needle))
+            .map(|(_, fault)| *fault);
+        match fault {
+            None => read(),
+            Some(Fault::Io) => Err(syncbase_store::Error::Io(std::io::Error::other(
+                "injected read failure",
+            ))),
+            // Ten 0xff bytes overflow any varint; 16 bytes are no version pointer.
+            Some(Fault::Garbage) => Ok(read()?.map(|_| vec![0xff; 16])),
+        }
+    }
+}
+
+/// A set of in-memory stores whose reads (by the store, its snapshots and its transactions)
+/// fail or return garbage on demand, as a failing disk or a corrupt record would.
+struct FaultySet {
+    inner: syncbase_store::MemStoreSet,
+    faults: Arc<Faults>,
+}
+
+impl syncbase_store::StoreSet for FaultySet {
+    fn open(&self, name: &str) -> syncbase_store::Result<Arc<dyn syncbase_store::Store>> {
+        Ok(Arc::new(FaultyStore {
+            inner: self.inner.open(name)?,
+            faults: self.faults.clone(),
+        }))
+    }
+
+    fn destroy(&self, name: &str) -> syncbase_store::Result<()> {
+        self.inner.destroy(name)
+    }
+
+    fn names(&self) -> syncbase_store::Result<Vec<String>> {
+        self.inner.names()
+    }
+
+    fn close(&self) -> syncbase_store::Result<()> {
+        self.inner.close()
+    }
+}
+
+struct FaultyStore {
+    inner: Arc<dyn syncbase_store::Store>,
+    faults: Arc<Faults>,
+}
+
+struct FaultySnapshot {
+    inner: Box<dyn syncbase_store::Snapshot>,
+    faults: Arc<Faults>,
+}
+
+struct FaultyTransaction {
+    inner: Box<dyn syncbase_store::Transaction>,
+    faults: Arc<Faults>,
+}
+
+/// Implements `StoreReader` for a wrapper: gets go through its faults, scans straight through.
+macro_rules! faulty_reader {
+    ($wrapper:ty) => {
+        impl syncbase_store::StoreReader for $wrapper {
+            fn get(&self, key: &[u8]) -> syncbase_store::Result<Option<Vec<u8>>> {
+                self.faults.get(key, || self.inner.get(key))
+            }
+
+            fn scan(&self, start: &[u8], limit: &[u8]) -> syncbase_store::Result<Stream> {
+                self.inner.scan(start, limit)
+            }
+        }
+    };
+}
+
+faulty_reader!(FaultyStore);
+faulty_reader!(FaultySnapshot);
+faulty_reader!(FaultyTransaction);
+
+impl syncbase_store::StoreWriter for FaultyStore {
+    fn put(&self, key: &[u8], value: &[u8]) -> syncbase_store::Result<()> {
+        self.inner.put(key, value)
+    }
+
+    fn delete(&self, key: &[u8]) -> syncbase_store::Result<()> {
+        self.inner.delete(key)
+    }
+}
+
+impl syncbase_store::Store for FaultyStore {
+    fn snapshot(&self) -> syncbase_store::Result<Box<dyn syncbase_store::Snapshot>> {
+        Ok(Box::new(FaultySnapshot {
+            inner: self.inner.snapshot()?,
+            faults: self.faults.clone(),
+        }))
+    }
+
+    fn transaction(&self) -> syncbase_store::Result<Box<dyn syncbase_store::Transaction>> {
+        Ok(Box::new(FaultyTransaction {
+            inner: self.inner.transaction()?,
+            faults: self.faults.clone(),
+        }))
+    }
+
+    fn close(&self) -> syncbase_store::Result<()> {
+        self.inner.close()
+    }
+}
+
+impl syncbase_store::Snapshot for FaultySnapshot {
+    fn abort(&self) -> syncbase_store::Result<()> {
+        self.inner.abort()
+    }
+}
+
+impl syncbase_store::StoreWriter for FaultyTransaction {
+    fn put(&self, key: &[u8], value: &[u8]) -> syncbase_store::Result<()> {
+        self.inner.put(key, value)
+    }
+
+    fn delete(&self, key: &[u8]) -> syncbase_store::Result<()> {
+        self.inner.delete(key)
+    }
+}
+
+impl syncbase_store::Transaction for FaultyTransaction {
+    fn commit_with_hook(
+        &self,
+        hook: Option<syncbase_store::CommitHook>,
+    ) -> syncbase_store::Result<()> {
+        self.inner.commit_with_hook(hook)
+    }
+
+    fn abort(&self) -> syncbase_store::Result<()> {
+        self.inner.abort()
+    }
+}
+
+/// [`populated`] on a [`FaultySet`], with no fault injected yet.
+fn faulty() -> (Fixture, Arc<FaultySet>) {
+    let set = Arc::new(FaultySet {
+        inner: syncbase_store::MemStoreSet::new(),
+        faults: Arc::default(),
+    });
+    let fixture = populate(fixture_on(Arc::new(SetOpener(set.clone()))));
+    (fixture, set)
+}
+
+/// The key of collection `name`'s record.
+fn collection_record(name: &str) -> Vec<u8> {
+    keys::key(Prefix::Collection, &[name.as_bytes()])
+}
+
+/// Where the watchable layer keeps the values of a managed key: `ff 'r'`, the key, a version.
+/// (A read of the key itself reads its version pointer, `ff 'v'` and the key, first.)
+fn stored_values_of(key: &[u8]) -> Vec<u8> {
+    [&[syncbase_store::watchable::RESERVED_BYTE, b'r'][..], key].concat()
+}
+
+/// A watch hides rows only from a caller who may not read their collection: a collection record
+/// that cannot be read or decoded fails the initial state with its own error, and once it reads
+/// again, every row arrives.
+#[test]
+fn an_unreadable_collection_record_fails_the_initial_state_of_a_watch() {
+    let (fixture, set) = faulty();
+    let service = &fixture.service;
+    let database = service.database(&alice(), &db_path()).unwrap();
+    database.put(&alice(), "todo", "a", b"1", None).unwrap();
+    database.put(&alice(), "todo", "b", b"2", None).unwrap();
+    for (needle, fault, expected) in [
+        (collection_record("todo"), Fault::Io, "store.io"),
+        (collection_record("todo"), Fault::Garbage, "store.corrupt"),
+        (
+            stored_values_of(&collection_record("todo")),
+            Fault::Garbage,
+            "util.decode",
+        ),
+    ] {
+        let mut watcher = database.watch(&alice(), &WatchStart::Initial).unwrap();
+        set.faults.inject(needle, fault);
+        assert_eq!(code(watcher.next_batch()), expected, "{fault:?}");
+        set.faults.clear();
+        let rows = watcher.next_batch().unwrap().unwrap();
+        let keys: Vec<_> = rows.iter().map(|change| change.key.as_str()).collect();
+        assert_eq!(keys, ["a", "b"], "{fault:?}");
+    }
+}
+
+/// The same for a live watch: the commit whose collection record cannot be read fails the
+/// watch, and is delivered once the record reads again (no commit is skipped).
+#[test]
+fn an_unreadable_collection_record_fails_a_live_watch_and_loses_no_commit() {
+    let (fixture, set) = faulty();
+    let service = &fixture.service;
+    let database = service.database(&alice(), &db_path()).unwrap();
+    for (needle, fault, expected) in [
+        (collection_record("todo"), Fault::Io, "store.io"),
+        (
+            stored_values_of(&collection_record("todo")),
+            Fault::Garbage,
+            "util.decode",
+        ),
+    ] {
+        let mut watcher = database.watch(&alice(), &WatchStart::Now).unwrap();
+        database.put(&alice(), "todo", "k", b"v", None).unwrap();
+        set.faults.inject(needle, fault);
+        assert_eq!(code(watcher.next_batch()), expected, "{fault:?}");
+        assert_eq!(
+            code(watcher.next_blocking(Duration::from_millis(1))),
+            expected
+        );
+        set.faults.clear();
+        let changes = watcher.next_batch().unwrap().unwrap();
+        assert_eq!(changes[0].key, "k", "{fault:?}");
+        assert!(watcher.next_batch().unwrap().is_none());
+    }
+}
+
+/// An exists call answers false only for a missing or hidden object: a record that cannot be
+/// read fails it with the store's error.
+#[test]
+fn exists_calls_fail_when_a_record_cannot_be_read() {
+    let (fixture, set) = faulty();
+    let service = &fixture.service;
+    let database = service.database(&alice(), &db_path()).unwrap();
+    let records = [
+        keys::key(Prefix::App, &[b"notes"]),
+        keys::key(Prefix::Database, &[b"notes", b"main"]),
+    ];
+    for record in records {
+        for (fault, expected) in [(Fault::Io, "store.io"), (Fault::Garbage, "util.decode")] {
+            set.faults.inject(record.clone(), fault);
+            assert_eq!(
+                code(service.database_exists(&alice(), &db_path())),
+                expected
+            );
+            set.faults.clear();
+        }
+    }
+    set.faults
+        .inject(keys::key(Prefix::App, &[b"notes"]), Fault::Io);
+    assert_eq!(code(service.app_exists(&alice(), "notes")), "store.io");
+    set.faults.clear();
+    set.faults.inject(collection_record("todo"), Fault::Io);
+    assert_eq!(
+        code(database.collection_exists(&alice(), "todo")),
+        "store.io"
+    );
+    assert_eq!(
+        code(database.row_exists(&alice(), "todo", "k", None)),
+        "store.io"
+    );
+}
+
+/// A call that reaches a database through an app record that cannot be read fails with the
+/// store's error, not as if the database did not exist.
+#[test]
+fn a_database_call_fails_when_its_app_record_cannot_be_read() {
+    let (fixture, set) = faulty();
+    let service = &fixture.service;
+    set.faults
+        .inject(keys::key(Prefix::App, &[b"notes"]), Fault::Io);
+    assert_eq!(code(service.database(&alice(), &db_path())), "store.io");
+    assert_eq!(
+        code(service.database_with_tag(&alice(), &db_path(), Tag::Read)),
+        "store.io"
+    );
+    assert_eq!(code(service.list_databases(&alice(), "notes")), "store.io");
+    assert_eq!(
+        code(service.destroy_collection(&alice(), &coll_path())),
+        "store.io"
+    );
+}
+
+/// A stored key that does not hold the names its kind has (a corrupt record) fails a listing
+/// or a destroy with `store.corrupt`; it is not skipped or read as an empty name.
+#[test]
+fn a_malformed_record_key_fails_listings_and_destroys() {
+    let (fixture, set) = faulty();
+    let service = &fixture.service;
+    let raw = syncbase_store::StoreSet::open(&set.inner, "service").unwrap();
+    let app = raw
+        .get(&keys::key(Prefix::App, &[b"notes"]))
+        .unwrap()
+        .unwrap();
+    let database = raw
+        .get(&keys::key(Prefix::Database, &[b"notes", b"main"]))
+        .unwrap()
+        .unwrap();
+
+    // An app record without a name.
+    raw.put(&keys::key(Prefix::App, &[]), &app).unwrap();
+    assert_eq!(code(service.list_apps(&alice())), "store.corrupt");
+    raw.delete(&keys::key(Prefix::App, &[])).unwrap();
+    assert_eq!(service.list_apps(&alice()).unwrap(), ["notes"]);
+
+    // A database record of app notes without a database name.
+    raw.put(&keys::key(Prefix::Database, &[b"notes"]), &database)
+        .unwrap();
+    assert_eq!(
+        code(service.list_databases(&alice(), "notes")),
+        "store.corrupt"
+    );
+    assert_eq!(
+        code(service.destroy_app(&alice(), "notes")),
+        "store.corrupt"
+    );
+    assert!(service.app_exists(&alice(), "notes").unwrap());
+    raw.delete(&keys::key(Prefix::Database, &[b"notes"]))
+        .unwrap();
+    assert_eq!(service.list_databases(&alice(), "notes").unwrap(), ["main"]);
+}
+
+/// A collection record whose name is not UTF-8 fails the listing of collections instead of
+/// showing a name that reaches no collection.
+#[test]
+fn a_collection_named_with_bytes_that_are_not_utf8_fails_the_listing() {
+    let (fixture, set) = faulty();
+    let service = &fixture.service;
+    let other = DatabasePath {
+        app: "notes".into(),
+        database: "other".into(),
+    };
+    service.create_database(&alice(), &other, None).unwrap();
+    // Written as the database's own layer would, before the service opens it.
+    let raw = syncbase_store::StoreSet::open(&set.inner, "db_0000000000000002").unwrap();
+    let watchable = syncbase_store::Watchable::open(
+        raw,
+        syncbase_store::WatchableOptions {
+            managed_prefixes: vec![Prefix::Row.as_key(), Prefix::Collection.as_key()],
+            clock: fixture.clock.clone(),
+            rng: Arc::new(SeededRng::new(9)),
+        },
+    )
+    .unwrap();
+    let record = (alice().default_permissions(), false);
+    syncbase_util::put_typed(&watchable, &collection_record("\u{fffd}"), &record).unwrap();
+    let database = service.database(&alice(), &other).unwrap();
+    assert_eq!(database.list_collections().unwrap(), ["\u{fffd}"]);
+    syncbase_util::put_typed(
+        &watchable,
+        &keys::key(Prefix::Collection, &[b"\xff"]),
+        &record,
+    )
+    .unwrap();
+    assert_eq!(code(database.list_collections()), "store.corrupt");
+}
+
+/// The database core opens on its store without a service and reads as the device (for sync):
+/// every row and collection record, whatever the permissions, tombstones included. Calls for a
+/// client keep their checks.
+#[test]
+fn a_database_opens_on_its_store_and_reads_as_the_device() {
+    let database = syncbase_nosql::Database::open(
+        db_path(),
+        Arc::new(syncbase_store::open_memstore()),
+        syncbase_nosql::DatabaseOptions {
+            clock: Arc::new(ManualClock::new(1_000)),
+            rng: Arc::new(SeededRng::new(5)),
+            batch_idle_timeout_ns: syncbase_nosql::BATCH_IDLE_TIMEOUT_NS_DEFAULT,
+        },
+    )
+    .unwrap();
+    let bob = Caller::new("bob");
+    database.create_collection(&bob, "private", None).unwrap();
+    database.put(&bob, "private", "k", b"v", None).unwrap();
+    assert_eq!(
+        code(database.get(&alice(), "private", "k", None)),
+        codes::NO_EXIST
+    );
+    assert!(!database.row_exists(&alice(), "private", "k", None).unwrap());
+
+    let device = database.device_reader().unwrap();
+    assert_eq!(device.get("private", "k").unwrap().unwrap(), b"v");
+    assert_eq!(device.get("private", "absent").unwrap(), None);
+    let rows: Vec<_> = device
+        .scan("private", &RowRange::Prefix(String::new()))
+        .unwrap()
+        .collect::<syncbase_nosql::Result<_>>()
+        .unwrap();
+    assert_eq!(rows, [("k".to_string(), b"v".to_vec())]);
+    let record = device.collection("private").unwrap().unwrap();
+    assert!(record.permissions.grants(Tag::Read, "bob") && !record.destroyed);
+    assert_eq!(device.collection("absent").unwrap(), None);
+    assert_eq!(device.log_position().unwrap(), 2);
+
+    // A destroyed collection's tombstone, through a service.
+    let fixture = populated();
+    let service = &fixture.service;
+    service.destroy_collection(&alice(), &coll_path()).unwrap();
+    let device = service
+        .database(&alice(), &db_path())
+        .unwrap()
+        .device_reader()
+        .unwrap();
+    assert!(device.collection("todo").unwrap().unwrap().destroyed);
 }
