@@ -158,7 +158,7 @@ fn stop(daemon: Daemon) -> Result<()> {
 }
 
 /// Runs the workload with `databases` databases of `rows` rows each and prints the table.
-pub fn run(databases: usize, rows: usize) -> Result<()> {
+pub(crate) fn run(databases: usize, rows: usize) -> Result<()> {
     let databases = databases.max(2);
     let rows = rows.max(1);
     let scratch = scratch_dir()?;

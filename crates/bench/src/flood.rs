@@ -80,7 +80,7 @@ async fn measure_phase(
 }
 
 /// Runs the flood workload and prints the table.
-pub fn run(runs: usize) -> Result<()> {
+pub(crate) fn run(runs: usize) -> Result<()> {
     // The attackers hold about a thousand sockets; the default soft limit may be 1,024.
     rlimit::increase_nofile_limit(u64::MAX)?;
     let scratch = scratch_dir()?;

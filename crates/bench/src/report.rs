@@ -6,22 +6,22 @@ use std::time::Instant;
 
 /// One measured figure: the runs' values, in the figure's unit.
 #[derive(Debug, Clone)]
-pub struct Figure {
+pub(crate) struct Figure {
     pub values: Vec<f64>,
 }
 
 impl Figure {
-    pub fn median(&self) -> f64 {
+    pub(crate) fn median(&self) -> f64 {
         let mut sorted = self.values.clone();
         sorted.sort_by(f64::total_cmp);
         sorted[sorted.len() / 2]
     }
 
-    pub fn min(&self) -> f64 {
+    pub(crate) fn min(&self) -> f64 {
         self.values.iter().copied().fold(f64::INFINITY, f64::min)
     }
 
-    pub fn max(&self) -> f64 {
+    pub(crate) fn max(&self) -> f64 {
         self.values
             .iter()
             .copied()
@@ -30,7 +30,7 @@ impl Figure {
 }
 
 /// Runs `body` once to warm up, then `runs` times, collecting what each run returns.
-pub fn measure(runs: usize, mut body: impl FnMut() -> f64) -> Figure {
+pub(crate) fn measure(runs: usize, mut body: impl FnMut() -> f64) -> Figure {
     body();
     Figure {
         values: (0..runs).map(|_| body()).collect(),
@@ -38,14 +38,14 @@ pub fn measure(runs: usize, mut body: impl FnMut() -> f64) -> Figure {
 }
 
 /// Times `body`, returning seconds.
-pub fn seconds(body: impl FnOnce()) -> f64 {
+pub(crate) fn seconds(body: impl FnOnce()) -> f64 {
     let start = Instant::now();
     body();
     start.elapsed().as_secs_f64()
 }
 
 /// A table: rows of (workload, unit, cells by column).
-pub struct Table {
+pub(crate) struct Table {
     pub title: String,
     pub columns: Vec<String>,
     pub rows: Vec<(String, String, Vec<Option<Figure>>)>,
@@ -62,7 +62,7 @@ fn format_value(value: f64) -> String {
 }
 
 impl Table {
-    pub fn print(&self) {
+    pub(crate) fn print(&self) {
         println!("\n## {}\n", self.title);
         let mut header = String::from("| workload | unit |");
         for column in &self.columns {
@@ -93,7 +93,7 @@ impl Table {
         }
     }
 
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         let mut out = format!(
             "{{\"title\":{:?},\"columns\":{:?},\"rows\":[",
             self.title, self.columns
@@ -129,7 +129,7 @@ impl Table {
 }
 
 /// Writes the tables as JSON to `target/bench/<name>.json`.
-pub fn write_json(name: &str, tables: &[&Table]) -> std::io::Result<()> {
+pub(crate) fn write_json(name: &str, tables: &[&Table]) -> std::io::Result<()> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");
     std::fs::create_dir_all(&dir)?;
     let body: Vec<String> = tables.iter().map(|table| table.to_json()).collect();

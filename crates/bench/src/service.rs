@@ -272,7 +272,7 @@ pub(crate) fn scratch_dir() -> Result<tempfile::TempDir> {
 }
 
 /// Runs the service workloads and prints the table.
-pub fn run(runs: usize) -> Result<()> {
+pub(crate) fn run(runs: usize) -> Result<()> {
     let scratch = scratch_dir()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -33,7 +33,7 @@ const GETS: usize = 100_000;
 const SCAN_ROWS: usize = 10_000;
 
 /// Sizes of the run.
-pub struct Options {
+pub(crate) struct Options {
     /// Rows loaded for the read workloads (S3).
     pub rows: usize,
     /// Measured runs per figure (after one warm-up).
@@ -109,7 +109,7 @@ fn disk_bytes(path: &Path) -> u64 {
 }
 
 /// Runs every store workload and prints the tables.
-pub fn run(options: &Options) -> Result<()> {
+pub(crate) fn run(options: &Options) -> Result<()> {
     let scratch = tempfile::Builder::new()
         .prefix("syncbase-bench")
         .tempdir_in(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))?;

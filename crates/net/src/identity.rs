@@ -15,7 +15,7 @@ pub const IDENTITY_FORMAT_VERSION: u32 = 1;
 /// The most links a certificate chain may have.
 pub const CHAIN_LINKS_MAX: usize = 16;
 /// The longest name extension (one link's part of the name), in bytes.
-pub const EXTENSION_BYTES_MAX: usize = 256;
+pub(crate) const EXTENSION_BYTES_MAX: usize = 256;
 
 const IDENTITY_FILE: &str = "identity";
 const CERTIFICATE_DOMAIN: &[u8] = b"syncbase certificate v1\0";
@@ -36,11 +36,16 @@ pub struct Certificate {
 mod signature_bytes {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(bytes: &[u8; 64], serializer: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(
+        bytes: &[u8; 64],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         serializer.serialize_bytes(bytes)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<[u8; 64], D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<[u8; 64], D::Error> {
         let bytes = <Vec<u8>>::deserialize(deserializer)?;
         bytes
             .try_into()

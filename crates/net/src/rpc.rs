@@ -25,12 +25,12 @@ use crate::identity::VerifiedChain;
 
 /// Responses a stream may have in flight before its caller takes some (flow control): a slow
 /// consumer holds back its own stream only, never the connection it shares with other calls.
-pub const STREAM_WINDOW_MESSAGES: u32 = 32;
+pub(crate) const STREAM_WINDOW_MESSAGES: u32 = 32;
 
 /// Bytes (of encoded frames) a stream may have in flight before its caller takes some: with
 /// large messages the byte window binds first. A message is sent whenever nothing is in flight,
 /// however large, so no message can stall.
-pub const STREAM_WINDOW_BYTES: usize = 4 * 1024 * 1024;
+pub(crate) const STREAM_WINDOW_BYTES: usize = 4 * 1024 * 1024;
 
 /// Calls a peer may have running on one connection at once.
 pub const CALLS_PER_CONNECTION_MAX: usize = 256;

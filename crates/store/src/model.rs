@@ -150,7 +150,7 @@ pub(crate) struct Liveness {
 impl Liveness {
     /// A liveness check tied to a store's closed flag and, optionally, to a snapshot or
     /// transaction.
-    pub fn new(store_closed: Arc<AtomicBool>, owner: Option<Arc<OwnerState>>) -> Self {
+    pub(crate) fn new(store_closed: Arc<AtomicBool>, owner: Option<Arc<OwnerState>>) -> Self {
         Self {
             store_closed,
             owner,
@@ -158,12 +158,12 @@ impl Liveness {
     }
 
     /// The owner this check is tied to, if any.
-    pub fn owner_state(&self) -> Option<Arc<OwnerState>> {
+    pub(crate) fn owner_state(&self) -> Option<Arc<OwnerState>> {
         self.owner.clone()
     }
 
     /// Fails when the store is closed or the owner is finished.
-    pub fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         if self.store_closed.load(Ordering::Acquire) {
             return Err(Error::StoreClosed);
         }
@@ -187,14 +187,14 @@ const OWNER_TRANSACTION_COMMITTED: u8 = 3;
 
 impl OwnerState {
     /// A new, active owner.
-    pub fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self {
             state: AtomicU8::new(OWNER_ACTIVE),
         })
     }
 
     /// Fails with the error matching how the owner finished, if it has.
-    pub fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         match self.state.load(Ordering::Acquire) {
             OWNER_ACTIVE => Ok(()),
             OWNER_SNAPSHOT_ABORTED => Err(Error::SnapshotAborted),
@@ -204,17 +204,17 @@ impl OwnerState {
     }
 
     /// Marks a snapshot aborted. Returns false when it was already finished.
-    pub fn finish_snapshot(&self) -> bool {
+    pub(crate) fn finish_snapshot(&self) -> bool {
         self.finish(OWNER_SNAPSHOT_ABORTED)
     }
 
     /// Marks a transaction aborted. Returns false when it was already finished.
-    pub fn finish_aborted(&self) -> bool {
+    pub(crate) fn finish_aborted(&self) -> bool {
         self.finish(OWNER_TRANSACTION_ABORTED)
     }
 
     /// Marks a transaction committed. Returns false when it was already finished.
-    pub fn finish_committed(&self) -> bool {
+    pub(crate) fn finish_committed(&self) -> bool {
         self.finish(OWNER_TRANSACTION_COMMITTED)
     }
 
