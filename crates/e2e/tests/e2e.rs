@@ -1240,9 +1240,19 @@ fn an_authenticated_client_gets_in_while_idle_and_churning_connections_flood_the
         let flood = Flood::start(address, 3 * PENDING_HANDSHAKES, 100);
         // Full pressure first: every holder has connected and the daemon has had to drop
         // pending handshakes to stay under its cap.
-        while flood.counts().closed_by_daemon < (2 * PENDING_HANDSHAKES) as u64 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let full_pressure = async {
+            while flood.counts().closed_by_daemon < (2 * PENDING_HANDSHAKES) as u64 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), full_pressure)
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the flood never reached full pressure: {:?}",
+                    flood.counts()
+                )
+            });
         flood
     });
     let rounds = async {

@@ -289,17 +289,24 @@ impl Handler for Echo {
                 });
                 Ok(responses)
             }
-            Request::Watch { .. } => {
-                // An endless stream, as a watch is.
+            Request::Watch { start, .. } => {
+                // An endless stream, as a watch is; from a marker N, N messages and then a
+                // quiet stream that never ends (a watch with nothing new).
+                let quiet_after = match start {
+                    syncbase_wire::WatchStart::From(marker) => marker.parse::<u64>().ok(),
+                    _ => None,
+                };
                 let (sender, responses) = Responses::channel();
                 tokio::spawn(async move {
                     let mut index = 0u64;
-                    while sender
-                        .send(Ok(Response::Names(vec![index.to_string()])))
-                        .await
+                    while quiet_after.is_none_or(|quiet| index < quiet)
+                        && sender
+                            .send(Ok(Response::Names(vec![index.to_string()])))
+                            .await
                     {
                         index += 1;
                     }
+                    sender.closed().await;
                 });
                 Ok(responses)
             }
@@ -474,14 +481,25 @@ async fn a_stream_cut_by_a_dead_connection_ends_in_an_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_dropped_after_their_window_arrived_are_cancelled() {
     let connection = connected().await;
-    let watch = watch_request;
     // More dropped streams than a connection may run calls at once: unless each drop cancels
     // its call, the server's tasks pile up waiting for credit and new calls are refused.
     for _ in 0..syncbase_net::CALLS_PER_CONNECTION_MAX + 8 {
-        let mut stream = connection.call(watch()).await.unwrap();
-        assert!(stream.next().await.unwrap().is_ok());
-        // Let the rest of the window arrive, so no later response reveals the drop.
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        // The server sends one window's worth and then nothing: once all of it has arrived,
+        // no later response can reveal the drop; only the cancel can end the call.
+        let quiet_after = 32u64;
+        let mut stream = connection
+            .call(Request::Watch {
+                database: syncbase_wire::DatabasePath {
+                    app: "a".into(),
+                    database: "d".into(),
+                },
+                start: syncbase_wire::WatchStart::From(quiet_after.to_string()),
+            })
+            .await
+            .unwrap();
+        for _ in 0..quiet_after {
+            assert!(stream.next().await.unwrap().is_ok());
+        }
         drop(stream);
     }
     let value = connection.call(get(3)).await.unwrap().one().await.unwrap();

@@ -1131,9 +1131,13 @@ fn a_slow_destroy_parks_no_call_to_another_database() {
         let destroying = scope.spawn(|| service.destroy_database(&alice, &path("doomed")));
         {
             let mut state = set.state.lock();
-            while !state.0 {
-                set.changed.wait(&mut state);
+            for _ in 0..60 {
+                if state.0 {
+                    break;
+                }
+                set.changed.wait_for(&mut state, Duration::from_secs(1));
             }
+            assert!(state.0, "the destroy never reached its store");
         }
         let (done, finished) = std::sync::mpsc::channel();
         let (service, alice) = (&service, &alice);
