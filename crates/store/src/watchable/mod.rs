@@ -541,6 +541,11 @@ impl<S: Store + 'static> StoreWriter for WatchableTransaction<S> {
         if !self.shared.is_managed(key) {
             return self.inner.delete(key);
         }
+        // Deleting what is not there changes nothing, so it writes and logs nothing (the read
+        // joins the transaction's read set: a concurrent put of the key makes it retry).
+        if self.inner.get(&pointer_key(key))?.is_none() {
+            return Ok(());
+        }
         self.inner.delete(&pointer_key(key))?;
         self.ops.lock().push(LogOp::Delete { key: key.to_vec() });
         Ok(())

@@ -34,6 +34,9 @@ fn code<T>(result: syncbase_store::Result<T>) -> &'static str {
 #[test]
 fn each_commit_touching_managed_keys_appends_one_entry() {
     let (store, clock) = open();
+    // `c/x` exists, so its delete below is a change (deleting an absent key logs nothing).
+    store.put(b"c/x", b"0").unwrap();
+    let base = store.latest_log_seq();
     let transaction = store.begin(false).unwrap();
     transaction.put(b"r/a", b"1").unwrap();
     transaction.put(b"r/b", b"2").unwrap();
@@ -50,21 +53,21 @@ fn each_commit_touching_managed_keys_appends_one_entry() {
     reader.get(b"r/a").unwrap();
     reader.commit().unwrap();
 
-    let entries = store.log_entries(0, 100).unwrap();
+    let entries = store.log_entries(base + 1, 100).unwrap();
     assert_eq!(entries.len(), 2);
     let (first, second) = (&entries[0], &entries[1]);
     assert_eq!(
         (first.seq, first.timestamp_ns, first.from_sync),
-        (1, 1_000, false)
+        (base + 1, 1_000, false)
     );
     assert_eq!(
         (second.seq, second.timestamp_ns, second.from_sync),
-        (2, 1_500, true)
+        (base + 2, 1_500, true)
     );
     let keys: Vec<&[u8]> = first.ops.iter().map(LogOp::key).collect();
     assert_eq!(keys, vec![&b"r/a"[..], b"r/b", b"c/x"]);
     assert!(matches!(first.ops[2], LogOp::Delete { .. }));
-    assert_eq!(store.latest_log_seq(), 2);
+    assert_eq!(store.latest_log_seq(), base + 2);
     assert_eq!(store.get(b"r/a").unwrap(), Some(b"4".to_vec()));
     assert_eq!(store.get(b"s/unmanaged").unwrap(), Some(b"3".to_vec()));
 }
@@ -355,4 +358,33 @@ fn a_scan_to_the_end_of_a_managed_prefix_next_to_the_reserved_range_is_managed()
     let rows = store.scan(b"\xfe", b"").unwrap().collect_entries().unwrap();
     assert_eq!(rows, vec![(b"\xfe1".to_vec(), b"v".to_vec())]);
     assert_eq!(code(store.scan(b"a", b"").map(|_| ())), "store.mixed_scan");
+}
+
+/// Deleting a managed key that is not there writes and logs nothing, alone or beside other
+/// writes; deleting one that is there (or was put earlier in the same transaction) is logged.
+#[test]
+fn deleting_an_absent_key_logs_nothing() {
+    let (store, _) = open();
+    store.delete(b"r/never").unwrap();
+    assert_eq!(store.latest_log_seq(), 0);
+    store.put(b"r/k", b"v").unwrap();
+    store.delete(b"r/k").unwrap();
+    assert_eq!(store.latest_log_seq(), 2);
+    store.delete(b"r/k").unwrap();
+    assert_eq!(store.latest_log_seq(), 2);
+    let transaction = store.transaction().unwrap();
+    transaction.delete(b"r/absent").unwrap();
+    transaction.put(b"r/new", b"v").unwrap();
+    transaction.delete(b"r/new").unwrap();
+    transaction.commit().unwrap();
+    let entries = store.log_entries(3, 10).unwrap();
+    assert_eq!(entries.len(), 1);
+    let keys: Vec<Vec<u8>> = entries[0]
+        .ops
+        .iter()
+        .map(|op| match op {
+            LogOp::Put { key, .. } | LogOp::Delete { key } => key.clone(),
+        })
+        .collect();
+    assert_eq!(keys, vec![b"r/new".to_vec(), b"r/new".to_vec()]);
 }
