@@ -76,6 +76,8 @@ registry! {
         FORMAT_TOO_NEW = "store.format_too_new";
         /// Stored data could not be decoded or breaks an invariant of its format.
         CORRUPT = "store.corrupt";
+        /// A version id already names other bytes: a version names one value forever.
+        VERSION_CONFLICT = "store.version_conflict";
         /// The operating system refused an I/O operation (the message says which and why).
         IO = "store.io";
         /// The storage engine failed (the message says how).

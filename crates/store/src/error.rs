@@ -69,6 +69,10 @@ pub enum Error {
     /// Stored data could not be decoded or violates an invariant of the layout.
     #[error("corrupt store: {0}")]
     Corrupt(String),
+    /// A version was stored again with other bytes than it names (a version id names one value
+    /// forever, which makes the re-delivery of a version harmless).
+    #[error("version conflict: {0}")]
+    VersionConflict(String),
     /// An operating-system I/O error.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
@@ -96,6 +100,7 @@ impl Error {
             Error::ValueTooLarge { .. } => codes::VALUE_TOO_LARGE,
             Error::FormatTooNew { .. } => codes::FORMAT_TOO_NEW,
             Error::Corrupt(_) => codes::CORRUPT,
+            Error::VersionConflict(_) => codes::VERSION_CONFLICT,
             Error::Io(_) => codes::IO,
             Error::Engine(_) => codes::ENGINE,
         }
@@ -128,6 +133,7 @@ impl Error {
                 supported: *supported,
             },
             Error::Corrupt(what) => Error::Corrupt(what.clone()),
+            Error::VersionConflict(what) => Error::VersionConflict(what.clone()),
             Error::Io(error) => Error::Io(std::io::Error::new(error.kind(), error.to_string())),
             Error::Engine(what) => Error::Engine(what.clone()),
         }
@@ -137,7 +143,7 @@ impl Error {
     /// on disk is corrupt or of a newer format, the operating system refused I/O, or the
     /// engine failed. False for errors the caller can act on: a concurrent transaction (retry),
     /// a closed store or finished transaction or stream, a key or value too large, a reserved
-    /// or unmanaged key, misuse.
+    /// or unmanaged key, misuse, a version stored again with other bytes.
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,

@@ -456,10 +456,21 @@ impl<S: Store + 'static> WatchableTransaction<S> {
     }
 
     /// Stores `value` as `version` of a managed key without making it current and without a
-    /// log entry (sync stores a received version before deciding whether it wins).
+    /// log entry (sync stores a received version before deciding whether it wins). Storing a
+    /// version already stored with the same bytes does nothing; with other bytes it is refused
+    /// with [`Error::VersionConflict`] (a version names one value forever, so re-delivery is
+    /// harmless and a conflicting one is a peer's error, not a new value).
     pub fn put_at_version(&self, key: &[u8], version: Version, value: &[u8]) -> Result<()> {
         self.shared.check_managed(key)?;
-        self.inner.put(&value_key(key, version), value)
+        let value_key = value_key(key, version);
+        match self.inner.get(&value_key)? {
+            Some(stored) if stored == value => Ok(()),
+            Some(_) => Err(Error::VersionConflict(format!(
+                "version {} of key {key:?} is already stored with other bytes",
+                version.0
+            ))),
+            None => self.inner.put(&value_key, value),
+        }
     }
 
     /// Makes `version` (already stored) the current version of a managed key, logging a put.

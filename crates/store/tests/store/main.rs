@@ -34,6 +34,7 @@ fn every_store_error_has_its_own_registered_code() {
             supported: 1,
         },
         Error::Corrupt(String::new()),
+        Error::VersionConflict(String::new()),
         Error::Io(std::io::Error::other("x")),
         Error::Engine(String::new()),
     ];

@@ -388,3 +388,29 @@ fn deleting_an_absent_key_logs_nothing() {
         .collect();
     assert_eq!(keys, vec![b"r/new".to_vec(), b"r/new".to_vec()]);
 }
+
+/// A version names one value forever: storing it again with the same bytes is a no-op, with
+/// other bytes it is refused and the stored bytes stay.
+#[test]
+fn storing_a_stored_version_again_is_a_no_op_and_other_bytes_are_refused() {
+    let (store, _) = open();
+    let version = Version(77);
+    let transaction = store.begin(true).unwrap();
+    transaction.put_at_version(b"r/k", version, b"one").unwrap();
+    transaction.put_at_version(b"r/k", version, b"one").unwrap();
+    assert_eq!(
+        code(transaction.put_at_version(b"r/k", version, b"two")),
+        "store.version_conflict"
+    );
+    transaction.put_version(b"r/k", version).unwrap();
+    transaction.commit().unwrap();
+    assert_eq!(store.get(b"r/k").unwrap(), Some(b"one".to_vec()));
+    let again = store.begin(true).unwrap();
+    again.put_at_version(b"r/k", version, b"one").unwrap();
+    assert_eq!(
+        code(again.put_at_version(b"r/k", version, b"other")),
+        "store.version_conflict"
+    );
+    again.commit().unwrap();
+    assert_eq!(store.get(b"r/k").unwrap(), Some(b"one".to_vec()));
+}
