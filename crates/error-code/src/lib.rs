@@ -123,8 +123,11 @@ registry! {
         TOO_MANY_BATCHES = "nosql.too_many_batches";
         /// A write was attempted in a read-only batch.
         READ_ONLY_BATCH = "nosql.read_only_batch";
-        /// The watch resume marker is malformed, older than the kept log, or from the future.
+        /// The watch resume marker is malformed or from the future of the database.
         BAD_MARKER = "nosql.bad_marker";
+        /// The watch resume marker is older than the watch log keeps: changes since it are no
+        /// longer all known, so the watch must start again with the initial state.
+        MARKER_EXPIRED = "nosql.marker_expired";
         /// The service failed internally; the message says more.
         INTERNAL = "nosql.internal";
     }

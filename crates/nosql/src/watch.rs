@@ -73,7 +73,14 @@ impl Database {
                 };
                 let seq: u64 = marker.parse().map_err(|_| bad("is malformed"))?;
                 if seq.saturating_add(1) < store.log_start()? {
-                    return Err(bad("is older than the kept log"));
+                    // Never a silent skip: the changes since the marker are not all kept.
+                    return Err(Error::wire(
+                        codes::MARKER_EXPIRED,
+                        format!(
+                            "resume marker {marker:?} is older than the watch log keeps; \
+                             start again with the initial state (`sb watch --initial`)"
+                        ),
+                    ));
                 }
                 if seq > store.latest_log_seq() {
                     return Err(bad("is from the future of this database"));
@@ -340,5 +347,55 @@ impl Watcher {
             });
         }
         Ok(changes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use syncbase_store::{ManualClock, SeededRng, open_memstore};
+    use syncbase_wire::{DatabasePath, WatchStart, codes};
+
+    use crate::{Caller, Database, DatabaseOptions};
+
+    /// A marker below the kept log fails at once with its own code and says what to do; the
+    /// oldest marker still covered resumes.
+    #[test]
+    fn a_marker_below_the_kept_log_expires_and_never_skips() {
+        let database = Arc::new(
+            Database::open(
+                DatabasePath {
+                    app: "a".into(),
+                    database: "d".into(),
+                },
+                Arc::new(open_memstore()),
+                DatabaseOptions {
+                    clock: Arc::new(ManualClock::new(1_000)),
+                    rng: Arc::new(SeededRng::new(1)),
+                    batch_idle_timeout_ns: crate::BATCH_IDLE_TIMEOUT_NS_DEFAULT,
+                },
+            )
+            .unwrap(),
+        );
+        let alice = Caller::new("alice");
+        database.create_collection(&alice, "c", None).unwrap();
+        for index in 0..5 {
+            database
+                .put(&alice, "c", &format!("k{index}"), b"v", None)
+                .unwrap();
+        }
+        database.store().advance_log_start(4).unwrap();
+        let expired = database
+            .watch(&alice, &WatchStart::From("2".into()))
+            .err()
+            .unwrap();
+        assert_eq!(expired.code(), codes::MARKER_EXPIRED);
+        assert!(expired.to_string().contains("initial state"), "{expired}");
+        let mut resumed = database
+            .watch(&alice, &WatchStart::From("3".into()))
+            .unwrap();
+        // Entry 1 created the collection; puts k0.. are entries 2..: after 3 comes k2.
+        assert_eq!(resumed.next_batch().unwrap().unwrap()[0].key, "k2");
     }
 }
