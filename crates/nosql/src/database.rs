@@ -41,8 +41,12 @@ pub struct CollectionData {
 /// ([`ServiceOptions::database_options`](crate::ServiceOptions::database_options)).
 #[derive(Clone)]
 pub struct DatabaseOptions {
-    /// Timestamps (watch log, batch expiry).
+    /// Time for timeouts (batch expiry): the plain clock, so a peer's fast clock cannot expire
+    /// batches.
     pub clock: Arc<dyn Clock>,
+    /// Timestamps of the watch log: the service's hybrid logical clock, which never goes
+    /// backwards (across restarts too) and follows the latest time seen from peers.
+    pub log_clock: Arc<dyn Clock>,
     /// Ids (versions, batch handles).
     pub rng: Arc<dyn Rng>,
     /// Idle time after which an abandoned batch is aborted.
@@ -180,7 +184,7 @@ impl Database {
             store,
             WatchableOptions {
                 managed_prefixes: vec![Prefix::Row.as_key(), Prefix::Collection.as_key()],
-                clock: options.clock.clone(),
+                clock: options.log_clock,
                 rng: options.rng.clone(),
             },
         )?;

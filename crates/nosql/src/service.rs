@@ -4,12 +4,16 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use syncbase_store::{Clock, Rng, Store, StoreReader};
 use syncbase_util::keys::{self, Prefix};
-use syncbase_util::{StoreLayout, StoreSetOpener, decode_typed, get_typed, put_typed};
+use syncbase_util::{
+    HybridClock, StoreLayout, StoreSetOpener, decode_typed, get_typed, load_clock_floor, put_typed,
+    save_clock_floor,
+};
 use syncbase_wire::{
     CollectionPath, DatabasePath, ObjectPath, Permissions, Tag, validate_existing_name,
     validate_name,
@@ -41,18 +45,6 @@ pub struct ServiceOptions {
     pub idle_databases_max: usize,
     /// Databases that stay open however idle (sync will keep those with syncgroups open).
     pub keep_open: Option<Arc<dyn KeepOpen>>,
-}
-
-impl ServiceOptions {
-    /// What each database of the service is opened with: the service's clock, random source
-    /// and batch idle timeout.
-    pub fn database_options(&self) -> DatabaseOptions {
-        DatabaseOptions {
-            clock: self.clock.clone(),
-            rng: self.rng.clone(),
-            batch_idle_timeout_ns: self.batch_idle_timeout_ns,
-        }
-    }
 }
 
 /// Says which databases must stay open while idle: the seam through which a layer above keeps
@@ -89,6 +81,10 @@ pub struct Service {
     store: Arc<dyn Store>,
     options: ServiceOptions,
     device_id: u64,
+    /// Log timestamps; its floor is saved in the service store.
+    log_clock: Arc<HybridClock>,
+    /// The floor last saved for `log_clock`.
+    saved_floor: AtomicU64,
     /// Open databases.
     databases: Mutex<OpenDatabases>,
 }
@@ -144,6 +140,14 @@ impl OpenDatabases {
 fn service_key() -> Vec<u8> {
     keys::key(Prefix::Service, &[])
 }
+
+/// Where the hybrid clock's floor is saved.
+fn clock_floor_key() -> Vec<u8> {
+    keys::key(Prefix::Service, &[b"clock_floor"])
+}
+
+/// How far ahead of the hybrid clock its saved floor is kept: 10 minutes of timestamps.
+const CLOCK_FLOOR_RESERVE_NS: u64 = 600 * 1_000_000_000;
 
 fn app_key(app: &str) -> Vec<u8> {
     keys::key(Prefix::App, &[app.as_bytes()])
@@ -259,13 +263,64 @@ impl Service {
                 layout.destroy_database(id)?;
             }
         }
+        let log_clock = Arc::new(HybridClock::new(
+            options.clock.clone(),
+            load_clock_floor(store.as_ref(), &clock_floor_key())?,
+        ));
+        let saved_floor = save_clock_floor(
+            store.as_ref(),
+            &clock_floor_key(),
+            &log_clock,
+            CLOCK_FLOOR_RESERVE_NS,
+        )?;
         Ok(Self {
             layout,
             store,
             device_id: data.device_id,
             options,
+            log_clock,
+            saved_floor: AtomicU64::new(saved_floor),
             databases: Mutex::new(OpenDatabases::default()),
         })
+    }
+
+    /// What each database is opened with: the plain clock for timeouts, the service's hybrid
+    /// clock for log timestamps, the random source and the batch idle timeout.
+    fn database_options(&self) -> DatabaseOptions {
+        DatabaseOptions {
+            clock: self.options.clock.clone(),
+            log_clock: self.log_clock.clone(),
+            rng: self.options.rng.clone(),
+            batch_idle_timeout_ns: self.options.batch_idle_timeout_ns,
+        }
+    }
+
+    /// The service's hybrid logical clock (log timestamps; sync observes peers' times in it).
+    pub fn log_clock(&self) -> &Arc<HybridClock> {
+        &self.log_clock
+    }
+
+    /// Saves a new floor for the hybrid clock once it has used half of the reserve saved last
+    /// time, so a restart after a crash never issues a timestamp at or below one issued before.
+    /// Called where databases are handed out, never inside a commit hook (it writes).
+    fn keep_clock_floor_ahead(&self) -> Result<()> {
+        let saved = self.saved_floor.load(Ordering::Acquire);
+        if self
+            .log_clock
+            .last_ns()
+            .saturating_add(CLOCK_FLOOR_RESERVE_NS / 2)
+            < saved
+        {
+            return Ok(());
+        }
+        let floor = save_clock_floor(
+            self.store.as_ref(),
+            &clock_floor_key(),
+            &self.log_clock,
+            CLOCK_FLOOR_RESERVE_NS,
+        )?;
+        self.saved_floor.fetch_max(floor, Ordering::AcqRel);
+        Ok(())
     }
 
     /// This service's device id (random, chosen at creation, persisted).
@@ -309,6 +364,7 @@ impl Service {
         path: &DatabasePath,
         need: Need,
     ) -> Result<Arc<Database>> {
+        self.keep_clock_floor_ahead()?;
         let info = read_database(self.store.as_ref(), walk, path, need)?;
         let gate = {
             let mut open = self.databases.lock();
@@ -366,7 +422,7 @@ impl Service {
         let database = Arc::new(Database::open(
             path.clone(),
             store,
-            self.options.database_options(),
+            self.database_options(),
         )?);
         let mut open = self.databases.lock();
         let now = open.tick();
@@ -800,5 +856,74 @@ mod tests {
         service.destroy_database(&alice, &path).unwrap();
         service.destroy_app(&alice, app).unwrap();
         assert_eq!(service.list_apps(&alice).unwrap(), vec!["notes"]);
+    }
+
+    /// An opener that hands out the same in-memory set each time, so a "restart" keeps data.
+    struct SharedSetOpener(Arc<syncbase_store::MemStoreSet>);
+
+    impl syncbase_util::StoreSetOpener for SharedSetOpener {
+        fn open_set(
+            &self,
+            _dir: &std::path::Path,
+        ) -> syncbase_store::Result<Arc<dyn syncbase_store::StoreSet>> {
+            Ok(self.0.clone())
+        }
+
+        fn open_layout_1_store(
+            &self,
+            _dir: &std::path::Path,
+        ) -> syncbase_store::Result<Option<Arc<dyn Store>>> {
+            Ok(None)
+        }
+    }
+
+    /// Log timestamps come from the service's hybrid clock: they never go backwards, across a
+    /// restart either, even when the wall clock does.
+    #[test]
+    fn log_timestamps_never_go_backwards_across_a_restart_with_a_clock_set_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = Arc::new(syncbase_store::MemStoreSet::new());
+        let clock = Arc::new(ManualClock::new(5_000_000_000_000));
+        let open = |clock: Arc<ManualClock>| {
+            Service::open(ServiceOptions {
+                root_dir: dir.path().to_path_buf(),
+                opener: Arc::new(SharedSetOpener(set.clone())),
+                owner_root: "alice".into(),
+                clock,
+                rng: Arc::new(SeededRng::new(3)),
+                batch_idle_timeout_ns: crate::BATCH_IDLE_TIMEOUT_NS_DEFAULT,
+                idle_databases_max: IDLE_DATABASES_MAX_DEFAULT,
+                keep_open: None,
+            })
+            .unwrap()
+        };
+        let alice = Caller::new("alice");
+        let path = DatabasePath {
+            app: "a".into(),
+            database: "d".into(),
+        };
+        let last_timestamp = |service: &Service| {
+            let database = service.database(&alice, &path).unwrap();
+            let store = database.store();
+            let entries = store.log_entries(0, 1_000).unwrap();
+            entries.last().unwrap().timestamp_ns
+        };
+        let before = {
+            let service = open(clock.clone());
+            service.create_app(&alice, "a", None).unwrap();
+            service.create_database(&alice, &path, None).unwrap();
+            let database = service.database(&alice, &path).unwrap();
+            database.create_collection(&alice, "c", None).unwrap();
+            database.put(&alice, "c", "k", b"1", None).unwrap();
+            last_timestamp(&service)
+        };
+        assert!(before >= 5_000_000_000_000);
+        // The machine's clock is set back an hour; the service restarts (no clean close).
+        let earlier = Arc::new(ManualClock::new(5_000_000_000_000 - 3_600_000_000_000));
+        let service = open(earlier);
+        let database = service.database(&alice, &path).unwrap();
+        database.put(&alice, "c", "k", b"2", None).unwrap();
+        let after = last_timestamp(&service);
+        assert!(after > before, "{after} after {before}");
     }
 }

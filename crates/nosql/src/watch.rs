@@ -372,6 +372,7 @@ mod tests {
                 Arc::new(open_memstore()),
                 DatabaseOptions {
                     clock: Arc::new(ManualClock::new(1_000)),
+                    log_clock: Arc::new(ManualClock::new(1_000)),
                     rng: Arc::new(SeededRng::new(1)),
                     batch_idle_timeout_ns: crate::BATCH_IDLE_TIMEOUT_NS_DEFAULT,
                 },

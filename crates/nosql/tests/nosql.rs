@@ -1550,6 +1550,7 @@ fn a_database_opens_on_its_store_and_reads_as_the_device() {
         Arc::new(syncbase_store::open_memstore()),
         syncbase_nosql::DatabaseOptions {
             clock: Arc::new(ManualClock::new(1_000)),
+            log_clock: Arc::new(ManualClock::new(1_000)),
             rng: Arc::new(SeededRng::new(5)),
             batch_idle_timeout_ns: syncbase_nosql::BATCH_IDLE_TIMEOUT_NS_DEFAULT,
         },
