@@ -85,6 +85,8 @@ pub struct Service {
     log_clock: Arc<HybridClock>,
     /// The floor last saved for `log_clock`.
     saved_floor: AtomicU64,
+    /// Held while a new floor is computed and saved, so saves land in order.
+    floor_saving: Mutex<()>,
     /// Open databases.
     databases: Mutex<OpenDatabases>,
 }
@@ -280,6 +282,7 @@ impl Service {
             options,
             log_clock,
             saved_floor: AtomicU64::new(saved_floor),
+            floor_saving: Mutex::new(()),
             databases: Mutex::new(OpenDatabases::default()),
         })
     }
@@ -304,13 +307,19 @@ impl Service {
     /// time, so a restart after a crash never issues a timestamp at or below one issued before.
     /// Called where databases are handed out, never inside a commit hook (it writes).
     fn keep_clock_floor_ahead(&self) -> Result<()> {
-        let saved = self.saved_floor.load(Ordering::Acquire);
-        if self
-            .log_clock
-            .last_ns()
-            .saturating_add(CLOCK_FLOOR_RESERVE_NS / 2)
-            < saved
-        {
+        let near = || {
+            let saved = self.saved_floor.load(Ordering::Acquire);
+            self.log_clock
+                .last_ns()
+                .saturating_add(CLOCK_FLOOR_RESERVE_NS / 2)
+                >= saved
+        };
+        if !near() {
+            return Ok(());
+        }
+        // One save at a time, so the stored floor and `saved_floor` always agree.
+        let _saving = self.floor_saving.lock();
+        if !near() {
             return Ok(());
         }
         let floor = save_clock_floor(
@@ -319,7 +328,7 @@ impl Service {
             &self.log_clock,
             CLOCK_FLOOR_RESERVE_NS,
         )?;
-        self.saved_floor.fetch_max(floor, Ordering::AcqRel);
+        self.saved_floor.store(floor, Ordering::Release);
         Ok(())
     }
 

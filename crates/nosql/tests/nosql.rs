@@ -1064,6 +1064,10 @@ impl syncbase_store::StoreSet for SlowDestroySet {
         self.inner.names()
     }
 
+    fn persist(&self) -> syncbase_store::Result<()> {
+        self.inner.persist()
+    }
+
     fn close(&self) -> syncbase_store::Result<()> {
         self.inner.close()
     }
@@ -1230,6 +1234,10 @@ impl syncbase_store::StoreSet for FaultySet {
 
     fn names(&self) -> syncbase_store::Result<Vec<String>> {
         self.inner.names()
+    }
+
+    fn persist(&self) -> syncbase_store::Result<()> {
+        self.inner.persist()
     }
 
     fn close(&self) -> syncbase_store::Result<()> {

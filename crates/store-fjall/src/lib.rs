@@ -371,10 +371,13 @@ impl StoreSet for FjallStoreSet {
         validate_store_name(name)?;
         let mut guard = self.state.lock();
         let state = guard.as_mut().ok_or(Error::StoreClosed)?;
-        if let Some(store) = state.stores.get(name).and_then(Weak::upgrade)
-            && !store.is_closed()
-        {
-            return Ok(store);
+        if let Some(store) = state.stores.get(name).and_then(Weak::upgrade) {
+            if !store.is_closed() {
+                return Ok(store);
+            }
+            // Closed, perhaps with its last commit group still writing: a new store over the
+            // same keys starts only once that group is done (else both would write the log).
+            store.wait_for_commits();
         }
         let id = state
             .registry
@@ -413,6 +416,17 @@ impl StoreSet for FjallStoreSet {
     fn names(&self) -> Result<Vec<String>> {
         let guard = self.state.lock();
         guard.as_ref().ok_or(Error::StoreClosed)?.registry.names()
+    }
+
+    fn persist(&self) -> Result<()> {
+        let registry = {
+            let guard = self.state.lock();
+            guard.as_ref().ok_or(Error::StoreClosed)?.registry.clone()
+        };
+        registry
+            .database
+            .persist(PersistMode::SyncAll)
+            .map_err(|error| write_error(error, &registry.dir))
     }
 
     fn close(&self) -> Result<()> {

@@ -31,6 +31,9 @@ pub trait StoreSet: Send + Sync {
     /// The names of the stores the set holds, sorted.
     fn names(&self) -> Result<Vec<String>>;
 
+    /// Makes every commit so far durable, relaxed ones included.
+    fn persist(&self) -> Result<()>;
+
     /// Closes every open store and then the set, persisting what relaxed commits left pending.
     /// Closing twice is not an error.
     fn close(&self) -> Result<()>;
@@ -103,6 +106,11 @@ impl StoreSet for MemStoreSet {
             .keys()
             .cloned()
             .collect())
+    }
+
+    fn persist(&self) -> Result<()> {
+        // Memory keeps nothing past the process: there is nothing more to make durable.
+        Ok(())
     }
 
     fn close(&self) -> Result<()> {

@@ -184,11 +184,27 @@ impl StoreLayout {
             if !dir.is_dir() {
                 continue;
             }
-            if let Some(source) = opener.open_layout_1_store(&dir)? {
-                // A copy a crash interrupted starts over.
-                self.stores.destroy(&name)?;
-                copy_store(source.as_ref(), self.stores.open(&name)?.as_ref())?;
-                source.close()?;
+            match opener.open_layout_1_store(&dir)? {
+                Some(source) => {
+                    // A copy a crash interrupted starts over.
+                    self.stores.destroy(&name)?;
+                    copy_store(source.as_ref(), self.stores.open(&name)?.as_ref())?;
+                    // The copy is on disk (whatever the durability of its commits) before the
+                    // source is removed.
+                    self.stores.persist()?;
+                    source.close()?;
+                }
+                // An engine that keeps nothing on disk cannot read what another one wrote: the
+                // directory is removed only when it holds nothing.
+                None if dir_holds_files(&dir)? => {
+                    return Err(StoreError::Misuse(format!(
+                        "{} holds data of layout 1 that this engine cannot migrate; open the \
+                         root once with the persistent engine",
+                        dir.display()
+                    ))
+                    .into());
+                }
+                None => {}
             }
             // Moved first (atomic), so a crash never leaves a half-removed store to copy.
             std::fs::create_dir_all(&trash).map_err(StoreError::Io)?;
@@ -236,6 +252,18 @@ fn copy_store(source: &dyn Store, target: &dyn Store) -> Result<()> {
     }
     snapshot.abort()?;
     Ok(())
+}
+
+/// Whether `dir` or any directory below it holds a file.
+fn dir_holds_files(dir: &Path) -> Result<bool> {
+    for entry in std::fs::read_dir(dir).map_err(StoreError::Io)? {
+        let entry = entry.map_err(StoreError::Io)?;
+        let path = entry.path();
+        if !path.is_dir() || dir_holds_files(&path)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn remove_dir_contents(dir: &Path) -> Result<()> {

@@ -289,3 +289,32 @@ fn every_util_error_has_its_own_registered_code() {
     let store = syncbase_util::Error::Store(syncbase_store::Error::StoreClosed);
     assert_eq!(store.code(), syncbase_error_code::store::CLOSED);
 }
+
+/// An engine that keeps nothing on disk (memory) opening a root of layout 1 migrates it only
+/// when the old directories hold nothing; data it cannot read is left alone, with an error.
+#[test]
+fn an_engine_that_cannot_read_layout_1_data_leaves_it_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::write(root.join("FORMAT"), "syncbase-layout 1\n").unwrap();
+    let store_file = root.join("databases/0000000000000001/store/0.jnl");
+    std::fs::create_dir_all(store_file.parent().unwrap()).unwrap();
+    std::fs::write(&store_file, b"a journal of the persistent engine").unwrap();
+    std::fs::create_dir_all(root.join("service")).unwrap();
+    let error = StoreLayout::open(root, &syncbase_util::MemoryStoreSetOpener).unwrap_err();
+    assert_eq!(error.code(), "store.misuse");
+    assert!(error.to_string().contains("persistent engine"), "{error}");
+    assert!(store_file.exists());
+    assert_eq!(
+        std::fs::read_to_string(root.join("FORMAT")).unwrap().trim(),
+        "syncbase-layout 1"
+    );
+    // Directories a memory daemon of layout 1 left (empty) migrate.
+    std::fs::remove_dir_all(root.join("databases")).unwrap();
+    std::fs::create_dir_all(root.join("databases/0000000000000002")).unwrap();
+    StoreLayout::open(root, &syncbase_util::MemoryStoreSetOpener).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(root.join("FORMAT")).unwrap().trim(),
+        "syncbase-layout 2"
+    );
+}

@@ -88,6 +88,12 @@ impl<E: Engine> TxnStore<E> {
         self.shared.closed.load(Ordering::Acquire)
     }
 
+    /// Waits until no commit group of this store is running. Once [`TxnStore::is_closed`],
+    /// none starts again, so after this a new store may take over the same data.
+    pub fn wait_for_commits(&self) {
+        drop(self.shared.commit_lock.write());
+    }
+
     /// The durability of this store's commits.
     pub fn durability(&self) -> Durability {
         self.shared.durability
