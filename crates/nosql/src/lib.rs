@@ -33,7 +33,7 @@ pub use database::{CollectionData, Database, DatabaseOptions, RowStream};
 pub use device::DeviceReader;
 pub use error::{Error, Result};
 pub use service::{IDLE_DATABASES_MAX_DEFAULT, KeepOpen, Service, ServiceOptions};
-pub use syncbase_util::{MemoryStoreSetOpener, StoreSetOpener};
+pub use syncbase_util::{GivenSetOpener, MemoryStoreSetOpener, StoreSetOpener};
 pub use watch::Watcher;
 
 /// The default idle time after which an abandoned batch is aborted: 5 minutes.

@@ -867,25 +867,6 @@ mod tests {
         assert_eq!(service.list_apps(&alice).unwrap(), vec!["notes"]);
     }
 
-    /// An opener that hands out the same in-memory set each time, so a "restart" keeps data.
-    struct SharedSetOpener(Arc<syncbase_store::MemStoreSet>);
-
-    impl syncbase_util::StoreSetOpener for SharedSetOpener {
-        fn open_set(
-            &self,
-            _dir: &std::path::Path,
-        ) -> syncbase_store::Result<Arc<dyn syncbase_store::StoreSet>> {
-            Ok(self.0.clone())
-        }
-
-        fn open_layout_1_store(
-            &self,
-            _dir: &std::path::Path,
-        ) -> syncbase_store::Result<Option<Arc<dyn Store>>> {
-            Ok(None)
-        }
-    }
-
     /// Log timestamps come from the service's hybrid clock: they never go backwards, across a
     /// restart either, even when the wall clock does.
     #[test]
@@ -896,7 +877,7 @@ mod tests {
         let open = |clock: Arc<ManualClock>| {
             Service::open(ServiceOptions {
                 root_dir: dir.path().to_path_buf(),
-                opener: Arc::new(SharedSetOpener(set.clone())),
+                opener: Arc::new(syncbase_util::GivenSetOpener(set.clone())),
                 owner_root: "alice".into(),
                 clock,
                 rng: Arc::new(SeededRng::new(3)),

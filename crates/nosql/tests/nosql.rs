@@ -1073,25 +1073,6 @@ impl syncbase_store::StoreSet for SlowDestroySet {
     }
 }
 
-/// Opens a given set (wherever the service's root is).
-struct SetOpener(Arc<dyn syncbase_store::StoreSet>);
-
-impl syncbase_nosql::StoreSetOpener for SetOpener {
-    fn open_set(
-        &self,
-        _dir: &std::path::Path,
-    ) -> syncbase_store::Result<Arc<dyn syncbase_store::StoreSet>> {
-        Ok(self.0.clone())
-    }
-
-    fn open_layout_1_store(
-        &self,
-        _dir: &std::path::Path,
-    ) -> syncbase_store::Result<Option<Arc<dyn syncbase_store::Store>>> {
-        Ok(None)
-    }
-}
-
 /// A destroy that takes long (its store's files are large) holds no lock other databases need:
 /// meanwhile another database opens, reads and writes.
 #[test]
@@ -1106,7 +1087,7 @@ fn a_slow_destroy_parks_no_call_to_another_database() {
     });
     let service = Service::open(ServiceOptions {
         root_dir: dir.path().to_path_buf(),
-        opener: Arc::new(SetOpener(set.clone())),
+        opener: Arc::new(syncbase_nosql::GivenSetOpener(set.clone())),
         owner_root: "alice".into(),
         clock: Arc::new(ManualClock::new(1_000)),
         rng: Arc::new(SeededRng::new(7)),
@@ -1344,7 +1325,9 @@ fn faulty() -> (Fixture, Arc<FaultySet>) {
         inner: syncbase_store::MemStoreSet::new(),
         faults: Arc::default(),
     });
-    let fixture = populate(fixture_on(Arc::new(SetOpener(set.clone()))));
+    let fixture = populate(fixture_on(Arc::new(syncbase_nosql::GivenSetOpener(
+        set.clone(),
+    ))));
     (fixture, set)
 }
 

@@ -60,6 +60,21 @@ impl StoreSetOpener for MemoryStoreSetOpener {
     }
 }
 
+/// Opens a set the caller already holds, whatever the root (an embedder's own set; tests that
+/// reopen a service on the same in-memory set). There is nothing of layout 1 to migrate.
+#[derive(Clone)]
+pub struct GivenSetOpener(pub Arc<dyn StoreSet>);
+
+impl StoreSetOpener for GivenSetOpener {
+    fn open_set(&self, _dir: &Path) -> syncbase_store::Result<Arc<dyn StoreSet>> {
+        Ok(self.0.clone())
+    }
+
+    fn open_layout_1_store(&self, _dir: &Path) -> syncbase_store::Result<Option<Arc<dyn Store>>> {
+        Ok(None)
+    }
+}
+
 /// The stores of one service's data.
 pub struct StoreLayout {
     root: PathBuf,

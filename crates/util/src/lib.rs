@@ -17,7 +17,9 @@ mod typed;
 
 pub use clock::{CLOCK_DRIFT_MAX_NS, HybridClock, load_clock_floor, save_clock_floor};
 pub use error::{Error, Result};
-pub use layout::{LAYOUT_FORMAT_VERSION, MemoryStoreSetOpener, StoreLayout, StoreSetOpener};
+pub use layout::{
+    GivenSetOpener, LAYOUT_FORMAT_VERSION, MemoryStoreSetOpener, StoreLayout, StoreSetOpener,
+};
 pub use syncbase_store::{Clock, EntropyRng, ManualClock, Rng, SeededRng, SystemClock};
 pub use typed::{
     Layer, decode_typed, delete, get_layer_data, get_typed, put_layer_data, put_typed,
