@@ -3,7 +3,7 @@
 //! after a warm-up, printed with min–max, beside the raw engine or the physical limit measured in
 //! the same run; the table is also written as JSON under `target/bench/`.
 //!
-//! Usage: `syncbase-bench store|service|flood|databases [--rows N] [--runs N] [--only s1|s2|s3]
+//! Usage: `syncbase-bench store|service|flood|databases [--rows N] [--runs N] [--only s1|s2|s3|s4]
 //! [--databases N]` (`databases`: `--rows` is rows per database, default 100).
 
 // Benchmarks measure wall time by definition.
@@ -18,7 +18,7 @@ mod store;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: syncbase-bench store|service|flood|databases [--rows N] [--runs N] \
-                     [--only s1|s2|s3] [--databases N]";
+                     [--only s1|s2|s3|s4] [--databases N]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -309,6 +309,7 @@ pub(crate) fn run(runs: usize) -> Result<()> {
             batch_idle_timeout_ns: syncbase_nosql::BATCH_IDLE_TIMEOUT_NS_DEFAULT,
             idle_databases_max: syncbase_nosql::IDLE_DATABASES_MAX_DEFAULT,
             keep_open: None,
+            log_retention: syncbase_store::Retention::default(),
         })?);
         let status = Arc::new(StatusInfo {
             identity: identity.name(),

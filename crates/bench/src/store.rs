@@ -10,8 +10,8 @@ use std::time::Instant;
 use fjall::{KeyspaceCreateOptions, PersistMode, Readable};
 use parking_lot::RwLock;
 use syncbase_store::{
-    Durability, ManualClock, Rng, SeededRng, Store, StoreReader, StoreWriter, Watchable,
-    WatchableOptions, open_memstore,
+    Durability, ManualClock, Pruner, Retention, Rng, SeededRng, Store, StoreReader, StoreWriter,
+    Watchable, WatchableOptions, open_memstore,
 };
 
 use crate::report::{Figure, Table, measure, seconds, write_json};
@@ -73,11 +73,11 @@ fn value(index: usize) -> Vec<u8> {
 }
 
 fn watchable_options() -> WatchableOptions {
-    WatchableOptions {
-        managed_prefixes: vec![Vec::new()],
-        clock: Arc::new(ManualClock::new(1)),
-        rng: Arc::new(syncbase_store::EntropyRng::default()),
-    }
+    WatchableOptions::new(
+        vec![Vec::new()],
+        Arc::new(ManualClock::new(1)),
+        Arc::new(syncbase_store::EntropyRng::default()),
+    )
 }
 
 fn rate(count: usize, seconds: f64) -> f64 {
@@ -108,6 +108,26 @@ fn disk_bytes(path: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Bytes the files under `path` occupy on disk (allocated blocks, as `du --block-size=1` counts
+/// them: a sparse, pre-sized journal counts only what is written).
+fn allocated_bytes(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(metadata) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !metadata.is_dir() {
+        return metadata.blocks() * 512;
+    }
+    std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .filter_map(|entry| entry.ok())
+                .map(|e| allocated_bytes(&e.path()))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// Runs every store workload and prints the tables.
 pub(crate) fn run(options: &Options) -> Result<()> {
     let scratch = tempfile::Builder::new()
@@ -129,6 +149,9 @@ pub(crate) fn run(options: &Options) -> Result<()> {
     }
     if wanted("s3") {
         tables.push(read_table(scratch.path(), options.rows, runs)?);
+    }
+    if wanted("s4") {
+        tables.push(steady_size_table(scratch.path())?);
     }
     for table in &tables {
         table.print();
@@ -579,4 +602,111 @@ fn read_table(dir: &Path, rows: usize, runs: usize) -> Result<Table> {
         ],
     ));
     Ok(table)
+}
+
+const S4_KEYS: usize = 1_000;
+const S4_ROUNDS: usize = 1_000;
+const S4_BATCH: usize = 100;
+const S4_WINDOW_COMMITS: u64 = 100;
+const S4_BIG_BYTES: usize = 8 << 20;
+const MIB: f64 = (1u64 << 20) as f64;
+
+fn one(value: f64) -> Option<Figure> {
+    Some(Figure {
+        values: vec![value],
+    })
+}
+
+/// S4: steady size under overwrites. With a window of 100 commits and no minimum age, 1,000 keys
+/// overwritten 1,000 times each (1M puts of 100 B in commits of 100, relaxed durability, the
+/// background pruner on), then the engine's compaction: allocated bytes against 3x the live rows
+/// plus the window. Then ten overwrites of an 8 MiB value and its delete, pushed out of the window
+/// by 200 more commits: allocated bytes against where they started.
+fn steady_size_table(dir: &Path) -> Result<Table> {
+    let path = fresh(dir, "s4-watchable");
+    let pruner = Pruner::start()?;
+    let store = syncbase_store_fjall::open(&path, Durability::Relaxed)?;
+    let watchable = Watchable::open(
+        store,
+        WatchableOptions {
+            retention: Retention {
+                commits_min: S4_WINDOW_COMMITS,
+                age_min_ns: 0,
+            },
+            pruner: Some(pruner.clone()),
+            ..watchable_options()
+        },
+    )?;
+    let overwrite_round = |round: usize| {
+        for batch in (0..S4_KEYS).step_by(S4_BATCH) {
+            let transaction = watchable.transaction().expect("transaction");
+            for index in batch..batch + S4_BATCH {
+                transaction
+                    .put(&key(index), &value(round * S4_KEYS + index))
+                    .expect("put");
+            }
+            transaction.commit().expect("commit");
+        }
+    };
+    eprintln!("bench: S4, {} overwrites", S4_KEYS * S4_ROUNDS);
+    let elapsed = seconds(|| (0..S4_ROUNDS).for_each(overwrite_round));
+    let settle = || {
+        pruner.wait_idle();
+        watchable.inner().engine().compact().expect("compact");
+        allocated_bytes(&path) as f64
+    };
+    let steady = settle();
+    let row_bytes = (key(0).len() + VALUE_BYTES) as f64;
+    let live = S4_KEYS as f64 * row_bytes;
+    let window = S4_WINDOW_COMMITS as f64 * S4_BATCH as f64 * row_bytes;
+    let target = 3.0 * (live + window);
+
+    let big: Vec<u8> = (0..S4_BIG_BYTES).map(|index| (index % 251) as u8).collect();
+    for round in 0..10u8 {
+        let mut value = big.clone();
+        value[0] = round;
+        watchable.put(b"big", &value)?;
+    }
+    watchable.delete(b"big")?;
+    let with_big = allocated_bytes(&path) as f64;
+    for round in 0..2 {
+        overwrite_round(S4_ROUNDS + round);
+    }
+    let after_big = settle();
+    watchable.close()?;
+
+    let rows = vec![
+        (
+            "overwrites (1M puts, commits of 100, relaxed)".into(),
+            "puts/s".into(),
+            vec![one(rate(S4_KEYS * S4_ROUNDS, elapsed)), None],
+        ),
+        (
+            "allocated after them and compaction".into(),
+            "MiB".into(),
+            vec![one(steady / MIB), one(target / MIB)],
+        ),
+        (
+            "allocated / (live rows + window)".into(),
+            "x".into(),
+            vec![one(steady / (live + window)), one(3.0)],
+        ),
+        (
+            "10 x 8 MiB overwrites + delete, before leaving the window".into(),
+            "MiB".into(),
+            vec![one(with_big / MIB), None],
+        ),
+        (
+            "... after leaving it and compaction (vs. before the big value)".into(),
+            "MiB".into(),
+            vec![one(after_big / MIB), one(steady / MIB)],
+        ),
+    ];
+    Ok(Table {
+        title: format!(
+            "S4: steady size under overwrites (window {S4_WINDOW_COMMITS} commits, no minimum age)"
+        ),
+        columns: vec!["watchable (fjall)".into(), "target".into()],
+        rows,
+    })
 }

@@ -1135,7 +1135,10 @@ fn daemon_memory(daemon: &Daemon) -> (u64, u64) {
 fn slow_readers_of_large_rows_do_not_grow_the_daemon() {
     const ROWS: usize = 6;
     const ROW_BYTES: usize = syncbase_wire::limits::VALUE_BYTES_MAX - 1024;
-    const HEADROOM_BYTES: u64 = 300 << 20;
+    // Measured peaks over a 51 MiB start: 231 MiB when a scan read version pointers and then
+    // each value (watchable format 1); 290-391 MiB since it reads the inline current records
+    // in one range (format 2). What the test guards is that 30 readers take no more than 6.
+    const HEADROOM_BYTES: u64 = 400 << 20;
     let home = Home::new();
     let mut daemon = home.start(&["--durability", "relaxed"]);
     create_notes(&home, &daemon);

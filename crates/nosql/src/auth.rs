@@ -79,6 +79,11 @@ pub(crate) struct Walk<'c> {
 }
 
 impl<'c> Walk<'c> {
+    /// Who walks.
+    pub(crate) fn caller(&self) -> &'c Caller {
+        self.caller
+    }
+
     /// A call on data or children: every list on the way applies.
     pub(crate) fn new(caller: &'c Caller) -> Self {
         Self {

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use syncbase_store::{
-    Clock, Rng, Snapshot, Store, StoreReader, StoreWriter, Stream, Transaction, Watchable,
-    WatchableOptions, WatchableSnapshot, WatchableTransaction,
+    Clock, Origin, Pruner, Retention, Rng, Snapshot, Store, StoreReader, StoreWriter, Stream,
+    Transaction, Watchable, WatchableOptions, WatchableSnapshot, WatchableTransaction,
 };
 use syncbase_util::keys::{self, Prefix};
 use syncbase_util::{decode_typed, get_typed, put_typed};
@@ -20,7 +20,7 @@ use syncbase_wire::{
 
 use crate::auth::{Caller, Need, Walk};
 use crate::error::{Error, Result, exists};
-use crate::transact::{transact, transact_with};
+use crate::transact::transact_with;
 
 type Inner = Arc<dyn Store>;
 type DbTransaction = WatchableTransaction<Inner>;
@@ -51,6 +51,13 @@ pub struct DatabaseOptions {
     pub rng: Arc<dyn Rng>,
     /// Idle time after which an abandoned batch is aborted.
     pub batch_idle_timeout_ns: u64,
+    /// The service's device id, recorded in the log entry of every commit.
+    pub device_id: u64,
+    /// How much of the watch log to keep.
+    pub log_retention: Retention,
+    /// Where the watch log is pruned in the background (shared by a service's databases);
+    /// without one, the log is pruned only when asked.
+    pub pruner: Option<Pruner>,
 }
 
 enum BatchKind {
@@ -77,6 +84,8 @@ struct BatchEntry {
 pub struct Database {
     path: DatabasePath,
     store: Arc<Watchable<Inner>>,
+    /// Recorded as the device of every local commit.
+    device_id: u64,
     clock: Arc<dyn Clock>,
     rng: Arc<dyn Rng>,
     batch_idle_timeout_ns: u64,
@@ -183,9 +192,14 @@ impl Database {
         let watchable = Watchable::open(
             store,
             WatchableOptions {
-                managed_prefixes: vec![Prefix::Row.as_key(), Prefix::Collection.as_key()],
-                clock: options.log_clock,
-                rng: options.rng.clone(),
+                retention: options.log_retention,
+                pruner: options.pruner,
+                physical_clock: options.clock.clone(),
+                ..WatchableOptions::new(
+                    vec![Prefix::Row.as_key(), Prefix::Collection.as_key()],
+                    options.log_clock,
+                    options.rng.clone(),
+                )
             },
         )?;
         Ok(Self {
@@ -196,7 +210,26 @@ impl Database {
             batch_idle_timeout_ns: options.batch_idle_timeout_ns,
             batches: Mutex::new(HashMap::new()),
             destroyed: AtomicBool::new(false),
+            device_id: options.device_id,
         })
+    }
+
+    /// Who a commit of `caller` is recorded as made by: the caller, on this device.
+    fn origin(&self, caller: &Caller) -> Origin {
+        Origin::local(caller.name(), self.device_id)
+    }
+
+    /// Runs `body` in a transaction made by `caller` and commits it, retrying as
+    /// [`transact`](crate::transact::transact) does.
+    fn transact_as<T>(
+        &self,
+        caller: &Caller,
+        mut body: impl FnMut(&dyn Transaction) -> Result<T>,
+    ) -> Result<T> {
+        transact_with(
+            || self.store.begin(self.origin(caller)),
+            |transaction: &DbTransaction| body(transaction),
+        )
     }
 
     /// This database's path.
@@ -261,7 +294,7 @@ impl Database {
                     "this batch is read-only",
                 )),
             },
-            None => transact(self.store.as_ref(), body),
+            None => self.transact_as(caller, body),
         }
     }
 
@@ -321,7 +354,7 @@ impl Database {
     ) -> Result<()> {
         let permissions = permissions.unwrap_or_else(|| caller.default_permissions());
         permissions.validate()?;
-        transact(self.store.as_ref(), |transaction| {
+        self.transact_as(caller, |transaction| {
             let existing: Option<CollectionData> =
                 get_typed(transaction, &collection_key(collection))?;
             if existing.is_some_and(|data| !data.destroyed) {
@@ -345,7 +378,7 @@ impl Database {
     pub(crate) fn destroy_collection(&self, walk: &Walk<'_>, collection: &str) -> Result<()> {
         let row_prefix = keys::key_prefix(Prefix::Row, &[collection.as_bytes()], b"");
         transact_with(
-            || self.store.begin(false),
+            || self.store.begin(self.origin(walk.caller())),
             |transaction: &DbTransaction| {
                 let mut data =
                     self.collection_data(transaction, walk, collection, Need::Tag(Tag::Admin))?;
@@ -396,7 +429,7 @@ impl Database {
         permissions: Permissions,
     ) -> Result<()> {
         permissions.validate()?;
-        transact(self.store.as_ref(), |transaction| {
+        self.transact_as(walk.caller(), |transaction| {
             let mut data =
                 self.collection_data(transaction, walk, collection, Need::Tag(Tag::Admin))?;
             data.permissions = permissions.clone();
@@ -531,7 +564,7 @@ impl Database {
         let kind = if options.read_only {
             BatchKind::ReadOnly(Arc::new(self.store.versioned_snapshot()?))
         } else {
-            BatchKind::ReadWrite(Arc::new(self.store.begin(false)?))
+            BatchKind::ReadWrite(Arc::new(self.store.begin(self.origin(caller))?))
         };
         let now = self.clock.now_ns();
         let mut batches = self.batches.lock();

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use syncbase_store::{Clock, Rng, Store, StoreReader};
+use syncbase_store::{Clock, Pruner, Retention, Rng, Store, StoreReader};
 use syncbase_util::keys::{self, Prefix};
 use syncbase_util::{
     HybridClock, StoreLayout, StoreSetOpener, decode_typed, get_typed, load_clock_floor, put_typed,
@@ -45,6 +45,9 @@ pub struct ServiceOptions {
     pub idle_databases_max: usize,
     /// Databases that stay open however idle (sync will keep those with syncgroups open).
     pub keep_open: Option<Arc<dyn KeepOpen>>,
+    /// How much of each database's watch log to keep (below it, a background thread shared by
+    /// every database prunes the log and the old versions only it referred to).
+    pub log_retention: Retention,
 }
 
 /// Says which databases must stay open while idle: the seam through which a layer above keeps
@@ -89,6 +92,8 @@ pub struct Service {
     floor_saving: Mutex<()>,
     /// Open databases.
     databases: Mutex<OpenDatabases>,
+    /// Prunes every database's watch log in the background.
+    pruner: Pruner,
 }
 
 /// The open databases, each with the id of the record it was opened for and when it was last
@@ -284,6 +289,7 @@ impl Service {
             saved_floor: AtomicU64::new(saved_floor),
             floor_saving: Mutex::new(()),
             databases: Mutex::new(OpenDatabases::default()),
+            pruner: Pruner::start().map_err(syncbase_store::Error::from)?,
         })
     }
 
@@ -295,6 +301,9 @@ impl Service {
             log_clock: self.log_clock.clone(),
             rng: self.options.rng.clone(),
             batch_idle_timeout_ns: self.options.batch_idle_timeout_ns,
+            device_id: self.device_id,
+            log_retention: self.options.log_retention,
+            pruner: Some(self.pruner.clone()),
         }
     }
 
@@ -779,6 +788,7 @@ mod tests {
             batch_idle_timeout_ns: crate::BATCH_IDLE_TIMEOUT_NS_DEFAULT,
             idle_databases_max: IDLE_DATABASES_MAX_DEFAULT,
             keep_open: None,
+            log_retention: syncbase_store::Retention::default(),
         })
         .unwrap();
         let alice = Caller::new("alice");
@@ -884,6 +894,7 @@ mod tests {
                 batch_idle_timeout_ns: crate::BATCH_IDLE_TIMEOUT_NS_DEFAULT,
                 idle_databases_max: IDLE_DATABASES_MAX_DEFAULT,
                 keep_open: None,
+                log_retention: syncbase_store::Retention::default(),
             })
             .unwrap()
         };

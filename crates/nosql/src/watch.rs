@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use syncbase_store::{LogEntry, LogEvent, LogOp, Store, StoreReader, Stream, WatchableSnapshot};
+use syncbase_store::{
+    LogEntry, LogEvent, LogOp, Store, StoreReader, Stored, Stream, WatchableSnapshot,
+};
 use syncbase_util::keys::{self, Prefix};
 use syncbase_wire::{Change, ChangeKind, WatchStart, codes, limits};
 
@@ -59,6 +61,17 @@ struct InitialState {
     readable: HashMap<String, bool>,
 }
 
+/// The error for a resume point below the retention window.
+fn marker_expired(marker: &str) -> Error {
+    Error::wire(
+        codes::MARKER_EXPIRED,
+        format!(
+            "resume marker {marker:?} is older than the watch log keeps; \
+             start again with the initial state (`sb watch --initial`)"
+        ),
+    )
+}
+
 impl Database {
     /// Starts a watch (the service checked Read on the database). With the initial state, this
     /// only takes the snapshot; its rows are read by the batches that return them.
@@ -72,18 +85,13 @@ impl Database {
                     Error::wire(codes::BAD_MARKER, format!("resume marker {marker:?} {why}"))
                 };
                 let seq: u64 = marker.parse().map_err(|_| bad("is malformed"))?;
-                if seq.saturating_add(1) < store.log_start()? {
-                    // Never a silent skip: the changes since the marker are not all kept.
-                    return Err(Error::wire(
-                        codes::MARKER_EXPIRED,
-                        format!(
-                            "resume marker {marker:?} is older than the watch log keeps; \
-                             start again with the initial state (`sb watch --initial`)"
-                        ),
-                    ));
-                }
                 if seq > store.latest_log_seq() {
                     return Err(bad("is from the future of this database"));
+                }
+                // Never a silent skip: below the retention window the changes since the marker
+                // are not all kept (or soon will not be), whether or not pruning has run.
+                if !store.log_retains(seq + 1)? {
+                    return Err(marker_expired(marker));
                 }
                 seq + 1
             }
@@ -217,6 +225,10 @@ impl Watcher {
             }
         }
         let snapshot = self.database.store().versioned_snapshot()?;
+        if snapshot.log_start()? > self.next_seq {
+            // Pruning passed this watch while it was behind: it cannot go on without a gap.
+            return Err(marker_expired(&(self.next_seq - 1).to_string()));
+        }
         loop {
             let entries = snapshot.log_entries(self.next_seq, ENTRIES_PER_READ)?;
             if entries.is_empty() {
@@ -332,9 +344,10 @@ impl Watcher {
                 continue;
             }
             let kind = match &op {
-                LogOp::Put { key, version } => match snapshot.get_at_version(key, *version)? {
-                    Some(value) => ChangeKind::Put(value),
-                    None => continue, // that version was pruned
+                LogOp::Put { key, version, .. } => match snapshot.get_at_version(key, *version)? {
+                    Some(Stored::Value(value)) => ChangeKind::Put(value),
+                    // That version was pruned (or the entry is corrupt): nothing to show.
+                    Some(Stored::Tombstone) | None => continue,
                 },
                 LogOp::Delete { .. } => ChangeKind::Delete,
             };
@@ -354,7 +367,7 @@ impl Watcher {
 mod tests {
     use std::sync::Arc;
 
-    use syncbase_store::{ManualClock, SeededRng, open_memstore};
+    use syncbase_store::{ManualClock, Retention, SeededRng, open_memstore};
     use syncbase_wire::{DatabasePath, WatchStart, codes};
 
     use crate::{Caller, Database, DatabaseOptions};
@@ -363,6 +376,7 @@ mod tests {
     /// oldest marker still covered resumes.
     #[test]
     fn a_marker_below_the_kept_log_expires_and_never_skips() {
+        let clock = Arc::new(ManualClock::new(1_000));
         let database = Arc::new(
             Database::open(
                 DatabasePath {
@@ -371,10 +385,17 @@ mod tests {
                 },
                 Arc::new(open_memstore()),
                 DatabaseOptions {
-                    clock: Arc::new(ManualClock::new(1_000)),
-                    log_clock: Arc::new(ManualClock::new(1_000)),
+                    clock: clock.clone(),
+                    log_clock: clock.clone(),
                     rng: Arc::new(SeededRng::new(1)),
                     batch_idle_timeout_ns: crate::BATCH_IDLE_TIMEOUT_NS_DEFAULT,
+                    device_id: 1,
+                    // The last 3 commits, and those of the last 10 seconds.
+                    log_retention: Retention {
+                        commits_min: 3,
+                        age_min_ns: 10_000_000_000,
+                    },
+                    pruner: None,
                 },
             )
             .unwrap(),
@@ -386,17 +407,33 @@ mod tests {
                 .put(&alice, "c", &format!("k{index}"), b"v", None)
                 .unwrap();
         }
-        database.store().advance_log_start(4).unwrap();
-        let expired = database
-            .watch(&alice, &WatchStart::From("2".into()))
-            .err()
+        // Entries 1..=6: young, all kept whatever their number.
+        let mut oldest = database
+            .watch(&alice, &WatchStart::From("0".into()))
             .unwrap();
-        assert_eq!(expired.code(), codes::MARKER_EXPIRED);
-        assert!(expired.to_string().contains("initial state"), "{expired}");
-        let mut resumed = database
-            .watch(&alice, &WatchStart::From("3".into()))
-            .unwrap();
-        // Entry 1 created the collection; puts k0.. are entries 2..: after 3 comes k2.
-        assert_eq!(resumed.next_batch().unwrap().unwrap()[0].key, "k2");
+        clock.advance(10_000_000_000);
+        // Now old: only the last 3 (4, 5, 6) are in the window, pruned or not; the watch
+        // started before gets the error once pruning passes it, never a gap.
+        for pruned in [false, true] {
+            if pruned {
+                database.store().prune(100).unwrap();
+                assert_eq!(database.store().log_start().unwrap(), 4);
+                assert_eq!(
+                    oldest.next_batch().unwrap_err().code(),
+                    codes::MARKER_EXPIRED
+                );
+            }
+            let expired = database
+                .watch(&alice, &WatchStart::From("2".into()))
+                .err()
+                .unwrap();
+            assert_eq!(expired.code(), codes::MARKER_EXPIRED);
+            assert!(expired.to_string().contains("initial state"), "{expired}");
+            let mut resumed = database
+                .watch(&alice, &WatchStart::From("3".into()))
+                .unwrap();
+            // Entry 1 created the collection; puts k0.. are entries 2..: after 3 comes k2.
+            assert_eq!(resumed.next_batch().unwrap().unwrap()[0].key, "k2");
+        }
     }
 }

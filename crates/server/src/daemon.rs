@@ -16,7 +16,7 @@ use syncbase_net::{
     handshake_admitting,
 };
 use syncbase_nosql::{Caller, Service, ServiceOptions};
-use syncbase_store::{Durability, EntropyRng, SystemClock};
+use syncbase_store::{Durability, EntropyRng, Retention, SystemClock};
 use syncbase_wire::{ByteBudget, Handler, StatusInfo};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -46,6 +46,8 @@ pub struct DaemonOptions {
     pub default_identity_name: String,
     /// Idle time after which an abandoned batch is aborted.
     pub batch_idle_timeout_ns: u64,
+    /// How much of each database's watch log to keep.
+    pub log_retention: Retention,
     /// Bounds on connections and on the memory they may hold.
     pub limits: ConnectionLimits,
 }
@@ -555,6 +557,7 @@ impl Daemon {
             batch_idle_timeout_ns: options.batch_idle_timeout_ns,
             idle_databases_max: syncbase_nosql::IDLE_DATABASES_MAX_DEFAULT,
             keep_open: None,
+            log_retention: options.log_retention,
         })
         .map_err(|error| {
             StartError(format!(

@@ -24,6 +24,7 @@ fn open_service(dir: &std::path::Path, engine: EngineKind, seed: u64) -> Service
         batch_idle_timeout_ns: syncbase_nosql::BATCH_IDLE_TIMEOUT_NS_DEFAULT,
         idle_databases_max: syncbase_nosql::IDLE_DATABASES_MAX_DEFAULT,
         keep_open: None,
+        log_retention: syncbase_store::Retention::default(),
     })
     .unwrap()
 }
@@ -785,6 +786,91 @@ fn a_root_written_by_layout_1_is_migrated_with_all_its_data() {
     }
 }
 
+/// A root written by the build before watchable format 2 (layout 2, watchable format 1), made
+/// with that build's `syncbased` and `sb`: app `notes`, databases `main` (k1, k2 overwritten, k3
+/// deleted, many1..many20; watch log up to marker 26) and `second`. It opens migrated: every row
+/// reads back; the old log is gone, so a watch from an old marker is told to start again, while
+/// one from the last marker resumes and sees the next change.
+#[test]
+fn a_root_written_with_watchable_format_1_is_migrated_with_all_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/layout-v2-watchable-v1.tar.gz");
+    let status = std::process::Command::new("tar")
+        .arg("-xzf")
+        .arg(&fixture)
+        .arg("-C")
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let root = dir.path().join("root");
+    let user = Caller::new("user");
+    let main = DatabasePath {
+        app: "notes".into(),
+        database: "main".into(),
+    };
+    for round in 0..2 {
+        let service = open_service(&root, EngineKind::Persistent, 5);
+        assert_eq!(service.device_id(), 0xf749_bb82_b21b_7b97);
+        assert_eq!(
+            service.list_databases(&user, "notes").unwrap(),
+            ["main", "second"]
+        );
+        let database = service.database(&user, &main).unwrap();
+        assert_eq!(database.get(&user, "todo", "k1", None).unwrap(), b"value 1");
+        assert_eq!(
+            database.get(&user, "todo", "k2", None).unwrap(),
+            b"value 2 again"
+        );
+        assert_eq!(
+            database.get(&user, "todo", "k3", None).unwrap_err().code(),
+            codes::NO_EXIST
+        );
+        for index in 1..=20 {
+            let key = format!("many{index}");
+            let value = if round == 1 && index == 1 {
+                b"changed".to_vec()
+            } else {
+                format!("v{index}").into_bytes()
+            };
+            assert_eq!(database.get(&user, "todo", &key, None).unwrap(), value);
+        }
+        let second = DatabasePath {
+            app: "notes".into(),
+            database: "second".into(),
+        };
+        assert_eq!(
+            service
+                .database(&user, &second)
+                .unwrap()
+                .get(&user, "c", "only", None)
+                .unwrap(),
+            b"second db row"
+        );
+        if round == 0 {
+            let expired = database
+                .watch(&user, &WatchStart::From("6".into()))
+                .err()
+                .unwrap();
+            assert_eq!(expired.code(), codes::MARKER_EXPIRED);
+            let mut resumed = database
+                .watch(&user, &WatchStart::From("26".into()))
+                .unwrap();
+            assert!(resumed.next_batch().unwrap().is_none());
+            database
+                .put(&user, "todo", "many1", b"changed", None)
+                .unwrap();
+            let changes = resumed.next_batch().unwrap().unwrap();
+            assert_eq!(
+                (changes[0].marker.as_str(), changes[0].key.as_str()),
+                ("27", "many1")
+            );
+        }
+        service.close().unwrap();
+    }
+}
+
 fn coll_of(database: &DatabasePath, collection: &str) -> CollectionPath {
     CollectionPath {
         app: database.app.clone(),
@@ -827,6 +913,7 @@ mod destroy_crash {
             batch_idle_timeout_ns: syncbase_nosql::BATCH_IDLE_TIMEOUT_NS_DEFAULT,
             idle_databases_max: syncbase_nosql::IDLE_DATABASES_MAX_DEFAULT,
             keep_open: None,
+            log_retention: syncbase_store::Retention::default(),
         })
         .unwrap()
     }

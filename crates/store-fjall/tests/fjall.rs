@@ -25,7 +25,7 @@ mod plain {
 }
 
 mod watchable {
-    syncbase_store::conformance_tests!(
+    syncbase_store::conformance_tests!(versioned
         syncbase_store::Watchable::open(
             super::open_temp(syncbase_store::Durability::Relaxed),
             syncbase_store::testing::watchable_options_all_managed()
@@ -384,7 +384,7 @@ mod crash {
         };
         let watchable = Arc::new(Watchable::open(store, options).unwrap());
         if watchable.get(&account(0)).unwrap().is_none() {
-            let setup = watchable.begin(false).unwrap();
+            let setup = watchable.begin(syncbase_store::Origin::default()).unwrap();
             for index in 0..ACCOUNTS {
                 setup
                     .put(&account(index), &(TOTAL / ACCOUNTS).to_be_bytes())
@@ -523,5 +523,194 @@ mod crash {
         );
         assert!(entries.windows(2).all(|pair| pair[0].seq < pair[1].seq));
         watchable.close().unwrap();
+    }
+}
+
+mod prune_crash {
+    //! A child process overwrites rows from several threads while the background pruner trims
+    //! the log to a window of 50 commits, and a reader pin holds it, moving forward now and then; the parent
+    //! kills it with SIGKILL at a seeded point and checks that the store opens, every reported
+    //! commit is there, the log is whole from its start (never past the durable pin), every
+    //! version an entry in the log names is readable, and no old version outlived its entries.
+
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    use std::sync::Arc;
+
+    use syncbase_store::watchable::RESERVED_BYTE;
+    use syncbase_store::{
+        Durability, EntropyRng, Origin, Pruner, Retention, Rng, SeededRng, Store, StoreReader,
+        Transaction, Watchable, WatchableOptions, run_in_transaction,
+    };
+
+    const CHILD_ENV: &str = "SYNCBASE_PRUNE_CRASH_DIR";
+    const THREADS: u64 = 3;
+    const PIN: &str = "reader";
+
+    fn options(pruner: Option<Pruner>) -> WatchableOptions {
+        WatchableOptions {
+            retention: Retention {
+                commits_min: 50,
+                age_min_ns: 0,
+            },
+            pruner,
+            rng: Arc::new(EntropyRng::default()),
+            ..syncbase_store::testing::watchable_options_all_managed()
+        }
+    }
+
+    /// Runs only in the child (when the parent sets the environment variable).
+    #[test]
+    fn prune_crash_child() {
+        let Ok(dir) = std::env::var(CHILD_ENV) else {
+            return;
+        };
+        let seed: u64 = std::env::var("SYNCBASE_CRASH_SEED")
+            .unwrap()
+            .parse()
+            .unwrap();
+        let store = syncbase_store_fjall::open(
+            &std::path::Path::new(&dir).join("store"),
+            Durability::Relaxed,
+        )
+        .unwrap();
+        let pruner = Pruner::start().unwrap();
+        let watchable = Arc::new(Watchable::open(store, options(Some(pruner))).unwrap());
+        let stdout = Arc::new(parking_lot::Mutex::new(std::io::stdout()));
+        std::thread::scope(|scope| {
+            for thread in 0..THREADS {
+                let watchable = watchable.clone();
+                let stdout = stdout.clone();
+                scope.spawn(move || {
+                    let rng = SeededRng::new(seed * 100 + thread);
+                    for number in 0u64.. {
+                        let id = format!("{}-{thread}-{number}", rng.next_u64() % 1_000_000);
+                        let row = format!("row/{}", rng.next_u64() % 40);
+                        run_in_transaction(watchable.as_ref(), 1_000, |transaction| {
+                            transaction.put(row.as_bytes(), id.as_bytes())?;
+                            transaction.put(format!("commit/{id}").as_bytes(), b"")
+                        })
+                        .unwrap();
+                        let mut line = format!("COMMITTED {id}");
+                        // A pin inside the window (never below the log start), then left
+                        // alone while the window moves past it.
+                        if thread == 0 && number % 100 == 20 {
+                            let pin = watchable.latest_log_seq().saturating_sub(30).max(1);
+                            let transaction = watchable.begin(Origin::default()).unwrap();
+                            transaction.set_pin(PIN, pin).unwrap();
+                            transaction.commit().unwrap();
+                            line = format!("{line}\nPINNED {pin}");
+                        }
+                        let mut out = stdout.lock();
+                        writeln!(out, "{line}").unwrap();
+                        out.flush().unwrap();
+                    }
+                });
+            }
+        });
+    }
+
+    #[test]
+    fn pruning_killed_at_any_point_loses_nothing_it_must_keep() {
+        let mut pruned = 0;
+        for seed in 1..=6u64 {
+            let dir = tempfile::tempdir().unwrap();
+            let kill_after = 300 + SeededRng::new(seed).next_u64() % 900;
+            let mut child = Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "prune_crash::prune_crash_child",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(CHILD_ENV, dir.path())
+                .env("SYNCBASE_CRASH_SEED", seed.to_string())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let mut reported = Vec::new();
+            let mut pinned = 0;
+            let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+            for line in lines.map_while(Result::ok) {
+                if let Some(id) = line.strip_prefix("COMMITTED ") {
+                    reported.push(id.to_string());
+                } else if let Some(pin) = line.strip_prefix("PINNED ") {
+                    pinned = pin.parse().unwrap();
+                }
+                if reported.len() as u64 >= kill_after {
+                    child.kill().unwrap();
+                }
+            }
+            child.wait().unwrap();
+            assert!(
+                reported.len() as u64 >= kill_after,
+                "seed {seed}: the child died early"
+            );
+            pruned += usize::from(verify(dir.path(), seed, &reported, pinned));
+        }
+        // A run may end before its first pin moves past 1; most must have pruned.
+        assert!(pruned >= 3, "only {pruned} of 6 runs pruned anything");
+    }
+
+    /// Returns whether anything was pruned.
+    fn verify(dir: &std::path::Path, seed: u64, reported: &[String], pinned: u64) -> bool {
+        let store = syncbase_store_fjall::open(&dir.join("store"), Durability::Relaxed)
+            .unwrap_or_else(|e| panic!("seed {seed}: reopen failed: {e}"));
+        let watchable = Watchable::open(store, options(None)).unwrap();
+        for id in reported {
+            assert!(
+                watchable
+                    .get(format!("commit/{id}").as_bytes())
+                    .unwrap()
+                    .is_some(),
+                "seed {seed}: reported commit {id} is missing"
+            );
+        }
+        let start = watchable.log_start().unwrap();
+        match watchable.pins().unwrap().first() {
+            Some((_, durable_pin)) => {
+                assert!(
+                    *durable_pin >= pinned,
+                    "seed {seed}: a reported pin is lost"
+                );
+                assert!(
+                    start <= *durable_pin,
+                    "seed {seed}: the log starts at {start}, past the pin at {durable_pin}"
+                );
+            }
+            None => assert_eq!(pinned, 0, "seed {seed}: a reported pin is lost"),
+        }
+        let entries = watchable.log_entries(0, usize::MAX).unwrap();
+        let seqs: Vec<u64> = entries.iter().map(|entry| entry.seq).collect();
+        let expected: Vec<u64> = (start..=watchable.latest_log_seq()).collect();
+        assert_eq!(seqs, expected, "seed {seed}: the log has a hole");
+        let snapshot = watchable.versioned_snapshot().unwrap();
+        for entry in &entries {
+            for op in &entry.ops {
+                assert!(
+                    snapshot
+                        .get_at_version(op.key(), op.version())
+                        .unwrap()
+                        .is_some(),
+                    "seed {seed}: a version entry {} names is gone",
+                    entry.seq
+                );
+            }
+        }
+        for item in watchable
+            .inner()
+            .scan(&[RESERVED_BYTE, b'h'], &[RESERVED_BYTE, b'h' + 1])
+            .unwrap()
+        {
+            let (key, value) = item.unwrap();
+            let ref_seq = u64::from_be_bytes(value[..8].try_into().unwrap());
+            assert!(
+                ref_seq >= start,
+                "seed {seed}: {key:?} outlived its entries"
+            );
+        }
+        watchable.close().unwrap();
+        start > 1
     }
 }

@@ -36,6 +36,7 @@ pub use seams::{Clock, EntropyRng, ManualClock, Rng, SeededRng, SystemClock};
 pub use set::{MemStoreSet, StoreSet, validate_store_name};
 pub use txn::{CommitStats, TxnStore};
 pub use watchable::{
-    LogEntry, LogEvent, LogNotifier, LogOp, Version, Watchable, WatchableOptions,
-    WatchableSnapshot, WatchableTransaction,
+    Head, LogEntry, LogEvent, LogNotifier, LogOp, Origin, PruneOutcome, Pruner, Retention, Stored,
+    StoredVersion, Version, VersionHolder, Watchable, WatchableOptions, WatchableSnapshot,
+    WatchableTransaction,
 };

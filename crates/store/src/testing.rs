@@ -18,7 +18,16 @@ macro_rules! conformance_tests {
             read_write_basic, read_write_random_against_model, snapshot_isolation,
             stream_order_and_cancel, transaction_state, transaction_reads_own_writes,
             store_state_after_close, concurrent_transactions, concurrent_counters,
-            model_property);
+            model_property, blind_writes_never_conflict);
+    };
+    // A versioning layer (the watchable one) reads a key's current version to write it, so its
+    // writes are never blind: it runs every check but that one, and the opposite one instead.
+    (versioned $open:expr) => {
+        $crate::conformance_tests!(@each $open;
+            read_write_basic, read_write_random_against_model, snapshot_isolation,
+            stream_order_and_cancel, transaction_state, transaction_reads_own_writes,
+            store_state_after_close, concurrent_transactions, concurrent_counters,
+            model_property, versioned_writes_conflict_with_concurrent_ones);
     };
     (@each $open:expr; $($name:ident),*) => {
         $(
@@ -334,13 +343,33 @@ pub fn concurrent_transactions<S: Store>(open: &dyn Fn() -> S) {
     second.put(b"b", b"1").unwrap();
     first.commit().unwrap();
     second.commit().unwrap();
+}
 
-    // A transaction that only writes (blind write) never conflicts.
+/// A transaction that only writes (blind write) never conflicts.
+pub fn blind_writes_never_conflict<S: Store>(open: &dyn Fn() -> S) {
+    let store = open();
     let blind = store.transaction().unwrap();
     blind.put(b"a", b"blind").unwrap();
     store.put(b"a", b"meanwhile").unwrap();
     blind.commit().unwrap();
     assert_eq!(store.get(b"a").unwrap(), Some(b"blind".to_vec()));
+}
+
+/// In a versioning store a write records the version it replaces, so it reads it: a write of a
+/// key that another commit wrote meanwhile conflicts (and the other value stays), where a write
+/// of another key does not.
+pub fn versioned_writes_conflict_with_concurrent_ones<S: Store>(open: &dyn Fn() -> S) {
+    let store = open();
+    let writer = store.transaction().unwrap();
+    writer.put(b"a", b"first").unwrap();
+    store.put(b"a", b"meanwhile").unwrap();
+    assert_code(writer.commit(), codes::CONCURRENT_TRANSACTION);
+    assert_eq!(store.get(b"a").unwrap(), Some(b"meanwhile".to_vec()));
+    let writer = store.transaction().unwrap();
+    writer.put(b"b", b"mine").unwrap();
+    store.put(b"a", b"again").unwrap();
+    writer.commit().unwrap();
+    assert_eq!(store.get(b"b").unwrap(), Some(b"mine".to_vec()));
 }
 
 /// 100 concurrent workers each add 1 to three of ten counters and 3 to an eleventh, retrying on
@@ -512,11 +541,11 @@ impl<S: Store, G: Send + Sync> Store for WithGuard<S, G> {
 
 /// Watchable options for tests: every key managed, a manual clock and a seeded generator.
 pub fn watchable_options_all_managed() -> crate::WatchableOptions {
-    crate::WatchableOptions {
-        managed_prefixes: vec![Vec::new()],
-        clock: std::sync::Arc::new(crate::ManualClock::new(1)),
-        rng: std::sync::Arc::new(SeededRng::new(1)),
-    }
+    crate::WatchableOptions::new(
+        vec![Vec::new()],
+        std::sync::Arc::new(crate::ManualClock::new(1)),
+        std::sync::Arc::new(SeededRng::new(1)),
+    )
 }
 
 /// Expands to one `#[test]` per check of a [`StoreSet`](crate::StoreSet), each opening a fresh,

@@ -14,7 +14,7 @@ use clap::{Parser, ValueEnum};
 use syncbase_net::default_paths;
 use syncbase_server::EngineKind;
 use syncbase_server::daemon::{ConnectionLimits, Daemon, DaemonOptions};
-use syncbase_store::Durability;
+use syncbase_store::{Durability, Retention};
 
 /// The Syncbase daemon.
 ///
@@ -46,6 +46,14 @@ struct Arguments {
     /// Abort a batch left idle this long
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     batch_idle_timeout: u64,
+    /// Keep at least this many of the newest commits in each database's watch log (a watch may
+    /// resume from any of them)
+    #[arg(long, value_name = "N", default_value_t = Retention::default().commits_min)]
+    log_retention_commits: u64,
+    /// Keep every commit younger than this in each database's watch log, whatever
+    /// --log-retention-commits says; 0: no minimum age
+    #[arg(long, value_name = "SECONDS", default_value_t = Retention::default().age_min_ns / 1_000_000_000)]
+    log_retention_secs: u64,
     /// Close a client connection with no call running for this long
     #[arg(long, value_name = "SECONDS", default_value_t = ConnectionLimits::default().idle_timeout.as_secs())]
     idle_timeout: u64,
@@ -107,6 +115,10 @@ fn main() -> ExitCode {
         trust: arguments.trust,
         default_identity_name: default_paths::user_name(),
         batch_idle_timeout_ns: arguments.batch_idle_timeout.saturating_mul(1_000_000_000),
+        log_retention: Retention {
+            commits_min: arguments.log_retention_commits,
+            age_min_ns: arguments.log_retention_secs.saturating_mul(1_000_000_000),
+        },
         limits: ConnectionLimits {
             idle_timeout: std::time::Duration::from_secs(arguments.idle_timeout),
             connections_per_principal_max: arguments.connections_per_principal,

@@ -2,25 +2,36 @@
 //! prefixes are versioned, and every commit that touches them appends one entry to a watch log
 //! in the same atomic commit.
 //!
-//! This layer owns the reserved key range starting with byte `0xff`:
-//! - `ff 'v' <key>` → the current version of a managed key (8 bytes, big endian);
-//! - `ff 'r' <key> <version>` → the value of a managed key at a version (versions are fixed
-//!   width, so the key cannot be confused with another key's);
-//! - `ff 'l' <seq>` → a log entry, seq big endian so the log sorts in commit order;
-//! - `ff 'm' 's'` → the log start; `ff 'm' 'f'` → this layer's format version.
-//!
-//! Users may not write keys starting with `0xff`; managed prefixes must not either.
+//! Every change of a managed key has a version: a put mints one for its value, a delete one for
+//! its tombstone, and each records the version it replaced (its parent in sync's version DAG).
+//! The current value sits inline beside its version, so a get is one read of the engine; a
+//! replaced version moves to a history range that the retention window bounds ([`prune`]). The
+//! reserved keys are described in [`format`]. Users may not write keys starting with `0xff`;
+//! managed prefixes must not either.
 
+mod format;
+mod migrate;
 mod notifier;
+mod prune;
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+pub use format::{Head, RESERVED_BYTE, Stored};
 pub use notifier::{LogEvent, LogNotifier, WaitAfter};
+pub use prune::{
+    PIN_NAME_BYTES_MAX, PRUNE_ENTRIES_PER_STEP, PruneOutcome, Pruner, RETENTION_AGE_MIN_NS_DEFAULT,
+    RETENTION_COMMITS_MIN_DEFAULT, Retention, VersionHolder,
+};
 
+use self::format::{
+    current_key, decode_current, decode_history, decode_u64, encode_current, encode_history,
+    history_key, history_prefix_range, log_key, log_limit, meta_key, pin_key, tombstone_key,
+};
 use crate::error::{Error, Result};
 use crate::model::{
     CommitHook, KeyValue, Snapshot, Store, StoreReader, StoreWriter, Stream, StreamSource,
@@ -28,34 +39,35 @@ use crate::model::{
 };
 use crate::seams::{Clock, Rng};
 
-/// The first byte of every key this layer reserves.
-pub const RESERVED_BYTE: u8 = 0xff;
-/// The newest format of this layer's reserved keys that this build reads and writes.
-pub const WATCHABLE_FORMAT_VERSION: u32 = 1;
+/// The newest format of this layer's reserved keys that this build reads and writes. A store of
+/// format 1 is migrated when it is opened ([`migrate`]).
+pub const WATCHABLE_FORMAT_VERSION: u32 = 2;
 
-const POINTER_TAG: u8 = b'v';
-const VALUE_TAG: u8 = b'r';
-const LOG_TAG: u8 = b'l';
-const META_TAG: u8 = b'm';
-
-/// The version id of one value of a managed key.
+/// The version id of one value (or tombstone) of a managed key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Version(pub u64);
 
 /// One operation recorded in the watch log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LogOp {
-    /// The key now has this version.
+    /// The key now has this value version.
     Put {
         /// The user key.
         key: Vec<u8>,
         /// Its new version.
         version: Version,
+        /// The version it replaced (a value's or a tombstone's), if the key had one.
+        parent: Option<Version>,
     },
-    /// The key was deleted.
+    /// The key was deleted: its current version is now this tombstone.
     Delete {
         /// The user key.
         key: Vec<u8>,
+        /// The tombstone's version.
+        version: Version,
+        /// The version it replaced, if the key had one (a delete that sync applies may be the
+        /// first this device hears of a key).
+        parent: Option<Version>,
     },
 }
 
@@ -63,9 +75,32 @@ impl LogOp {
     /// The user key of this operation.
     pub fn key(&self) -> &[u8] {
         match self {
-            LogOp::Put { key, .. } | LogOp::Delete { key } => key,
+            LogOp::Put { key, .. } | LogOp::Delete { key, .. } => key,
         }
     }
+
+    /// The version the key took.
+    pub fn version(&self) -> Version {
+        match self {
+            LogOp::Put { version, .. } | LogOp::Delete { version, .. } => *version,
+        }
+    }
+
+    /// The version the key had before.
+    pub fn parent(&self) -> Option<Version> {
+        match self {
+            LogOp::Put { parent, .. } | LogOp::Delete { parent, .. } => *parent,
+        }
+    }
+}
+
+/// A version stored without becoming current (sync stores what it receives before deciding).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredVersion {
+    /// The user key.
+    pub key: Vec<u8>,
+    /// The version.
+    pub version: Version,
 }
 
 /// One committed transaction's changes to managed keys.
@@ -73,12 +108,48 @@ impl LogOp {
 pub struct LogEntry {
     /// Position in the log; increases with commit order (there may be gaps).
     pub seq: u64,
-    /// The commit timestamp from the layer's [`Clock`], in nanoseconds.
+    /// The change's timestamp: from the layer's (hybrid logical) clock for a local commit, the
+    /// original one for a change that sync applies.
     pub timestamp_ns: u64,
+    /// When this store committed it, by the plain physical clock (the retention window's age
+    /// is measured with it, so a peer's fast clock cannot age the log).
+    pub committed_ns: u64,
     /// Whether sync wrote this (so sync does not echo its own writes back).
     pub from_sync: bool,
+    /// The verified principal name of whoever made the change (`alice:laptop`); empty for a
+    /// commit nobody is accountable for (internal maintenance).
+    pub author: String,
+    /// The device id of the service that made the change.
+    pub device: u64,
     /// The operations, in the order the transaction made them.
     pub ops: Vec<LogOp>,
+    /// Versions this commit stored without making them current.
+    pub stored: Vec<StoredVersion>,
+}
+
+/// Who made a transaction's changes, recorded in its log entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The verified principal name of the caller (see [`LogEntry::author`]).
+    pub author: String,
+    /// The device id of the service that made the change.
+    pub device: u64,
+    /// Whether sync applies this change (it carries another device's author and device).
+    pub from_sync: bool,
+    /// The change's original timestamp (sync); `None` takes one from the layer's clock.
+    pub timestamp_ns: Option<u64>,
+}
+
+impl Origin {
+    /// A change a local caller makes on this device.
+    pub fn local(author: impl Into<String>, device: u64) -> Self {
+        Self {
+            author: author.into(),
+            device,
+            from_sync: false,
+            timestamp_ns: None,
+        }
+    }
 }
 
 /// How to open a [`Watchable`].
@@ -86,10 +157,34 @@ pub struct LogEntry {
 pub struct WatchableOptions {
     /// Keys starting with any of these are versioned and logged.
     pub managed_prefixes: Vec<Vec<u8>>,
-    /// Source of commit timestamps.
+    /// Source of log timestamps (a service gives its hybrid logical clock).
     pub clock: Arc<dyn Clock>,
+    /// The plain physical clock: commit times, by which the retention window's age is measured.
+    pub physical_clock: Arc<dyn Clock>,
     /// Source of version ids.
     pub rng: Arc<dyn Rng>,
+    /// How much of the log to keep.
+    pub retention: Retention,
+    /// Versions a layer above still needs (pruning keeps them).
+    pub holder: Option<Arc<dyn VersionHolder>>,
+    /// Where pruning runs in the background; without one, only [`Watchable::prune`] prunes.
+    pub pruner: Option<Pruner>,
+}
+
+impl WatchableOptions {
+    /// Options with one clock for both timestamps and age, the default retention window, no
+    /// holder and no background pruning.
+    pub fn new(managed_prefixes: Vec<Vec<u8>>, clock: Arc<dyn Clock>, rng: Arc<dyn Rng>) -> Self {
+        Self {
+            managed_prefixes,
+            physical_clock: clock.clone(),
+            clock,
+            rng,
+            retention: Retention::default(),
+            holder: None,
+            pruner: None,
+        }
+    }
 }
 
 /// A store whose managed keys are versioned and logged.
@@ -101,14 +196,26 @@ struct Shared<S: Store + 'static> {
     store: S,
     managed: Vec<Vec<u8>>,
     clock: Arc<dyn Clock>,
+    physical_clock: Arc<dyn Clock>,
     rng: Arc<dyn Rng>,
+    retention: Retention,
+    holder: Option<Arc<dyn VersionHolder>>,
+    pruner: Option<Pruner>,
     next_seq: AtomicU64,
     notifier: LogNotifier,
+    /// The log start as last committed (a cache: pruning is the only writer).
+    log_start: AtomicU64,
+    /// Whether this store waits in the pruner's queue.
+    prune_queued: AtomicBool,
+    /// No background pruning before this physical time: the oldest entry is still too young.
+    prune_not_before_ns: AtomicU64,
+    /// The last step could remove nothing for a pin: none until a pin moves.
+    prune_stalled: AtomicBool,
 }
 
 impl<S: Store + 'static> Watchable<S> {
-    /// Wraps `store`: checks (or, on a new store, stamps) this layer's format version and finds
-    /// the end of the log.
+    /// Wraps `store`: checks (or, on a new store, stamps) this layer's format version, migrating
+    /// a store of format 1, and finds the end of the log.
     pub fn open(store: S, options: WatchableOptions) -> Result<Self> {
         for prefix in &options.managed_prefixes {
             if prefix.first() == Some(&RESERVED_BYTE) {
@@ -130,19 +237,31 @@ impl<S: Store + 'static> Watchable<S> {
                         supported: WATCHABLE_FORMAT_VERSION,
                     });
                 }
+                if found < WATCHABLE_FORMAT_VERSION {
+                    migrate::from_format_1(&store, found)?;
+                }
             }
             None => store.put(&format_key, &WATCHABLE_FORMAT_VERSION.to_be_bytes())?,
         }
         // After a full prune the log is empty but its start remembers where it ended.
-        let last_seq = last_log_seq(&store)?.max(read_log_start(&store)?.saturating_sub(1));
+        let log_start = read_log_start(&store)?;
+        let last_seq = last_log_seq(&store)?.max(log_start.saturating_sub(1));
         Ok(Self {
             shared: Arc::new(Shared {
                 store,
                 managed: options.managed_prefixes,
                 clock: options.clock,
+                physical_clock: options.physical_clock,
                 rng: options.rng,
+                retention: options.retention,
+                holder: options.holder,
+                pruner: options.pruner,
                 next_seq: AtomicU64::new(last_seq + 1),
                 notifier: LogNotifier::new(last_seq),
+                log_start: AtomicU64::new(log_start),
+                prune_queued: AtomicBool::new(false),
+                prune_not_before_ns: AtomicU64::new(0),
+                prune_stalled: AtomicBool::new(false),
             }),
         })
     }
@@ -152,13 +271,13 @@ impl<S: Store + 'static> Watchable<S> {
         &self.shared.store
     }
 
-    /// Begins a transaction; `from_sync` marks its log entry as written by sync.
-    pub fn begin(&self, from_sync: bool) -> Result<WatchableTransaction<S>> {
+    /// Begins a transaction whose log entry records `origin`.
+    pub fn begin(&self, origin: Origin) -> Result<WatchableTransaction<S>> {
         Ok(WatchableTransaction {
             shared: self.shared.clone(),
             inner: Arc::from(self.shared.store.transaction()?),
-            ops: Mutex::new(Vec::new()),
-            from_sync,
+            pending: Mutex::new(Pending::default()),
+            origin,
         })
     }
 
@@ -193,25 +312,39 @@ impl<S: Store + 'static> Watchable<S> {
         read_log_start(&self.shared.store)
     }
 
-    /// Moves the log start forward to `seq`, deleting the entries before it in the same commit.
-    /// Moving it backwards is a no-op; it never moves past the end of the log.
+    /// Whether every log entry from `seq` on is inside the retention window, so a reader resuming
+    /// there misses nothing. Logical: an entry below the window counts as gone whether or not
+    /// pruning has removed it yet (and whether or not a pin keeps it).
+    pub fn log_retains(&self, seq: u64) -> Result<bool> {
+        self.shared.log_retains(seq)
+    }
+
+    /// Runs one bounded pruning step (the background pruner runs the same): removes up to
+    /// `entries_max` log entries below the retention window and every pin, with the versions
+    /// only they referred to.
+    pub fn prune(&self, entries_max: usize) -> Result<PruneOutcome> {
+        self.shared.prune_step(entries_max, None)
+    }
+
+    /// Moves the log start forward to `seq` whatever the retention window says (but never past
+    /// a pin), removing the entries before it and the versions only they referred to, in bounded
+    /// commits. It never moves past the end of the log.
     pub fn advance_log_start(&self, seq: u64) -> Result<()> {
         let seq = seq.min(self.latest_log_seq() + 1);
-        crate::model::run_in_transaction(
-            &self.shared.store,
-            crate::model::TRANSACTION_ATTEMPTS_DEFAULT,
-            |transaction| {
-                let current = read_log_start(transaction)?;
-                if seq <= current {
-                    return Ok(());
-                }
-                let doomed = transaction.scan(&log_key(current), &log_key(seq))?;
-                for entry in doomed {
-                    transaction.delete(&entry?.0)?;
-                }
-                transaction.put(&meta_key(b's'), &seq.to_be_bytes())
-            },
-        )
+        while self.shared.log_start.load(Ordering::SeqCst) < seq {
+            let outcome = self
+                .shared
+                .prune_step(prune::PRUNE_ENTRIES_PER_STEP, Some(seq))?;
+            if outcome.entries_removed == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The durable pins: each name with the first log entry its holder still needs.
+    pub fn pins(&self) -> Result<Vec<(String, u64)>> {
+        prune::read_pins(&self.shared.store)
     }
 
     /// Whether `key` is under a managed prefix.
@@ -245,16 +378,10 @@ impl<S: Store + 'static> Shared<S> {
         if !self.is_managed(key) {
             return reader.get(key);
         }
-        match read_version(reader, key)? {
-            None => Ok(None),
-            Some(version) => match reader.get(&value_key(key, version))? {
-                Some(value) => Ok(Some(value)),
-                None => Err(Error::Corrupt(format!(
-                    "key {key:?} points at version {} which has no value",
-                    version.0
-                ))),
-            },
-        }
+        reader
+            .get(&current_key(key))?
+            .map(|record| decode_current(key, record).map(|(_, value)| value))
+            .transpose()
     }
 
     fn scan(
@@ -273,11 +400,10 @@ impl<S: Store + 'static> Shared<S> {
         };
         match classify(&self.managed, start, limit) {
             RangeKind::Managed => {
-                let inner = reader.scan(&pointer_key(start), &pointer_key(limit))?;
-                let source = VersionedSource { reader, inner };
+                let inner = reader.scan(&current_key(start), &current_key(limit))?;
                 // The inner stream already checks liveness; this outer one adds nothing to it.
                 Ok(Stream::new(
-                    Box::new(source),
+                    Box::new(CurrentSource { inner }),
                     crate::model::Liveness::new(Default::default(), None),
                 ))
             }
@@ -321,28 +447,62 @@ fn classify(managed: &[Vec<u8>], start: &[u8], limit: &[u8]) -> RangeKind {
     }
 }
 
-/// Resolves version pointers to values while scanning.
-struct VersionedSource {
-    reader: Arc<dyn StoreReader + Send + Sync>,
+/// Strips the reserved tag and the version from current-value records while scanning.
+struct CurrentSource {
     inner: Stream,
 }
 
-impl StreamSource for VersionedSource {
+impl StreamSource for CurrentSource {
     fn next_entry(&mut self) -> Result<Option<KeyValue>> {
         let Some(entry) = self.inner.next() else {
             return Ok(None);
         };
-        let (pointer, version_bytes) = entry?;
-        let key = pointer[2..].to_vec();
-        let version = decode_version(&key, &version_bytes)?;
-        match self.reader.get(&value_key(&key, version))? {
-            Some(value) => Ok(Some((key, value))),
-            None => Err(Error::Corrupt(format!(
-                "key {key:?} points at version {} which has no value",
-                version.0
-            ))),
+        let (mut key, record) = entry?;
+        key.drain(..2);
+        let (_, value) = decode_current(&key, record)?;
+        Ok(Some((key, value)))
+    }
+}
+
+/// The head of a managed key as `reader` shows it.
+fn read_head<R: StoreReader + ?Sized>(reader: &R, key: &[u8]) -> Result<Option<Head>> {
+    if let Some(record) = reader.get(&current_key(key))? {
+        let version = decode_u64(&|| format!("current record of key {key:?}"), &record)?;
+        return Ok(Some(Head {
+            version: Version(version),
+            deleted: false,
+        }));
+    }
+    Ok(read_tombstone(reader, key)?.map(|version| Head {
+        version,
+        deleted: true,
+    }))
+}
+
+fn read_tombstone<R: StoreReader + ?Sized>(reader: &R, key: &[u8]) -> Result<Option<Version>> {
+    reader
+        .get(&tombstone_key(key))?
+        .map(|bytes| decode_u64(&|| format!("tombstone of key {key:?}"), &bytes).map(Version))
+        .transpose()
+}
+
+/// What `version` of a managed key stores, as `reader` shows it (pending history of a
+/// transaction aside).
+fn read_at_version<R: StoreReader + ?Sized>(
+    reader: &R,
+    key: &[u8],
+    version: Version,
+) -> Result<Option<Stored>> {
+    if let Some(record) = reader.get(&current_key(key))? {
+        let (current, value) = decode_current(key, record)?;
+        if current == version {
+            return Ok(Some(Stored::Value(value)));
         }
     }
+    if let Some(record) = reader.get(&history_key(key, version))? {
+        return Ok(Some(decode_history(key, record)?.1));
+    }
+    Ok((read_tombstone(reader, key)? == Some(version)).then_some(Stored::Tombstone))
 }
 
 impl<S: Store + 'static> StoreReader for Watchable<S> {
@@ -357,13 +517,13 @@ impl<S: Store + 'static> StoreReader for Watchable<S> {
 
 impl<S: Store + 'static> StoreWriter for Watchable<S> {
     fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        let transaction = self.begin(false)?;
+        let transaction = self.begin(Origin::default())?;
         transaction.put(key, value)?;
         transaction.commit()
     }
 
     fn delete(&self, key: &[u8]) -> Result<()> {
-        let transaction = self.begin(false)?;
+        let transaction = self.begin(Origin::default())?;
         transaction.delete(key)?;
         transaction.commit()
     }
@@ -375,7 +535,7 @@ impl<S: Store + 'static> Store for Watchable<S> {
     }
 
     fn transaction(&self) -> Result<Box<dyn Transaction>> {
-        Ok(Box::new(self.begin(false)?))
+        Ok(Box::new(self.begin(Origin::default())?))
     }
 
     fn close(&self) -> Result<()> {
@@ -398,21 +558,26 @@ impl<S: Store + 'static> WatchableSnapshot<S> {
         Ok(last_log_seq(reader)?.max(read_log_start(reader)?.saturating_sub(1)))
     }
 
+    /// The first sequence number this snapshot's log keeps.
+    pub fn log_start(&self) -> Result<u64> {
+        read_log_start(self.inner.as_ref())
+    }
+
     /// Up to `count_max` log entries with sequence numbers `>= from_seq` that this snapshot shows.
     pub fn log_entries(&self, from_seq: u64, count_max: usize) -> Result<Vec<LogEntry>> {
         read_log(self.inner.as_ref(), from_seq, count_max)
     }
 
-    /// The current version of a managed key.
-    pub fn get_version(&self, key: &[u8]) -> Result<Option<Version>> {
+    /// The current version of a managed key (a tombstone's once it was deleted).
+    pub fn head(&self, key: &[u8]) -> Result<Option<Head>> {
         self.shared.check_managed(key)?;
-        read_version(self.inner.as_ref(), key)
+        read_head(self.inner.as_ref(), key)
     }
 
-    /// The value of a managed key at `version`, if that version is kept.
-    pub fn get_at_version(&self, key: &[u8], version: Version) -> Result<Option<Vec<u8>>> {
+    /// What a managed key stores at `version`, if that version is kept.
+    pub fn get_at_version(&self, key: &[u8], version: Version) -> Result<Option<Stored>> {
         self.shared.check_managed(key)?;
-        self.inner.get(&value_key(key, version))
+        read_at_version(self.inner.as_ref(), key, version)
     }
 }
 
@@ -434,94 +599,265 @@ impl<S: Store + 'static> Snapshot for WatchableSnapshot<S> {
     }
 }
 
+/// What a transaction has done that its commit hook writes or logs.
+#[derive(Default)]
+struct Pending {
+    ops: Vec<LogOp>,
+    /// Versions that stop being current (or are stored without becoming current): written
+    /// under the history tag by the commit hook, which knows the log entry's sequence number.
+    history: HashMap<(Vec<u8>, Version), Stored>,
+    /// The order `history` was filled in (the hook writes in a stable order).
+    history_order: Vec<(Vec<u8>, Version)>,
+    stored: Vec<StoredVersion>,
+    /// Whether a pin was set or removed (pruning may go on).
+    pins_changed: bool,
+}
+
+impl Pending {
+    fn keep(&mut self, key: &[u8], version: Version, stored: Stored) {
+        let id = (key.to_vec(), version);
+        if self.history.insert(id.clone(), stored).is_none() {
+            self.history_order.push(id);
+        }
+    }
+
+    fn take(&mut self, key: &[u8], version: Version) -> Option<Stored> {
+        self.history.remove(&(key.to_vec(), version))
+    }
+}
+
 /// A transaction of a [`Watchable`] store, with the version operations sync needs.
 pub struct WatchableTransaction<S: Store + 'static> {
     shared: Arc<Shared<S>>,
     inner: Arc<dyn Transaction>,
-    ops: Mutex<Vec<LogOp>>,
-    from_sync: bool,
+    pending: Mutex<Pending>,
+    origin: Origin,
 }
 
 impl<S: Store + 'static> WatchableTransaction<S> {
-    /// The current version of a managed key, as this transaction sees it.
-    pub fn get_version(&self, key: &[u8]) -> Result<Option<Version>> {
+    /// The current version of a managed key (a tombstone's once it was deleted), as this
+    /// transaction sees it.
+    pub fn head(&self, key: &[u8]) -> Result<Option<Head>> {
         self.shared.check_managed(key)?;
-        read_version(self.inner.as_ref(), key)
+        read_head(self.inner.as_ref(), key)
     }
 
-    /// The value of a managed key at `version`, if that version is kept.
-    pub fn get_at_version(&self, key: &[u8], version: Version) -> Result<Option<Vec<u8>>> {
+    /// What a managed key stores at `version`, if that version is kept.
+    pub fn get_at_version(&self, key: &[u8], version: Version) -> Result<Option<Stored>> {
         self.shared.check_managed(key)?;
-        self.inner.get(&value_key(key, version))
+        if let Some(stored) = self
+            .pending
+            .lock()
+            .history
+            .get(&(key.to_vec(), version))
+            .cloned()
+        {
+            return Ok(Some(stored));
+        }
+        read_at_version(self.inner.as_ref(), key, version)
     }
 
-    /// Stores `value` as `version` of a managed key without making it current and without a
-    /// log entry (sync stores a received version before deciding whether it wins). Storing a
-    /// version already stored with the same bytes does nothing; with other bytes it is refused
-    /// with [`Error::VersionConflict`] (a version names one value forever, so re-delivery is
-    /// harmless and a conflicting one is a peer's error, not a new value).
+    /// Stores `value` as `version` of a managed key without making it current (sync stores a
+    /// received version before deciding whether it wins); the log entry lists it. Storing a
+    /// version already stored with the same bytes does nothing; with other bytes (or over a
+    /// tombstone) it is refused with [`Error::VersionConflict`]: a version names one value
+    /// forever, so re-delivery is harmless and a conflicting one is a peer's error.
     pub fn put_at_version(&self, key: &[u8], version: Version, value: &[u8]) -> Result<()> {
         self.shared.check_managed(key)?;
-        let value_key = value_key(key, version);
-        match self.inner.get(&value_key)? {
-            Some(stored) if stored == value => Ok(()),
+        match self.get_at_version(key, version)? {
+            Some(Stored::Value(stored)) if stored == value => Ok(()),
             Some(_) => Err(Error::VersionConflict(format!(
                 "version {} of key {key:?} is already stored with other bytes",
                 version.0
             ))),
-            None => self.inner.put(&value_key, value),
+            None => {
+                let mut pending = self.pending.lock();
+                pending.keep(key, version, Stored::Value(value.to_vec()));
+                pending.stored.push(StoredVersion {
+                    key: key.to_vec(),
+                    version,
+                });
+                Ok(())
+            }
         }
     }
 
-    /// Makes `version` (already stored) the current version of a managed key, logging a put.
+    /// Makes `version` (already stored, see [`Self::put_at_version`]) the current version of a
+    /// managed key, logging a put. Already current: does nothing.
     pub fn put_version(&self, key: &[u8], version: Version) -> Result<()> {
         self.shared.check_managed(key)?;
-        if self.inner.get(&value_key(key, version))?.is_none() {
-            return Err(Error::Corrupt(format!(
-                "version {} of key {key:?} is not stored",
-                version.0
-            )));
+        let head = read_head(self.inner.as_ref(), key)?;
+        if head.is_some_and(|head| head.version == version && !head.deleted) {
+            return Ok(());
         }
+        let value = match self.take_stored(key, version)? {
+            Some(Stored::Value(value)) => value,
+            Some(Stored::Tombstone) => {
+                return Err(Error::Misuse(format!(
+                    "version {} of key {key:?} is a tombstone: delete_version makes it current",
+                    version.0
+                )));
+            }
+            None => {
+                return Err(Error::Corrupt(format!(
+                    "version {} of key {key:?} is not stored",
+                    version.0
+                )));
+            }
+        };
+        let parent = self.retire_current(key)?;
         self.inner
-            .put(&pointer_key(key), &version.0.to_be_bytes())?;
-        self.ops.lock().push(LogOp::Put {
+            .put(&current_key(key), &encode_current(version, &value))?;
+        self.pending.lock().ops.push(LogOp::Put {
             key: key.to_vec(),
             version,
+            parent,
         });
         Ok(())
     }
 
-    /// Removes every stored version of every managed key starting with `prefix` (no log entry),
-    /// and returns how many. For data that is gone for good (a destroyed collection): a reader of
-    /// an old log entry then finds no value rather than one it may no longer be entitled to.
+    /// Makes the tombstone `version` the current version of a managed key, logging a delete
+    /// (sync applying another device's delete). Already current: does nothing.
+    pub fn delete_version(&self, key: &[u8], version: Version) -> Result<()> {
+        self.shared.check_managed(key)?;
+        let head = read_head(self.inner.as_ref(), key)?;
+        if head.is_some_and(|head| head.version == version && head.deleted) {
+            return Ok(());
+        }
+        if let Some(Stored::Value(_)) = self.get_at_version(key, version)? {
+            return Err(Error::VersionConflict(format!(
+                "version {} of key {key:?} is a value, not a tombstone",
+                version.0
+            )));
+        }
+        self.take_stored(key, version)?;
+        let parent = self.retire_current(key)?;
+        self.inner.delete(&current_key(key))?;
+        self.inner
+            .put(&tombstone_key(key), &version.0.to_be_bytes())?;
+        self.pending.lock().ops.push(LogOp::Delete {
+            key: key.to_vec(),
+            version,
+            parent,
+        });
+        Ok(())
+    }
+
+    /// Removes every stored version that is not current of every managed key starting with
+    /// `prefix` (no log entry), and returns how many. For data that is gone for good (a
+    /// destroyed collection): a reader of an old log entry then finds no value rather than one it
+    /// may no longer be entitled to. Tombstones stay: they hold no value.
     pub fn purge_versions(&self, prefix: &[u8]) -> Result<u64> {
         self.shared.check_managed(prefix)?;
-        let start = value_key(prefix, Version(0));
-        let start = &start[..start.len() - 8];
-        let limit = prefix_limit(start);
+        let mut count = 0u64;
+        {
+            let mut pending = self.pending.lock();
+            let Pending {
+                history,
+                history_order,
+                ..
+            } = &mut *pending;
+            history_order.retain(|id| {
+                let doomed =
+                    id.0.starts_with(prefix) && matches!(history.get(id), Some(Stored::Value(_)));
+                if doomed {
+                    history.remove(id);
+                    count += 1;
+                }
+                !doomed
+            });
+        }
+        let (start, limit) = history_prefix_range(prefix);
         let doomed: Vec<Vec<u8>> = self
             .inner
-            .scan(start, &limit)?
+            .scan(&start, &limit)?
             .map(|entry| entry.map(|(key, _)| key))
             .collect::<Result<_>>()?;
         for key in &doomed {
             self.inner.delete(key)?;
         }
-        Ok(doomed.len() as u64)
+        Ok(count + doomed.len() as u64)
     }
 
     /// Puts `value` to a managed key and returns the version minted for it.
     pub fn put_versioned(&self, key: &[u8], value: &[u8]) -> Result<Version> {
         self.shared.check_managed(key)?;
         let version = Version(self.shared.rng.next_u64());
-        self.inner.put(&value_key(key, version), value)?;
+        let parent = self.retire_current(key)?;
         self.inner
-            .put(&pointer_key(key), &version.0.to_be_bytes())?;
-        self.ops.lock().push(LogOp::Put {
+            .put(&current_key(key), &encode_current(version, value))?;
+        self.pending.lock().ops.push(LogOp::Put {
             key: key.to_vec(),
             version,
+            parent,
         });
         Ok(version)
+    }
+
+    /// Pins the log for `name`: entries from `seq` on are kept (whatever the retention window
+    /// says) until the pin moves or is removed. Durable with this transaction.
+    pub fn set_pin(&self, name: &str, seq: u64) -> Result<()> {
+        prune::check_pin_name(name)?;
+        self.pending.lock().pins_changed = true;
+        self.inner.put(&pin_key(name), &seq.to_be_bytes())
+    }
+
+    /// Removes the pin `name` (absent: nothing happens).
+    pub fn remove_pin(&self, name: &str) -> Result<()> {
+        prune::check_pin_name(name)?;
+        self.pending.lock().pins_changed = true;
+        self.inner.delete(&pin_key(name))
+    }
+
+    /// Drops `version` of a managed key that a holder no longer needs, if it is neither current
+    /// nor referred to by an entry inside the log (those go when their entry is pruned).
+    /// Returns whether it was removed.
+    pub fn release_version(&self, key: &[u8], version: Version) -> Result<bool> {
+        self.shared.check_managed(key)?;
+        let history = history_key(key, version);
+        let Some(record) = self.inner.get(&history)? else {
+            return Ok(false);
+        };
+        let (ref_seq, _) = decode_history(key, record)?;
+        if ref_seq >= read_log_start(self.inner.as_ref())? {
+            return Ok(false);
+        }
+        self.inner.delete(&history)?;
+        Ok(true)
+    }
+
+    /// Takes a stored version out of history (this transaction's or the store's): it is about to
+    /// become current.
+    fn take_stored(&self, key: &[u8], version: Version) -> Result<Option<Stored>> {
+        if let Some(stored) = self.pending.lock().take(key, version) {
+            return Ok(Some(stored));
+        }
+        let history = history_key(key, version);
+        match self.inner.get(&history)? {
+            Some(record) => {
+                self.inner.delete(&history)?;
+                Ok(Some(decode_history(key, record)?.1))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Moves the key's current version (value or tombstone) to history, where the commit hook
+    /// writes it, and returns it: the parent of the version replacing it. The caller overwrites
+    /// or deletes the current record. The reads join the transaction's read set, so a concurrent
+    /// change of the key makes the commit retry rather than record a wrong parent.
+    fn retire_current(&self, key: &[u8]) -> Result<Option<Version>> {
+        if let Some(record) = self.inner.get(&current_key(key))? {
+            let (version, value) = decode_current(key, record)?;
+            self.pending.lock().keep(key, version, Stored::Value(value));
+            return Ok(Some(version));
+        }
+        let Some(version) = read_tombstone(self.inner.as_ref(), key)? else {
+            return Ok(None);
+        };
+        self.inner.delete(&tombstone_key(key))?;
+        self.pending.lock().keep(key, version, Stored::Tombstone);
+        Ok(Some(version))
     }
 }
 
@@ -552,25 +888,42 @@ impl<S: Store + 'static> StoreWriter for WatchableTransaction<S> {
         if !self.shared.is_managed(key) {
             return self.inner.delete(key);
         }
-        // Deleting what is not there changes nothing, so it writes and logs nothing (the read
-        // joins the transaction's read set: a concurrent put of the key makes it retry).
-        if self.inner.get(&pointer_key(key))?.is_none() {
+        // Deleting what is not there (absent, or already a tombstone) changes nothing, so it
+        // writes and logs nothing (the read joins the transaction's read set: a concurrent put
+        // of the key makes it retry).
+        let Some(record) = self.inner.get(&current_key(key))? else {
             return Ok(());
-        }
-        self.inner.delete(&pointer_key(key))?;
-        self.ops.lock().push(LogOp::Delete { key: key.to_vec() });
-        Ok(())
+        };
+        let (parent, value) = decode_current(key, record)?;
+        let version = Version(self.shared.rng.next_u64());
+        let mut pending = self.pending.lock();
+        pending.keep(key, parent, Stored::Value(value));
+        pending.ops.push(LogOp::Delete {
+            key: key.to_vec(),
+            version,
+            parent: Some(parent),
+        });
+        drop(pending);
+        self.inner.delete(&current_key(key))?;
+        self.inner
+            .put(&tombstone_key(key), &version.0.to_be_bytes())
     }
 }
 
 impl<S: Store + 'static> Transaction for WatchableTransaction<S> {
     fn commit_with_hook(&self, outer: Option<CommitHook>) -> Result<()> {
-        let ops = std::mem::take(&mut *self.ops.lock());
-        if ops.is_empty() {
-            return self.inner.commit_with_hook(outer);
+        let mut pending = std::mem::take(&mut *self.pending.lock());
+        if pending.ops.is_empty() && pending.history_order.is_empty() {
+            self.inner.commit_with_hook(outer)?;
+            if pending.pins_changed {
+                self.shared.prune_stalled.store(false, Ordering::SeqCst);
+                Shared::request_prune(&self.shared);
+            }
+            return Ok(());
         }
+        let pins_changed = pending.pins_changed;
         let shared = self.shared.clone();
-        let from_sync = self.from_sync;
+        let origin = self.origin.clone();
         let assigned = Arc::new(AtomicU64::new(0));
         let assigned_in_hook = assigned.clone();
         let hook: CommitHook = Box::new(move || {
@@ -579,11 +932,23 @@ impl<S: Store + 'static> Transaction for WatchableTransaction<S> {
                 None => Vec::new(),
             };
             let seq = shared.next_seq.fetch_add(1, Ordering::SeqCst);
+            for id in std::mem::take(&mut pending.history_order) {
+                if let Some(stored) = pending.history.remove(&id) {
+                    writes.push(WriteOp::Put(
+                        history_key(&id.0, id.1),
+                        encode_history(seq, &stored),
+                    ));
+                }
+            }
             let entry = LogEntry {
                 seq,
-                timestamp_ns: shared.clock.now_ns(),
-                from_sync,
-                ops,
+                timestamp_ns: origin.timestamp_ns.unwrap_or_else(|| shared.clock.now_ns()),
+                committed_ns: shared.physical_clock.now_ns(),
+                from_sync: origin.from_sync,
+                author: origin.author,
+                device: origin.device,
+                ops: pending.ops,
+                stored: pending.stored,
             };
             let bytes = postcard::to_stdvec(&entry)
                 .map_err(|error| Error::Corrupt(format!("cannot encode log entry: {error}")))?;
@@ -595,6 +960,10 @@ impl<S: Store + 'static> Transaction for WatchableTransaction<S> {
         self.shared
             .notifier
             .publish(assigned.load(Ordering::SeqCst));
+        if pins_changed {
+            self.shared.prune_stalled.store(false, Ordering::SeqCst);
+        }
+        Shared::request_prune(&self.shared);
         Ok(())
     }
 
@@ -627,54 +996,16 @@ impl StoreReader for TransactionReader {
     }
 }
 
-fn pointer_key(key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(key.len() + 2);
-    out.extend_from_slice(&[RESERVED_BYTE, POINTER_TAG]);
-    out.extend_from_slice(key);
-    out
-}
-
-fn value_key(key: &[u8], version: Version) -> Vec<u8> {
-    let mut out = Vec::with_capacity(key.len() + 10);
-    out.extend_from_slice(&[RESERVED_BYTE, VALUE_TAG]);
-    out.extend_from_slice(key);
-    out.extend_from_slice(&version.0.to_be_bytes());
-    out
-}
-
-fn log_key(seq: u64) -> Vec<u8> {
-    let mut out = vec![RESERVED_BYTE, LOG_TAG];
-    out.extend_from_slice(&seq.to_be_bytes());
-    out
-}
-
-fn meta_key(tag: u8) -> Vec<u8> {
-    vec![RESERVED_BYTE, META_TAG, tag]
-}
-
-fn decode_version(key: &[u8], bytes: &[u8]) -> Result<Version> {
-    let bytes: [u8; 8] = bytes
-        .try_into()
-        .map_err(|_| Error::Corrupt(format!("version pointer of key {key:?} is not 8 bytes")))?;
-    Ok(Version(u64::from_be_bytes(bytes)))
-}
-
-fn read_version<R: StoreReader + ?Sized>(reader: &R, key: &[u8]) -> Result<Option<Version>> {
-    reader
-        .get(&pointer_key(key))?
-        .map(|bytes| decode_version(key, &bytes))
-        .transpose()
-}
-
 fn read_log_start<R: StoreReader + ?Sized>(reader: &R) -> Result<u64> {
     match reader.get(&meta_key(b's'))? {
         None => Ok(1),
-        Some(bytes) => {
-            Ok(u64::from_be_bytes(bytes.as_slice().try_into().map_err(
-                |_| Error::Corrupt("log start is not 8 bytes".into()),
-            )?))
-        }
+        Some(bytes) => decode_u64(&|| "log start".into(), &bytes),
     }
+}
+
+fn decode_entry(key: &[u8], value: &[u8]) -> Result<LogEntry> {
+    postcard::from_bytes(value)
+        .map_err(|error| Error::Corrupt(format!("log entry {key:?}: {error}")))
 }
 
 fn read_log<R: StoreReader + ?Sized>(
@@ -684,13 +1015,11 @@ fn read_log<R: StoreReader + ?Sized>(
 ) -> Result<Vec<LogEntry>> {
     let mut entries = Vec::new();
     for item in reader
-        .scan(&log_key(from_seq), &[RESERVED_BYTE, LOG_TAG + 1])?
+        .scan(&log_key(from_seq), &log_limit())?
         .take(count_max)
     {
         let (key, value) = item?;
-        let entry: LogEntry = postcard::from_bytes(&value)
-            .map_err(|error| Error::Corrupt(format!("log entry {key:?}: {error}")))?;
-        entries.push(entry);
+        entries.push(decode_entry(&key, &value)?);
     }
     Ok(entries)
 }
@@ -698,7 +1027,7 @@ fn read_log<R: StoreReader + ?Sized>(
 /// The first log sequence number `>= from`, if any.
 fn first_log_seq_from<R: StoreReader + ?Sized>(reader: &R, from: u64) -> Result<Option<u64>> {
     let first = reader
-        .scan(&log_key(from), &[RESERVED_BYTE, LOG_TAG + 1])?
+        .scan(&log_key(from), &log_limit())?
         .next()
         .transpose()?;
     first

@@ -8,7 +8,7 @@ mod watchable_over_memstore {
     use syncbase_store::testing::watchable_options_all_managed;
     use syncbase_store::{Watchable, open_memstore};
 
-    syncbase_store::conformance_tests!(
+    syncbase_store::conformance_tests!(versioned
         Watchable::open(open_memstore(), watchable_options_all_managed()).expect("open watchable")
     );
 }

@@ -4,6 +4,8 @@
 #![allow(clippy::disallowed_methods)]
 
 mod conformance;
+mod retention;
+mod versions;
 mod watchable;
 
 /// Every error maps to a code listed in the registry, and each variant to its own.

@@ -6,16 +6,24 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use syncbase_store::{
-    Clock, LogEvent, LogOp, ManualClock, MemStore, SeededRng, Store, StoreReader, StoreWriter,
-    Transaction, Version, Watchable, WatchableOptions, open_memstore,
+    Clock, Head, LogEvent, LogOp, ManualClock, MemStore, Origin, SeededRng, Store, StoreReader,
+    StoreWriter, Stored, Transaction, Version, Watchable, WatchableOptions, open_memstore,
 };
 
+/// The origin of a change sync applies.
+fn synced() -> Origin {
+    Origin {
+        from_sync: true,
+        ..Origin::default()
+    }
+}
+
 fn open_with_clock(clock: Arc<dyn Clock>) -> Watchable<MemStore> {
-    let options = WatchableOptions {
-        managed_prefixes: vec![b"r/".to_vec(), b"c/".to_vec()],
+    let options = WatchableOptions::new(
+        vec![b"r/".to_vec(), b"c/".to_vec()],
         clock,
-        rng: Arc::new(SeededRng::new(42)),
-    };
+        Arc::new(SeededRng::new(42)),
+    );
     Watchable::open(open_memstore(), options).unwrap()
 }
 
@@ -37,19 +45,19 @@ fn each_commit_touching_managed_keys_appends_one_entry() {
     // `c/x` exists, so its delete below is a change (deleting an absent key logs nothing).
     store.put(b"c/x", b"0").unwrap();
     let base = store.latest_log_seq();
-    let transaction = store.begin(false).unwrap();
+    let transaction = store.begin(Origin::default()).unwrap();
     transaction.put(b"r/a", b"1").unwrap();
     transaction.put(b"r/b", b"2").unwrap();
     transaction.delete(b"c/x").unwrap();
     transaction.put(b"s/unmanaged", b"3").unwrap();
     transaction.commit().unwrap();
     clock.advance(500);
-    let from_sync = store.begin(true).unwrap();
+    let from_sync = store.begin(synced()).unwrap();
     from_sync.put(b"r/a", b"4").unwrap();
     from_sync.commit().unwrap();
     // Unmanaged-only and read-only commits write no entry.
     store.put(b"s/other", b"5").unwrap();
-    let reader = store.begin(false).unwrap();
+    let reader = store.begin(Origin::default()).unwrap();
     reader.get(b"r/a").unwrap();
     reader.commit().unwrap();
 
@@ -76,7 +84,7 @@ fn each_commit_touching_managed_keys_appends_one_entry() {
 fn a_failed_commit_leaves_no_entry() {
     let (store, _clock) = open();
     store.put(b"r/a", b"0").unwrap();
-    let loser = store.begin(false).unwrap();
+    let loser = store.begin(Origin::default()).unwrap();
     loser.get(b"r/a").unwrap();
     loser.put(b"r/a", b"loser").unwrap();
     store.put(b"r/a", b"winner").unwrap();
@@ -99,17 +107,23 @@ fn puts_mint_versions_and_keep_old_values() {
     let (first, second) = (version_of(0), version_of(1));
     assert_ne!(first, second);
     let snapshot = store.versioned_snapshot().unwrap();
-    assert_eq!(snapshot.get_version(b"r/a").unwrap(), Some(second));
+    assert_eq!(
+        snapshot.head(b"r/a").unwrap(),
+        Some(Head {
+            version: second,
+            deleted: false
+        })
+    );
     assert_eq!(
         snapshot.get_at_version(b"r/a", first).unwrap(),
-        Some(b"one".to_vec())
+        Some(Stored::Value(b"one".to_vec()))
     );
     assert_eq!(
         snapshot.get_at_version(b"r/a", second).unwrap(),
-        Some(b"two".to_vec())
+        Some(Stored::Value(b"two".to_vec()))
     );
     assert_eq!(snapshot.get_at_version(b"r/a", Version(7)).unwrap(), None);
-    assert_eq!(code(snapshot.get_version(b"s/x")), "store.not_managed");
+    assert_eq!(code(snapshot.head(b"s/x")), "store.not_managed");
 }
 
 #[test]
@@ -117,31 +131,36 @@ fn sync_puts_at_a_version_then_makes_it_current() {
     let (store, _clock) = open();
     store.put(b"r/a", b"local").unwrap();
     let remote = Version(0xabcd);
-    let transaction = store.begin(true).unwrap();
+    let transaction = store.begin(synced()).unwrap();
     transaction
         .put_at_version(b"r/a", remote, b"remote")
         .unwrap();
     assert_eq!(transaction.get(b"r/a").unwrap(), Some(b"local".to_vec()));
     assert_eq!(
         transaction.get_at_version(b"r/a", remote).unwrap(),
-        Some(b"remote".to_vec())
+        Some(Stored::Value(b"remote".to_vec()))
     );
     assert_eq!(
         code(transaction.put_version(b"r/a", Version(1))),
         "store.corrupt"
     );
     transaction.put_version(b"r/a", remote).unwrap();
-    assert_eq!(transaction.get_version(b"r/a").unwrap(), Some(remote));
+    assert_eq!(
+        transaction.head(b"r/a").unwrap().map(|head| head.version),
+        Some(remote)
+    );
     transaction.commit().unwrap();
     assert_eq!(store.get(b"r/a").unwrap(), Some(b"remote".to_vec()));
     let last = store.log_entries(2, 10).unwrap();
     assert_eq!(last.len(), 1);
     assert!(last[0].from_sync);
+    let local = store.log_entries(1, 1).unwrap()[0].ops[0].version();
     assert_eq!(
         last[0].ops,
         vec![LogOp::Put {
             key: b"r/a".to_vec(),
-            version: remote
+            version: remote,
+            parent: Some(local),
         }]
     );
 }
@@ -269,10 +288,12 @@ fn concurrent_commits_get_log_positions_in_commit_order() {
 #[test]
 fn watchable_over_a_shared_store_reopens_at_the_end_of_the_log() {
     let inner = Arc::new(open_memstore());
-    let options = || WatchableOptions {
-        managed_prefixes: vec![b"r/".to_vec()],
-        clock: Arc::new(ManualClock::new(5)),
-        rng: Arc::new(SeededRng::new(9)),
+    let options = || {
+        WatchableOptions::new(
+            vec![b"r/".to_vec()],
+            Arc::new(ManualClock::new(5)),
+            Arc::new(SeededRng::new(9)),
+        )
     };
     let first = Watchable::open(inner.clone(), options()).unwrap();
     for index in 0..37 {
@@ -290,10 +311,12 @@ fn watchable_over_a_shared_store_reopens_at_the_end_of_the_log() {
 /// from the first entry, so every length around a power of two is worth a check).
 #[test]
 fn reopen_finds_the_end_of_logs_of_every_length_and_start() {
-    let options = || WatchableOptions {
-        managed_prefixes: vec![b"r/".to_vec()],
-        clock: Arc::new(ManualClock::new(5)),
-        rng: Arc::new(SeededRng::new(4)),
+    let options = || {
+        WatchableOptions::new(
+            vec![b"r/".to_vec()],
+            Arc::new(ManualClock::new(5)),
+            Arc::new(SeededRng::new(4)),
+        )
     };
     for (length, pruned_below) in [
         (1, 0),
@@ -327,10 +350,12 @@ fn reopen_finds_the_end_of_logs_of_every_length_and_start() {
 #[test]
 fn sequence_numbers_continue_after_a_full_prune_and_reopen() {
     let inner = Arc::new(open_memstore());
-    let options = || WatchableOptions {
-        managed_prefixes: vec![b"r/".to_vec()],
-        clock: Arc::new(ManualClock::new(5)),
-        rng: Arc::new(SeededRng::new(3)),
+    let options = || {
+        WatchableOptions::new(
+            vec![b"r/".to_vec()],
+            Arc::new(ManualClock::new(5)),
+            Arc::new(SeededRng::new(3)),
+        )
     };
     let first = Watchable::open(inner.clone(), options()).unwrap();
     for index in 0..4 {
@@ -347,11 +372,11 @@ fn sequence_numbers_continue_after_a_full_prune_and_reopen() {
 
 #[test]
 fn a_scan_to_the_end_of_a_managed_prefix_next_to_the_reserved_range_is_managed() {
-    let options = WatchableOptions {
-        managed_prefixes: vec![vec![0xfe]],
-        clock: Arc::new(ManualClock::new(1)),
-        rng: Arc::new(SeededRng::new(2)),
-    };
+    let options = WatchableOptions::new(
+        vec![vec![0xfe]],
+        Arc::new(ManualClock::new(1)),
+        Arc::new(SeededRng::new(2)),
+    );
     let store = Watchable::open(open_memstore(), options).unwrap();
     store.put(b"\xfe1", b"v").unwrap();
     store.put(b"a", b"unmanaged").unwrap();
@@ -383,7 +408,7 @@ fn deleting_an_absent_key_logs_nothing() {
         .ops
         .iter()
         .map(|op| match op {
-            LogOp::Put { key, .. } | LogOp::Delete { key } => key.clone(),
+            LogOp::Put { key, .. } | LogOp::Delete { key, .. } => key.clone(),
         })
         .collect();
     assert_eq!(keys, vec![b"r/new".to_vec(), b"r/new".to_vec()]);
@@ -395,7 +420,7 @@ fn deleting_an_absent_key_logs_nothing() {
 fn storing_a_stored_version_again_is_a_no_op_and_other_bytes_are_refused() {
     let (store, _) = open();
     let version = Version(77);
-    let transaction = store.begin(true).unwrap();
+    let transaction = store.begin(synced()).unwrap();
     transaction.put_at_version(b"r/k", version, b"one").unwrap();
     transaction.put_at_version(b"r/k", version, b"one").unwrap();
     assert_eq!(
@@ -405,7 +430,7 @@ fn storing_a_stored_version_again_is_a_no_op_and_other_bytes_are_refused() {
     transaction.put_version(b"r/k", version).unwrap();
     transaction.commit().unwrap();
     assert_eq!(store.get(b"r/k").unwrap(), Some(b"one".to_vec()));
-    let again = store.begin(true).unwrap();
+    let again = store.begin(synced()).unwrap();
     again.put_at_version(b"r/k", version, b"one").unwrap();
     assert_eq!(
         code(again.put_at_version(b"r/k", version, b"other")),
