@@ -491,6 +491,51 @@ fn watch_resumes_after_a_restart_and_acknowledged_writes_survive_kill_9() {
     }
 }
 
+/// `--log-retention-commits` and `--log-retention-secs` bound what a watch can resume from: a
+/// marker below the window is refused with its code (pruned or not), one inside it resumes, and
+/// `sb status APP/DB` shows the window and the log's ends.
+#[test]
+fn the_watch_log_keeps_the_retention_window_the_daemon_is_given() {
+    let home = Home::new();
+    let daemon = home.start(&["--log-retention-commits", "5", "--log-retention-secs", "0"]);
+    create_notes(&home, &daemon);
+    for index in 0..12 {
+        ok(&home.sb(
+            &daemon,
+            &["put", "notes/main/todo", &format!("k{index}"), "v"],
+        ));
+    }
+    // Entry 1 created the collection, 2..=13 are the puts: the window is 9..=13.
+    let expired = home.sb(
+        &daemon,
+        &["watch", "notes/main", "--from", "7", "--count", "1"],
+    );
+    assert_eq!(expired.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&expired.stderr);
+    assert!(stderr.contains("error[nosql.marker_expired]"), "{stderr}");
+    assert!(stderr.contains("--initial"), "{stderr}");
+    let resumed = ok(&home.sb(
+        &daemon,
+        &["watch", "notes/main", "--from", "8", "--count", "1"],
+    ));
+    assert_eq!(
+        resumed.lines().next().unwrap().split('\t').nth(3),
+        Some("k7")
+    );
+    let status = ok(&home.sb(&daemon, &["status", "notes/main"]));
+    for line in [
+        "database\tnotes/main",
+        "log_end\t13",
+        "retention\t5 commits, 0 s",
+    ] {
+        assert!(status.lines().any(|l| l == line), "{line} in\n{status}");
+    }
+    let json = ok(&home.sb(&daemon, &["--format", "json", "status", "notes/main"]));
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["databases"][0]["retention_commits"], 5);
+    assert_eq!(json["databases"][0]["pins"], serde_json::json!([]));
+}
+
 #[test]
 fn strangers_impostors_and_forged_chains_are_kept_out() {
     let home = Home::new();

@@ -46,7 +46,7 @@ const HELLO_BYTES_MAX: usize = 64 * 1024;
 
 /// The version of the call protocol (frames) this build speaks; both sides must agree.
 /// Version 2 added the verdict that ends the handshake (a refused side is told why).
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// A peer's proof of identity, sent first over the encrypted channel.
 #[derive(Serialize, Deserialize)]

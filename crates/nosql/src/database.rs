@@ -14,7 +14,7 @@ use syncbase_store::{
 use syncbase_util::keys::{self, Prefix};
 use syncbase_util::{decode_typed, get_typed, put_typed};
 use syncbase_wire::{
-    BatchHandle, BatchOptions, DatabasePath, Permissions, RowRange, Tag, codes,
+    BatchHandle, BatchOptions, DatabasePath, LogPin, LogStatus, Permissions, RowRange, Tag, codes,
     validate_existing_name, validate_name, validate_row_key, validate_value,
 };
 
@@ -86,6 +86,8 @@ pub struct Database {
     store: Arc<Watchable<Inner>>,
     /// Recorded as the device of every local commit.
     device_id: u64,
+    /// How much of the watch log is kept.
+    log_retention: Retention,
     clock: Arc<dyn Clock>,
     rng: Arc<dyn Rng>,
     batch_idle_timeout_ns: u64,
@@ -193,7 +195,7 @@ impl Database {
             store,
             WatchableOptions {
                 retention: options.log_retention,
-                pruner: options.pruner,
+                pruner: options.pruner.clone(),
                 physical_clock: options.clock.clone(),
                 ..WatchableOptions::new(
                     vec![Prefix::Row.as_key(), Prefix::Collection.as_key()],
@@ -211,6 +213,7 @@ impl Database {
             batches: Mutex::new(HashMap::new()),
             destroyed: AtomicBool::new(false),
             device_id: options.device_id,
+            log_retention: options.log_retention,
         })
     }
 
@@ -230,6 +233,23 @@ impl Database {
             || self.store.begin(self.origin(caller)),
             |transaction: &DbTransaction| body(transaction),
         )
+    }
+
+    /// This database's watch log: what it keeps and who pins it (the service checked Admin on
+    /// the database).
+    pub fn log_status(&self) -> Result<LogStatus> {
+        Ok(LogStatus {
+            start: self.store.log_start()?,
+            end: self.store.latest_log_seq(),
+            retention_commits: self.log_retention.commits_min,
+            retention_secs: self.log_retention.age_min_ns / 1_000_000_000,
+            pins: self
+                .store
+                .pins()?
+                .into_iter()
+                .map(|(name, seq)| LogPin { name, seq })
+                .collect(),
+        })
     }
 
     /// This database's path.

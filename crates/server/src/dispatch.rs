@@ -53,6 +53,11 @@ pub fn dispatch(
         Request::DatabaseExists { database } => {
             Outcome::Response(Response::Bool(service.database_exists(caller, &database)?))
         }
+        Request::LogStatus { database } => Outcome::Response(Response::LogStatus(
+            service
+                .database_with_tag(caller, &database, Tag::Admin)?
+                .log_status()?,
+        )),
         Request::ListCollections { database } => Outcome::Response(Response::Names(
             service
                 .database_with_tag(caller, &database, Tag::Read)?

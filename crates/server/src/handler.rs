@@ -305,7 +305,9 @@ fn waits_for_disk(service: &Service, request: &Request) -> bool {
         | Request::RowExists { collection, .. }
         | Request::Scan { collection, .. }
         | Request::CollectionExists { collection } => !database_open(&collection.database_path()),
-        Request::ListCollections { database } => !database_open(database),
+        Request::ListCollections { database } | Request::LogStatus { database } => {
+            !database_open(database)
+        }
         Request::GetPermissions { object } => match object {
             ObjectPath::Collection(collection) => !database_open(&collection.database_path()),
             ObjectPath::Service | ObjectPath::App(_) | ObjectPath::Database(_) => false,

@@ -158,6 +158,7 @@ calls! {
     Commit => Request::Commit { database: db(), batch: BatchHandle(0) }, reach(Level::Database);
     Abort => Request::Abort { database: db(), batch: BatchHandle(0) }, reach(Level::Database);
     Watch => Request::Watch { database: db(), start: WatchStart::Now }, needs(Level::Database, Tag::Read);
+    LogStatus => Request::LogStatus { database: db() }, needs(Level::Database, Tag::Admin);
     CreateCollection => Request::CreateCollection { collection: coll("new"), permissions: None }, needs(Level::Database, Tag::Write);
     DestroyCollection => Request::DestroyCollection { collection: coll("c") }, needs(Level::Collection, Tag::Admin);
     CollectionExists => Request::CollectionExists { collection: coll("c") }, exists(Level::Collection);

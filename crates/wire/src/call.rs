@@ -123,6 +123,31 @@ pub struct StatusInfo {
     pub version: String,
 }
 
+/// A database's watch log, as its admins see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogStatus {
+    /// The first log position still kept (a watch may resume from a marker one below it, if
+    /// the retention window still covers it).
+    pub start: u64,
+    /// The newest log position (a marker of now).
+    pub end: u64,
+    /// The window: at least this many of the newest commits...
+    pub retention_commits: u64,
+    /// ...and every commit younger than this many seconds.
+    pub retention_secs: u64,
+    /// Consumers holding the log from a position on (sync's watcher), by name.
+    pub pins: Vec<LogPin>,
+}
+
+/// A consumer holding a database's watch log: entries from `seq` on are kept for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogPin {
+    /// Who holds it.
+    pub name: String,
+    /// The first entry it still needs.
+    pub seq: u64,
+}
+
 /// Every call of the data model. Adding one here makes every exhaustive `match` (the dispatcher,
 /// the permission table test) fail to compile until it is handled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -289,6 +314,11 @@ pub enum Request {
         /// Write inside this batch.
         batch: Option<BatchHandle>,
     },
+    /// A database's watch log: what it keeps and who pins it (Admin on the database).
+    LogStatus {
+        /// The database.
+        database: DatabasePath,
+    },
 }
 
 impl Request {
@@ -328,4 +358,6 @@ pub enum Response {
     ChangesPart(Vec<Change>),
     /// The answer to [`Request::Status`].
     Status(StatusInfo),
+    /// The answer to [`Request::LogStatus`].
+    LogStatus(LogStatus),
 }

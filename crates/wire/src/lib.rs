@@ -16,8 +16,8 @@ mod perms;
 
 pub use budget::{ByteBudget, Lease};
 pub use call::{
-    BatchHandle, BatchOptions, Change, ChangeKind, CollectionPath, DatabasePath, ObjectPath,
-    Request, Response, RowRange, StatusInfo, WatchStart,
+    BatchHandle, BatchOptions, Change, ChangeKind, CollectionPath, DatabasePath, LogPin, LogStatus,
+    ObjectPath, Request, Response, RowRange, StatusInfo, WatchStart,
 };
 pub use error::{WireError, codes};
 pub use handler::{Handler, ResponseSender, Responses, STREAM_BUFFER_MESSAGES};

@@ -53,11 +53,21 @@ pub(crate) fn collection_request(command: &CollectionCommand) -> Result<Request,
     })
 }
 
-/// `sb status`: who answered.
-pub(crate) async fn status(client: &Client, output: &mut Output) -> Outcome {
+/// `sb status`: who answered, and the watch log of each database asked for.
+pub(crate) async fn status(client: &Client, databases: &[String], output: &mut Output) -> Outcome {
     let Response::Status(status) = client.call_one(Request::Status).await? else {
         return Err(Failure::unexpected_answer());
     };
+    let mut logs = Vec::new();
+    for database in databases {
+        let request = Request::LogStatus {
+            database: database_path(database)?,
+        };
+        let Response::LogStatus(log) = client.call_one(request).await? else {
+            return Err(Failure::unexpected_answer());
+        };
+        logs.push((database, log));
+    }
     match output.format {
         Format::Plain => {
             for (label, value) in [
@@ -69,12 +79,48 @@ pub(crate) async fn status(client: &Client, output: &mut Output) -> Outcome {
             ] {
                 output.line(format!("{label}\t{value}").as_bytes())?;
             }
+            for (database, log) in &logs {
+                for line in [
+                    format!("database\t{database}"),
+                    format!("log_start\t{}", log.start),
+                    format!("log_end\t{}", log.end),
+                    format!(
+                        "retention\t{} commits, {} s",
+                        log.retention_commits, log.retention_secs
+                    ),
+                ] {
+                    output.line(line.as_bytes())?;
+                }
+                for pin in &log.pins {
+                    output.line(
+                        format!("pin\t{}\t{}", escape(pin.name.as_bytes()), pin.seq).as_bytes(),
+                    )?;
+                }
+            }
             Ok(())
         }
-        Format::Json => output.json(serde_json::json!({
-            "identity": status.identity, "device": format!("{:016x}", status.device_id),
-            "address": status.address, "engine": status.engine, "version": status.version,
-        })),
+        Format::Json => {
+            let mut json = serde_json::json!({
+                "identity": status.identity, "device": format!("{:016x}", status.device_id),
+                "address": status.address, "engine": status.engine, "version": status.version,
+            });
+            if !logs.is_empty() {
+                json["databases"] = logs
+                    .iter()
+                    .map(|(database, log)| {
+                        serde_json::json!({
+                            "database": database, "log_start": log.start, "log_end": log.end,
+                            "retention_commits": log.retention_commits,
+                            "retention_secs": log.retention_secs,
+                            "pins": log.pins.iter().map(|pin| serde_json::json!({
+                                "name": pin.name, "seq": pin.seq,
+                            })).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect();
+            }
+            output.json(json)
+        }
     }
 }
 

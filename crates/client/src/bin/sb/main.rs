@@ -141,7 +141,17 @@ pub(crate) enum Command {
         count: Option<u64>,
     },
     /// Check the daemon answers; print its identity, device id, address, engine and version
-    Status,
+    ///
+    /// With databases (you need Admin on each), also each one's watch log: `log_start` (the
+    /// oldest position kept), `log_end` (the newest), `retention` (what the daemon keeps: at
+    /// least the last N commits and every commit younger than S seconds; a watch resumes from any
+    /// marker inside that window) and one `pin<TAB>NAME<TAB>SEQ` line per consumer that holds
+    /// the log from SEQ on (sync's watcher).
+    Status {
+        /// APP/DB
+        #[arg(value_name = "DATABASE")]
+        databases: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -283,7 +293,9 @@ async fn run(cli: Cli) -> Outcome {
     };
     let request = match &cli.command {
         Command::Identity(command) => return identity::identity(&cli, command, &mut output),
-        Command::Status => return commands::status(&connect(&cli).await?, &mut output).await,
+        Command::Status { databases } => {
+            return commands::status(&connect(&cli).await?, databases, &mut output).await;
+        }
         Command::Acl(AclCommand::Set(set)) => {
             return commands::acl_set(&connect(&cli).await?, set).await;
         }

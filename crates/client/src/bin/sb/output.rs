@@ -105,6 +105,7 @@ pub(crate) fn print_response(
         Response::Rows(_)
         | Response::Changes(_)
         | Response::ChangesPart(_)
-        | Response::Status(_) => Err(Failure::unexpected_answer()),
+        | Response::Status(_)
+        | Response::LogStatus(_) => Err(Failure::unexpected_answer()),
     }
 }
