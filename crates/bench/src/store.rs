@@ -128,6 +128,37 @@ fn allocated_bytes(path: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+fn list_files(path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+        let metadata = entry.metadata().expect("metadata");
+        if metadata.is_dir() {
+            list_files(&entry.path());
+        } else {
+            eprintln!(
+                "  {:>12} {:>12} {}",
+                metadata.blocks() * 512,
+                metadata.len(),
+                entry.path().display()
+            );
+        }
+    }
+}
+
+/// Allocated bytes of the journals (`*.jnl`) under `path`: recent writes, which fjall keeps
+/// until a journal fills (64 MiB) and its memtables are flushed, whatever is pruned.
+fn journal_bytes(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "jnl"))
+        .filter_map(|entry| entry.metadata().ok())
+        .map(|metadata| metadata.blocks() * 512)
+        .sum()
+}
+
 /// Runs every store workload and prints the tables.
 pub(crate) fn run(options: &Options) -> Result<()> {
     let scratch = tempfile::Builder::new()
@@ -621,23 +652,26 @@ fn one(value: f64) -> Option<Figure> {
 /// overwritten 1,000 times each (1M puts of 100 B in commits of 100, relaxed durability, the
 /// background pruner on), then the engine's compaction: allocated bytes against 3x the live rows
 /// plus the window. Then ten overwrites of an 8 MiB value and its delete, pushed out of the window
-/// by 200 more commits: allocated bytes against where they started.
+/// by 110 more commits: allocated bytes against where they started.
 fn steady_size_table(dir: &Path) -> Result<Table> {
     let path = fresh(dir, "s4-watchable");
     let pruner = Pruner::start()?;
-    let store = syncbase_store_fjall::open(&path, Durability::Relaxed)?;
-    let watchable = Watchable::open(
-        store,
-        WatchableOptions {
-            retention: Retention {
-                commits_min: S4_WINDOW_COMMITS,
-                age_min_ns: 0,
+    let open = || -> Result<Watchable<syncbase_store_fjall::FjallStore>> {
+        let store = syncbase_store_fjall::open(&path, Durability::Relaxed)?;
+        Ok(Watchable::open(
+            store,
+            WatchableOptions {
+                retention: Retention {
+                    commits_min: S4_WINDOW_COMMITS,
+                    age_min_ns: 0,
+                },
+                pruner: Some(pruner.clone()),
+                ..watchable_options()
             },
-            pruner: Some(pruner.clone()),
-            ..watchable_options()
-        },
-    )?;
-    let overwrite_round = |round: usize| {
+        )?)
+    };
+    type S4Store = Watchable<syncbase_store_fjall::FjallStore>;
+    let overwrite_round = |watchable: &S4Store, round: usize| {
         for batch in (0..S4_KEYS).step_by(S4_BATCH) {
             let transaction = watchable.transaction().expect("transaction");
             for index in batch..batch + S4_BATCH {
@@ -648,31 +682,63 @@ fn steady_size_table(dir: &Path) -> Result<Table> {
             transaction.commit().expect("commit");
         }
     };
-    eprintln!("bench: S4, {} overwrites", S4_KEYS * S4_ROUNDS);
-    let elapsed = seconds(|| (0..S4_ROUNDS).for_each(overwrite_round));
-    let settle = || {
+    // Pruning done (down to the window), the engine asked to compact, and the store reopened (fjall removes the
+    // files of replaced tables once nothing refers to them; an open does).
+    let settle = |watchable: S4Store| -> Result<(f64, f64, S4Store)> {
         pruner.wait_idle();
-        watchable.inner().engine().compact().expect("compact");
-        allocated_bytes(&path) as f64
+        // The background pruner lets the log exceed its window by a slack of up to 64 commits
+        // before it steps in; finish the job so both measurements see the window exactly.
+        while watchable.prune(1_000)?.entries_removed > 0 {}
+        watchable.inner().engine().compact()?;
+        if std::env::var_os("SYNCBASE_BENCH_DEBUG").is_some() {
+            let history = watchable
+                .inner()
+                .scan(&[0xff, b'h'], &[0xff, b'h' + 1])?
+                .count();
+            eprintln!(
+                "log {}..={}, {history} old versions",
+                watchable.log_start()?,
+                watchable.latest_log_seq()
+            );
+        }
+        watchable.close()?;
+        drop(watchable);
+        let watchable = open()?;
+        if std::env::var_os("SYNCBASE_BENCH_DEBUG").is_some() {
+            list_files(&path);
+        }
+        let journal = journal_bytes(&path);
+        Ok((
+            (allocated_bytes(&path) - journal) as f64,
+            journal as f64,
+            watchable,
+        ))
     };
-    let steady = settle();
+    eprintln!("bench: S4, {} overwrites", S4_KEYS * S4_ROUNDS);
+    let watchable = open()?;
+    let elapsed = seconds(|| (0..S4_ROUNDS).for_each(|round| overwrite_round(&watchable, round)));
+    let (steady, steady_journal, watchable) = settle(watchable)?;
     let row_bytes = (key(0).len() + VALUE_BYTES) as f64;
     let live = S4_KEYS as f64 * row_bytes;
     let window = S4_WINDOW_COMMITS as f64 * S4_BATCH as f64 * row_bytes;
     let target = 3.0 * (live + window);
 
-    let big: Vec<u8> = (0..S4_BIG_BYTES).map(|index| (index % 251) as u8).collect();
-    for round in 0..10u8 {
-        let mut value = big.clone();
-        value[0] = round;
-        watchable.put(b"big", &value)?;
+    // Random bytes: a compressible value would hide its size.
+    let rng = SeededRng::new(44);
+    for _ in 0..10 {
+        let big: Vec<u8> = (0..S4_BIG_BYTES / 8)
+            .flat_map(|_| rng.next_u64().to_le_bytes())
+            .collect();
+        watchable.put(b"big", &big)?;
     }
     watchable.delete(b"big")?;
     let with_big = allocated_bytes(&path) as f64;
-    for round in 0..2 {
-        overwrite_round(S4_ROUNDS + round);
+    // Rounds of 10 commits each, until the 11 commits of the big value are out of the window.
+    let rounds_to_leave = (S4_WINDOW_COMMITS as usize).div_ceil(S4_KEYS / S4_BATCH) + 1;
+    for round in 0..rounds_to_leave {
+        overwrite_round(&watchable, S4_ROUNDS + round);
     }
-    let after_big = settle();
+    let (after_big, after_journal, watchable) = settle(watchable)?;
     watchable.close()?;
 
     let rows = vec![
@@ -682,9 +748,14 @@ fn steady_size_table(dir: &Path) -> Result<Table> {
             vec![one(rate(S4_KEYS * S4_ROUNDS, elapsed)), None],
         ),
         (
-            "allocated after them and compaction".into(),
+            "allocated after them, compaction and a reopen (tables, metadata)".into(),
             "MiB".into(),
             vec![one(steady / MIB), one(target / MIB)],
+        ),
+        (
+            "... and the journal of recent writes".into(),
+            "MiB".into(),
+            vec![one(steady_journal / MIB), None],
         ),
         (
             "allocated / (live rows + window)".into(),
@@ -697,9 +768,14 @@ fn steady_size_table(dir: &Path) -> Result<Table> {
             vec![one(with_big / MIB), None],
         ),
         (
-            "... after leaving it and compaction (vs. before the big value)".into(),
+            "... after leaving it (tables, metadata; vs. before the big value)".into(),
             "MiB".into(),
             vec![one(after_big / MIB), one(steady / MIB)],
+        ),
+        (
+            "... and the journal of recent writes".into(),
+            "MiB".into(),
+            vec![one(after_journal / MIB), None],
         ),
     ];
     Ok(Table {

@@ -61,6 +61,10 @@ const PURGE_CHUNK_KEYS: usize = 10_000;
 /// fjall's key limit (65,535 bytes) less the longest store prefix (an id).
 const FJALL_KEY_BYTES_MAX: usize = 65_535 - 8;
 
+/// Tries of a major compaction in [`FjallEngine::compact`] (50 ms apart) while background
+/// compactions hold tables.
+const COMPACT_ATTEMPTS_MAX: usize = 200;
+
 /// A store on a fjall database.
 pub type FjallStore = TxnStore<FjallEngine>;
 
@@ -574,7 +578,18 @@ impl FjallEngine {
         let guard = self.inner.read();
         let open = guard.as_ref().ok_or(Error::StoreClosed)?;
         open.data.rotate_memtable_and_wait().map_err(engine_error)?;
-        open.data.major_compact().map_err(engine_error)
+        // A major compaction does nothing while a background one holds some of the tables:
+        // try again until the keyspace is one table (or a bounded number of times).
+        for _ in 0..COMPACT_ATTEMPTS_MAX {
+            open.data.major_compact().map_err(engine_error)?;
+            if open.data.table_count() <= 1 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        // The files of the tables it replaced are removed once no version of the tree refers
+        // to them any more (at a later compaction, or when the store is next opened).
+        Ok(())
     }
 }
 
