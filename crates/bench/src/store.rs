@@ -95,14 +95,22 @@ fn shuffled(count: usize, seed: u64) -> Vec<usize> {
 }
 
 fn disk_bytes(path: &Path) -> u64 {
-    if path.is_file() {
-        return std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    sum_files(path, &|metadata| metadata.len())
+}
+
+/// The sum of `size` over the files under `path`.
+fn sum_files(path: &Path, size: &dyn Fn(&std::fs::Metadata) -> u64) -> u64 {
+    let Ok(metadata) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !metadata.is_dir() {
+        return size(&metadata);
     }
     std::fs::read_dir(path)
         .map(|entries| {
             entries
                 .filter_map(|entry| entry.ok())
-                .map(|e| disk_bytes(&e.path()))
+                .map(|e| sum_files(&e.path(), size))
                 .sum()
         })
         .unwrap_or(0)
@@ -112,20 +120,7 @@ fn disk_bytes(path: &Path) -> u64 {
 /// them: a sparse, pre-sized journal counts only what is written).
 fn allocated_bytes(path: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
-    let Ok(metadata) = std::fs::symlink_metadata(path) else {
-        return 0;
-    };
-    if !metadata.is_dir() {
-        return metadata.blocks() * 512;
-    }
-    std::fs::read_dir(path)
-        .map(|entries| {
-            entries
-                .filter_map(|entry| entry.ok())
-                .map(|e| allocated_bytes(&e.path()))
-                .sum()
-        })
-        .unwrap_or(0)
+    sum_files(path, &|metadata| metadata.blocks() * 512)
 }
 
 fn list_files(path: &Path) {

@@ -703,15 +703,41 @@ async fn a_watch_ends_with_no_exist_when_its_database_is_destroyed_and_quietly_o
     assert!(ended.is_none(), "{ended:?}");
 }
 
-/// A root written by the build before many databases per daemon (layout 1: a fjall database per
-/// store, store format 1), made with that build's `syncbased` and `sb` (app `notes`, databases
-/// `main` and `second`, a destroyed `gone`, an overwrite, a delete, a collection's Read list
-/// extended to `bob`), opens with everything in it, migrated to the current layout.
-#[test]
-fn a_root_written_by_layout_1_is_migrated_with_all_its_data() {
+/// Both fixture roots hold in `notes/main/todo`: k1, k2 overwritten, k3 deleted.
+fn assert_first_rows(database: &syncbase_nosql::Database, user: &Caller) {
+    assert_eq!(database.get(user, "todo", "k1", None).unwrap(), b"value 1");
+    assert_eq!(
+        database.get(user, "todo", "k2", None).unwrap(),
+        b"value 2 again"
+    );
+    assert_eq!(
+        database.get(user, "todo", "k3", None).unwrap_err().code(),
+        codes::NO_EXIST
+    );
+}
+
+/// Both fixture roots hold database `notes/second` with one row.
+fn assert_second_database(service: &Service, user: &Caller) {
+    let second = DatabasePath {
+        app: "notes".into(),
+        database: "second".into(),
+    };
+    assert_eq!(
+        service
+            .database(user, &second)
+            .unwrap()
+            .get(user, "c", "only", None)
+            .unwrap(),
+        b"second db row"
+    );
+}
+
+/// Unpacks `tests/fixtures/NAME` (a root a previous build wrote) into a fresh directory.
+fn extract_fixture(name: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let fixture =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/layout-v1.tar.gz");
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     let status = std::process::Command::new("tar")
         .arg("-xzf")
         .arg(&fixture)
@@ -720,6 +746,16 @@ fn a_root_written_by_layout_1_is_migrated_with_all_its_data() {
         .status()
         .unwrap();
     assert!(status.success());
+    dir
+}
+
+/// A root written by the build before many databases per daemon (layout 1: a fjall database per
+/// store, store format 1), made with that build's `syncbased` and `sb` (app `notes`, databases
+/// `main` and `second`, a destroyed `gone`, an overwrite, a delete, a collection's Read list
+/// extended to `bob`), opens with everything in it, migrated to the current layout.
+#[test]
+fn a_root_written_by_layout_1_is_migrated_with_all_its_data() {
+    let dir = extract_fixture("layout-v1.tar.gz");
     let root = dir.path().join("root");
     let user = Caller::new("user");
     let main = DatabasePath {
@@ -740,32 +776,13 @@ fn a_root_written_by_layout_1_is_migrated_with_all_its_data() {
         }
         assert_eq!(service.list_databases(&user, "notes").unwrap(), expected);
         let database = service.database(&user, &main).unwrap();
-        assert_eq!(database.get(&user, "todo", "k1", None).unwrap(), b"value 1");
-        assert_eq!(
-            database.get(&user, "todo", "k2", None).unwrap(),
-            b"value 2 again"
-        );
-        assert_eq!(
-            database.get(&user, "todo", "k3", None).unwrap_err().code(),
-            codes::NO_EXIST
-        );
+        assert_first_rows(&database, &user);
         let read = service
             .permissions(&user, &ObjectPath::Collection(coll_of(&main, "todo")))
             .unwrap();
         assert!(read.grants(Tag::Read, "bob"), "{read:?}");
         assert!(!read.grants(Tag::Write, "bob"), "{read:?}");
-        let second = DatabasePath {
-            app: "notes".into(),
-            database: "second".into(),
-        };
-        assert_eq!(
-            service
-                .database(&user, &second)
-                .unwrap()
-                .get(&user, "c", "only", None)
-                .unwrap(),
-            b"second db row"
-        );
+        assert_second_database(&service, &user);
         if round == 0 {
             // A database created after the migration gets an id of its own.
             service.create_database(&user, &third, None).unwrap();
@@ -794,17 +811,7 @@ fn a_root_written_by_layout_1_is_migrated_with_all_its_data() {
 /// one from the last marker resumes and sees the next change.
 #[test]
 fn a_root_written_with_watchable_format_1_is_migrated_with_all_its_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/layout-v2-watchable-v1.tar.gz");
-    let status = std::process::Command::new("tar")
-        .arg("-xzf")
-        .arg(&fixture)
-        .arg("-C")
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let dir = extract_fixture("layout-v2-watchable-v1.tar.gz");
     let root = dir.path().join("root");
     let user = Caller::new("user");
     let main = DatabasePath {
@@ -819,15 +826,7 @@ fn a_root_written_with_watchable_format_1_is_migrated_with_all_its_data() {
             ["main", "second"]
         );
         let database = service.database(&user, &main).unwrap();
-        assert_eq!(database.get(&user, "todo", "k1", None).unwrap(), b"value 1");
-        assert_eq!(
-            database.get(&user, "todo", "k2", None).unwrap(),
-            b"value 2 again"
-        );
-        assert_eq!(
-            database.get(&user, "todo", "k3", None).unwrap_err().code(),
-            codes::NO_EXIST
-        );
+        assert_first_rows(&database, &user);
         for index in 1..=20 {
             let key = format!("many{index}");
             let value = if round == 1 && index == 1 {
@@ -837,18 +836,7 @@ fn a_root_written_with_watchable_format_1_is_migrated_with_all_its_data() {
             };
             assert_eq!(database.get(&user, "todo", &key, None).unwrap(), value);
         }
-        let second = DatabasePath {
-            app: "notes".into(),
-            database: "second".into(),
-        };
-        assert_eq!(
-            service
-                .database(&user, &second)
-                .unwrap()
-                .get(&user, "c", "only", None)
-                .unwrap(),
-            b"second db row"
-        );
+        assert_second_database(&service, &user);
         if round == 0 {
             let expired = database
                 .watch(&user, &WatchStart::From("6".into()))

@@ -330,6 +330,36 @@ fn concurrent_durable_committers_share_disk_syncs() {
     );
 }
 
+/// A crash test's child reads what its parent set: `(directory, seed)`, or `None` when the test
+/// runs as an ordinary test (then it does nothing).
+fn crash_child_env(dir_variable: &str) -> Option<(std::path::PathBuf, u64)> {
+    let dir = std::env::var(dir_variable).ok()?;
+    let seed = std::env::var("SYNCBASE_CRASH_SEED").ok()?.parse().ok()?;
+    Some((dir.into(), seed))
+}
+
+/// Starts this test binary running only the test `child`, told `dir` and `seed` (and `extra`),
+/// with its stdout piped to the caller.
+fn spawn_crash_child(
+    child: &str,
+    dir_variable: &str,
+    dir: &Path,
+    seed: u64,
+    extra: &[(&str, String)],
+) -> std::process::Child {
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command
+        .args(["--exact", child, "--nocapture", "--test-threads=1"])
+        .env(dir_variable, dir)
+        .env("SYNCBASE_CRASH_SEED", seed.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    for (name, value) in extra {
+        command.env(name, value);
+    }
+    command.spawn().unwrap()
+}
+
 mod crash {
     //! A child process commits multi-key transfers between accounts (keeping their sum) from
     //! several threads, printing each commit id once `commit` returns; the parent kills it with
@@ -337,7 +367,6 @@ mod crash {
     //! holds, and the watch log has exactly one entry per commit.
 
     use std::io::{BufRead, BufReader, Write};
-    use std::process::{Command, Stdio};
     use std::sync::Arc;
 
     use syncbase_store::testing::watchable_options_all_managed;
@@ -364,19 +393,14 @@ mod crash {
     /// Runs only in the child (when the parent sets the environment variable).
     #[test]
     fn crash_child() {
-        let Ok(dir) = std::env::var(CHILD_ENV) else {
+        let Some((dir, seed)) = super::crash_child_env(CHILD_ENV) else {
             return;
         };
-        let seed: u64 = std::env::var("SYNCBASE_CRASH_SEED")
-            .unwrap()
-            .parse()
-            .unwrap();
         let run: u64 = std::env::var("SYNCBASE_CRASH_RUN")
             .unwrap()
             .parse()
             .unwrap();
-        let path = std::path::Path::new(&dir).join("store");
-        let store = syncbase_store_fjall::open(&path, Durability::Durable).unwrap();
+        let store = syncbase_store_fjall::open(&dir.join("store"), Durability::Durable).unwrap();
         // Version ids must not repeat across restarts: use the real entropy source here.
         let options = WatchableOptions {
             rng: Arc::new(EntropyRng::default()),
@@ -435,20 +459,13 @@ mod crash {
         // Two kills per seed: the second run starts from the first one's recovered state.
         for run in 0..2u64 {
             let kill_after = 1 + rng.next_u64() % 60;
-            let mut child = Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "--exact",
-                    "crash::crash_child",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env(CHILD_ENV, dir.path())
-                .env("SYNCBASE_CRASH_SEED", seed.to_string())
-                .env("SYNCBASE_CRASH_RUN", run.to_string())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
+            let mut child = super::spawn_crash_child(
+                "crash::crash_child",
+                CHILD_ENV,
+                dir.path(),
+                seed,
+                &[("SYNCBASE_CRASH_RUN", run.to_string())],
+            );
             // A reader thread forwards commit ids, so a child whose writes stall after recovery
             // (fjall issue #257) fails the test instead of hanging it.
             let stdout = child.stdout.take().unwrap();
@@ -534,10 +551,8 @@ mod prune_crash {
     //! version an entry in the log names is readable, and no old version outlived its entries.
 
     use std::io::{BufRead, BufReader, Write};
-    use std::process::{Command, Stdio};
     use std::sync::Arc;
 
-    use syncbase_store::watchable::RESERVED_BYTE;
     use syncbase_store::{
         Durability, EntropyRng, Origin, Pruner, Retention, Rng, SeededRng, Store, StoreReader,
         Transaction, Watchable, WatchableOptions, run_in_transaction,
@@ -562,18 +577,10 @@ mod prune_crash {
     /// Runs only in the child (when the parent sets the environment variable).
     #[test]
     fn prune_crash_child() {
-        let Ok(dir) = std::env::var(CHILD_ENV) else {
+        let Some((dir, seed)) = super::crash_child_env(CHILD_ENV) else {
             return;
         };
-        let seed: u64 = std::env::var("SYNCBASE_CRASH_SEED")
-            .unwrap()
-            .parse()
-            .unwrap();
-        let store = syncbase_store_fjall::open(
-            &std::path::Path::new(&dir).join("store"),
-            Durability::Relaxed,
-        )
-        .unwrap();
+        let store = syncbase_store_fjall::open(&dir.join("store"), Durability::Relaxed).unwrap();
         let pruner = Pruner::start().unwrap();
         let watchable = Arc::new(Watchable::open(store, options(Some(pruner))).unwrap());
         let stdout = Arc::new(parking_lot::Mutex::new(std::io::stdout()));
@@ -616,19 +623,13 @@ mod prune_crash {
         for seed in 1..=6u64 {
             let dir = tempfile::tempdir().unwrap();
             let kill_after = 300 + SeededRng::new(seed).next_u64() % 900;
-            let mut child = Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "--exact",
-                    "prune_crash::prune_crash_child",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env(CHILD_ENV, dir.path())
-                .env("SYNCBASE_CRASH_SEED", seed.to_string())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
+            let mut child = super::spawn_crash_child(
+                "prune_crash::prune_crash_child",
+                CHILD_ENV,
+                dir.path(),
+                seed,
+                &[],
+            );
             let mut reported = Vec::new();
             let mut pinned = 0;
             let lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -685,31 +686,7 @@ mod prune_crash {
         let seqs: Vec<u64> = entries.iter().map(|entry| entry.seq).collect();
         let expected: Vec<u64> = (start..=watchable.latest_log_seq()).collect();
         assert_eq!(seqs, expected, "seed {seed}: the log has a hole");
-        let snapshot = watchable.versioned_snapshot().unwrap();
-        for entry in &entries {
-            for op in &entry.ops {
-                assert!(
-                    snapshot
-                        .get_at_version(op.key(), op.version())
-                        .unwrap()
-                        .is_some(),
-                    "seed {seed}: a version entry {} names is gone",
-                    entry.seq
-                );
-            }
-        }
-        for item in watchable
-            .inner()
-            .scan(&[RESERVED_BYTE, b'h'], &[RESERVED_BYTE, b'h' + 1])
-            .unwrap()
-        {
-            let (key, value) = item.unwrap();
-            let ref_seq = u64::from_be_bytes(value[..8].try_into().unwrap());
-            assert!(
-                ref_seq >= start,
-                "seed {seed}: {key:?} outlived its entries"
-            );
-        }
+        syncbase_store::testing::assert_versions_bounded(&watchable, &format!("seed {seed}"));
         watchable.close().unwrap();
         start > 1
     }

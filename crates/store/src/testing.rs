@@ -539,6 +539,38 @@ impl<S: Store, G: Send + Sync> Store for WithGuard<S, G> {
     }
 }
 
+/// Checks the watchable layer's bound on stored versions (`context` prefixes a failure): every
+/// version that an entry still in the log made current can be read, and no replaced version
+/// outlived the last entry that referred to it (its record names an entry below the log start).
+pub fn assert_versions_bounded<S: Store + 'static>(store: &crate::Watchable<S>, context: &str) {
+    use crate::watchable::RESERVED_BYTE;
+    let start = store.log_start().unwrap();
+    let history = store
+        .inner()
+        .scan(&[RESERVED_BYTE, b'h'], &[RESERVED_BYTE, b'h' + 1])
+        .unwrap();
+    for item in history {
+        let (key, value) = item.unwrap();
+        let ref_seq = u64::from_be_bytes(value[..8].try_into().unwrap());
+        assert!(
+            ref_seq >= start,
+            "{context}: {key:?} of entry {ref_seq} outlived the log start {start}"
+        );
+    }
+    let snapshot = store.versioned_snapshot().unwrap();
+    for entry in store.log_entries(start, usize::MAX).unwrap() {
+        for op in &entry.ops {
+            let stored = snapshot.get_at_version(op.key(), op.version()).unwrap();
+            assert!(
+                stored.is_some(),
+                "{context}: version {:?} of entry {} is gone",
+                op.version(),
+                entry.seq
+            );
+        }
+    }
+}
+
 /// Watchable options for tests: every key managed, a manual clock and a seeded generator.
 pub fn watchable_options_all_managed() -> crate::WatchableOptions {
     crate::WatchableOptions::new(

@@ -45,30 +45,8 @@ fn history(store: &Watchable<Arc<MemStore>>) -> Vec<(Vec<u8>, u64)> {
         .collect()
 }
 
-/// Every version an entry still in the log made current can be read, and no old version
-/// outlives every entry that referred to it.
 fn check_versions(store: &Watchable<Arc<MemStore>>) {
-    let start = store.log_start().unwrap();
-    for (key, ref_seq) in history(store) {
-        assert!(
-            ref_seq >= start,
-            "history {key:?} of entry {ref_seq} outlived the log start {start}"
-        );
-    }
-    let snapshot = store.versioned_snapshot().unwrap();
-    for entry in store.log_entries(start, usize::MAX).unwrap() {
-        for op in &entry.ops {
-            assert!(
-                snapshot
-                    .get_at_version(op.key(), op.version())
-                    .unwrap()
-                    .is_some(),
-                "version {:?} of entry {} is gone",
-                op.version(),
-                entry.seq
-            );
-        }
-    }
+    syncbase_store::testing::assert_versions_bounded(store, "memstore");
 }
 
 fn open(retention: Retention) -> (Watchable<Arc<MemStore>>, Arc<ManualClock>) {
