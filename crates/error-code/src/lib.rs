@@ -84,6 +84,13 @@ registry! {
         ENGINE = "store.engine";
     }
 
+    /// The sync engine (`syncbase-vsync`).
+    sync {
+        /// A change to the version DAG breaks its rules: a parent that is not there, an edge that
+        /// would close a cycle, or a version added again with other parents.
+        DAG_INVALID = "sync.dag_invalid";
+    }
+
     /// Utilities shared above the store (`syncbase-util`).
     util {
         /// A stored value could not be decoded as the expected type.

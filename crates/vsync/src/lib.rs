@@ -2,8 +2,14 @@
 //! the per-object version DAG, the initiator and responder of GetDeltas, the watcher that turns
 //! the watch log into sync log records, conflict resolution, syncgroups and blobs.
 //!
-//! Its protocol core will do no I/O and read no clock directly (time and randomness come through
-//! the `Clock` and `Rng` seams re-exported by `syncbase-util`), so the simulator can drive it.
+//! Its protocol core does no I/O and reads no clock directly (time and randomness come through
+//! the `Clock` and `Rng` seams), so the simulator can drive it.
 //!
-//! Status: empty. This crate holds its place in the layering (`store ← util ← vsync ← nosql ←
-//! server`); the sync issues fill it in. It depends only on `syncbase-store` and `syncbase-util`.
+//! Status: the version DAG ([`dag`]) is built, with the Go DAG replay scenarios as data files
+//! (`testdata/dag/`); the rest of the core comes with the sync core issue. It depends only on
+//! `syncbase-store`, `syncbase-util` and the error codes.
+
+pub mod dag;
+mod error;
+
+pub use error::{Error, Result};

@@ -1,0 +1,445 @@
+//! The version DAG of each synced object (mirrors Go `vsync/dag.go`): which versions an object
+//! has had, which version each one replaced (its parents: one, or two where a conflict was
+//! resolved), the current head, and the batches versions were written in.
+//!
+//! Persisted in the database's store under the sync prefix (`keys::Prefix::Sync`):
+//! `n OID VERSION` → [`DagNode`], `h OID` → the head version, `b BATCH` → [`BatchInfo`].
+//!
+//! Remote versions arrive during a sync round and are added with a [`Graft`], which tracks per
+//! object the new nodes, the candidate heads and the old nodes the new ones attach to (graft
+//! points); [`has_conflict`] then tells a fast-forward from a conflict and names the common
+//! ancestor. Records arrive parents first, so every parent of a node added is already there.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+use syncbase_store::{StoreReader, StoreWriter, Version};
+use syncbase_util::keys::{self, Prefix};
+use syncbase_util::{get_typed, put_typed};
+
+use crate::error::{Error, Result};
+
+/// The most parents a node has (two: a resolution of a conflict between two heads).
+pub const PARENTS_MAX: usize = 2;
+
+/// Which sync log record made a version: the device that made it and its generation there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LogRecordId {
+    /// The device.
+    pub device: u64,
+    /// The generation on that device.
+    pub generation: u64,
+}
+
+/// One version of an object in its DAG.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DagNode {
+    /// 0 for a node without parents, else one more than its highest parent's.
+    pub level: u64,
+    /// The versions it replaced.
+    pub parents: Vec<Version>,
+    /// The log record that made it, if known.
+    pub log_record: Option<LogRecordId>,
+    /// The batch it was written in (0: none).
+    pub batch_id: u64,
+    /// Whether the version is a deletion (a tombstone).
+    pub deleted: bool,
+}
+
+/// What a new node is, besides its object and version.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewNode {
+    /// The versions it replaced (at most [`PARENTS_MAX`]), all already in the DAG.
+    pub parents: Vec<Version>,
+    /// The log record that made it, if known.
+    pub log_record: Option<LogRecordId>,
+    /// The batch it was written in (0: none).
+    pub batch_id: u64,
+    /// Whether the version is a deletion.
+    pub deleted: bool,
+}
+
+/// The objects (and their versions) one batch wrote, as far as the DAG still holds them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchInfo {
+    /// Object → the version the batch wrote.
+    pub objects: BTreeMap<Vec<u8>, Version>,
+}
+
+/// What a sync round did to one object's DAG.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// No new head: only links, or nodes the local head already descends from, arrived.
+    Unchanged {
+        /// The head (unchanged).
+        head: Option<Version>,
+    },
+    /// The only new head descends from the local head: it becomes the head.
+    FastForward {
+        /// The new head.
+        head: Version,
+    },
+    /// The local head and a new one each have changes the other lacks.
+    Conflict {
+        /// The local head.
+        local: Version,
+        /// The new head that arrived.
+        remote: Version,
+        /// Their common ancestor (the deepest graft point), if the two histories meet.
+        ancestor: Option<Version>,
+    },
+}
+
+/// What one sync round added to the DAGs of the objects it touched.
+#[derive(Debug, Default)]
+pub struct Graft {
+    objects: BTreeMap<Vec<u8>, GraftObject>,
+}
+
+#[derive(Debug, Default)]
+struct GraftObject {
+    /// Nodes added this round.
+    new_nodes: BTreeSet<Version>,
+    /// Candidate heads: the local head at the start of the round and new nodes no other node
+    /// names as a parent.
+    new_heads: BTreeSet<Version>,
+    /// Old nodes new ones attach to, with their levels.
+    graft_points: BTreeMap<Version, u64>,
+    /// The local head when the round first touched the object.
+    old_head: Option<Version>,
+}
+
+impl Graft {
+    /// An empty round.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The objects the round touched.
+    pub fn objects(&self) -> impl Iterator<Item = &[u8]> {
+        self.objects.keys().map(Vec::as_slice)
+    }
+
+    /// The old nodes the round's new nodes of `object` attach to.
+    pub fn graft_points(&self, object: &[u8]) -> Vec<Version> {
+        self.objects
+            .get(object)
+            .map(|info| info.graft_points.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    fn object<R: StoreReader + ?Sized>(
+        &mut self,
+        reader: &R,
+        object: &[u8],
+    ) -> Result<&mut GraftObject> {
+        if !self.objects.contains_key(object) {
+            let old_head = head(reader, object)?;
+            let info = GraftObject {
+                old_head,
+                new_heads: old_head.into_iter().collect(),
+                ..GraftObject::default()
+            };
+            self.objects.insert(object.to_vec(), info);
+        }
+        Ok(self.objects.get_mut(object).expect("inserted just above"))
+    }
+}
+
+fn node_key(object: &[u8], version: Version) -> Vec<u8> {
+    keys::key(Prefix::Sync, &[b"n", object, &version.0.to_be_bytes()])
+}
+
+fn head_key(object: &[u8]) -> Vec<u8> {
+    keys::key(Prefix::Sync, &[b"h", object])
+}
+
+fn batch_key(batch_id: u64) -> Vec<u8> {
+    keys::key(Prefix::Sync, &[b"b", &batch_id.to_be_bytes()])
+}
+
+fn invalid(object: &[u8], reason: impl Into<String>) -> Error {
+    Error::DagInvalid {
+        object: String::from_utf8_lossy(object).into_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// A node of `object`'s DAG, if it has one at `version`.
+pub fn node<R: StoreReader + ?Sized>(
+    reader: &R,
+    object: &[u8],
+    version: Version,
+) -> Result<Option<DagNode>> {
+    Ok(get_typed(reader, &node_key(object, version))?)
+}
+
+/// The head of `object`'s DAG (its current version), if it has one.
+pub fn head<R: StoreReader + ?Sized>(reader: &R, object: &[u8]) -> Result<Option<Version>> {
+    Ok(get_typed(reader, &head_key(object))?)
+}
+
+/// What `batch_id` wrote, as far as the DAG still holds it.
+pub fn batch<R: StoreReader + ?Sized>(reader: &R, batch_id: u64) -> Result<Option<BatchInfo>> {
+    Ok(get_typed(reader, &batch_key(batch_id))?)
+}
+
+fn existing_node<R: StoreReader + ?Sized>(
+    reader: &R,
+    object: &[u8],
+    version: Version,
+    role: &str,
+) -> Result<DagNode> {
+    node(reader, object, version)?.ok_or_else(|| {
+        invalid(
+            object,
+            format!("{role} version {} is not in the DAG", version.0),
+        )
+    })
+}
+
+/// Adds `version` of `object` with its parents (all already in the DAG). Adding a node that is
+/// already there with the same parents does nothing (a record received twice); with other
+/// parents it is refused. With a `graft`, the node counts as this round's (remote); without one
+/// it is local, and the caller moves the head ([`move_head`]).
+pub fn add_node<T: StoreReader + StoreWriter + ?Sized>(
+    transaction: &T,
+    object: &[u8],
+    version: Version,
+    new: &NewNode,
+    graft: Option<&mut Graft>,
+) -> Result<()> {
+    if new.parents.len() > PARENTS_MAX {
+        return Err(invalid(
+            object,
+            format!("version {} has {} parents", version.0, new.parents.len()),
+        ));
+    }
+    if new.parents.contains(&version) {
+        return Err(invalid(
+            object,
+            format!("version {} is its own parent", version.0),
+        ));
+    }
+    if let Some(existing) = node(transaction, object, version)? {
+        let same: BTreeSet<_> = existing.parents.iter().collect();
+        if same == new.parents.iter().collect() && existing.deleted == new.deleted {
+            return Ok(());
+        }
+        return Err(invalid(
+            object,
+            format!(
+                "version {} is already in the DAG with other parents",
+                version.0
+            ),
+        ));
+    }
+    let mut level = 0;
+    let mut parent_levels = Vec::with_capacity(new.parents.len());
+    for &parent in &new.parents {
+        let parent_node = existing_node(transaction, object, parent, "parent")?;
+        level = level.max(parent_node.level + 1);
+        parent_levels.push((parent, parent_node.level));
+    }
+    let node = DagNode {
+        level,
+        parents: new.parents.clone(),
+        log_record: new.log_record,
+        batch_id: new.batch_id,
+        deleted: new.deleted,
+    };
+    put_typed(transaction, &node_key(object, version), &node)?;
+    if new.batch_id != 0 {
+        let key = batch_key(new.batch_id);
+        let mut info: BatchInfo = get_typed(transaction, &key)?.unwrap_or_default();
+        info.objects.insert(object.to_vec(), version);
+        put_typed(transaction, &key, &info)?;
+    }
+    if let Some(graft) = graft {
+        let info = graft.object(transaction, object)?;
+        for (parent, parent_level) in parent_levels {
+            if !info.new_nodes.contains(&parent) {
+                info.graft_points.insert(parent, parent_level);
+            }
+            info.new_heads.remove(&parent);
+        }
+        info.new_nodes.insert(version);
+        info.new_heads.insert(version);
+    }
+    Ok(())
+}
+
+/// Adds `parent` as a parent of `version` (both in the DAG): a link, recording that a conflict
+/// was resolved by picking an existing version. An edge already there does nothing; one that
+/// would close a cycle is refused.
+pub fn add_parent<T: StoreReader + StoreWriter + ?Sized>(
+    transaction: &T,
+    object: &[u8],
+    version: Version,
+    parent: Version,
+    graft: Option<&mut Graft>,
+) -> Result<()> {
+    if version == parent {
+        return Err(invalid(
+            object,
+            format!("version {} is its own parent", version.0),
+        ));
+    }
+    let mut child = existing_node(transaction, object, version, "child")?;
+    let parent_node = existing_node(transaction, object, parent, "parent")?;
+    if child.parents.contains(&parent) {
+        return Ok(());
+    }
+    if child.parents.len() >= PARENTS_MAX {
+        return Err(invalid(
+            object,
+            format!("version {} already has {PARENTS_MAX} parents", version.0),
+        ));
+    }
+    if ancestors(transaction, object, &[parent])?.contains(&version) {
+        return Err(invalid(
+            object,
+            format!(
+                "a link from {} to {} would close a cycle",
+                version.0, parent.0
+            ),
+        ));
+    }
+    child.parents.push(parent);
+    put_typed(transaction, &node_key(object, version), &child)?;
+    if let Some(graft) = graft {
+        let info = graft.object(transaction, object)?;
+        if !info.new_nodes.contains(&parent) {
+            info.graft_points.insert(parent, parent_node.level);
+        }
+        info.new_heads.remove(&parent);
+    }
+    Ok(())
+}
+
+/// Makes `version` (in the DAG) the head of `object`.
+pub fn move_head<T: StoreReader + StoreWriter + ?Sized>(
+    transaction: &T,
+    object: &[u8],
+    version: Version,
+) -> Result<()> {
+    existing_node(transaction, object, version, "head")?;
+    Ok(put_typed(transaction, &head_key(object), &version)?)
+}
+
+/// After a round's nodes and links of `object` were added with `graft`: whether the object's
+/// history forked, and if so where the two sides meet.
+pub fn has_conflict<R: StoreReader + ?Sized>(
+    reader: &R,
+    object: &[u8],
+    graft: &Graft,
+) -> Result<Outcome> {
+    let current = head(reader, object)?;
+    let Some(info) = graft.objects.get(object) else {
+        return Ok(Outcome::Unchanged { head: current });
+    };
+    let heads: Vec<Version> = info.new_heads.iter().copied().collect();
+    match heads[..] {
+        [only] if Some(only) == info.old_head => Ok(Outcome::Unchanged { head: current }),
+        [only] if current == info.old_head => Ok(Outcome::FastForward { head: only }),
+        // A local write moved the head since the round began: the new head and it conflict,
+        // and they meet at the head the round started from.
+        [only] => Ok(Outcome::Conflict {
+            local: current.ok_or_else(|| invalid(object, "the head vanished during a round"))?,
+            remote: only,
+            ancestor: info.old_head,
+        }),
+        [first, second] => {
+            let local = info
+                .old_head
+                .filter(|old| *old == first || *old == second)
+                .ok_or_else(|| invalid(object, "two new heads, neither of them the local one"))?;
+            let remote = if local == first { second } else { first };
+            // The deepest graft point; between equally deep ones, the larger version.
+            let ancestor = info
+                .graft_points
+                .iter()
+                .max_by_key(|(version, level)| (**level, **version))
+                .map(|(version, _)| *version);
+            Ok(Outcome::Conflict {
+                local,
+                remote,
+                ancestor,
+            })
+        }
+        _ => Err(invalid(
+            object,
+            format!("a round left {} candidate heads", heads.len()),
+        )),
+    }
+}
+
+/// `starts` and every version they descend from, each once (versions already pruned are
+/// skipped).
+pub fn ancestors<R: StoreReader + ?Sized>(
+    reader: &R,
+    object: &[u8],
+    starts: &[Version],
+) -> Result<BTreeSet<Version>> {
+    let mut seen = BTreeSet::new();
+    let mut queue: VecDeque<Version> = starts.iter().copied().collect();
+    while let Some(version) = queue.pop_front() {
+        if seen.contains(&version) {
+            continue;
+        }
+        let Some(node) = node(reader, object, version)? else {
+            continue;
+        };
+        seen.insert(version);
+        queue.extend(node.parents);
+    }
+    Ok(seen)
+}
+
+/// Makes `version` a root of `object`'s DAG: its parents are cleared and every version it
+/// descends from is removed, with its log record (through `remove_log_record`) and its place in
+/// its batch (a batch left empty goes). Returns the versions removed. A failure to remove a log
+/// record does not stop the rest: every node still goes, and the first such error is returned.
+pub fn prune<T: StoreReader + StoreWriter + ?Sized>(
+    transaction: &T,
+    object: &[u8],
+    version: Version,
+    remove_log_record: &mut dyn FnMut(LogRecordId) -> Result<()>,
+) -> Result<BTreeSet<Version>> {
+    let mut root = existing_node(transaction, object, version, "pruning")?;
+    let mut doomed = ancestors(transaction, object, &[version])?;
+    doomed.remove(&version);
+    let mut first_error = None;
+    for &old in &doomed {
+        let Some(old_node) = node(transaction, object, old)? else {
+            continue;
+        };
+        if let Some(record) = old_node.log_record
+            && let Err(error) = remove_log_record(record)
+        {
+            first_error.get_or_insert(error);
+        }
+        if old_node.batch_id != 0 {
+            let key = batch_key(old_node.batch_id);
+            if let Some(mut info) = get_typed::<BatchInfo, _>(transaction, &key)? {
+                if info.objects.get(object) == Some(&old) {
+                    info.objects.remove(object);
+                }
+                if info.objects.is_empty() {
+                    transaction.delete(&key)?;
+                } else {
+                    put_typed(transaction, &key, &info)?;
+                }
+            }
+        }
+        transaction.delete(&node_key(object, old))?;
+    }
+    if !root.parents.is_empty() {
+        root.parents.clear();
+        put_typed(transaction, &node_key(object, version), &root)?;
+    }
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(doomed),
+    }
+}

@@ -1,0 +1,277 @@
+//! The sync engine's tests: the version DAG scenarios of `testdata/dag/` (the Go DAG replay
+//! tests, restated as data files).
+
+mod dag {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    use syncbase_store::{MemStore, Store, StoreReader, Transaction, Version, open_memstore};
+    use syncbase_vsync::dag::{self, Graft, LogRecordId, NewNode, Outcome};
+
+    /// One scenario being run: its store, the current sync round and what pruning did.
+    struct Run {
+        store: MemStore,
+        graft: Graft,
+        last_prune: Option<(bool, BTreeSet<Version>)>,
+        logs_removed: BTreeSet<LogRecordId>,
+    }
+
+    fn version(token: &str) -> Version {
+        Version(
+            token
+                .parse()
+                .unwrap_or_else(|_| panic!("{token:?} is not a version")),
+        )
+    }
+
+    fn log_record(token: &str) -> LogRecordId {
+        let (device, generation) = token.split_once(':').expect("DEV:GEN");
+        LogRecordId {
+            device: device.parse().unwrap(),
+            generation: generation.parse().unwrap(),
+        }
+    }
+
+    fn versions(tokens: &[&str]) -> Vec<Version> {
+        tokens.iter().map(|token| version(token)).collect()
+    }
+
+    /// `V [P..] [log=..] [batch=..] [deleted]` of a `local` or `remote` line.
+    fn new_node(tokens: &[&str]) -> (Version, NewNode) {
+        let mut new = NewNode::default();
+        for token in &tokens[1..] {
+            if let Some(log) = token.strip_prefix("log=") {
+                new.log_record = Some(log_record(log));
+            } else if let Some(batch) = token.strip_prefix("batch=") {
+                new.batch_id = batch.parse().unwrap();
+            } else if *token == "deleted" {
+                new.deleted = true;
+            } else {
+                new.parents.push(version(token));
+            }
+        }
+        (version(tokens[0]), new)
+    }
+
+    fn head_name(head: Option<Version>) -> String {
+        head.map_or("none".into(), |version| version.0.to_string())
+    }
+
+    impl Run {
+        fn new() -> Self {
+            Self {
+                store: open_memstore(),
+                graft: Graft::new(),
+                last_prune: None,
+                logs_removed: BTreeSet::new(),
+            }
+        }
+
+        /// Runs a change in one transaction: committed when it succeeds, aborted when not.
+        fn change(&mut self, words: &[&str]) -> Result<(), syncbase_vsync::Error> {
+            let transaction = self.store.transaction().unwrap();
+            let result = self.apply(transaction.as_ref(), words);
+            match &result {
+                Ok(()) => transaction.commit().unwrap(),
+                Err(_) => transaction.abort().unwrap(),
+            }
+            result
+        }
+
+        fn apply(
+            &mut self,
+            transaction: &dyn Transaction,
+            words: &[&str],
+        ) -> Result<(), syncbase_vsync::Error> {
+            let object = words[1].as_bytes();
+            match words[0] {
+                "local" => {
+                    let (version, new) = new_node(&words[2..]);
+                    dag::add_node(transaction, object, version, &new, None)?;
+                    dag::move_head(transaction, object, version)
+                }
+                "remote" => {
+                    let (version, new) = new_node(&words[2..]);
+                    dag::add_node(transaction, object, version, &new, Some(&mut self.graft))
+                }
+                "link-local" | "link-remote" => {
+                    let graft = (words[0] == "link-remote").then_some(&mut self.graft);
+                    dag::add_parent(
+                        transaction,
+                        object,
+                        version(words[2]),
+                        version(words[3]),
+                        graft,
+                    )
+                }
+                "head" => dag::move_head(transaction, object, version(words[2])),
+                "prune" => {
+                    let failing = words.get(3).and_then(|w| w.strip_prefix("fail-log="));
+                    let failing = failing.map(log_record);
+                    let mut removed = Vec::new();
+                    let result =
+                        dag::prune(transaction, object, version(words[2]), &mut |record| {
+                            if Some(record) == failing {
+                                return Err(syncbase_vsync::Error::DagInvalid {
+                                    object: "log".into(),
+                                    reason: "planted failure".into(),
+                                });
+                            }
+                            removed.push(record);
+                            Ok(())
+                        });
+                    self.logs_removed.extend(removed);
+                    // Pruning goes on past a failed log removal: the nodes it removed stay
+                    // removed (`expect-nodes` shows them), and it reports the error.
+                    self.last_prune = Some(match result {
+                        Ok(pruned) => (false, pruned),
+                        Err(_) => (true, BTreeSet::new()),
+                    });
+                    Ok(())
+                }
+                other => panic!("unknown change {other:?}"),
+            }
+        }
+
+        fn check(&mut self, file: &str, words: &[&str]) {
+            let object = words.get(1).map(|word| word.as_bytes()).unwrap_or_default();
+            let snapshot = self.store.snapshot().unwrap();
+            let reader: &dyn StoreReader = snapshot.as_ref();
+            match words[0] {
+                "expect-head" => {
+                    let head = dag::head(reader, object).unwrap();
+                    assert_eq!(head_name(head), words[2], "{file}: {words:?}");
+                }
+                "expect-parents" => {
+                    let node = dag::node(reader, object, version(words[2]))
+                        .unwrap()
+                        .unwrap();
+                    assert_eq!(node.parents, versions(&words[3..]), "{file}: {words:?}");
+                }
+                "expect-level" => {
+                    let node = dag::node(reader, object, version(words[2]))
+                        .unwrap()
+                        .unwrap();
+                    assert_eq!(node.level.to_string(), words[3], "{file}: {words:?}");
+                }
+                "expect-deleted" => {
+                    let node = dag::node(reader, object, version(words[2]))
+                        .unwrap()
+                        .unwrap();
+                    assert_eq!(node.deleted.to_string(), words[3], "{file}: {words:?}");
+                }
+                "expect-nodes" => {
+                    let present: Vec<Version> = (0..=64)
+                        .map(Version)
+                        .filter(|v| dag::node(reader, object, *v).unwrap().is_some())
+                        .collect();
+                    assert_eq!(present, versions(&words[2..]), "{file}: {words:?}");
+                }
+                "expect-ancestors" => {
+                    let start = version(words[2]);
+                    assert_eq!(words[3], ":", "{file}: {words:?}");
+                    let found = dag::ancestors(reader, object, &[start]).unwrap();
+                    let expected: BTreeSet<Version> = versions(&words[4..]).into_iter().collect();
+                    assert_eq!(found, expected, "{file}: {words:?}");
+                }
+                "expect-outcome" => {
+                    let outcome = dag::has_conflict(reader, object, &self.graft).unwrap();
+                    let found = match outcome {
+                        Outcome::Unchanged { head } => format!("unchanged {}", head_name(head)),
+                        Outcome::FastForward { head } => format!("fast-forward {}", head.0),
+                        Outcome::Conflict {
+                            local,
+                            remote,
+                            ancestor,
+                        } => format!("conflict {} {} {}", local.0, remote.0, head_name(ancestor)),
+                    };
+                    assert_eq!(found, words[2..].join(" "), "{file}: {words:?}");
+                }
+                "expect-grafts" => {
+                    let grafts = self.graft.graft_points(object);
+                    assert_eq!(grafts, versions(&words[2..]), "{file}: {words:?}");
+                }
+                "expect-pruned" => {
+                    let (failed, pruned) = self.last_prune.clone().expect("a prune before");
+                    let (expect_error, expected) = match words.get(1) {
+                        Some(&"error") => (true, versions(&words[2..])),
+                        _ => (false, versions(&words[1..])),
+                    };
+                    assert_eq!(failed, expect_error, "{file}: {words:?}");
+                    let pruned: Vec<Version> = pruned.into_iter().collect();
+                    if !failed {
+                        assert_eq!(pruned, expected, "{file}: {words:?}");
+                    }
+                    // A failed prune's removals are checked with `expect-nodes`.
+                }
+                "expect-batch" | "expect-no-batch" => {
+                    let batch_id: u64 = words[1].parse().unwrap();
+                    let info = dag::batch(reader, batch_id).unwrap();
+                    if words[0] == "expect-no-batch" {
+                        assert_eq!(info, None, "{file}: {words:?}");
+                        return;
+                    }
+                    let found: Vec<String> = info
+                        .expect("the batch exists")
+                        .objects
+                        .iter()
+                        .map(|(object, v)| format!("{}:{}", String::from_utf8_lossy(object), v.0))
+                        .collect();
+                    assert_eq!(found, words[2..], "{file}: {words:?}");
+                }
+                "expect-log-removed" => {
+                    let expected: BTreeSet<LogRecordId> =
+                        words[1..].iter().map(|w| log_record(w)).collect();
+                    assert_eq!(self.logs_removed, expected, "{file}: {words:?}");
+                }
+                other => panic!("{file}: unknown command {other:?}"),
+            }
+        }
+
+        /// Runs `file`'s lines; `checks` false runs only its changes (for `after`).
+        fn run_file(&mut self, dir: &Path, file: &str, checks: bool) {
+            let text = std::fs::read_to_string(dir.join(file)).unwrap();
+            for line in text.lines() {
+                let line = line.split('#').next().unwrap().trim();
+                if line.is_empty() {
+                    continue;
+                }
+                let words: Vec<&str> = line.split_whitespace().collect();
+                match words[0] {
+                    "after" => self.run_file(dir, words[1], false),
+                    "round" => self.graft = Graft::new(),
+                    "refused" => {
+                        let error = self.change(&words[1..]).err();
+                        let code = error.as_ref().map(|e| e.code());
+                        assert_eq!(code, Some("sync.dag_invalid"), "{file}: {line}: {error:?}");
+                    }
+                    word if word.starts_with("expect-") => {
+                        if checks {
+                            self.check(file, &words);
+                        }
+                    }
+                    _ => self
+                        .change(&words)
+                        .unwrap_or_else(|error| panic!("{file}: {line}: {error}")),
+                }
+            }
+        }
+    }
+
+    /// Every scenario file under `testdata/dag` holds (and there are as many as the Go suite
+    /// had scenarios to port).
+    #[test]
+    fn every_scenario_file_holds() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/dag");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.ends_with(".dag"))
+            .collect();
+        files.sort();
+        assert!(files.len() >= 16, "{files:?}");
+        for file in files {
+            Run::new().run_file(&dir, &file, true);
+        }
+    }
+}
