@@ -275,3 +275,108 @@ mod dag {
         }
     }
 }
+
+mod knowledge {
+    use proptest::prelude::*;
+    use syncbase_vsync::knowledge::{GenVector, Knowledge, Relation, Scope};
+
+    fn vector(entries: &[(u64, u64)]) -> GenVector {
+        entries.iter().copied().collect()
+    }
+
+    /// A device one side lacks counts as generation 0 there; empty vectors are equal.
+    #[test]
+    fn relations_count_a_missing_device_as_zero() {
+        let a = vector(&[(1, 3), (2, 5)]);
+        assert_eq!(a.relation(&a.clone()), Relation::Equal);
+        assert_eq!(
+            GenVector::new().relation(&GenVector::new()),
+            Relation::Equal
+        );
+        assert_eq!(a.relation(&vector(&[(1, 3)])), Relation::Greater);
+        assert_eq!(vector(&[(1, 3)]).relation(&a), Relation::Less);
+        assert_eq!(a.relation(&vector(&[(1, 4)])), Relation::Incomparable);
+        assert_eq!(
+            vector(&[(1, 0)]).relation(&GenVector::new()),
+            Relation::Equal
+        );
+    }
+
+    /// The responder sends, per device, the generations after the initiator's up to its own.
+    #[test]
+    fn what_the_initiator_lacks_is_a_range_per_device() {
+        let responder = vector(&[(0xa, 10), (0xb, 5), (0xc, 1)]);
+        let initiator = vector(&[(0xa, 5), (0xb, 10), (0xd, 2)]);
+        let missing: Vec<_> = responder.missing(&initiator).into_iter().collect();
+        assert_eq!(missing, [(0xa, 6..=10), (0xc, 1..=1)]);
+        assert!(initiator.missing(&initiator).is_empty());
+    }
+
+    /// Knowledge of a collection holds for each prefix in it; the narrowest known scope answers.
+    #[test]
+    fn knowledge_of_a_scope_comes_from_the_narrowest_scope_covering_it() {
+        let todo = Scope::collection("todo");
+        let work = Scope {
+            collection: "todo".into(),
+            prefix: b"work/".to_vec(),
+        };
+        let urgent = Scope {
+            collection: "todo".into(),
+            prefix: b"work/urgent/".to_vec(),
+        };
+        let mut knowledge = Knowledge::new();
+        knowledge.set(todo.clone(), vector(&[(1, 4)]));
+        knowledge.set(work.clone(), vector(&[(1, 9)]));
+        assert_eq!(knowledge.of(&urgent), vector(&[(1, 9)]));
+        assert_eq!(knowledge.of(&todo), vector(&[(1, 4)]));
+        assert_eq!(knowledge.of(&Scope::collection("other")), GenVector::new());
+        // Learning about the whole collection raises the prefix's vector too.
+        let mut learned = Knowledge::new();
+        learned.set(todo.clone(), vector(&[(1, 6), (2, 3)]));
+        learned.set(Scope::collection("other"), vector(&[(3, 1)]));
+        knowledge.merge(&learned);
+        assert_eq!(knowledge.of(&todo), vector(&[(1, 6), (2, 3)]));
+        assert_eq!(knowledge.of(&work), vector(&[(1, 9), (2, 3)]));
+        assert_eq!(knowledge.of(&Scope::collection("other")), vector(&[(3, 1)]));
+        // Learning about a prefix starts from what is known of the scope covering it.
+        let mut learned = Knowledge::new();
+        learned.set(urgent.clone(), vector(&[(4, 2)]));
+        knowledge.merge(&learned);
+        assert_eq!(knowledge.of(&urgent), vector(&[(1, 9), (2, 3), (4, 2)]));
+    }
+
+    fn any_vector() -> impl Strategy<Value = GenVector> {
+        proptest::collection::vec((0..6u64, 0..20u64), 0..6)
+            .prop_map(|entries| entries.into_iter().collect())
+    }
+
+    proptest! {
+        /// Once the initiator takes in the responder's vector it lacks nothing, it never knows
+        /// less than before (knowledge never goes backwards), and the ranges it lacked were
+        /// exactly the generations between the two.
+        #[test]
+        fn merging_what_was_missing_closes_every_gap(
+            responder in any_vector(),
+            initiator in any_vector(),
+        ) {
+            let missing = responder.missing(&initiator);
+            for (device, range) in &missing {
+                prop_assert_eq!(*range.start(), initiator.get(*device) + 1);
+                prop_assert_eq!(*range.end(), responder.get(*device));
+            }
+            let mut merged = initiator.clone();
+            merged.merge(&responder);
+            prop_assert!(responder.missing(&merged).is_empty());
+            prop_assert!(matches!(
+                merged.relation(&initiator),
+                Relation::Equal | Relation::Greater
+            ));
+            prop_assert!(matches!(
+                merged.relation(&responder),
+                Relation::Equal | Relation::Greater
+            ));
+            let expected = if missing.is_empty() { Relation::Equal } else { Relation::Greater };
+            prop_assert_eq!(merged.relation(&initiator), expected);
+        }
+    }
+}
