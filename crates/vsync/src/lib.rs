@@ -5,10 +5,13 @@
 //! Its protocol core does no I/O and reads no clock directly (time and randomness come through
 //! the `Clock` and `Rng` seams), so the simulator can drive it.
 //!
-//! Status: the version DAG ([`dag`]) and knowledge ([`knowledge`]: generation vectors) are built, with the Go DAG replay scenarios as data files
-//! (`testdata/dag/`); the rest of the core comes with the sync core issue. It depends only on
-//! `syncbase-store`, `syncbase-util` and the error codes.
+//! Status: the version DAG ([`dag`], with the Go DAG replay scenarios as data files in
+//! `testdata/dag/`), knowledge ([`knowledge`]: generation vectors) and the conflict-resolution
+//! seam ([`conflict`]: last-writer-wins by batch closure) are built; the watcher, responder,
+//! initiator, syncgroups and the simulator come with the rest of the sync core issue. It depends
+//! only on `syncbase-store`, `syncbase-util` and the error codes.
 
+pub mod conflict;
 pub mod dag;
 mod error;
 pub mod knowledge;

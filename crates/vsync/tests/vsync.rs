@@ -380,3 +380,107 @@ mod knowledge {
         }
     }
 }
+
+mod conflict {
+    use proptest::prelude::*;
+    use syncbase_store::Version;
+    use syncbase_vsync::conflict::{Conflict, Decision, LastWriterWins, Resolver, Side, group};
+
+    fn side(version: u64, timestamp_ns: u64, device: u64, batch_id: u64) -> Side {
+        Side {
+            version: Version(version),
+            timestamp_ns,
+            device,
+            batch_id,
+            deleted: false,
+        }
+    }
+
+    fn conflict(object: &str, local: Side, remote: Side) -> Conflict {
+        Conflict {
+            object: object.as_bytes().to_vec(),
+            local,
+            remote,
+            ancestor: None,
+        }
+    }
+
+    /// The version a decision keeps.
+    fn winner(conflict: &Conflict, decision: Decision) -> Version {
+        match decision {
+            Decision::Local => conflict.local.version,
+            Decision::Remote => conflict.remote.version,
+        }
+    }
+
+    /// The same conflict as the other device sees it.
+    fn mirrored(conflict: &Conflict) -> Conflict {
+        Conflict {
+            local: conflict.remote,
+            remote: conflict.local,
+            ..conflict.clone()
+        }
+    }
+
+    #[test]
+    fn the_later_write_wins_and_ties_go_by_device() {
+        let later = conflict("k", side(1, 10, 5, 0), side(2, 20, 4, 0));
+        assert_eq!(LastWriterWins.decide(&[later]), Decision::Remote);
+        let earlier = conflict("k", side(1, 30, 5, 0), side(2, 20, 9, 0));
+        assert_eq!(LastWriterWins.decide(&[earlier]), Decision::Local);
+        let tie = conflict("k", side(1, 20, 5, 0), side(2, 20, 9, 0));
+        assert_eq!(LastWriterWins.decide(&[tie]), Decision::Remote);
+    }
+
+    /// Conflicts whose local or remote versions share a batch form one group (transitively); a
+    /// group goes one way even where a row's own remote write is older.
+    #[test]
+    fn batches_are_decided_whole() {
+        let conflicts = vec![
+            conflict("a", side(1, 10, 1, 7), side(2, 50, 2, 0)),
+            conflict("b", side(3, 10, 1, 7), side(4, 5, 2, 8)),
+            conflict("c", side(5, 10, 1, 0), side(6, 5, 2, 8)),
+            conflict("d", side(7, 10, 1, 0), side(8, 5, 2, 0)),
+        ];
+        let groups = group(conflicts);
+        let objects: Vec<Vec<&[u8]>> = groups
+            .iter()
+            .map(|group| group.iter().map(|c| c.object.as_slice()).collect())
+            .collect();
+        assert_eq!(objects, vec![vec![&b"a"[..], b"b", b"c"], vec![b"d"]]);
+        // The remote write to `a` is the newest of the group: `b` and `c` go remote with it.
+        assert_eq!(LastWriterWins.decide(&groups[0]), Decision::Remote);
+        assert_eq!(LastWriterWins.decide(&groups[1]), Decision::Local);
+    }
+
+    fn any_side() -> impl Strategy<Value = Side> {
+        (0..1_000u64, 0..4u64, 0..4u64, 0..3u64)
+            .prop_map(|(version, timestamp, device, batch)| side(version, timestamp, device, batch))
+    }
+
+    proptest! {
+        /// Two devices that see the same conflicts from opposite sides keep the same versions,
+        /// and every conflict of a group keeps the same side.
+        #[test]
+        fn both_sides_of_a_conflict_pick_the_same_versions(
+            pairs in proptest::collection::vec((any_side(), any_side()), 1..8),
+        ) {
+            let conflicts: Vec<Conflict> = pairs
+                .into_iter()
+                .enumerate()
+                .filter(|(_, (local, remote))| local.version != remote.version)
+                .map(|(index, (local, remote))| conflict(&index.to_string(), local, remote))
+                .collect();
+            let here = group(conflicts.clone());
+            let there = group(conflicts.iter().map(mirrored).collect());
+            prop_assert_eq!(here.len(), there.len());
+            for (mine, theirs) in here.iter().zip(&there) {
+                let (decided_here, decided_there) =
+                    (LastWriterWins.decide(mine), LastWriterWins.decide(theirs));
+                for (a, b) in mine.iter().zip(theirs) {
+                    prop_assert_eq!(winner(a, decided_here), winner(b, decided_there));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Conflict resolution (mirrors Go `vsync/conflict_resolution.go`): when a sync round leaves an
+//! object with two heads ([`dag::Outcome::Conflict`](crate::dag::Outcome)), a [`Resolver`]
+//! decides which side wins. Conflicts are first grouped into batch closures ([`group`]): two
+//! conflicts whose local versions or whose remote versions were written in one atomic batch are
+//! decided together, so a batch never ends up half local and half remote.
+//!
+//! The default, [`LastWriterWins`], orders the two sides of a group by (timestamp, device,
+//! batch, version) of their newest write: a total order that every device computes alike,
+//! so all devices pick the same side whichever of them receives the conflict, and no resolution
+//! ever fails. Causality is not its business: a descendant of the local head never reaches it
+//! (the DAG reports a fast-forward).
+
+use std::collections::BTreeMap;
+
+use syncbase_store::Version;
+
+/// One side of a conflict: a version and what the last-writer order needs of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Side {
+    /// The version.
+    pub version: Version,
+    /// Its timestamp (the writer's hybrid logical clock).
+    pub timestamp_ns: u64,
+    /// The device that wrote it.
+    pub device: u64,
+    /// The batch it was written in (0: none).
+    pub batch_id: u64,
+    /// Whether it is a deletion.
+    pub deleted: bool,
+}
+
+impl Side {
+    /// The key of the last-writer order: later timestamp, then larger device id, batch id and
+    /// version.
+    fn order_key(&self) -> (u64, u64, u64, u64) {
+        (
+            self.timestamp_ns,
+            self.device,
+            self.batch_id,
+            self.version.0,
+        )
+    }
+}
+
+/// An object whose local head and a newly received head each hold changes the other lacks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// The object.
+    pub object: Vec<u8>,
+    /// The local head.
+    pub local: Side,
+    /// The received head.
+    pub remote: Side,
+    /// Their common ancestor, if their histories meet.
+    pub ancestor: Option<Side>,
+}
+
+/// How a group of conflicts was decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Keep every local version of the group (the remote ones become their parents by link).
+    Local,
+    /// Take every remote version of the group.
+    Remote,
+}
+
+/// The seam through which conflicts are resolved: last-writer-wins by default; app-defined
+/// resolution plugs in here without touching how deltas are applied.
+pub trait Resolver: Send + Sync {
+    /// Decides one batch closure: every conflict in it goes the same way.
+    fn decide(&self, group: &[Conflict]) -> Decision;
+}
+
+/// The default resolver: the side with the latest write (by [`Side`]'s order) wins the whole
+/// group.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LastWriterWins;
+
+impl Resolver for LastWriterWins {
+    fn decide(&self, group: &[Conflict]) -> Decision {
+        let newest = |side: fn(&Conflict) -> &Side| {
+            group
+                .iter()
+                .map(|conflict| side(conflict).order_key())
+                .max()
+        };
+        if newest(|conflict| &conflict.remote) > newest(|conflict| &conflict.local) {
+            Decision::Remote
+        } else {
+            Decision::Local
+        }
+    }
+}
+
+/// Splits `conflicts` into batch closures: conflicts are in one group when their local versions
+/// share a batch, or their remote versions do (transitively). Groups come in the order of their
+/// first conflict; conflicts keep their order inside a group.
+pub fn group(conflicts: Vec<Conflict>) -> Vec<Vec<Conflict>> {
+    let mut parent: Vec<usize> = (0..conflicts.len()).collect();
+    fn root(parent: &mut [usize], mut index: usize) -> usize {
+        while parent[index] != index {
+            parent[index] = parent[parent[index]];
+            index = parent[index];
+        }
+        index
+    }
+    // The first conflict seen in each (side, batch), to join the later ones to it.
+    let mut first_in_batch: BTreeMap<(bool, u64), usize> = BTreeMap::new();
+    for (index, conflict) in conflicts.iter().enumerate() {
+        for (is_local, batch_id) in [
+            (true, conflict.local.batch_id),
+            (false, conflict.remote.batch_id),
+        ] {
+            if batch_id == 0 {
+                continue;
+            }
+            match first_in_batch.get(&(is_local, batch_id)) {
+                Some(&first) => {
+                    let (a, b) = (root(&mut parent, first), root(&mut parent, index));
+                    parent[a.max(b)] = a.min(b);
+                }
+                None => {
+                    first_in_batch.insert((is_local, batch_id), index);
+                }
+            }
+        }
+    }
+    let mut groups: BTreeMap<usize, Vec<Conflict>> = BTreeMap::new();
+    for (index, conflict) in conflicts.into_iter().enumerate() {
+        let root = root(&mut parent, index);
+        groups.entry(root).or_default().push(conflict);
+    }
+    groups.into_values().collect()
+}
