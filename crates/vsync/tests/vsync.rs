@@ -484,3 +484,192 @@ mod conflict {
         }
     }
 }
+
+mod watcher {
+    use std::sync::Arc;
+
+    use syncbase_store::{
+        LogOp, ManualClock, MemStore, Origin, Retention, SeededRng, StoreReader, StoreWriter,
+        Transaction, Version, Watchable, WatchableOptions, open_memstore,
+    };
+    use syncbase_util::keys::{self, Prefix};
+    use syncbase_vsync::dag;
+    use syncbase_vsync::syncgroup::{Syncgroup, put_syncgroup};
+    use syncbase_vsync::watcher::{self, WATCHER_PIN, local_generation, log_record};
+
+    const DEVICE: u64 = 0xd1;
+
+    fn open() -> Watchable<MemStore> {
+        let options = WatchableOptions {
+            retention: Retention {
+                commits_min: 0,
+                age_min_ns: 0,
+            },
+            ..WatchableOptions::new(
+                vec![Prefix::Row.as_key(), Prefix::Collection.as_key()],
+                Arc::new(ManualClock::new(1_000)),
+                Arc::new(SeededRng::new(5)),
+            )
+        };
+        Watchable::open(open_memstore(), options).unwrap()
+    }
+
+    fn row(collection: &str, key: &str) -> Vec<u8> {
+        keys::row(collection, key.as_bytes())
+    }
+
+    fn commit(
+        store: &Watchable<MemStore>,
+        origin: Origin,
+        puts: &[(&str, &str)],
+        deletes: &[(&str, &str)],
+    ) {
+        let transaction = store.begin(origin).unwrap();
+        for (collection, key) in puts {
+            transaction.put(&row(collection, key), b"v").unwrap();
+        }
+        for (collection, key) in deletes {
+            transaction.delete(&row(collection, key)).unwrap();
+        }
+        transaction.commit().unwrap();
+    }
+
+    fn version_of(store: &Watchable<MemStore>, seq: u64, index: usize) -> Version {
+        store.log_entries(seq, 1).unwrap()[0].ops[index].version()
+    }
+
+    /// Local commits on synced collections become consecutive generations with DAG nodes; a
+    /// commit of several synced changes is one batch; other collections and what sync applied
+    /// make nothing; the position moves past all of them in the same commit.
+    #[test]
+    fn local_commits_on_synced_collections_become_records_and_nodes() {
+        let store = open();
+        put_syncgroup(
+            &store,
+            &Syncgroup {
+                name: "sg".into(),
+                collections: vec!["c".into()],
+                members: vec!["alice:a".into()],
+            },
+        )
+        .unwrap();
+        // Nothing before the watcher starts.
+        assert_eq!(
+            watcher::step(&store, DEVICE, &SeededRng::new(1), 100)
+                .unwrap()
+                .records,
+            0
+        );
+        watcher::start(&store, store.latest_log_seq() + 1).unwrap();
+        let alice = Origin::local("alice:a", DEVICE);
+        commit(
+            &store,
+            alice.clone(),
+            &[("c", "a"), ("c", "b"), ("other", "x")],
+            &[],
+        ); // 1
+        commit(&store, alice.clone(), &[("other", "y")], &[]); // 2
+        let synced = Origin {
+            from_sync: true,
+            device: 7,
+            ..Origin::default()
+        };
+        commit(&store, synced, &[("c", "z")], &[]); // 3
+        commit(&store, alice.clone(), &[], &[("c", "a")]); // 4
+
+        let outcome = watcher::step(&store, DEVICE, &SeededRng::new(1), 100).unwrap();
+        assert_eq!(
+            (outcome.entries, outcome.records, outcome.position),
+            (4, 3, 5)
+        );
+        let snapshot = store.versioned_snapshot().unwrap();
+        let first = log_record(&snapshot, DEVICE, 1).unwrap().unwrap();
+        let second = log_record(&snapshot, DEVICE, 2).unwrap().unwrap();
+        let third = log_record(&snapshot, DEVICE, 3).unwrap().unwrap();
+        assert_eq!(log_record(&snapshot, DEVICE, 4).unwrap(), None);
+        assert_eq!(local_generation(&snapshot).unwrap(), 3);
+        assert_eq!(
+            (first.object.clone(), second.object.clone()),
+            (row("c", "a"), row("c", "b"))
+        );
+        assert_ne!(first.batch_id, 0);
+        assert_eq!((second.batch_id, first.batch_count), (first.batch_id, 2));
+        assert_eq!((third.batch_id, third.batch_count), (0, 1));
+        assert_eq!(first.author, "alice:a");
+        assert_eq!(first.version, version_of(&store, 1, 0));
+        assert!(third.deleted);
+        assert_eq!(third.parents, [first.version]);
+        // The DAG follows: `a`'s head is its tombstone, whose parent is the first version.
+        assert_eq!(
+            dag::head(&snapshot, &row("c", "a")).unwrap(),
+            Some(third.version)
+        );
+        let node = dag::node(&snapshot, &row("c", "a"), third.version)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (node.parents.clone(), node.deleted),
+            (vec![first.version], true)
+        );
+        assert_eq!(dag::head(&snapshot, &row("c", "z")).unwrap(), None);
+        assert_eq!(dag::head(&snapshot, &row("other", "x")).unwrap(), None);
+        assert_eq!(store.pins().unwrap(), [(WATCHER_PIN.to_string(), 5)]);
+        // Nothing more to do: no commit, no generation.
+        let again = watcher::step(&store, DEVICE, &SeededRng::new(1), 100).unwrap();
+        assert_eq!((again.entries, again.records, again.position), (0, 0, 5));
+        assert!(matches!(
+            store.log_entries(4, 1).unwrap()[0].ops[..],
+            [LogOp::Delete { .. }]
+        ));
+    }
+
+    /// The watcher's position holds the log: pruning never removes an entry it has not
+    /// processed, and goes on once it has.
+    #[test]
+    fn the_log_is_kept_until_the_watcher_has_processed_it() {
+        let store = open();
+        put_syncgroup(
+            &store,
+            &Syncgroup {
+                name: "sg".into(),
+                collections: vec!["c".into()],
+                members: Vec::new(),
+            },
+        )
+        .unwrap();
+        watcher::start(&store, 1).unwrap();
+        for index in 0..10 {
+            commit(
+                &store,
+                Origin::local("a", DEVICE),
+                &[("c", &format!("k{index}"))],
+                &[],
+            );
+        }
+        store.prune(100).unwrap();
+        assert_eq!(store.log_start().unwrap(), 1);
+        let outcome = watcher::step(&store, DEVICE, &SeededRng::new(1), 4).unwrap();
+        assert_eq!(outcome.position, 5);
+        store.prune(100).unwrap();
+        assert_eq!(store.log_start().unwrap(), 5);
+        while watcher::step(&store, DEVICE, &SeededRng::new(1), 4)
+            .unwrap()
+            .entries
+            > 0
+        {}
+        store.prune(100).unwrap();
+        assert_eq!(store.log_start().unwrap(), 11);
+        let snapshot = store.versioned_snapshot().unwrap();
+        assert_eq!(local_generation(&snapshot).unwrap(), 10);
+        let generations: Vec<u64> = (1..=10)
+            .map(|generation| {
+                log_record(&snapshot, DEVICE, generation)
+                    .unwrap()
+                    .unwrap()
+                    .generation
+            })
+            .collect();
+        assert_eq!(generations, (1..=10).collect::<Vec<_>>());
+        assert!(snapshot.get(&row("c", "k9")).unwrap().is_some());
+    }
+}

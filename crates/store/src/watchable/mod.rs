@@ -802,6 +802,26 @@ impl<S: Store + 'static> WatchableTransaction<S> {
         self.inner.put(&pin_key(name), &seq.to_be_bytes())
     }
 
+    /// The pin `name`, as this transaction sees it (the read joins its read set).
+    pub fn pin(&self, name: &str) -> Result<Option<u64>> {
+        prune::check_pin_name(name)?;
+        self.inner
+            .get(&pin_key(name))?
+            .map(|bytes| decode_u64(&|| format!("pin {name}"), &bytes))
+            .transpose()
+    }
+
+    /// Up to `count_max` log entries with sequence numbers `>= from_seq`, as this transaction
+    /// sees the log.
+    pub fn log_entries(&self, from_seq: u64, count_max: usize) -> Result<Vec<LogEntry>> {
+        read_log(self.inner.as_ref(), from_seq, count_max)
+    }
+
+    /// The first sequence number the log keeps, as this transaction sees it.
+    pub fn log_start(&self) -> Result<u64> {
+        read_log_start(self.inner.as_ref())
+    }
+
     /// Removes the pin `name` (absent: nothing happens).
     pub fn remove_pin(&self, name: &str) -> Result<()> {
         prune::check_pin_name(name)?;

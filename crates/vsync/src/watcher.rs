@@ -1,0 +1,209 @@
+//! The watcher (mirrors Go `vsync/watcher.go`): follows a database's watch log from a durable
+//! position and turns each local commit on synced collections into sync log records, one
+//! generation each, and DAG nodes, in one commit together with its new position.
+//!
+//! Its position is a pin of the watchable layer ([`WATCHER_PIN`]), so log retention never removes
+//! an entry it has not processed. Entries that sync itself applied (`from_sync`) are skipped but
+//! still move the position: no echo. A commit that wrote more than one synced key gets a batch id
+//! and its size, so the other side applies it whole. [`step`] does no I/O of its own beyond the
+//! store and reads no clock: a driver calls it when the log notifier says the log grew.
+
+use serde::{Deserialize, Serialize};
+use syncbase_store::{LogOp, Origin, Rng, Store, StoreReader, Transaction, Version, Watchable};
+use syncbase_util::keys::{self, Prefix};
+use syncbase_util::{get_typed, put_typed};
+
+use crate::dag::{self, LogRecordId, NewNode};
+use crate::error::{Error, Result};
+use crate::syncgroup::synced_collections;
+
+/// The name of the watcher's pin on the watch log.
+pub const WATCHER_PIN: &str = "sync-watcher";
+
+/// Attempts of a step whose commit meets a concurrent one (it then starts again at once).
+const STEP_ATTEMPTS_MAX: usize = 16;
+
+/// One change of one synced object, as sync sends it: the unit of a generation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// The object (its managed key).
+    pub object: Vec<u8>,
+    /// The version the change made.
+    pub version: Version,
+    /// The versions it replaced, as far as the DAG knows them.
+    pub parents: Vec<Version>,
+    /// Whether the change is a deletion.
+    pub deleted: bool,
+    /// The change's timestamp (the hybrid logical clock of the device that made it).
+    pub timestamp_ns: u64,
+    /// Who made it (a verified principal name).
+    pub author: String,
+    /// The device whose generation this is.
+    pub device: u64,
+    /// Its generation on that device.
+    pub generation: u64,
+    /// The batch of the commit it came from (0: a commit of one synced change).
+    pub batch_id: u64,
+    /// How many synced changes that batch holds.
+    pub batch_count: u64,
+}
+
+fn record_key(device: u64, generation: u64) -> Vec<u8> {
+    keys::key(
+        Prefix::Sync,
+        &[b"l", &device.to_be_bytes(), &generation.to_be_bytes()],
+    )
+}
+
+fn generation_key() -> Vec<u8> {
+    keys::key(Prefix::Sync, &[b"gen"])
+}
+
+/// The log record of `device`'s `generation`, if this database has it.
+pub fn log_record<R: StoreReader + ?Sized>(
+    reader: &R,
+    device: u64,
+    generation: u64,
+) -> Result<Option<LogRecord>> {
+    Ok(get_typed(reader, &record_key(device, generation))?)
+}
+
+/// The last generation this device made in the database (0: none yet).
+pub fn local_generation<R: StoreReader + ?Sized>(reader: &R) -> Result<u64> {
+    Ok(get_typed(reader, &generation_key())?.unwrap_or(0))
+}
+
+/// What one [`step`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepOutcome {
+    /// Log entries processed (skipped ones included).
+    pub entries: u64,
+    /// Log records (generations) made.
+    pub records: u64,
+    /// The first log entry not processed yet.
+    pub position: u64,
+}
+
+/// Starts watching the log at `from_seq` (the entry after the last one the caller has already
+/// taken into account), unless the watcher already has a position.
+pub fn start<S: Store + 'static>(store: &Watchable<S>, from_seq: u64) -> Result<()> {
+    let transaction = store.begin(Origin::default())?;
+    if transaction.pin(WATCHER_PIN)?.is_none() {
+        transaction.set_pin(WATCHER_PIN, from_seq)?;
+    }
+    Ok(transaction.commit()?)
+}
+
+/// Processes up to `entries_max` log entries after the watcher's position, in one commit, as
+/// records of `device` (this device); batch ids come from `rng`. A database the watcher has not
+/// started on is left alone.
+pub fn step<S: Store + 'static>(
+    store: &Watchable<S>,
+    device: u64,
+    rng: &dyn Rng,
+    entries_max: usize,
+) -> Result<StepOutcome> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match step_once(store, device, rng, entries_max) {
+            Err(Error::Store(syncbase_store::Error::ConcurrentTransaction))
+                if attempt < STEP_ATTEMPTS_MAX => {}
+            outcome => return outcome,
+        }
+    }
+}
+
+fn step_once<S: Store + 'static>(
+    store: &Watchable<S>,
+    device: u64,
+    rng: &dyn Rng,
+    entries_max: usize,
+) -> Result<StepOutcome> {
+    let transaction = store.begin(Origin::default())?;
+    let Some(position) = transaction.pin(WATCHER_PIN)? else {
+        transaction.abort()?;
+        return Ok(StepOutcome::default());
+    };
+    let synced = synced_collections(&transaction)?;
+    let entries = transaction.log_entries(position, entries_max)?;
+    let mut outcome = StepOutcome {
+        position,
+        ..StepOutcome::default()
+    };
+    let mut generation = local_generation(&transaction)?;
+    for entry in entries {
+        outcome.entries += 1;
+        outcome.position = entry.seq + 1;
+        if entry.from_sync {
+            continue;
+        }
+        let ops: Vec<&LogOp> = entry
+            .ops
+            .iter()
+            .filter(|op| is_synced(op.key(), &synced))
+            .collect();
+        if ops.is_empty() {
+            continue;
+        }
+        let batch_id = if ops.len() > 1 {
+            // Zero means "no batch".
+            rng.next_u64().max(1)
+        } else {
+            0
+        };
+        for op in &ops {
+            generation += 1;
+            let object = op.key();
+            let mut parents = Vec::new();
+            if let Some(parent) = op.parent()
+                && dag::node(&transaction, object, parent)?.is_some()
+            {
+                parents.push(parent);
+            }
+            let deleted = matches!(op, LogOp::Delete { .. });
+            let record = LogRecord {
+                object: object.to_vec(),
+                version: op.version(),
+                parents: parents.clone(),
+                deleted,
+                timestamp_ns: entry.timestamp_ns,
+                author: entry.author.clone(),
+                device,
+                generation,
+                batch_id,
+                batch_count: ops.len() as u64,
+            };
+            put_typed(&transaction, &record_key(device, generation), &record)?;
+            let node = NewNode {
+                parents,
+                log_record: Some(LogRecordId { device, generation }),
+                batch_id,
+                deleted,
+            };
+            dag::add_node(&transaction, object, op.version(), &node, None)?;
+            dag::move_head(&transaction, object, op.version())?;
+            outcome.records += 1;
+        }
+    }
+    if outcome.entries == 0 {
+        transaction.abort()?;
+        return Ok(outcome);
+    }
+    put_typed(&transaction, &generation_key(), &generation)?;
+    transaction.set_pin(WATCHER_PIN, outcome.position)?;
+    transaction.commit()?;
+    Ok(outcome)
+}
+
+/// Whether `key` is a row or the record of a collection some syncgroup shares.
+fn is_synced(key: &[u8], synced: &std::collections::BTreeSet<String>) -> bool {
+    let Ok((prefix, components)) = keys::parse(key) else {
+        return false;
+    };
+    matches!(prefix, Prefix::Row | Prefix::Collection)
+        && components
+            .first()
+            .and_then(|name| std::str::from_utf8(name).ok())
+            .is_some_and(|collection| synced.contains(collection))
+}
