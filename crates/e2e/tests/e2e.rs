@@ -1438,7 +1438,10 @@ fn threads_and_descriptors(daemon: &Daemon) -> (usize, usize) {
 /// near the 60th); and they are all there after a restart.
 #[test]
 fn three_hundred_databases_take_the_threads_and_descriptors_of_three() {
-    const SLACK_THREADS: usize = 4;
+    // Blocking-pool threads come and go with load (a call may arrive while the thread that
+    // answered the previous one is still returning to the pool): a loaded CI machine measured
+    // 6 threads with 3 databases and 13 with 300. A thread per database would be +297.
+    const SLACK_THREADS: usize = 10;
     const SLACK_DESCRIPTORS: usize = 8;
     let home = Home::new();
     let mut daemon = home.start_with_open_file_limit(128, &[]);
