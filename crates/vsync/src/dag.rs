@@ -3,7 +3,8 @@
 //! resolved), the current head, and the batches versions were written in.
 //!
 //! Persisted in the database's store under the sync prefix (`keys::Prefix::Sync`):
-//! `n OID VERSION` → [`DagNode`], `h OID` → the head version, `b BATCH` → [`BatchInfo`].
+//! `n OID VERSION` → [`DagNode`], `h OID` → the head version, `b BATCH OID` → the version the
+//! batch wrote of that object (one key per member, so a batch of n writes costs n keys).
 //!
 //! Remote versions arrive during a sync round and are added with a [`Graft`], which tracks per
 //! object the new nodes, the candidate heads and the old nodes the new ones attach to (graft
@@ -154,8 +155,8 @@ fn head_key(object: &[u8]) -> Vec<u8> {
     keys::key(Prefix::Sync, &[b"h", object])
 }
 
-fn batch_key(batch_id: u64) -> Vec<u8> {
-    keys::key(Prefix::Sync, &[b"b", &batch_id.to_be_bytes()])
+fn batch_member_key(batch_id: u64, object: &[u8]) -> Vec<u8> {
+    keys::key(Prefix::Sync, &[b"b", &batch_id.to_be_bytes(), object])
 }
 
 fn invalid(object: &[u8], reason: impl Into<String>) -> Error {
@@ -179,9 +180,19 @@ pub fn head<R: StoreReader + ?Sized>(reader: &R, object: &[u8]) -> Result<Option
     Ok(get_typed(reader, &head_key(object))?)
 }
 
-/// What `batch_id` wrote, as far as the DAG still holds it.
+/// What `batch_id` wrote, as far as the DAG still holds it (`None`: nothing).
 pub fn batch<R: StoreReader + ?Sized>(reader: &R, batch_id: u64) -> Result<Option<BatchInfo>> {
-    Ok(get_typed(reader, &batch_key(batch_id))?)
+    let prefix = keys::key_prefix(Prefix::Sync, &[b"b", &batch_id.to_be_bytes()], b"");
+    let (start, limit) = keys::prefix_range(&prefix);
+    let mut info = BatchInfo::default();
+    for entry in reader.scan(&start, &limit)? {
+        let (key, value) = entry?;
+        let (_, mut components) = keys::parse(&key)?;
+        let object = components.pop().unwrap_or_default();
+        info.objects
+            .insert(object, syncbase_util::decode_typed(&key, &value)?);
+    }
+    Ok((!info.objects.is_empty()).then_some(info))
 }
 
 fn existing_node<R: StoreReader + ?Sized>(
@@ -250,10 +261,11 @@ pub fn add_node<T: StoreReader + StoreWriter + ?Sized>(
     };
     put_typed(transaction, &node_key(object, version), &node)?;
     if new.batch_id != 0 {
-        let key = batch_key(new.batch_id);
-        let mut info: BatchInfo = get_typed(transaction, &key)?.unwrap_or_default();
-        info.objects.insert(object.to_vec(), version);
-        put_typed(transaction, &key, &info)?;
+        put_typed(
+            transaction,
+            &batch_member_key(new.batch_id, object),
+            &version,
+        )?;
     }
     if let Some(graft) = graft {
         let info = graft.object(transaction, object)?;
@@ -420,16 +432,9 @@ pub fn prune<T: StoreReader + StoreWriter + ?Sized>(
             first_error.get_or_insert(error);
         }
         if old_node.batch_id != 0 {
-            let key = batch_key(old_node.batch_id);
-            if let Some(mut info) = get_typed::<BatchInfo, _>(transaction, &key)? {
-                if info.objects.get(object) == Some(&old) {
-                    info.objects.remove(object);
-                }
-                if info.objects.is_empty() {
-                    transaction.delete(&key)?;
-                } else {
-                    put_typed(transaction, &key, &info)?;
-                }
+            let key = batch_member_key(old_node.batch_id, object);
+            if get_typed::<Version, _>(transaction, &key)? == Some(old) {
+                transaction.delete(&key)?;
             }
         }
         transaction.delete(&node_key(object, old))?;

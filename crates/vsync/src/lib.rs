@@ -8,14 +8,16 @@
 //! Status: the version DAG ([`dag`], with the Go DAG replay scenarios as data files in
 //! `testdata/dag/`), knowledge ([`knowledge`]: generation vectors) and the conflict-resolution
 //! seam ([`conflict`]: last-writer-wins by batch closure) are built, and the [`watcher`] turns
-//! local commits on collections of a [`syncgroup`] record into log records and DAG nodes; the
-//! responder, initiator and the simulator come with the rest of the sync core issue. It depends
+//! local commits on collections of a [`syncgroup`] record into log records and DAG nodes, which
+//! the [`responder`] serves by generation range; the initiator (apply), the service and the
+//! simulator come with the rest of the sync core issue. It depends
 //! only on `syncbase-store`, `syncbase-util` and the error codes.
 
 pub mod conflict;
 pub mod dag;
 mod error;
 pub mod knowledge;
+pub mod responder;
 pub mod syncgroup;
 pub mod watcher;
 

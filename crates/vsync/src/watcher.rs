@@ -46,9 +46,12 @@ pub struct LogRecord {
     pub batch_id: u64,
     /// How many synced changes that batch holds.
     pub batch_count: u64,
+    /// Local only: the order in which this device learned the record (its own or received), so
+    /// a responder sends records parents first. Not meaningful on another device.
+    pub position: u64,
 }
 
-fn record_key(device: u64, generation: u64) -> Vec<u8> {
+pub(crate) fn record_key(device: u64, generation: u64) -> Vec<u8> {
     keys::key(
         Prefix::Sync,
         &[b"l", &device.to_be_bytes(), &generation.to_be_bytes()],
@@ -57,6 +60,15 @@ fn record_key(device: u64, generation: u64) -> Vec<u8> {
 
 fn generation_key() -> Vec<u8> {
     keys::key(Prefix::Sync, &[b"gen"])
+}
+
+fn position_key() -> Vec<u8> {
+    keys::key(Prefix::Sync, &[b"pos"])
+}
+
+/// The last learning position given to a record in the database (0: none yet).
+pub fn last_position<R: StoreReader + ?Sized>(reader: &R) -> Result<u64> {
+    Ok(get_typed(reader, &position_key())?.unwrap_or(0))
 }
 
 /// The log record of `device`'s `generation`, if this database has it.
@@ -121,17 +133,18 @@ fn step_once<S: Store + 'static>(
     entries_max: usize,
 ) -> Result<StepOutcome> {
     let transaction = store.begin(Origin::default())?;
-    let Some(position) = transaction.pin(WATCHER_PIN)? else {
+    let Some(log_position) = transaction.pin(WATCHER_PIN)? else {
         transaction.abort()?;
         return Ok(StepOutcome::default());
     };
     let synced = synced_collections(&transaction)?;
-    let entries = transaction.log_entries(position, entries_max)?;
+    let entries = transaction.log_entries(log_position, entries_max)?;
     let mut outcome = StepOutcome {
-        position,
+        position: log_position,
         ..StepOutcome::default()
     };
     let mut generation = local_generation(&transaction)?;
+    let mut position = last_position(&transaction)?;
     for entry in entries {
         outcome.entries += 1;
         outcome.position = entry.seq + 1;
@@ -154,6 +167,7 @@ fn step_once<S: Store + 'static>(
         };
         for op in &ops {
             generation += 1;
+            position += 1;
             let object = op.key();
             let mut parents = Vec::new();
             if let Some(parent) = op.parent()
@@ -173,6 +187,7 @@ fn step_once<S: Store + 'static>(
                 generation,
                 batch_id,
                 batch_count: ops.len() as u64,
+                position,
             };
             put_typed(&transaction, &record_key(device, generation), &record)?;
             let node = NewNode {
@@ -191,6 +206,7 @@ fn step_once<S: Store + 'static>(
         return Ok(outcome);
     }
     put_typed(&transaction, &generation_key(), &generation)?;
+    put_typed(&transaction, &position_key(), &position)?;
     transaction.set_pin(WATCHER_PIN, outcome.position)?;
     transaction.commit()?;
     Ok(outcome)
@@ -198,12 +214,21 @@ fn step_once<S: Store + 'static>(
 
 /// Whether `key` is a row or the record of a collection some syncgroup shares.
 fn is_synced(key: &[u8], synced: &std::collections::BTreeSet<String>) -> bool {
-    let Ok((prefix, components)) = keys::parse(key) else {
-        return false;
+    object_collection(key).is_some_and(|(collection, _)| synced.contains(&collection))
+}
+
+/// The collection of a synced object (a row, or a collection's record) and the row key (empty
+/// for the collection's record); `None` for any other key.
+pub(crate) fn object_collection(key: &[u8]) -> Option<(String, Vec<u8>)> {
+    let (prefix, mut components) = keys::parse(key).ok()?;
+    if !matches!(prefix, Prefix::Row | Prefix::Collection) || components.is_empty() {
+        return None;
+    }
+    let row = if components.len() > 1 {
+        components.remove(1)
+    } else {
+        Vec::new()
     };
-    matches!(prefix, Prefix::Row | Prefix::Collection)
-        && components
-            .first()
-            .and_then(|name| std::str::from_utf8(name).ok())
-            .is_some_and(|collection| synced.contains(collection))
+    let collection = String::from_utf8(components.remove(0)).ok()?;
+    Some((collection, row))
 }

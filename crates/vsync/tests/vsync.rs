@@ -673,3 +673,111 @@ mod watcher {
         assert!(snapshot.get(&row("c", "k9")).unwrap().is_some());
     }
 }
+
+mod responder {
+    use std::sync::Arc;
+
+    use syncbase_store::{
+        ManualClock, MemStore, Origin, SeededRng, StoreWriter, Transaction, Watchable,
+        WatchableOptions, open_memstore,
+    };
+    use syncbase_util::keys::{self, Prefix};
+    use syncbase_vsync::knowledge::{Knowledge, Scope};
+    use syncbase_vsync::responder::deltas;
+    use syncbase_vsync::syncgroup::{Syncgroup, put_syncgroup};
+    use syncbase_vsync::watcher;
+
+    const DEVICE: u64 = 0xa;
+
+    /// A device whose collections `c` (synced) and `d` (not) hold `rows` rows each, all
+    /// through the watcher.
+    fn device_with_rows(rows: usize) -> Watchable<MemStore> {
+        let store = Watchable::open(
+            open_memstore(),
+            WatchableOptions::new(
+                vec![Prefix::Row.as_key(), Prefix::Collection.as_key()],
+                Arc::new(ManualClock::new(1_000)),
+                Arc::new(SeededRng::new(5)),
+            ),
+        )
+        .unwrap();
+        put_syncgroup(
+            &store,
+            &Syncgroup {
+                name: "sg".into(),
+                collections: vec!["c".into()],
+                members: Vec::new(),
+            },
+        )
+        .unwrap();
+        watcher::start(&store, 1).unwrap();
+        for chunk in (0..rows).collect::<Vec<_>>().chunks(1_000) {
+            let transaction = store.begin(Origin::local("a", DEVICE)).unwrap();
+            for index in chunk {
+                transaction
+                    .put(&keys::row("c", format!("k{index:06}").as_bytes()), b"v")
+                    .unwrap();
+                transaction
+                    .put(&keys::row("d", format!("k{index:06}").as_bytes()), b"v")
+                    .unwrap();
+            }
+            transaction.commit().unwrap();
+            watcher::step(&store, DEVICE, &SeededRng::new(3), 10).unwrap();
+        }
+        store
+    }
+
+    fn put_one(store: &Watchable<MemStore>, collection: &str, key: &str) {
+        let transaction = store.begin(Origin::local("a", DEVICE)).unwrap();
+        transaction
+            .put(&keys::row(collection, key.as_bytes()), b"new")
+            .unwrap();
+        transaction.commit().unwrap();
+        watcher::step(store, DEVICE, &SeededRng::new(3), 10).unwrap();
+    }
+
+    /// A new initiator gets every record of the scope, parents first; then it lacks nothing;
+    /// then one change costs one record read, on 1,000 rows as on 100,000.
+    #[test]
+    fn the_cost_of_a_round_is_the_size_of_its_delta() {
+        let scope = [Scope::collection("c")];
+        let mut counters = Vec::new();
+        for rows in [1_000, 100_000] {
+            let store = device_with_rows(rows);
+            let snapshot = store.versioned_snapshot().unwrap();
+            let first = deltas(&snapshot, DEVICE, &scope, &Knowledge::new()).unwrap();
+            assert_eq!(first.records.len(), rows);
+            assert!(
+                first
+                    .records
+                    .windows(2)
+                    .all(|pair| pair[0].position < pair[1].position)
+            );
+            let (rows_of_c, _) = keys::row_prefix_range("c", b"");
+            assert!(
+                first
+                    .records
+                    .iter()
+                    .all(|record| record.object.starts_with(&rows_of_c))
+            );
+            let known = first.knowledge.clone();
+            assert_eq!(known.of(&scope[0]).get(DEVICE), rows as u64);
+            let noop = deltas(&snapshot, DEVICE, &scope, &known).unwrap();
+            put_one(&store, "c", "changed");
+            put_one(&store, "d", "elsewhere");
+            let snapshot = store.versioned_snapshot().unwrap();
+            let one = deltas(&snapshot, DEVICE, &scope, &known).unwrap();
+            assert_eq!(one.records.len(), 1);
+            assert_eq!(one.records[0].object, keys::row("c", b"changed"));
+            counters.push((
+                noop.records.len(),
+                noop.records_read,
+                one.records_read,
+                one.bytes,
+            ));
+        }
+        // Equal across sizes: nothing read for a no-op, one record for one change.
+        assert_eq!(counters[0], (0, 0, 1, counters[0].3));
+        assert_eq!(counters[0], counters[1]);
+    }
+}
