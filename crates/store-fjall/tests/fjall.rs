@@ -330,6 +330,21 @@ fn concurrent_durable_committers_share_disk_syncs() {
     );
 }
 
+/// After a crash: every commit the child reported (`commit/ID` keys) is there.
+fn assert_commits_present<S: Store + 'static, I: std::fmt::Display>(
+    watchable: &Watchable<S>,
+    seed: u64,
+    reported: &[I],
+) {
+    for id in reported {
+        let found = watchable.get(format!("commit/{id}").as_bytes()).unwrap();
+        assert!(
+            found.is_some(),
+            "seed {seed}: reported commit {id} is missing"
+        );
+    }
+}
+
 /// A crash test's child reads what its parent set: `(directory, seed)`, or `None` when the test
 /// runs as an ordinary test (then it does nothing).
 fn crash_child_env(dir_variable: &str) -> Option<(std::path::PathBuf, u64)> {
@@ -510,15 +525,7 @@ mod crash {
         let store = syncbase_store_fjall::open(&dir.join("store"), Durability::Durable)
             .unwrap_or_else(|e| panic!("seed {seed}: reopen failed: {e}"));
         let watchable = Watchable::open(store, watchable_options_all_managed()).unwrap();
-        for id in reported {
-            assert!(
-                watchable
-                    .get(format!("commit/{id}").as_bytes())
-                    .unwrap()
-                    .is_some(),
-                "seed {seed}: reported commit {id} is missing"
-            );
-        }
+        super::assert_commits_present(&watchable, seed, reported);
         let sum: u64 = (0..ACCOUNTS)
             .map(|index| {
                 let bytes = watchable.get(&account(index)).unwrap().unwrap();
@@ -554,8 +561,8 @@ mod prune_crash {
     use std::sync::Arc;
 
     use syncbase_store::{
-        Durability, EntropyRng, Origin, Pruner, Retention, Rng, SeededRng, Store, StoreReader,
-        Transaction, Watchable, WatchableOptions, run_in_transaction,
+        Durability, EntropyRng, Origin, Pruner, Retention, Rng, SeededRng, Store, Transaction,
+        Watchable, WatchableOptions, run_in_transaction,
     };
 
     const CHILD_ENV: &str = "SYNCBASE_PRUNE_CRASH_DIR";
@@ -659,15 +666,7 @@ mod prune_crash {
         let store = syncbase_store_fjall::open(&dir.join("store"), Durability::Relaxed)
             .unwrap_or_else(|e| panic!("seed {seed}: reopen failed: {e}"));
         let watchable = Watchable::open(store, options(None)).unwrap();
-        for id in reported {
-            assert!(
-                watchable
-                    .get(format!("commit/{id}").as_bytes())
-                    .unwrap()
-                    .is_some(),
-                "seed {seed}: reported commit {id} is missing"
-            );
-        }
+        super::assert_commits_present(&watchable, seed, reported);
         let start = watchable.log_start().unwrap();
         match watchable.pins().unwrap().first() {
             Some((_, durable_pin)) => {

@@ -1,5 +1,16 @@
 //! The sync engine's tests: the version DAG scenarios of `testdata/dag/` (the Go DAG replay
-//! tests, restated as data files).
+//! tests, restated as data files), knowledge, conflict resolution, the watcher and the responder.
+
+/// Gives `store` a syncgroup sharing collection `c` and starts the watcher at the log's start.
+fn share_collection_c<S: syncbase_store::Store + 'static>(store: &syncbase_store::Watchable<S>) {
+    let syncgroup = syncbase_vsync::syncgroup::Syncgroup {
+        name: "sg".into(),
+        collections: vec!["c".into()],
+        members: Vec::new(),
+    };
+    syncbase_vsync::syncgroup::put_syncgroup(store, &syncgroup).unwrap();
+    syncbase_vsync::watcher::start(store, 1).unwrap();
+}
 
 mod dag {
     use std::collections::BTreeSet;
@@ -628,16 +639,7 @@ mod watcher {
     #[test]
     fn the_log_is_kept_until_the_watcher_has_processed_it() {
         let store = open();
-        put_syncgroup(
-            &store,
-            &Syncgroup {
-                name: "sg".into(),
-                collections: vec!["c".into()],
-                members: Vec::new(),
-            },
-        )
-        .unwrap();
-        watcher::start(&store, 1).unwrap();
+        super::share_collection_c(&store);
         for index in 0..10 {
             commit(
                 &store,
@@ -684,7 +686,6 @@ mod responder {
     use syncbase_util::keys::{self, Prefix};
     use syncbase_vsync::knowledge::{Knowledge, Scope};
     use syncbase_vsync::responder::deltas;
-    use syncbase_vsync::syncgroup::{Syncgroup, put_syncgroup};
     use syncbase_vsync::watcher;
 
     const DEVICE: u64 = 0xa;
@@ -701,16 +702,7 @@ mod responder {
             ),
         )
         .unwrap();
-        put_syncgroup(
-            &store,
-            &Syncgroup {
-                name: "sg".into(),
-                collections: vec!["c".into()],
-                members: Vec::new(),
-            },
-        )
-        .unwrap();
-        watcher::start(&store, 1).unwrap();
+        super::share_collection_c(&store);
         for chunk in (0..rows).collect::<Vec<_>>().chunks(1_000) {
             let transaction = store.begin(Origin::local("a", DEVICE)).unwrap();
             for index in chunk {
