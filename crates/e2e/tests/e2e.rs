@@ -1182,7 +1182,9 @@ fn slow_readers_of_large_rows_do_not_grow_the_daemon() {
     const ROW_BYTES: usize = syncbase_wire::limits::VALUE_BYTES_MAX - 1024;
     // Measured peaks over a 51 MiB start: 231 MiB when a scan read version pointers and then
     // each value (watchable format 1); 290-391 MiB since it reads the inline current records
-    // in one range (format 2). What the test guards is that 30 readers take no more than 6.
+    // in one range (format 2), whose iteration over fjall's tables holds the next row's block
+    // while yielding one (fjall's key-value separation would hold handles instead). What the
+    // test guards is that 30 readers take no more than 6.
     const HEADROOM_BYTES: u64 = 400 << 20;
     let home = Home::new();
     let mut daemon = home.start(&["--durability", "relaxed"]);
