@@ -846,6 +846,51 @@ impl<S: Store + 'static> WatchableTransaction<S> {
         Ok(true)
     }
 
+    /// The commit hook that numbers this commit's log entry, writes the versions it retired
+    /// (tagged with that number) and the entry, after `outer`'s writes; and where it leaves the
+    /// number it gave.
+    fn log_entry_hook(
+        &self,
+        mut pending: Pending,
+        outer: Option<CommitHook>,
+    ) -> (CommitHook, Arc<AtomicU64>) {
+        let shared = self.shared.clone();
+        let origin = self.origin.clone();
+        let assigned = Arc::new(AtomicU64::new(0));
+        let assigned_in_hook = assigned.clone();
+        let hook: CommitHook = Box::new(move || {
+            let mut writes = match outer {
+                Some(outer) => outer()?,
+                None => Vec::new(),
+            };
+            let seq = shared.next_seq.fetch_add(1, Ordering::SeqCst);
+            for id in std::mem::take(&mut pending.history_order) {
+                if let Some(stored) = pending.history.remove(&id) {
+                    writes.push(WriteOp::Put(
+                        history_key(&id.0, id.1),
+                        encode_history(seq, &stored),
+                    ));
+                }
+            }
+            let entry = LogEntry {
+                seq,
+                timestamp_ns: origin.timestamp_ns.unwrap_or_else(|| shared.clock.now_ns()),
+                committed_ns: shared.physical_clock.now_ns(),
+                from_sync: origin.from_sync,
+                author: origin.author,
+                device: origin.device,
+                ops: pending.ops,
+                stored: pending.stored,
+            };
+            let bytes = postcard::to_stdvec(&entry)
+                .map_err(|error| Error::Corrupt(format!("cannot encode log entry: {error}")))?;
+            writes.push(WriteOp::Put(log_key(seq), bytes));
+            assigned_in_hook.store(seq, Ordering::SeqCst);
+            Ok(writes)
+        });
+        (hook, assigned)
+    }
+
     /// Takes a stored version out of history (this transaction's or the store's): it is about to
     /// become current.
     fn take_stored(&self, key: &[u8], version: Version) -> Result<Option<Stored>> {
@@ -932,54 +977,17 @@ impl<S: Store + 'static> StoreWriter for WatchableTransaction<S> {
 
 impl<S: Store + 'static> Transaction for WatchableTransaction<S> {
     fn commit_with_hook(&self, outer: Option<CommitHook>) -> Result<()> {
-        let mut pending = std::mem::take(&mut *self.pending.lock());
+        let pending = std::mem::take(&mut *self.pending.lock());
+        let pins_changed = pending.pins_changed;
         if pending.ops.is_empty() && pending.history_order.is_empty() {
             self.inner.commit_with_hook(outer)?;
-            if pending.pins_changed {
-                self.shared.prune_stalled.store(false, Ordering::SeqCst);
-                Shared::request_prune(&self.shared);
-            }
-            return Ok(());
+        } else {
+            let (hook, assigned) = self.log_entry_hook(pending, outer);
+            self.inner.commit_with_hook(Some(hook))?;
+            self.shared
+                .notifier
+                .publish(assigned.load(Ordering::SeqCst));
         }
-        let pins_changed = pending.pins_changed;
-        let shared = self.shared.clone();
-        let origin = self.origin.clone();
-        let assigned = Arc::new(AtomicU64::new(0));
-        let assigned_in_hook = assigned.clone();
-        let hook: CommitHook = Box::new(move || {
-            let mut writes = match outer {
-                Some(outer) => outer()?,
-                None => Vec::new(),
-            };
-            let seq = shared.next_seq.fetch_add(1, Ordering::SeqCst);
-            for id in std::mem::take(&mut pending.history_order) {
-                if let Some(stored) = pending.history.remove(&id) {
-                    writes.push(WriteOp::Put(
-                        history_key(&id.0, id.1),
-                        encode_history(seq, &stored),
-                    ));
-                }
-            }
-            let entry = LogEntry {
-                seq,
-                timestamp_ns: origin.timestamp_ns.unwrap_or_else(|| shared.clock.now_ns()),
-                committed_ns: shared.physical_clock.now_ns(),
-                from_sync: origin.from_sync,
-                author: origin.author,
-                device: origin.device,
-                ops: pending.ops,
-                stored: pending.stored,
-            };
-            let bytes = postcard::to_stdvec(&entry)
-                .map_err(|error| Error::Corrupt(format!("cannot encode log entry: {error}")))?;
-            writes.push(WriteOp::Put(log_key(seq), bytes));
-            assigned_in_hook.store(seq, Ordering::SeqCst);
-            Ok(writes)
-        });
-        self.inner.commit_with_hook(Some(hook))?;
-        self.shared
-            .notifier
-            .publish(assigned.load(Ordering::SeqCst));
         if pins_changed {
             self.shared.prune_stalled.store(false, Ordering::SeqCst);
         }

@@ -144,7 +144,7 @@ impl<S: Store + 'static> Shared<S> {
                     bound = bound.min(pin_min);
                 }
                 if bound <= start {
-                    return Ok(outcome);
+                    return Ok((outcome, start));
                 }
                 let now_ns = self.physical_clock.now_ns();
                 let mut new_start = start;
@@ -191,13 +191,12 @@ impl<S: Store + 'static> Shared<S> {
                 if new_start > start {
                     transaction.put(&meta_key(b's'), &new_start.to_be_bytes())?;
                 }
-                Ok::<_, Error>(outcome)
+                Ok::<_, Error>((outcome, new_start))
             },
         )?;
-        if outcome.entries_removed > 0 || !outcome.more {
-            self.log_start
-                .store(read_log_start(&self.store)?, Ordering::SeqCst);
-        }
+        let (outcome, new_start) = outcome;
+        // Pruning is the only writer of the log start, and it only moves forward.
+        self.log_start.fetch_max(new_start, Ordering::SeqCst);
         Ok(outcome)
     }
 
