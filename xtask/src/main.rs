@@ -43,6 +43,10 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     ),
     ("syncbase-client", &["syncbase-wire", "syncbase-net"]),
     (
+        "syncbase-sim",
+        &["syncbase-store", "syncbase-util", "syncbase-vsync"],
+    ),
+    (
         "syncbase-e2e",
         &["syncbase-client", "syncbase-net", "syncbase-wire"],
     ),
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
             &args[args.len().min(2)..],
         ),
         Some("layering") => check_layering(&root()),
+        Some("sim") => return sim(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
@@ -77,6 +82,7 @@ fn main() -> ExitCode {
                  ci                 fmt check, layering and tidy checks, clippy -D warnings, all tests\n  \
                  fix                cargo fmt and clippy --fix (the mutating twin of ci)\n  \
                  bench [store|service|flood|databases|all]  run the benchmark workloads and print a table\n  \
+                 sim [--seeds N | --seed S] [--mutant NAME]  the sync simulator (last line: sim: N seeds, F failed)\n  \
                  layering           only the dependency-edge check"
             );
             return ExitCode::from(2);
@@ -202,6 +208,53 @@ fn fix() -> Result<(), String> {
             "--all-features",
         ]),
     )
+}
+
+/// The mutants `syncbase-vsync` plants with its `mutants` feature (see `crates/vsync/src/mutant.rs`).
+const MUTANTS: [&str; 3] = ["split-batch", "echo", "receiver-tiebreak"];
+
+/// Runs the simulator (release build, mutants compiled in but off unless `--mutant` names one);
+/// its output, last line included, is the simulator's own, and so is its exit code.
+fn sim(args: &[String]) -> ExitCode {
+    let mut command = cargo();
+    command.args([
+        "run",
+        "--release",
+        "--quiet",
+        "-p",
+        "syncbase-sim",
+        "--features",
+        "mutants",
+        "--",
+    ]);
+    command.env_remove("SYNCBASE_MUTANT");
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        if arg == "--mutant" {
+            let Some(name) = rest.next() else {
+                eprintln!("xtask: --mutant needs a name: {}", MUTANTS.join(", "));
+                return ExitCode::from(2);
+            };
+            if !MUTANTS.contains(&name.as_str()) {
+                eprintln!(
+                    "xtask: unknown mutant `{name}`; known: {}",
+                    MUTANTS.join(", ")
+                );
+                return ExitCode::from(2);
+            }
+            command.env("SYNCBASE_MUTANT", name);
+        } else {
+            command.arg(arg);
+        }
+    }
+    match command.status() {
+        Ok(status) if status.success() => ExitCode::SUCCESS,
+        Ok(status) => ExitCode::from(u8::try_from(status.code().unwrap_or(1)).unwrap_or(1)),
+        Err(error) => {
+            eprintln!("xtask: cargo run syncbase-sim: cannot start: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn bench(which: &str, rest: &[String]) -> Result<(), String> {

@@ -89,6 +89,10 @@ registry! {
         /// A change to the version DAG breaks its rules: a parent that is not there, an edge that
         /// would close a cycle, or a version added again with other parents.
         DAG_INVALID = "sync.dag_invalid";
+        /// A peer's delta breaks the protocol: a record that differs from the one this device
+        /// holds under the same generation, other bytes under a known version, or no value for a
+        /// version that must become current. Nothing of the delta was applied.
+        DELTA_INVALID = "sync.delta_invalid";
     }
 
     /// Utilities shared above the store (`syncbase-util`).

@@ -101,6 +101,15 @@ impl<'c> Walk<'c> {
         }
     }
 
+    /// Sync's own access to a database it serves (no client caller): no list on the way stops
+    /// it; what a peer may read is checked separately, against the peer's name.
+    pub(crate) fn internal(caller: &'c Caller) -> Self {
+        Self {
+            caller,
+            as_service_admin: true,
+        }
+    }
+
     /// Checks `need` on one object of the way ([`Need::Any`] on an ancestor).
     pub(crate) fn check(
         &self,

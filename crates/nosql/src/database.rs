@@ -196,6 +196,8 @@ impl Database {
             WatchableOptions {
                 retention: options.log_retention,
                 pruner: options.pruner.clone(),
+                // Sync's DAG heads outlive the log entries that made them.
+                holder: Some(Arc::new(syncbase_vsync::dag::HeadHolder)),
                 physical_clock: options.clock.clone(),
                 ..WatchableOptions::new(
                     vec![Prefix::Row.as_key(), Prefix::Collection.as_key()],
@@ -277,7 +279,7 @@ impl Database {
 
     /// The collection's record, if the walk holds `need` on it (the walk has passed the
     /// service, the app and this database).
-    fn collection_data(
+    pub(crate) fn collection_data(
         &self,
         reader: &dyn StoreReader,
         walk: &Walk<'_>,

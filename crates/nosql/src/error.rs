@@ -19,6 +19,9 @@ pub enum Error {
     /// An error from util (decoding a record, ...).
     #[error(transparent)]
     Util(#[from] syncbase_util::Error),
+    /// An error from the sync engine (a syncgroup record, the DAG, a peer's delta).
+    #[error(transparent)]
+    Sync(#[from] syncbase_vsync::Error),
 }
 
 impl Error {
@@ -28,6 +31,7 @@ impl Error {
             Error::Wire(error) => &error.code,
             Error::Store(error) => error.code(),
             Error::Util(error) => error.code(),
+            Error::Sync(error) => error.code(),
         }
     }
 

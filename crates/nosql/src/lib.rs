@@ -25,6 +25,7 @@ mod database;
 mod device;
 mod error;
 mod service;
+mod sync;
 mod transact;
 mod watch;
 

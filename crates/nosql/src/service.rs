@@ -94,6 +94,8 @@ pub struct Service {
     databases: Mutex<OpenDatabases>,
     /// Prunes every database's watch log in the background.
     pruner: Pruner,
+    /// Told when a database closes or is destroyed (sync stops serving it).
+    closed_listeners: Mutex<Vec<syncbase_vsync::service::ClosedListener>>,
 }
 
 /// The open databases, each with the id of the record it was opened for and when it was last
@@ -290,6 +292,7 @@ impl Service {
             floor_saving: Mutex::new(()),
             databases: Mutex::new(OpenDatabases::default()),
             pruner: Pruner::start().map_err(syncbase_store::Error::from)?,
+            closed_listeners: Mutex::new(Vec::new()),
         })
     }
 
@@ -349,7 +352,8 @@ impl Service {
     /// Closes every open database, the service store and the set holding them.
     pub fn close(&self) -> Result<()> {
         let open = std::mem::take(&mut self.databases.lock().by_path);
-        for (_, entry) in open {
+        for (path, entry) in open {
+            self.tell_closed(&path);
             entry.database.close()?;
         }
         self.store.close()?;
@@ -650,7 +654,35 @@ impl Service {
             transaction.delete(&database_key(path))?;
             Ok(info.id)
         })?;
+        self.tell_closed(path);
+        self.forget_synced(path)?;
         self.forget_database(path, id)
+    }
+
+    /// The service's own store (its records and the registry of databases with syncgroups).
+    pub(crate) fn service_store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    /// The database at `path`, opened for `walk` (sync's own walk reaches every database).
+    pub(crate) fn open_database_as(
+        &self,
+        walk: &Walk<'_>,
+        path: &DatabasePath,
+    ) -> Result<Arc<Database>> {
+        self.open_database(walk, path, Need::Any)
+    }
+
+    pub(crate) fn add_closed_listener(&self, listener: syncbase_vsync::service::ClosedListener) {
+        self.closed_listeners.lock().push(listener);
+    }
+
+    /// Tells the listeners that the database at `path` closes (before it does).
+    fn tell_closed(&self, path: &DatabasePath) {
+        let listeners = self.closed_listeners.lock().clone();
+        for listener in listeners {
+            listener(&path.app, &path.database);
+        }
     }
 
     /// Closes incarnation `id` of `path` if open and destroys its store, under the path's gate

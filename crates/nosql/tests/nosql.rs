@@ -23,6 +23,11 @@ fn fixture() -> Fixture {
 
 /// A service whose stores come from `opener`.
 fn fixture_on(opener: Arc<dyn syncbase_nosql::StoreSetOpener>) -> Fixture {
+    fixture_seeded(opener, 7)
+}
+
+/// A service whose stores come from `opener` and whose ids (its device id first) from `seed`.
+fn fixture_seeded(opener: Arc<dyn syncbase_nosql::StoreSetOpener>, seed: u64) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(1_000));
     let service = Service::open(ServiceOptions {
@@ -30,7 +35,7 @@ fn fixture_on(opener: Arc<dyn syncbase_nosql::StoreSetOpener>) -> Fixture {
         opener,
         owner_root: "alice".into(),
         clock: clock.clone(),
-        rng: Arc::new(SeededRng::new(7)),
+        rng: Arc::new(SeededRng::new(seed)),
         batch_idle_timeout_ns: syncbase_nosql::BATCH_IDLE_TIMEOUT_NS_DEFAULT,
         idle_databases_max: syncbase_nosql::IDLE_DATABASES_MAX_DEFAULT,
         keep_open: None,
@@ -1573,4 +1578,163 @@ fn a_database_opens_on_its_store_and_reads_as_the_device() {
         .device_reader()
         .unwrap();
     assert!(device.collection("todo").unwrap().unwrap().destroyed);
+}
+
+mod sync {
+    use std::sync::Mutex;
+
+    use syncbase_vsync::conflict::LastWriterWins;
+    use syncbase_vsync::service::{Action, DataModel, DatabaseSync, Event, Message, ModelAccess};
+    use syncbase_vsync::syncgroup::Syncgroup;
+
+    use super::*;
+
+    fn syncgroup(members: &[&str]) -> Syncgroup {
+        Syncgroup {
+            name: "sg".into(),
+            collections: vec!["todo".into()],
+            members: members.iter().map(|member| member.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn syncgroup_calls_check_the_caller_and_delegate_to_sync() {
+        let fixture = populated();
+        let service = &fixture.service;
+        let sg = syncgroup(&["alice:a", "alice:b"]);
+        assert_eq!(
+            code(service.create_syncgroup(&Caller::new("bob"), &db_path(), &sg)),
+            codes::NO_EXIST
+        );
+        let elsewhere = Syncgroup {
+            collections: vec!["missing".into()],
+            ..sg.clone()
+        };
+        assert_eq!(
+            code(service.create_syncgroup(&alice(), &db_path(), &elsewhere)),
+            codes::NO_EXIST
+        );
+        assert!(service.databases_with_syncgroups().unwrap().is_empty());
+        service.create_syncgroup(&alice(), &db_path(), &sg).unwrap();
+        assert_eq!(
+            code(service.create_syncgroup(&alice(), &db_path(), &sg)),
+            codes::EXIST
+        );
+        assert_eq!(
+            service.list_syncgroups(&alice(), &db_path()).unwrap(),
+            vec!["sg"]
+        );
+        assert_eq!(
+            service.get_syncgroup(&alice(), &db_path(), "sg").unwrap(),
+            sg
+        );
+        assert_eq!(
+            code(service.get_syncgroup(&alice(), &db_path(), "other")),
+            codes::NO_EXIST
+        );
+        assert_eq!(
+            service.databases_with_syncgroups().unwrap(),
+            vec![("notes".to_string(), "main".to_string())]
+        );
+        // Who may read a collection, by its permissions (alice's root holds every tag).
+        assert!(
+            service
+                .may_read("notes", "main", "todo", "alice:b", None)
+                .unwrap()
+        );
+        assert!(
+            !service
+                .may_read("notes", "main", "todo", "bob", None)
+                .unwrap()
+        );
+        assert!(
+            !service
+                .may_read("notes", "main", "missing", "alice:b", None)
+                .unwrap()
+        );
+        // Destroying the database tells sync first, and forgets it has syncgroups.
+        let closed = Arc::new(Mutex::new(Vec::new()));
+        let heard = closed.clone();
+        service.on_database_closed(Arc::new(move |app: &str, database: &str| {
+            heard.lock().unwrap().push(format!("{app}/{database}"));
+        }));
+        service.destroy_database(&alice(), &db_path()).unwrap();
+        assert_eq!(*closed.lock().unwrap(), vec!["notes/main"]);
+        assert!(service.databases_with_syncgroups().unwrap().is_empty());
+    }
+
+    /// Two embedded services, each with sync over the database the data model opens for it
+    /// and the data model's read check: a row put through the data model on one is read
+    /// through the data model on the other after one round.
+    #[test]
+    fn a_row_put_on_one_service_is_read_on_the_other_after_a_round() {
+        let sg = syncgroup(&["alice:a", "alice:b"]);
+        let mut sides = Vec::new();
+        for (seed, member) in [(1, "alice:a"), (2, "alice:b")] {
+            let Fixture { service, _dir, .. } =
+                populate(fixture_seeded(Arc::new(MemoryStoreSetOpener), seed));
+            let service = Arc::new(service);
+            service.create_syncgroup(&alice(), &db_path(), &sg).unwrap();
+            let sync = DatabaseSync::new(
+                service.open_for_sync("notes", "main").unwrap(),
+                member,
+                service.device_id(),
+                service.log_clock().clone(),
+                Arc::new(SeededRng::new(service.device_id())),
+                Arc::new(LastWriterWins),
+                Arc::new(ModelAccess {
+                    model: service.clone(),
+                    app: "notes".into(),
+                    database: "main".into(),
+                }),
+            )
+            .unwrap();
+            sides.push((service, sync, _dir));
+        }
+        let (a, b) = (&sides[0], &sides[1]);
+        let database = a.0.database(&alice(), &db_path()).unwrap();
+        database
+            .put(&alice(), "todo", "k", b"from a", None)
+            .unwrap();
+        let made = a.1.handle(Event::LocalCommit).unwrap();
+        assert_eq!(made.records_made, 1);
+        assert_eq!(
+            made.actions,
+            vec![Action::Send {
+                to: "alice:b".into(),
+                message: Message::Notify
+            }]
+        );
+        // b pulls from a; a answers; b applies.
+        let pull = b.1.handle(Event::Received {
+            from: "alice:a".into(),
+            message: Message::Notify,
+        });
+        let Action::Send { message: pull, .. } = pull.unwrap().actions.remove(0);
+        let answer = a.1.handle(Event::Received {
+            from: "alice:b".into(),
+            message: pull.clone(),
+        });
+        let Action::Send { message: delta, .. } = answer.unwrap().actions.remove(0);
+        let applied = b.1.handle(Event::Received {
+            from: "alice:a".into(),
+            message: delta,
+        });
+        assert_eq!(applied.unwrap().applied.unwrap().records_applied, 1);
+        let database = b.0.database(&alice(), &db_path()).unwrap();
+        assert_eq!(
+            database.get(&alice(), "todo", "k", None).unwrap(),
+            b"from a".to_vec()
+        );
+        // A puller the collection's permissions do not name gets nothing.
+        let stranger = a.1.handle(Event::Received {
+            from: "bob".into(),
+            message: pull,
+        });
+        let Action::Send { message, .. } = stranger.unwrap().actions.remove(0);
+        let Message::Delta(delta) = message else {
+            panic!("a pull is answered by a delta")
+        };
+        assert!(delta.records.is_empty() && delta.knowledge == Default::default());
+    }
 }

@@ -46,6 +46,16 @@ impl HybridClock {
         Ok(())
     }
 
+    /// Takes a timestamp seen from a peer into account as far as [`CLOCK_DRIFT_MAX_NS`] ahead of
+    /// local physical time allows: one further ahead moves this clock only that far (so this
+    /// device's own later timestamps do not inherit a wild clock). Returns whether it was capped.
+    pub fn observe_capped(&self, remote_ns: u64) -> bool {
+        let cap = self.physical.now_ns().saturating_add(CLOCK_DRIFT_MAX_NS);
+        let mut last = self.last_ns.lock();
+        *last = (*last).max(remote_ns.min(cap));
+        remote_ns > cap
+    }
+
     /// The last timestamp issued or observed.
     pub fn last_ns(&self) -> u64 {
         *self.last_ns.lock()

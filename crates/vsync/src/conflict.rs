@@ -1,13 +1,12 @@
 //! Conflict resolution (mirrors Go `vsync/conflict_resolution.go`): when a sync round leaves an
 //! object with two heads ([`dag::Outcome::Conflict`](crate::dag::Outcome)), a [`Resolver`]
 //! decides which side wins. Conflicts are first grouped into batch closures ([`group`]): two
-//! conflicts whose local versions or whose remote versions were written in one atomic batch are
-//! decided together, so a batch never ends up half local and half remote.
+//! conflicts whose local versions or whose remote versions were written in one atomic batch
+//! reach the resolver together, so a batch never ends up half local and half remote.
 //!
-//! The default, [`LastWriterWins`], orders the two sides of a group by (timestamp, device,
-//! batch, version) of their newest write: a total order that every device computes alike,
-//! so all devices pick the same side whichever of them receives the conflict, and no resolution
-//! ever fails. Causality is not its business: a descendant of the local head never reaches it
+//! The default, [`LastWriterWins`], orders the two sides of each conflict by (timestamp, device,
+//! batch, version): a total order that every device computes alike, so all devices pick the
+//! same side whichever of them receives the conflict, and no resolution ever fails. Causality is not its business: a descendant of the local head never reaches it
 //! (the DAG reports a fast-forward).
 
 use std::collections::BTreeMap;
@@ -32,7 +31,7 @@ pub struct Side {
 impl Side {
     /// The key of the last-writer order: later timestamp, then larger device id, batch id and
     /// version.
-    fn order_key(&self) -> (u64, u64, u64, u64) {
+    pub fn order_key(&self) -> (u64, u64, u64, u64) {
         (
             self.timestamp_ns,
             self.device,
@@ -55,40 +54,48 @@ pub struct Conflict {
     pub ancestor: Option<Side>,
 }
 
-/// How a group of conflicts was decided.
+/// How one conflict was decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
-    /// Keep every local version of the group (the remote ones become their parents by link).
+    /// Keep the local version (the remote one becomes its parent by a link).
     Local,
-    /// Take every remote version of the group.
+    /// Take the remote version (the local one becomes its parent by a link).
     Remote,
 }
 
 /// The seam through which conflicts are resolved: last-writer-wins by default; app-defined
 /// resolution plugs in here without touching how deltas are applied.
 pub trait Resolver: Send + Sync {
-    /// Decides one batch closure: every conflict in it goes the same way.
-    fn decide(&self, group: &[Conflict]) -> Decision;
+    /// Decides one batch closure ([`group`]): one decision per conflict, in order. A resolver
+    /// keeps atomic batches whole by deciding every conflict between the same two batches the
+    /// same way; every device must reach the same decisions from the same conflicts.
+    fn decide(&self, group: &[Conflict]) -> Vec<Decision>;
 }
 
-/// The default resolver: the side with the latest write (by [`Side`]'s order) wins the whole
-/// group.
+/// The default resolver: the later write (by [`Side`]'s order) wins each conflict. Every write
+/// of a batch carries the batch's timestamp, device and id, so two batches are ordered the same
+/// way on every row they share: each batch either wins all its conflicts with another or loses
+/// them all, and the outcome is the state of some serial order of the batches, on every device.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LastWriterWins;
 
 impl Resolver for LastWriterWins {
-    fn decide(&self, group: &[Conflict]) -> Decision {
-        let newest = |side: fn(&Conflict) -> &Side| {
-            group
-                .iter()
-                .map(|conflict| side(conflict).order_key())
-                .max()
-        };
-        if newest(|conflict| &conflict.remote) > newest(|conflict| &conflict.local) {
-            Decision::Remote
-        } else {
-            Decision::Local
-        }
+    fn decide(&self, group: &[Conflict]) -> Vec<Decision> {
+        group
+            .iter()
+            .map(|conflict| {
+                if crate::mutant::on(crate::mutant::Mutant::ReceiverTiebreak)
+                    && conflict.local.timestamp_ns == conflict.remote.timestamp_ns
+                {
+                    return Decision::Local;
+                }
+                if conflict.remote.order_key() > conflict.local.order_key() {
+                    Decision::Remote
+                } else {
+                    Decision::Local
+                }
+            })
+            .collect()
     }
 }
 

@@ -20,7 +20,9 @@ use syncbase_util::{get_typed, put_typed};
 
 use crate::error::{Error, Result};
 
-/// The most parents a node has (two: a resolution of a conflict between two heads).
+/// The most parents a new node has (two: a new value made by resolving a conflict between two
+/// heads). Links ([`add_parent`]) may add more: a version that wins several conflicts in turn
+/// names every version it won against.
 pub const PARENTS_MAX: usize = 2;
 
 /// Which sync log record made a version: the device that made it and its generation there.
@@ -121,6 +123,20 @@ impl Graft {
         self.objects.keys().map(Vec::as_slice)
     }
 
+    /// The head `object` had when the round first touched it.
+    pub fn old_head(&self, object: &[u8]) -> Option<Version> {
+        self.objects.get(object).and_then(|info| info.old_head)
+    }
+
+    /// The candidate heads of `object` after the round: the old head, unless a new node or link
+    /// names it as a parent, and every new node nothing names as a parent.
+    pub fn candidate_heads(&self, object: &[u8]) -> Vec<Version> {
+        self.objects
+            .get(object)
+            .map(|info| info.new_heads.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
     /// The old nodes the round's new nodes of `object` attach to.
     pub fn graft_points(&self, object: &[u8]) -> Vec<Version> {
         self.objects
@@ -153,6 +169,11 @@ fn node_key(object: &[u8], version: Version) -> Vec<u8> {
 
 fn head_key(object: &[u8]) -> Vec<u8> {
     keys::key(Prefix::Sync, &[b"h", object])
+}
+
+/// The start of the head keys of every object whose key starts with `object_prefix`.
+pub(crate) fn head_key_prefix(object_prefix: &[u8]) -> Vec<u8> {
+    keys::key_prefix(Prefix::Sync, &[b"h"], object_prefix)
 }
 
 fn batch_member_key(batch_id: u64, object: &[u8]) -> Vec<u8> {
@@ -302,12 +323,6 @@ pub fn add_parent<T: StoreReader + StoreWriter + ?Sized>(
     if child.parents.contains(&parent) {
         return Ok(());
     }
-    if child.parents.len() >= PARENTS_MAX {
-        return Err(invalid(
-            object,
-            format!("version {} already has {PARENTS_MAX} parents", version.0),
-        ));
-    }
     if ancestors(transaction, object, &[parent])?.contains(&version) {
         return Err(invalid(
             object,
@@ -446,5 +461,27 @@ pub fn prune<T: StoreReader + StoreWriter + ?Sized>(
     match first_error {
         Some(error) => Err(error),
         None => Ok(doomed),
+    }
+}
+
+/// Keeps, through the watchable layer's holder seam, the version that is the head of its
+/// object's DAG: the one a responder sends with its value. (While the watcher lags, the head is
+/// a version a newer local write replaced; the watcher's pin keeps it too, but the holder does
+/// not depend on the pin.)
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HeadHolder;
+
+impl syncbase_store::VersionHolder for HeadHolder {
+    fn holds(
+        &self,
+        reader: &dyn StoreReader,
+        key: &[u8],
+        version: Version,
+    ) -> syncbase_store::Result<bool> {
+        match head(reader, key) {
+            Ok(head) => Ok(head == Some(version)),
+            Err(Error::Store(error)) => Err(error),
+            Err(error) => Err(syncbase_store::Error::Corrupt(error.to_string())),
+        }
     }
 }

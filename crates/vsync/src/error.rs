@@ -23,15 +23,29 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// The data model refused or failed a call sync made on its behalf (its code passes
+    /// through).
+    #[error("{message}")]
+    Model {
+        /// The data model's code.
+        code: String,
+        /// What happened.
+        message: String,
+    },
+    /// A peer's delta breaks the protocol (the message says how); nothing of it was applied.
+    #[error("invalid delta from a peer: {0}")]
+    DeltaInvalid(String),
 }
 
 impl Error {
     /// The stable code of this error.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> &str {
         match self {
             Error::Store(error) => error.code(),
             Error::Util(error) => error.code(),
             Error::DagInvalid { .. } => codes::DAG_INVALID,
+            Error::DeltaInvalid(_) => codes::DELTA_INVALID,
+            Error::Model { code, .. } => code,
         }
     }
 }

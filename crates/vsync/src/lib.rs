@@ -16,8 +16,11 @@
 pub mod conflict;
 pub mod dag;
 mod error;
+pub mod initiator;
 pub mod knowledge;
+pub mod mutant;
 pub mod responder;
+pub mod service;
 pub mod syncgroup;
 pub mod watcher;
 

@@ -10,10 +10,12 @@
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
-use syncbase_store::StoreReader;
+use serde::{Deserialize, Serialize};
+use syncbase_store::{Store, StoreReader, Stored, WatchableSnapshot};
 use syncbase_util::keys::{self, Prefix};
 use syncbase_util::{get_typed, put_typed};
 
+use crate::dag;
 use crate::error::Result;
 use crate::knowledge::{DeviceId, GenVector, Knowledge, Scope};
 use crate::watcher::{LogRecord, local_generation, log_record, object_collection};
@@ -36,36 +38,59 @@ pub fn store_knowledge<W: syncbase_store::StoreWriter + ?Sized>(
     Ok(put_typed(writer, &knowledge_key(), knowledge)?)
 }
 
+/// One record of a delta, with the value of its version when the initiator may need it (the
+/// responder's current version of the object; older versions travel as DAG nodes only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeltaRecord {
+    /// The log record.
+    pub record: LogRecord,
+    /// The bytes of `record.version`, for a version that is not a deletion or a link.
+    pub value: Option<Vec<u8>>,
+}
+
 /// What a responder sends for one round.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delta {
+    /// The device that answered.
+    pub responder: DeviceId,
     /// The records the initiator lacks, in this device's learning order.
-    pub records: Vec<LogRecord>,
+    pub records: Vec<DeltaRecord>,
     /// What the initiator knows of each scope once it has applied them.
     pub knowledge: Knowledge,
-    /// Counters: log records read by key (found or not).
+    /// Counters: log records read by key (found or not) or heads read by scan.
     pub records_read: u64,
-    /// Counters: bytes of the records sent (their objects, authors and fixed fields).
+    /// Counters: bytes of the records sent (their objects, authors, values and fixed fields).
     pub bytes: u64,
 }
 
-/// The records of `scopes` that `initiator` lacks and this device (`device`) holds.
-pub fn deltas<R: StoreReader + ?Sized>(
-    reader: &R,
+/// The records of `scopes` that `initiator` lacks and this device (`device`) holds. A scope
+/// the initiator knows nothing of gets the current state of each object instead (its head's
+/// record, with its parents named so later changes graft): a new member does not replay history.
+pub fn deltas<S: Store + 'static>(
+    reader: &WatchableSnapshot<S>,
     device: DeviceId,
     scopes: &[Scope],
     initiator: &Knowledge,
 ) -> Result<Delta> {
     let stored = stored_knowledge(reader)?;
     let own_generation = local_generation(reader)?;
-    let mut delta = Delta::default();
+    let mut delta = Delta {
+        responder: device,
+        ..Delta::default()
+    };
     // Per device, the generations some scope lacks (ranges widened to cover every scope).
     let mut wanted: BTreeMap<DeviceId, RangeInclusive<u64>> = BTreeMap::new();
-    let mut per_scope: Vec<(&Scope, GenVector, GenVector)> = Vec::with_capacity(scopes.len());
+    let mut per_scope: Vec<(&Scope, GenVector)> = Vec::with_capacity(scopes.len());
+    let mut records = Vec::new();
     for scope in scopes {
         let mut mine = stored.of(scope);
         mine.advance(device, own_generation);
         let theirs = initiator.of(scope);
+        delta.knowledge.set(scope.clone(), mine.clone());
+        if theirs == GenVector::new() {
+            current_state(reader, scope, &mut delta, &mut records)?;
+            continue;
+        }
         for (from, range) in mine.missing(&theirs) {
             wanted
                 .entry(from)
@@ -75,8 +100,7 @@ pub fn deltas<R: StoreReader + ?Sized>(
                 })
                 .or_insert(range);
         }
-        delta.knowledge.set(scope.clone(), mine.clone());
-        per_scope.push((scope, mine, theirs));
+        per_scope.push((scope, theirs));
     }
     for (from, range) in wanted {
         for generation in range {
@@ -88,17 +112,77 @@ pub fn deltas<R: StoreReader + ?Sized>(
             let Some((collection, row)) = object_collection(&record.object) else {
                 continue;
             };
-            let lacked = per_scope.iter().any(|(scope, _, theirs)| {
+            let lacked = per_scope.iter().any(|(scope, theirs)| {
                 scope.collection == collection
                     && row.starts_with(&scope.prefix)
                     && theirs.get(from) < generation
             });
             if lacked {
-                delta.bytes += (record.object.len() + record.author.len() + 80) as u64;
-                delta.records.push(record);
+                records.push(record);
             }
         }
     }
-    delta.records.sort_by_key(|record| record.position);
+    records.sort_by_key(|record| record.position);
+    records.dedup_by_key(|record| (record.device, record.generation));
+    for record in records {
+        let value = value_to_send(reader, &record)?;
+        delta.bytes +=
+            (record.object.len() + record.author.len() + value.as_ref().map_or(0, Vec::len) + 80)
+                as u64;
+        delta.records.push(DeltaRecord { record, value });
+    }
     Ok(delta)
+}
+
+/// The head record of every object of `scope` (its collection's record and its rows).
+fn current_state<S: Store + 'static>(
+    reader: &WatchableSnapshot<S>,
+    scope: &Scope,
+    delta: &mut Delta,
+    records: &mut Vec<LogRecord>,
+) -> Result<()> {
+    let collection = keys::key(Prefix::Collection, &[scope.collection.as_bytes()]);
+    let mut objects = Vec::new();
+    if scope.prefix.is_empty() && dag::head(reader, &collection)?.is_some() {
+        objects.push(collection);
+    }
+    let rows = keys::key_prefix(Prefix::Row, &[scope.collection.as_bytes()], &scope.prefix);
+    let (start, limit) = keys::prefix_range(&dag::head_key_prefix(&rows));
+    for entry in reader.scan(&start, &limit)? {
+        let (key, _) = entry?;
+        let (_, mut components) = keys::parse(&key)?;
+        objects.push(components.pop().unwrap_or_default());
+    }
+    for object in objects {
+        delta.records_read += 1;
+        let Some(head) = dag::head(reader, &object)? else {
+            continue;
+        };
+        let Some(id) = dag::node(reader, &object, head)?.and_then(|node| node.log_record) else {
+            continue;
+        };
+        if let Some(record) = log_record(reader, id.device, id.generation)? {
+            records.push(record);
+        }
+    }
+    Ok(())
+}
+
+/// The value a record carries: that of the object's current version, if the record made it
+/// (as far as the watcher has processed the log, the current version is the DAG head; a version
+/// a later local write retired is kept by the watcher's pin until processed).
+fn value_to_send<S: Store + 'static>(
+    reader: &WatchableSnapshot<S>,
+    record: &LogRecord,
+) -> Result<Option<Vec<u8>>> {
+    if record.deleted || record.link {
+        return Ok(None);
+    }
+    if dag::head(reader, &record.object)? != Some(record.version) {
+        return Ok(None);
+    }
+    match reader.get_at_version(&record.object, record.version)? {
+        Some(Stored::Value(value)) => Ok(Some(value)),
+        _ => Ok(None),
+    }
 }

@@ -9,7 +9,9 @@
 //! store and reads no clock: a driver calls it when the log notifier says the log grew.
 
 use serde::{Deserialize, Serialize};
-use syncbase_store::{LogOp, Origin, Rng, Store, StoreReader, Transaction, Version, Watchable};
+use syncbase_store::{
+    LogOp, Origin, Rng, Store, StoreReader, Transaction, Version, Watchable, WatchableTransaction,
+};
 use syncbase_util::keys::{self, Prefix};
 use syncbase_util::{get_typed, put_typed};
 
@@ -32,8 +34,11 @@ pub struct LogRecord {
     pub version: Version,
     /// The versions it replaced, as far as the DAG knows them.
     pub parents: Vec<Version>,
-    /// Whether the change is a deletion.
+    /// Whether the change is a deletion (for a link: whether `version` is one).
     pub deleted: bool,
+    /// A link: no new version, but `parents` added to the existing `version` (a conflict was
+    /// resolved by picking it), so other devices learn the resolution instead of redoing it.
+    pub link: bool,
     /// The change's timestamp (the hybrid logical clock of the device that made it).
     pub timestamp_ns: u64,
     /// Who made it (a verified principal name).
@@ -133,22 +138,40 @@ fn step_once<S: Store + 'static>(
     entries_max: usize,
 ) -> Result<StepOutcome> {
     let transaction = store.begin(Origin::default())?;
-    let Some(log_position) = transaction.pin(WATCHER_PIN)? else {
+    let outcome = process(&transaction, device, rng, entries_max)?;
+    if outcome.entries == 0 {
         transaction.abort()?;
+    } else {
+        transaction.commit()?;
+    }
+    Ok(outcome)
+}
+
+/// The work of a [`step`] inside `transaction` (which the caller commits): the initiator runs it
+/// first, so a round takes in local commits the watcher has not processed yet.
+pub(crate) fn process<S: Store + 'static>(
+    transaction: &WatchableTransaction<S>,
+    device: u64,
+    rng: &dyn Rng,
+    entries_max: usize,
+) -> Result<StepOutcome> {
+    let Some(log_position) = transaction.pin(WATCHER_PIN)? else {
         return Ok(StepOutcome::default());
     };
-    let synced = synced_collections(&transaction)?;
+    let synced = synced_collections(transaction)?;
     let entries = transaction.log_entries(log_position, entries_max)?;
     let mut outcome = StepOutcome {
         position: log_position,
         ..StepOutcome::default()
     };
-    let mut generation = local_generation(&transaction)?;
-    let mut position = last_position(&transaction)?;
+    let mut generation = local_generation(transaction)?;
+    let mut position = last_position(transaction)?;
     for entry in entries {
         outcome.entries += 1;
         outcome.position = entry.seq + 1;
-        if entry.from_sync {
+        // No echo: what sync applied is another device's change (the `echo` mutant records it
+        // again as this device's).
+        if entry.from_sync && !crate::mutant::on(crate::mutant::Mutant::Echo) {
             continue;
         }
         let ops: Vec<&LogOp> = entry
@@ -158,6 +181,20 @@ fn step_once<S: Store + 'static>(
             .collect();
         if ops.is_empty() {
             continue;
+        }
+        // A change's timestamp exceeds those of the versions it replaces, whatever the clock
+        // said (a version received from a peer whose clock runs ahead, beyond what the hybrid
+        // clock observes): so the last-writer order extends causality, and a batch's changes
+        // share one timestamp, so two batches are ordered alike on every row.
+        let mut timestamp_ns = entry.timestamp_ns;
+        for op in &ops {
+            if let Some(parent) = op.parent()
+                && let Some(node) = dag::node(transaction, op.key(), parent)?
+                && let Some(id) = node.log_record
+                && let Some(replaced) = log_record(transaction, id.device, id.generation)?
+            {
+                timestamp_ns = timestamp_ns.max(replaced.timestamp_ns.saturating_add(1));
+            }
         }
         let batch_id = if ops.len() > 1 {
             // Zero means "no batch".
@@ -171,7 +208,7 @@ fn step_once<S: Store + 'static>(
             let object = op.key();
             let mut parents = Vec::new();
             if let Some(parent) = op.parent()
-                && dag::node(&transaction, object, parent)?.is_some()
+                && dag::node(transaction, object, parent)?.is_some()
             {
                 parents.push(parent);
             }
@@ -181,7 +218,8 @@ fn step_once<S: Store + 'static>(
                 version: op.version(),
                 parents: parents.clone(),
                 deleted,
-                timestamp_ns: entry.timestamp_ns,
+                link: false,
+                timestamp_ns,
                 author: entry.author.clone(),
                 device,
                 generation,
@@ -189,27 +227,56 @@ fn step_once<S: Store + 'static>(
                 batch_count: ops.len() as u64,
                 position,
             };
-            put_typed(&transaction, &record_key(device, generation), &record)?;
+            put_typed(transaction, &record_key(device, generation), &record)?;
             let node = NewNode {
                 parents,
                 log_record: Some(LogRecordId { device, generation }),
                 batch_id,
                 deleted,
             };
-            dag::add_node(&transaction, object, op.version(), &node, None)?;
-            dag::move_head(&transaction, object, op.version())?;
+            if dag::node(transaction, object, op.version())?.is_none() {
+                dag::add_node(transaction, object, op.version(), &node, None)?;
+            }
+            dag::move_head(transaction, object, op.version())?;
             outcome.records += 1;
         }
     }
-    if outcome.entries == 0 {
-        transaction.abort()?;
-        return Ok(outcome);
+    if outcome.entries > 0 {
+        put_typed(transaction, &generation_key(), &generation)?;
+        put_typed(transaction, &position_key(), &position)?;
+        transaction.set_pin(WATCHER_PIN, outcome.position)?;
     }
-    put_typed(&transaction, &generation_key(), &generation)?;
-    put_typed(&transaction, &position_key(), &position)?;
-    transaction.set_pin(WATCHER_PIN, outcome.position)?;
-    transaction.commit()?;
     Ok(outcome)
+}
+
+/// Gives the next `count` generations of this device and learning positions: returns the first
+/// of each. The caller writes the records.
+pub(crate) fn allocate<T: StoreReader + syncbase_store::StoreWriter + ?Sized>(
+    transaction: &T,
+    generations: u64,
+    positions: u64,
+) -> Result<(u64, u64)> {
+    let generation = local_generation(transaction)?;
+    let position = last_position(transaction)?;
+    if generations > 0 {
+        put_typed(transaction, &generation_key(), &(generation + generations))?;
+    }
+    if positions > 0 {
+        put_typed(transaction, &position_key(), &(position + positions))?;
+    }
+    Ok((generation + 1, position + 1))
+}
+
+/// Stores a log record (its own, or one received) under its device and generation.
+pub(crate) fn put_record<W: syncbase_store::StoreWriter + ?Sized>(
+    writer: &W,
+    record: &LogRecord,
+) -> Result<()> {
+    Ok(put_typed(
+        writer,
+        &record_key(record.device, record.generation),
+        record,
+    )?)
 }
 
 /// Whether `key` is a row or the record of a collection some syncgroup shares.

@@ -436,17 +436,19 @@ mod conflict {
     #[test]
     fn the_later_write_wins_and_ties_go_by_device() {
         let later = conflict("k", side(1, 10, 5, 0), side(2, 20, 4, 0));
-        assert_eq!(LastWriterWins.decide(&[later]), Decision::Remote);
+        assert_eq!(LastWriterWins.decide(&[later]), vec![Decision::Remote]);
         let earlier = conflict("k", side(1, 30, 5, 0), side(2, 20, 9, 0));
-        assert_eq!(LastWriterWins.decide(&[earlier]), Decision::Local);
+        assert_eq!(LastWriterWins.decide(&[earlier]), vec![Decision::Local]);
         let tie = conflict("k", side(1, 20, 5, 0), side(2, 20, 9, 0));
-        assert_eq!(LastWriterWins.decide(&[tie]), Decision::Remote);
+        assert_eq!(LastWriterWins.decide(&[tie]), vec![Decision::Remote]);
     }
 
-    /// Conflicts whose local or remote versions share a batch form one group (transitively); a
-    /// group goes one way even where a row's own remote write is older.
+    /// Conflicts whose local or remote versions share a batch form one group (transitively),
+    /// and each conflict goes to its later write: batch 7 (at 10) loses row `a` to a write at 50
+    /// and wins row `b` against batch 8 (at 5), the state of the serial order 8, 7, then `a`'s
+    /// writer: every pair of batches is ordered the same way on all the rows it shares.
     #[test]
-    fn batches_are_decided_whole() {
+    fn batches_are_grouped_and_each_pair_of_batches_is_ordered_once() {
         let conflicts = vec![
             conflict("a", side(1, 10, 1, 7), side(2, 50, 2, 0)),
             conflict("b", side(3, 10, 1, 7), side(4, 5, 2, 8)),
@@ -459,9 +461,51 @@ mod conflict {
             .map(|group| group.iter().map(|c| c.object.as_slice()).collect())
             .collect();
         assert_eq!(objects, vec![vec![&b"a"[..], b"b", b"c"], vec![b"d"]]);
-        // The remote write to `a` is the newest of the group: `b` and `c` go remote with it.
-        assert_eq!(LastWriterWins.decide(&groups[0]), Decision::Remote);
-        assert_eq!(LastWriterWins.decide(&groups[1]), Decision::Local);
+        assert_eq!(
+            LastWriterWins.decide(&groups[0]),
+            vec![Decision::Remote, Decision::Local, Decision::Local]
+        );
+        assert_eq!(LastWriterWins.decide(&groups[1]), vec![Decision::Local]);
+    }
+
+    /// A side of batch `batch` (0: none): a batch's writes share its timestamp and device.
+    fn batch_side(version: u64, batch: u64, timestamp: u64, device: u64) -> Side {
+        if batch == 0 {
+            side(version, timestamp, device, 0)
+        } else {
+            side(version, batch % 3, batch % 2, batch)
+        }
+    }
+
+    proptest! {
+        /// Two batches that conflict on several rows are ordered the same way on each of them.
+        #[test]
+        fn conflicting_batches_resolve_to_the_same_side_on_every_row(
+            pairs in proptest::collection::vec((0..4u64, 0..4u64, 0..3u64, 0..3u64), 1..12),
+        ) {
+            let conflicts: Vec<Conflict> = pairs
+                .iter()
+                .enumerate()
+                .map(|(index, &(local_batch, remote_batch, timestamp, device))| {
+                    let version = index as u64 * 2;
+                    conflict(
+                        &index.to_string(),
+                        batch_side(version, local_batch, timestamp, device),
+                        batch_side(version + 1, remote_batch + 4, timestamp, device),
+                    )
+                })
+                .collect();
+            let mut seen = std::collections::BTreeMap::new();
+            for group in group(conflicts) {
+                for (conflict, decision) in group.iter().zip(LastWriterWins.decide(&group)) {
+                    if conflict.local.batch_id == 0 {
+                        continue;
+                    }
+                    let pair = (conflict.local.batch_id, conflict.remote.batch_id);
+                    prop_assert_eq!(*seen.entry(pair).or_insert(decision), decision);
+                }
+            }
+        }
     }
 
     fn any_side() -> impl Strategy<Value = Side> {
@@ -488,8 +532,8 @@ mod conflict {
             for (mine, theirs) in here.iter().zip(&there) {
                 let (decided_here, decided_there) =
                     (LastWriterWins.decide(mine), LastWriterWins.decide(theirs));
-                for (a, b) in mine.iter().zip(theirs) {
-                    prop_assert_eq!(winner(a, decided_here), winner(b, decided_there));
+                for ((a, b), (here, there)) in mine.iter().zip(theirs).zip(decided_here.into_iter().zip(decided_there)) {
+                    prop_assert_eq!(winner(a, here), winner(b, there));
                 }
             }
         }
@@ -743,14 +787,14 @@ mod responder {
                 first
                     .records
                     .windows(2)
-                    .all(|pair| pair[0].position < pair[1].position)
+                    .all(|pair| pair[0].record.position < pair[1].record.position)
             );
             let (rows_of_c, _) = keys::row_prefix_range("c", b"");
             assert!(
                 first
                     .records
                     .iter()
-                    .all(|record| record.object.starts_with(&rows_of_c))
+                    .all(|sent| sent.record.object.starts_with(&rows_of_c))
             );
             let known = first.knowledge.clone();
             assert_eq!(known.of(&scope[0]).get(DEVICE), rows as u64);
@@ -760,7 +804,7 @@ mod responder {
             let snapshot = store.versioned_snapshot().unwrap();
             let one = deltas(&snapshot, DEVICE, &scope, &known).unwrap();
             assert_eq!(one.records.len(), 1);
-            assert_eq!(one.records[0].object, keys::row("c", b"changed"));
+            assert_eq!(one.records[0].record.object, keys::row("c", b"changed"));
             counters.push((
                 noop.records.len(),
                 noop.records_read,

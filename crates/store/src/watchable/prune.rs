@@ -57,8 +57,9 @@ impl Default for Retention {
 /// holder calls [`WatchableTransaction::release_version`](super::WatchableTransaction::release_version)
 /// for a version it kept that it no longer needs.
 pub trait VersionHolder: Send + Sync {
-    /// Whether `version` of `key` must be kept.
-    fn holds(&self, key: &[u8], version: Version) -> bool;
+    /// Whether `version` of `key` must be kept. `reader` is the pruning transaction over the
+    /// store's own keys (the holder's records, outside the managed prefixes, read as written).
+    fn holds(&self, reader: &dyn StoreReader, key: &[u8], version: Version) -> Result<bool>;
 }
 
 /// What one pruning step did.
@@ -217,10 +218,8 @@ impl<S: Store + 'static> Shared<S> {
         if ref_seq != entry.seq {
             return Ok(false);
         }
-        if self
-            .holder
-            .as_ref()
-            .is_some_and(|holder| holder.holds(key, version))
+        if let Some(holder) = &self.holder
+            && holder.holds(transaction, key, version)?
         {
             return Ok(false);
         }

@@ -183,8 +183,13 @@ fn pins_hold_the_log_and_survive_a_reopen() {
 struct Held(Mutex<HashSet<(Vec<u8>, Version)>>);
 
 impl VersionHolder for Held {
-    fn holds(&self, key: &[u8], version: Version) -> bool {
-        self.0.lock().contains(&(key.to_vec(), version))
+    fn holds(
+        &self,
+        _reader: &dyn syncbase_store::StoreReader,
+        key: &[u8],
+        version: Version,
+    ) -> syncbase_store::Result<bool> {
+        Ok(self.0.lock().contains(&(key.to_vec(), version)))
     }
 }
 

@@ -1,0 +1,186 @@
+//! The data model's side of sync (mirrors Go `server/nosql/database_sgm.go` and the parts of
+//! `vsync` that reach into the data model): the database-level syncgroup calls, which check the
+//! caller and delegate to `syncbase_vsync::syncgroup`, and the implementation of
+//! [`syncbase_vsync::service::DataModel`], through which sync opens databases without a client
+//! caller, asks who may read a collection, finds the databases with syncgroups, and hears when
+//! one closes.
+//!
+//! A service keeps a registry of its databases with syncgroups in its own store
+//! (`$service synced APP DB`), so finding them opens nothing.
+
+use std::sync::Arc;
+
+use syncbase_store::{Store, StoreReader, Stored, Version, Watchable};
+use syncbase_util::keys::{self, Prefix};
+use syncbase_util::{decode_typed, put_typed};
+use syncbase_vsync::service::{ClosedListener, DataModel};
+use syncbase_vsync::syncgroup::{self, Syncgroup};
+use syncbase_vsync::watcher;
+use syncbase_wire::{DatabasePath, Tag, validate_existing_name, validate_name};
+
+use crate::auth::{Caller, Need, Walk};
+use crate::database::{CollectionData, read_collection};
+use crate::error::{Error, Result};
+use crate::service::Service;
+use crate::transact::transact;
+
+fn registry_key(path: &DatabasePath) -> Vec<u8> {
+    keys::key(
+        Prefix::Service,
+        &[b"synced", path.app.as_bytes(), path.database.as_bytes()],
+    )
+}
+
+fn syncgroup_what(path: &DatabasePath, name: &str) -> String {
+    format!("syncgroup {name:?} of {}/{}", path.app, path.database)
+}
+
+impl Service {
+    /// Creates a syncgroup of a database: Write on the database and Read on each of its
+    /// collections (which must exist). The syncgroup starts with `syncgroup.members`; sync
+    /// begins following the database's log from now on.
+    pub fn create_syncgroup(
+        &self,
+        caller: &Caller,
+        path: &DatabasePath,
+        syncgroup: &Syncgroup,
+    ) -> Result<()> {
+        validate_name(&syncgroup.name)?;
+        if syncgroup.collections.is_empty() {
+            return Err(Error::wire(
+                syncbase_wire::codes::INVALID_NAME,
+                "a syncgroup shares at least one collection",
+            ));
+        }
+        let database = self.database_with_tag(caller, path, Tag::Write)?;
+        let store = database.store();
+        transact(store.as_ref(), |transaction| {
+            for collection in &syncgroup.collections {
+                database.collection_data(
+                    transaction,
+                    &Walk::new(caller),
+                    collection,
+                    Need::Tag(Tag::Read),
+                )?;
+            }
+            if syncgroup::syncgroup(transaction, &syncgroup.name)?.is_some() {
+                return Err(Error::exist(syncgroup_what(path, &syncgroup.name)));
+            }
+            Ok(syncgroup::put_syncgroup(transaction, syncgroup)?)
+        })?;
+        watcher::start(store, store.latest_log_seq() + 1)?;
+        put_typed(self.service_store(), &registry_key(path), &())?;
+        Ok(())
+    }
+
+    /// The names of a database's syncgroups (Read on the database).
+    pub fn list_syncgroups(&self, caller: &Caller, path: &DatabasePath) -> Result<Vec<String>> {
+        let database = self.database_with_tag(caller, path, Tag::Read)?;
+        let snapshot = database.store().versioned_snapshot()?;
+        Ok(syncgroup::syncgroups(&snapshot)?
+            .into_iter()
+            .map(|syncgroup| syncgroup.name)
+            .collect())
+    }
+
+    /// One syncgroup of a database (Read on the database); a missing one is `nosql.no_exist`.
+    pub fn get_syncgroup(
+        &self,
+        caller: &Caller,
+        path: &DatabasePath,
+        name: &str,
+    ) -> Result<Syncgroup> {
+        validate_existing_name(name)?;
+        let database = self.database_with_tag(caller, path, Tag::Read)?;
+        let snapshot = database.store().versioned_snapshot()?;
+        syncgroup::syncgroup(&snapshot, name)?
+            .ok_or_else(|| Error::no_exist(syncgroup_what(path, name)))
+    }
+
+    /// Forgets that a database has syncgroups (it was destroyed).
+    pub(crate) fn forget_synced(&self, path: &DatabasePath) -> Result<()> {
+        Ok(self.service_store().delete(&registry_key(path))?)
+    }
+}
+
+impl DataModel for Service {
+    type Store = Arc<dyn Store>;
+
+    fn databases_with_syncgroups(&self) -> syncbase_vsync::Result<Vec<(String, String)>> {
+        let prefix = keys::key_prefix(Prefix::Service, &[b"synced"], b"");
+        let (start, limit) = keys::prefix_range(&prefix);
+        let mut found = Vec::new();
+        for entry in self.service_store().scan(&start, &limit)? {
+            let (key, _) = entry?;
+            let (_, components) = keys::parse(&key)?;
+            if let [_, app, database] = &components[..] {
+                found.push((
+                    String::from_utf8_lossy(app).into_owned(),
+                    String::from_utf8_lossy(database).into_owned(),
+                ));
+            }
+        }
+        Ok(found)
+    }
+
+    fn open_for_sync(
+        &self,
+        app: &str,
+        database: &str,
+    ) -> syncbase_vsync::Result<Arc<Watchable<Self::Store>>> {
+        let path = DatabasePath {
+            app: app.to_string(),
+            database: database.to_string(),
+        };
+        let sync = Caller::new("");
+        let opened = self
+            .open_database_as(&Walk::internal(&sync), &path)
+            .map_err(to_sync_error)?;
+        Ok(opened.store().clone())
+    }
+
+    fn may_read(
+        &self,
+        app: &str,
+        database: &str,
+        collection: &str,
+        principal: &str,
+        at: Option<Version>,
+    ) -> syncbase_vsync::Result<bool> {
+        let store = self.open_for_sync(app, database)?;
+        let snapshot = store.versioned_snapshot()?;
+        let key = keys::key(Prefix::Collection, &[collection.as_bytes()]);
+        let as_of = match at {
+            Some(version) => match snapshot.get_at_version(&key, version)? {
+                Some(Stored::Value(bytes)) => Some(decode_typed::<CollectionData>(&key, &bytes)?),
+                _ => None,
+            },
+            None => None,
+        };
+        let data = match as_of {
+            Some(data) => Some(data),
+            None => {
+                read_collection(&snapshot as &dyn StoreReader, collection).map_err(to_sync_error)?
+            }
+        };
+        Ok(data
+            .is_some_and(|data| !data.destroyed && data.permissions.grants(Tag::Read, principal)))
+    }
+
+    fn on_database_closed(&self, listener: ClosedListener) {
+        self.add_closed_listener(listener);
+    }
+}
+
+/// A data-model error met on sync's behalf, as the sync engine reports it.
+fn to_sync_error(error: Error) -> syncbase_vsync::Error {
+    match error {
+        Error::Store(error) => syncbase_vsync::Error::Store(error),
+        Error::Util(error) => syncbase_vsync::Error::Util(error),
+        Error::Sync(error) => error,
+        Error::Wire(error) => syncbase_vsync::Error::Model {
+            code: error.code.clone(),
+            message: error.message.clone(),
+        },
+    }
+}

@@ -1,0 +1,439 @@
+//! The initiator of a sync round (mirrors Go `vsync/initiator.go`): applies a responder's
+//! [`Delta`] in one commit. It grafts the records onto each object's DAG, tells fast-forwards
+//! from conflicts, resolves conflicts through the [`Resolver`] seam, makes the winning versions
+//! current, records every resolution as a link of its own (so other devices learn it instead of
+//! redoing it), and merges the responder's knowledge; values, version pointers, DAG nodes, log
+//! records and knowledge become visible together, or not at all.
+//!
+//! The round first runs the watcher over local commits it has not processed yet, in the same
+//! transaction, so the DAG's heads are the store's; a local write that commits while the round
+//! runs makes the round's commit fail on its read of that key, and the round starts again at
+//! once (no sleep, and neither side is lost).
+//!
+//! Records are taken as they come, with a few tolerances that keep a round from stalling on a
+//! peer that holds less history than this device: a parent this DAG does not hold is left out
+//! (a new member received only current states), a link between versions it does not hold is
+//! skipped, and a link that would close a cycle is skipped (the other edge already orders
+//! them). A record received again is a no-op; a different record under a known generation, or
+//! different bytes under a known version, is refused with [`Error::DeltaInvalid`].
+
+use syncbase_store::{Origin, Rng, Store, StoreReader, Stored, Transaction, Version, Watchable};
+use syncbase_util::HybridClock;
+
+use crate::conflict::{Conflict, Decision, Resolver, Side, group};
+use crate::dag::{self, Graft, LogRecordId, NewNode, Outcome};
+use crate::error::{Error, Result};
+use crate::knowledge::DeviceId;
+use crate::responder::{Delta, DeltaRecord, store_knowledge, stored_knowledge};
+use crate::watcher::{self, LogRecord, allocate, log_record, put_record};
+
+/// Attempts of a round whose commit meets a concurrent one (each starts again at once).
+const APPLY_ATTEMPTS_MAX: usize = 32;
+
+/// What an initiator needs besides the store: its device, its clock and ids, and a resolver.
+pub struct Initiator<'a> {
+    /// This device.
+    pub device: DeviceId,
+    /// The hybrid logical clock the store's local commits use: it observes every received
+    /// timestamp, and stamps the links this device makes.
+    pub clock: &'a HybridClock,
+    /// Batch ids of local commits the round takes in.
+    pub rng: &'a dyn Rng,
+    /// How conflicts are decided.
+    pub resolver: &'a dyn Resolver,
+}
+
+/// What applying one delta did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    /// Records new to this device that were applied.
+    pub records_applied: u64,
+    /// Records it already had (no-ops).
+    pub records_known: u64,
+    /// Objects whose head moved forward to a received version.
+    pub fast_forwards: u64,
+    /// Conflicts resolved (each recorded by a link).
+    pub conflicts: u64,
+    /// Received timestamps beyond [`syncbase_util::CLOCK_DRIFT_MAX_NS`] of this device's clock.
+    pub far_future: u64,
+    /// Local log entries the round took in first (the watcher's work).
+    pub local_entries: u64,
+    /// Commits the round needed (more than one: a local write raced it).
+    pub attempts: u64,
+}
+
+impl Initiator<'_> {
+    /// Applies `delta` in one commit (retried at once if a concurrent commit conflicts).
+    pub fn apply<S: Store + 'static>(
+        &self,
+        store: &Watchable<S>,
+        delta: &Delta,
+    ) -> Result<ApplyOutcome> {
+        let mut far_future = 0;
+        for sent in &delta.records {
+            if self.clock.observe_capped(sent.record.timestamp_ns) {
+                far_future += 1;
+            }
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.apply_once(store, delta) {
+                Err(Error::Store(syncbase_store::Error::ConcurrentTransaction))
+                    if attempt < APPLY_ATTEMPTS_MAX => {}
+                Ok(mut outcome) => {
+                    outcome.far_future = far_future;
+                    outcome.attempts = attempt as u64;
+                    return Ok(outcome);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    fn apply_once<S: Store + 'static>(
+        &self,
+        store: &Watchable<S>,
+        delta: &Delta,
+    ) -> Result<ApplyOutcome> {
+        let halves = if crate::mutant::on(crate::mutant::Mutant::SplitBatch) {
+            // The mutant: the first half of the records in one commit, the rest in another.
+            let middle = delta.records.len() / 2;
+            vec![&delta.records[..middle], &delta.records[middle..]]
+        } else {
+            vec![&delta.records[..]]
+        };
+        let mut total = ApplyOutcome::default();
+        let last = halves.len() - 1;
+        for (index, records) in halves.into_iter().enumerate() {
+            let outcome = self.commit_records(store, records, (index == last).then_some(delta))?;
+            total.records_applied += outcome.records_applied;
+            total.records_known += outcome.records_known;
+            total.fast_forwards += outcome.fast_forwards;
+            total.conflicts += outcome.conflicts;
+            total.local_entries += outcome.local_entries;
+        }
+        Ok(total)
+    }
+
+    /// One commit: `records`, and the delta's knowledge when `knowledge_of` is given.
+    fn commit_records<S: Store + 'static>(
+        &self,
+        store: &Watchable<S>,
+        records: &[DeltaRecord],
+        knowledge_of: Option<&Delta>,
+    ) -> Result<ApplyOutcome> {
+        let transaction = store.begin(origin_of(records))?;
+        let mut outcome = ApplyOutcome {
+            local_entries: watcher::process(&transaction, self.device, self.rng, usize::MAX)?
+                .entries,
+            ..ApplyOutcome::default()
+        };
+        let mut graft = Graft::new();
+        let new: Vec<&DeltaRecord> = records
+            .iter()
+            .filter_map(|sent| match self.is_new(&transaction, &sent.record) {
+                Ok(true) => Some(Ok(sent)),
+                Ok(false) => None,
+                Err(error) => Some(Err(error)),
+            })
+            .collect::<Result<_>>()?;
+        outcome.records_known = (records.len() - new.len()) as u64;
+        let (_, mut position) = allocate(&transaction, 0, new.len() as u64)?;
+        for sent in &new {
+            graft_record(&transaction, sent, &mut graft)?;
+            let mut record = sent.record.clone();
+            record.position = position;
+            position += 1;
+            put_record(&transaction, &record)?;
+            outcome.records_applied += 1;
+        }
+        let mut conflicts = Vec::new();
+        let objects: Vec<Vec<u8>> = graft.objects().map(<[u8]>::to_vec).collect();
+        for object in &objects {
+            match self.outcome(&transaction, object, &graft)? {
+                Outcome::Unchanged { .. } => {}
+                Outcome::FastForward { head } => {
+                    make_current(&transaction, object, head)?;
+                    dag::move_head(&transaction, object, head)?;
+                    outcome.fast_forwards += 1;
+                }
+                Outcome::Conflict {
+                    local,
+                    remote,
+                    ancestor,
+                } => conflicts.push(Conflict {
+                    object: object.clone(),
+                    local: side(&transaction, object, local)?,
+                    remote: side(&transaction, object, remote)?,
+                    ancestor: ancestor
+                        .map(|version| side(&transaction, object, version))
+                        .transpose()?,
+                }),
+            }
+        }
+        let mut links = Vec::new();
+        for closure in group(conflicts) {
+            let decisions = self.resolver.decide(&closure);
+            if decisions.len() != closure.len() {
+                return Err(Error::DeltaInvalid(format!(
+                    "the resolver decided {} of {} conflicts",
+                    decisions.len(),
+                    closure.len()
+                )));
+            }
+            for (conflict, decision) in closure.into_iter().zip(decisions) {
+                let (winner, loser) = match decision {
+                    Decision::Local => (conflict.local, conflict.remote),
+                    Decision::Remote => (conflict.remote, conflict.local),
+                };
+                if decision == Decision::Remote {
+                    make_current(&transaction, &conflict.object, winner.version)?;
+                }
+                dag::add_parent(
+                    &transaction,
+                    &conflict.object,
+                    winner.version,
+                    loser.version,
+                    None,
+                )?;
+                dag::move_head(&transaction, &conflict.object, winner.version)?;
+                links.push((conflict.object, winner, loser.version));
+                outcome.conflicts += 1;
+            }
+        }
+        self.record_links(&transaction, links)?;
+        if let Some(delta) = knowledge_of {
+            let mut knowledge = stored_knowledge(&transaction)?;
+            knowledge.merge(&delta.knowledge);
+            store_knowledge(&transaction, &knowledge)?;
+        }
+        transaction.commit()?;
+        Ok(outcome)
+    }
+
+    /// Whether `record` is new here; a different record under a known generation is refused.
+    fn is_new<R: StoreReader + ?Sized>(&self, reader: &R, record: &LogRecord) -> Result<bool> {
+        match log_record(reader, record.device, record.generation)? {
+            None if record.device == self.device => Err(Error::DeltaInvalid(format!(
+                "a record of this device's generation {} that it never made",
+                record.generation
+            ))),
+            None => Ok(true),
+            Some(known) => {
+                let same = LogRecord {
+                    position: known.position,
+                    ..record.clone()
+                };
+                if same == known {
+                    Ok(false)
+                } else {
+                    Err(Error::DeltaInvalid(format!(
+                        "generation {} of device {:x} differs from the one this device has",
+                        record.generation, record.device
+                    )))
+                }
+            }
+        }
+    }
+
+    /// The round's outcome for `object`: the DAG's verdict, generalised to several received
+    /// heads (possible when the responder held less history than this device): those are
+    /// ordered by last-writer and the latest stands for them all, linked over the others.
+    fn outcome<S: Store + 'static>(
+        &self,
+        transaction: &syncbase_store::WatchableTransaction<S>,
+        object: &[u8],
+        graft: &Graft,
+    ) -> Result<Outcome> {
+        let heads = graft.candidate_heads(object);
+        let old = graft.old_head(object);
+        let old_is_head = old.is_some_and(|old| heads.contains(&old));
+        if heads.len() <= 1 || (heads.len() == 2 && old_is_head) {
+            return dag::has_conflict(transaction, object, graft);
+        }
+        let mut remote: Vec<Side> = heads
+            .iter()
+            .filter(|version| Some(**version) != old)
+            .map(|version| side(transaction, object, *version))
+            .collect::<Result<_>>()?;
+        remote.sort_by_key(|side| side.order_key());
+        let Some(latest) = remote.pop() else {
+            return dag::has_conflict(transaction, object, graft);
+        };
+        let mut links = Vec::new();
+        for other in remote {
+            dag::add_parent(transaction, object, latest.version, other.version, None)?;
+            links.push((object.to_vec(), latest, other.version));
+        }
+        self.record_links(transaction, links)?;
+        match old.filter(|_| old_is_head) {
+            Some(local) => Ok(Outcome::Conflict {
+                local,
+                remote: latest.version,
+                ancestor: None,
+            }),
+            None => Ok(Outcome::FastForward {
+                head: latest.version,
+            }),
+        }
+    }
+
+    /// Makes a log record of this device for each link (object, winner, loser).
+    fn record_links<T: StoreReader + syncbase_store::StoreWriter + ?Sized>(
+        &self,
+        transaction: &T,
+        links: Vec<(Vec<u8>, Side, Version)>,
+    ) -> Result<()> {
+        if links.is_empty() {
+            return Ok(());
+        }
+        let count = links.len() as u64;
+        let (mut generation, mut position) = allocate(transaction, count, count)?;
+        let timestamp_ns = syncbase_store::Clock::now_ns(self.clock);
+        for (object, winner, loser) in links {
+            put_record(
+                transaction,
+                &LogRecord {
+                    object,
+                    version: winner.version,
+                    parents: vec![loser],
+                    deleted: winner.deleted,
+                    link: true,
+                    timestamp_ns,
+                    author: String::new(),
+                    device: self.device,
+                    generation,
+                    batch_id: 0,
+                    batch_count: 1,
+                    position,
+                },
+            )?;
+            generation += 1;
+            position += 1;
+        }
+        Ok(())
+    }
+}
+
+/// The log entry's origin for a commit of `records`: sync, with the author and device they
+/// share (a round of several writers' changes records none).
+fn origin_of(records: &[DeltaRecord]) -> Origin {
+    let writes: Vec<&LogRecord> = records
+        .iter()
+        .map(|sent| &sent.record)
+        .filter(|record| !record.link)
+        .collect();
+    let first = writes.first();
+    let author = first
+        .filter(|first| writes.iter().all(|record| record.author == first.author))
+        .map(|first| first.author.clone());
+    let device = first
+        .filter(|first| writes.iter().all(|record| record.device == first.device))
+        .map(|first| first.device);
+    Origin {
+        author: author.unwrap_or_default(),
+        device: device.unwrap_or(0),
+        from_sync: true,
+        timestamp_ns: writes.iter().map(|record| record.timestamp_ns).max(),
+    }
+}
+
+/// Adds one received record to its object's DAG (and stores the value it carries).
+fn graft_record<S: Store + 'static>(
+    transaction: &syncbase_store::WatchableTransaction<S>,
+    sent: &DeltaRecord,
+    graft: &mut Graft,
+) -> Result<()> {
+    let record = &sent.record;
+    let object = &record.object;
+    if record.link {
+        for &parent in &record.parents {
+            let both_held = dag::node(transaction, object, record.version)?.is_some()
+                && dag::node(transaction, object, parent)?.is_some();
+            if both_held
+                && !dag::ancestors(transaction, object, &[parent])?.contains(&record.version)
+            {
+                dag::add_parent(transaction, object, record.version, parent, Some(graft))?;
+            }
+        }
+        return Ok(());
+    }
+    let mut parents = Vec::with_capacity(record.parents.len());
+    for &parent in &record.parents {
+        if dag::node(transaction, object, parent)?.is_some() {
+            parents.push(parent);
+        }
+    }
+    let new = NewNode {
+        parents,
+        log_record: Some(LogRecordId {
+            device: record.device,
+            generation: record.generation,
+        }),
+        batch_id: record.batch_id,
+        deleted: record.deleted,
+    };
+    if dag::node(transaction, object, record.version)?.is_some() {
+        return Err(Error::DeltaInvalid(format!(
+            "version {} of {} arrived under a second record",
+            record.version.0,
+            String::from_utf8_lossy(object)
+        )));
+    }
+    dag::add_node(transaction, object, record.version, &new, Some(graft))?;
+    if let Some(value) = &sent.value {
+        if record.deleted {
+            return Err(Error::DeltaInvalid(format!(
+                "a deletion of {} carries a value",
+                String::from_utf8_lossy(object)
+            )));
+        }
+        transaction
+            .put_at_version(object, record.version, value)
+            .map_err(|error| match error {
+                syncbase_store::Error::VersionConflict(message) => Error::DeltaInvalid(message),
+                other => Error::Store(other),
+            })?;
+    }
+    Ok(())
+}
+
+/// Makes `version` of `object` the store's current version: a value it holds, or a tombstone.
+fn make_current<S: Store + 'static>(
+    transaction: &syncbase_store::WatchableTransaction<S>,
+    object: &[u8],
+    version: Version,
+) -> Result<()> {
+    let node = dag::node(transaction, object, version)?.ok_or_else(|| Error::DagInvalid {
+        object: String::from_utf8_lossy(object).into_owned(),
+        reason: format!("version {} is not in the DAG", version.0),
+    })?;
+    if node.deleted {
+        return Ok(transaction.delete_version(object, version)?);
+    }
+    match transaction.get_at_version(object, version)? {
+        Some(Stored::Value(_)) => Ok(transaction.put_version(object, version)?),
+        _ => Err(Error::DeltaInvalid(format!(
+            "version {} of {} became current here, but no peer sent its value",
+            version.0,
+            String::from_utf8_lossy(object)
+        ))),
+    }
+}
+
+/// What the last-writer order needs of `version`: from the record that made it.
+fn side<R: StoreReader + ?Sized>(reader: &R, object: &[u8], version: Version) -> Result<Side> {
+    let node = dag::node(reader, object, version)?;
+    let record = match node.as_ref().and_then(|node| node.log_record) {
+        Some(id) => log_record(reader, id.device, id.generation)?,
+        None => None,
+    };
+    Ok(Side {
+        version,
+        timestamp_ns: record.as_ref().map_or(0, |record| record.timestamp_ns),
+        device: record.as_ref().map_or(0, |record| record.device),
+        batch_id: record.as_ref().map_or(0, |record| record.batch_id),
+        deleted: node.is_some_and(|node| node.deleted),
+    })
+}
