@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use syncbase_store::{Store, StoreReader, Stored, Version, Watchable};
+use syncbase_store::{Clock, Origin, Store, StoreReader, Stored, Transaction, Version, Watchable};
 use syncbase_util::keys::{self, Prefix};
 use syncbase_util::{decode_typed, put_typed};
 use syncbase_vsync::service::{ClosedListener, DataModel};
@@ -22,7 +22,6 @@ use crate::auth::{Caller, Need, Walk};
 use crate::database::{CollectionData, read_collection};
 use crate::error::{Error, Result};
 use crate::service::Service;
-use crate::transact::transact;
 
 fn registry_key(path: &DatabasePath) -> Vec<u8> {
     keys::key(
@@ -37,8 +36,9 @@ fn syncgroup_what(path: &DatabasePath, name: &str) -> String {
 
 impl Service {
     /// Creates a syncgroup of a database: Write on the database and Read on each of its
-    /// collections (which must exist). The syncgroup starts with `syncgroup.members`; sync
-    /// begins following the database's log from now on.
+    /// collections (which must exist). The syncgroup starts with `syncgroup.members`; what the
+    /// collections hold becomes this device's log records, and sync follows the database's log
+    /// from then on, all in one commit.
     pub fn create_syncgroup(
         &self,
         caller: &Caller,
@@ -54,23 +54,40 @@ impl Service {
         }
         let database = self.database_with_tag(caller, path, Tag::Write)?;
         let store = database.store();
-        transact(store.as_ref(), |transaction| {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let from_seq = store.latest_log_seq() + 1;
+            let transaction = store.begin(Origin::default())?;
             for collection in &syncgroup.collections {
                 database.collection_data(
-                    transaction,
+                    &transaction,
                     &Walk::new(caller),
                     collection,
                     Need::Tag(Tag::Read),
                 )?;
             }
-            if syncgroup::syncgroup(transaction, &syncgroup.name)?.is_some() {
+            if syncgroup::syncgroup(&transaction, &syncgroup.name)?.is_some() {
                 return Err(Error::exist(syncgroup_what(path, &syncgroup.name)));
             }
-            Ok(syncgroup::put_syncgroup(transaction, syncgroup)?)
-        })?;
-        watcher::start(store, store.latest_log_seq() + 1)?;
-        put_typed(self.service_store(), &registry_key(path), &())?;
-        Ok(())
+            syncgroup::put_syncgroup(&transaction, syncgroup)?;
+            // What the collections already hold syncs like any later write.
+            watcher::adopt_existing(
+                &transaction,
+                &syncgroup.collections,
+                self.device_id(),
+                self.log_clock().now_ns(),
+                from_seq,
+            )?;
+            // The registry before the database's commit (idempotent): a crash between them
+            // leaves a database listed with no syncgroup, which sync skips, never a syncgroup
+            // that is not listed.
+            put_typed(self.service_store(), &registry_key(path), &())?;
+            match transaction.commit() {
+                Err(syncbase_store::Error::ConcurrentTransaction) if attempt < 8 => continue,
+                outcome => return Ok(outcome?),
+            }
+        }
     }
 
     /// The names of a database's syncgroups (Read on the database).
@@ -157,14 +174,15 @@ impl DataModel for Service {
             },
             None => None,
         };
-        let data = match as_of {
-            Some(data) => Some(data),
-            None => {
-                read_collection(&snapshot as &dyn StoreReader, collection).map_err(to_sync_error)?
-            }
+        // A collection destroyed since is read by nobody, whatever an older version said.
+        let current = read_collection(&snapshot as &dyn StoreReader, collection)
+            .map_err(to_sync_error)?
+            .filter(|data| !data.destroyed);
+        let Some(current) = current else {
+            return Ok(false);
         };
-        Ok(data
-            .is_some_and(|data| !data.destroyed && data.permissions.grants(Tag::Read, principal)))
+        let data = as_of.unwrap_or(current);
+        Ok(!data.destroyed && data.permissions.grants(Tag::Read, principal))
     }
 
     fn on_database_closed(&self, listener: ClosedListener) {

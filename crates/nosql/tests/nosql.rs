@@ -1674,6 +1674,13 @@ mod sync {
             let Fixture { service, _dir, .. } =
                 populate(fixture_seeded(Arc::new(MemoryStoreSetOpener), seed));
             let service = Arc::new(service);
+            if member == "alice:a" {
+                // A row from before the syncgroup: it syncs like any later write.
+                let database = service.database(&alice(), &db_path()).unwrap();
+                database
+                    .put(&alice(), "todo", "old", b"before", None)
+                    .unwrap();
+            }
             service.create_syncgroup(&alice(), &db_path(), &sg).unwrap();
             let sync = DatabaseSync::new(
                 service.open_for_sync("notes", "main").unwrap(),
@@ -1720,11 +1727,18 @@ mod sync {
             from: "alice:a".into(),
             message: delta,
         });
-        assert_eq!(applied.unwrap().applied.unwrap().records_applied, 1);
+        // a's collection record and its old row (recorded when the syncgroup was created) and
+        // the new row; both sides recorded their own collection record: one conflict, resolved.
+        let applied = applied.unwrap().applied.unwrap();
+        assert_eq!((applied.records_applied, applied.conflicts), (3, 1));
         let database = b.0.database(&alice(), &db_path()).unwrap();
         assert_eq!(
             database.get(&alice(), "todo", "k", None).unwrap(),
             b"from a".to_vec()
+        );
+        assert_eq!(
+            database.get(&alice(), "todo", "old", None).unwrap(),
+            b"before".to_vec()
         );
         // A puller the collection's permissions do not name gets nothing.
         let stranger = a.1.handle(Event::Received {

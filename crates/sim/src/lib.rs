@@ -141,12 +141,16 @@ impl Peer {
             WatchableOptions::new(managed(), self.physical.clone(), rng.clone()),
         )
         .map_err(|error| error.to_string())?;
-        let latest = probe.latest_log_seq();
+        // The daemon's saved floor holds its own clock (received timestamps beyond the drift
+        // bound never raise it): the newest local commit's timestamp stands for it here.
         let floor = probe
-            .log_entries(latest, 1)
+            .log_entries(0, usize::MAX)
             .map_err(|error| error.to_string())?
-            .first()
-            .map_or(0, |entry| entry.timestamp_ns);
+            .iter()
+            .filter(|entry| !entry.from_sync)
+            .map(|entry| entry.timestamp_ns)
+            .max()
+            .unwrap_or(0);
         drop(probe);
         let clock = Arc::new(HybridClock::new(self.physical.clone(), floor));
         let mut options = WatchableOptions::new(managed(), clock.clone(), rng.clone());
@@ -721,7 +725,15 @@ impl Sim {
                 }
             }
             for batch in batches {
-                let members = self.oracle.batches.get(&batch).cloned().unwrap_or_default();
+                let Some(members) = self.oracle.batches.get(&batch).cloned() else {
+                    return Err(self.fail(
+                        "whole-batches",
+                        format!(
+                            "{} log entry {} shows batch {batch:x}, which no writer recorded",
+                            self.peers[peer].name, entry.seq
+                        ),
+                    ));
+                };
                 for (object, version) in members {
                     let shown = self.peers[peer].mirror.get(&object).copied();
                     let whole = match shown {
@@ -776,13 +788,23 @@ impl Sim {
         if !own || before == after {
             return Ok(());
         }
-        let (Some(before_rank), Some(after_rank)) = (
+        let after_is_own = self
+            .oracle
+            .own
+            .get(&peer)
+            .is_some_and(|own| own.contains(&after));
+        let ranks = (
             self.oracle.ranks.get(&before),
             self.oracle.ranks.get(&after),
-        ) else {
-            return Ok(());
+        );
+        let replaced_by_earlier = match ranks {
+            (Some(before_rank), Some(after_rank)) => after_rank < before_rank,
+            // A local overwrite the watcher has not recorded yet is later by construction.
+            _ if after_is_own => false,
+            // Sync takes in every local write before it applies anything, so both are ranked.
+            _ => true,
         };
-        if after_rank < before_rank {
+        if replaced_by_earlier {
             return Err(self.fail(
                 "no-lost-write",
                 format!(

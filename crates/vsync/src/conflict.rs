@@ -68,7 +68,9 @@ pub enum Decision {
 pub trait Resolver: Send + Sync {
     /// Decides one batch closure ([`group`]): one decision per conflict, in order. A resolver
     /// keeps atomic batches whole by deciding every conflict between the same two batches the
-    /// same way; every device must reach the same decisions from the same conflicts.
+    /// same way; every device must reach the same decisions from the same conflicts. Either
+    /// side may be chosen: the remote side of a conflict is the responder's current version of
+    /// the object, which the responder sends with its value.
     fn decide(&self, group: &[Conflict]) -> Vec<Decision>;
 }
 

@@ -69,12 +69,6 @@ impl Initiator<'_> {
         store: &Watchable<S>,
         delta: &Delta,
     ) -> Result<ApplyOutcome> {
-        let mut far_future = 0;
-        for sent in &delta.records {
-            if self.clock.observe_capped(sent.record.timestamp_ns) {
-                far_future += 1;
-            }
-        }
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -82,7 +76,12 @@ impl Initiator<'_> {
                 Err(Error::Store(syncbase_store::Error::ConcurrentTransaction))
                     if attempt < APPLY_ATTEMPTS_MAX => {}
                 Ok(mut outcome) => {
-                    outcome.far_future = far_future;
+                    // Only an applied delta moves the clock.
+                    for sent in &delta.records {
+                        if self.clock.observe_capped(sent.record.timestamp_ns) {
+                            outcome.far_future += 1;
+                        }
+                    }
                     outcome.attempts = attempt as u64;
                     return Ok(outcome);
                 }

@@ -5,13 +5,12 @@
 //! Its protocol core does no I/O and reads no clock directly (time and randomness come through
 //! the `Clock` and `Rng` seams), so the simulator can drive it.
 //!
-//! Status: the version DAG ([`dag`], with the Go DAG replay scenarios as data files in
-//! `testdata/dag/`), knowledge ([`knowledge`]: generation vectors) and the conflict-resolution
-//! seam ([`conflict`]: last-writer-wins by batch closure) are built, and the [`watcher`] turns
-//! local commits on collections of a [`syncgroup`] record into log records and DAG nodes, which
-//! the [`responder`] serves by generation range; the initiator (apply), the service and the
-//! simulator come with the rest of the sync core issue. It depends
-//! only on `syncbase-store`, `syncbase-util` and the error codes.
+//! Parts: [`dag`] (with the Go DAG replay scenarios as data files in `testdata/dag/`),
+//! [`knowledge`], [`watcher`], [`responder`], [`initiator`], [`conflict`], [`syncgroup`], and
+//! [`service`], the state machine a driver runs (events in, messages out), with [`service::DataModel`],
+//! the trait the data model implements for sync. [`mutant`] holds the simulator's planted bugs
+//! (feature `mutants`). Blobs come with a later issue. It depends only on `syncbase-store`,
+//! `syncbase-util` and the error codes.
 
 pub mod conflict;
 pub mod dag;

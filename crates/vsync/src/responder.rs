@@ -18,7 +18,9 @@ use syncbase_util::{get_typed, put_typed};
 use crate::dag;
 use crate::error::Result;
 use crate::knowledge::{DeviceId, GenVector, Knowledge, Scope};
-use crate::watcher::{LogRecord, local_generation, log_record, object_collection};
+use crate::watcher::{
+    LogRecord, local_generation, log_record, object_collection, record_key, record_key_prefix,
+};
 
 fn knowledge_key() -> Vec<u8> {
     keys::key(Prefix::Sync, &[b"k"])
@@ -57,7 +59,7 @@ pub struct Delta {
     pub records: Vec<DeltaRecord>,
     /// What the initiator knows of each scope once it has applied them.
     pub knowledge: Knowledge,
-    /// Counters: log records read by key (found or not) or heads read by scan.
+    /// Counters: log records read (by generation range), or heads read (a new member's scope).
     pub records_read: u64,
     /// Counters: bytes of the records sent (their objects, authors, values and fixed fields).
     pub bytes: u64,
@@ -103,19 +105,24 @@ pub fn deltas<S: Store + 'static>(
         per_scope.push((scope, theirs));
     }
     for (from, range) in wanted {
-        for generation in range {
+        // One range read per device: the cost is the records that exist in the range (a claim
+        // of knowledge far beyond them costs nothing).
+        let start = record_key(from, *range.start());
+        let limit = match range.end().checked_add(1) {
+            Some(end) => record_key(from, end),
+            None => keys::prefix_range(&record_key_prefix(from)).1,
+        };
+        for entry in reader.scan(&start, &limit)? {
+            let (key, value) = entry?;
             delta.records_read += 1;
-            // Holes are allowed (a generation of objects outside every syncgroup).
-            let Some(record) = log_record(reader, from, generation)? else {
-                continue;
-            };
+            let record: LogRecord = syncbase_util::decode_typed(&key, &value)?;
             let Some((collection, row)) = object_collection(&record.object) else {
                 continue;
             };
             let lacked = per_scope.iter().any(|(scope, theirs)| {
                 scope.collection == collection
                     && row.starts_with(&scope.prefix)
-                    && theirs.get(from) < generation
+                    && theirs.get(from) < record.generation
             });
             if lacked {
                 records.push(record);

@@ -12,7 +12,9 @@
 //! [`Message::Delta`] with what it lacks, for the collections of syncgroups the initiator is a
 //! member of and may read; the initiator applies it in one commit. [`Message::Notify`] (no data)
 //! tells members that new generations exist, so they pull at once (push); ticks pull from every
-//! member (anti-entropy, which repairs what a lost notification leaves).
+//! member (anti-entropy, which repairs what a lost notification leaves). A delta is admitted only
+//! from a member, only with records of collections shared with it, and only with knowledge of
+//! those collections.
 //!
 //! What sync needs from the data model (who may read a collection, which databases have
 //! syncgroups, opening a database without a client caller, hearing that one closes) comes
@@ -26,12 +28,15 @@ use syncbase_store::{Rng, Store, Version, Watchable};
 use syncbase_util::HybridClock;
 
 use crate::conflict::Resolver;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::initiator::{ApplyOutcome, Initiator};
-use crate::knowledge::{DeviceId, Knowledge, Scope};
+use crate::knowledge::{DeviceId, GenVector, Knowledge, Scope};
 use crate::responder::{Delta, deltas, stored_knowledge};
 use crate::syncgroup::syncgroups;
-use crate::watcher::{self, local_generation};
+use crate::watcher::{self, local_generation, object_collection};
+
+/// The largest timestamp a received record may carry (about the year 2262).
+pub const TIMESTAMP_MAX_NS: u64 = u64::MAX / 2;
 
 /// Log entries a watcher step takes at most (a step is one commit).
 const WATCHER_STEP_ENTRIES_MAX: usize = 256;
@@ -244,6 +249,7 @@ impl<S: Store + 'static> DatabaseSync<S> {
                     });
                 }
                 Message::Delta(delta) => {
+                    let delta = self.admit(&from, delta)?;
                     let initiator = Initiator {
                         device: self.device,
                         clock: &self.clock,
@@ -299,6 +305,52 @@ impl<S: Store + 'static> DatabaseSync<S> {
             .flat_map(|syncgroup| syncgroup.members)
             .filter(|member| *member != self.member)
             .collect())
+    }
+
+    /// Checks a delta from `from` before it is applied: the sender must be a member, and every
+    /// record must belong to a collection a syncgroup shares with it; its knowledge is kept only
+    /// for those collections, and never for this device's own generations (which only this
+    /// device makes). Timestamps in the upper half of the range are refused (nothing may sit
+    /// where "one later" no longer exists).
+    fn admit(&self, from: &str, mut delta: Delta) -> Result<Delta> {
+        let shared: BTreeSet<String> = self
+            .scopes_for(from)?
+            .into_iter()
+            .map(|scope| scope.collection)
+            .collect();
+        if shared.is_empty() {
+            return Err(Error::DeltaInvalid(format!(
+                "a delta from {from}, with whom no syncgroup of this database is shared"
+            )));
+        }
+        for sent in &delta.records {
+            let record = &sent.record;
+            let collection = object_collection(&record.object).map(|(collection, _)| collection);
+            if !collection.is_some_and(|collection| shared.contains(&collection)) {
+                return Err(Error::DeltaInvalid(format!(
+                    "a record from {from} for {}, outside what this database shares with it",
+                    String::from_utf8_lossy(&record.object)
+                )));
+            }
+            if record.timestamp_ns > TIMESTAMP_MAX_NS {
+                return Err(Error::DeltaInvalid(format!(
+                    "a record from {from} with the timestamp {}",
+                    record.timestamp_ns
+                )));
+            }
+        }
+        let mut knowledge = Knowledge::new();
+        for (scope, vector) in delta.knowledge.iter() {
+            if shared.contains(&scope.collection) {
+                let vector: GenVector = vector
+                    .iter()
+                    .filter(|(device, _)| *device != self.device)
+                    .collect();
+                knowledge.set(scope.clone(), vector);
+            }
+        }
+        delta.knowledge = knowledge;
+        Ok(delta)
     }
 
     /// The scopes `peer` may pull: collections of syncgroups it is a member of, that it may

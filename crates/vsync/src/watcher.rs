@@ -63,6 +63,11 @@ pub(crate) fn record_key(device: u64, generation: u64) -> Vec<u8> {
     )
 }
 
+/// The start of every record key of `device`.
+pub(crate) fn record_key_prefix(device: u64) -> Vec<u8> {
+    keys::key_prefix(Prefix::Sync, &[b"l", &device.to_be_bytes()], b"")
+}
+
 fn generation_key() -> Vec<u8> {
     keys::key(Prefix::Sync, &[b"gen"])
 }
@@ -174,11 +179,15 @@ pub(crate) fn process<S: Store + 'static>(
         if entry.from_sync && !crate::mutant::on(crate::mutant::Mutant::Echo) {
             continue;
         }
-        let ops: Vec<&LogOp> = entry
-            .ops
-            .iter()
-            .filter(|op| is_synced(op.key(), &synced))
-            .collect();
+        let mut ops = Vec::with_capacity(entry.ops.len());
+        for op in entry.ops.iter().filter(|op| is_synced(op.key(), &synced)) {
+            // A local version already in the DAG was recorded when its syncgroup was created
+            // ([`adopt_existing`]): one record per version.
+            if !entry.from_sync && dag::node(transaction, op.key(), op.version())?.is_some() {
+                continue;
+            }
+            ops.push(op);
+        }
         if ops.is_empty() {
             continue;
         }
@@ -249,6 +258,76 @@ pub(crate) fn process<S: Store + 'static>(
     Ok(outcome)
 }
 
+/// Records, in `transaction`, the current version of every object of `collections` that has
+/// none yet (each row, and the collection's own record) as a log record of this device
+/// (`device`) stamped `timestamp_ns`, with its DAG node, and starts the watcher at `from_seq`
+/// unless it has a position: what a database held before a syncgroup shared it then syncs like
+/// any later write (rows present on several members meet as concurrent writes). Returns how
+/// many records it made.
+pub fn adopt_existing<S: Store + 'static>(
+    transaction: &WatchableTransaction<S>,
+    collections: &[String],
+    device: u64,
+    timestamp_ns: u64,
+    from_seq: u64,
+) -> Result<u64> {
+    if transaction.pin(WATCHER_PIN)?.is_none() {
+        transaction.set_pin(WATCHER_PIN, from_seq)?;
+    }
+    let mut objects = Vec::new();
+    for collection in collections {
+        objects.push(keys::key(Prefix::Collection, &[collection.as_bytes()]));
+        let (start, limit) = keys::row_prefix_range(collection, b"");
+        for entry in transaction.scan(&start, &limit)? {
+            objects.push(entry?.0);
+        }
+    }
+    let mut adopted = Vec::new();
+    for object in objects {
+        if dag::head(transaction, &object)?.is_some() {
+            continue;
+        }
+        if let Some(head) = transaction.head(&object)?
+            && !head.deleted
+        {
+            adopted.push((object, head.version));
+        }
+    }
+    let count = adopted.len() as u64;
+    if count == 0 {
+        return Ok(0);
+    }
+    let (mut generation, mut position) = allocate(transaction, count, count)?;
+    for (object, version) in adopted {
+        put_record(
+            transaction,
+            &LogRecord {
+                object: object.clone(),
+                version,
+                parents: Vec::new(),
+                deleted: false,
+                link: false,
+                timestamp_ns,
+                author: String::new(),
+                device,
+                generation,
+                batch_id: 0,
+                batch_count: 1,
+                position,
+            },
+        )?;
+        let node = NewNode {
+            log_record: Some(LogRecordId { device, generation }),
+            ..NewNode::default()
+        };
+        dag::add_node(transaction, &object, version, &node, None)?;
+        dag::move_head(transaction, &object, version)?;
+        generation += 1;
+        position += 1;
+    }
+    Ok(count)
+}
+
 /// Gives the next `count` generations of this device and learning positions: returns the first
 /// of each. The caller writes the records.
 pub(crate) fn allocate<T: StoreReader + syncbase_store::StoreWriter + ?Sized>(
@@ -286,7 +365,7 @@ fn is_synced(key: &[u8], synced: &std::collections::BTreeSet<String>) -> bool {
 
 /// The collection of a synced object (a row, or a collection's record) and the row key (empty
 /// for the collection's record); `None` for any other key.
-pub(crate) fn object_collection(key: &[u8]) -> Option<(String, Vec<u8>)> {
+pub fn object_collection(key: &[u8]) -> Option<(String, Vec<u8>)> {
     let (prefix, mut components) = keys::parse(key).ok()?;
     if !matches!(prefix, Prefix::Row | Prefix::Collection) || components.is_empty() {
         return None;

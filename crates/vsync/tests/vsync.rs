@@ -817,3 +817,447 @@ mod responder {
         assert_eq!(counters[0], counters[1]);
     }
 }
+
+mod initiator {
+    use std::sync::Arc;
+
+    use syncbase_store::{
+        ManualClock, MemStore, Origin, SeededRng, StoreReader, StoreWriter, Transaction, Version,
+        Watchable, WatchableOptions, open_memstore,
+    };
+    use syncbase_util::keys::{self, Prefix};
+    use syncbase_util::{CLOCK_DRIFT_MAX_NS, HybridClock};
+    use syncbase_vsync::conflict::{Conflict, Decision, LastWriterWins, Resolver};
+    use syncbase_vsync::dag;
+    use syncbase_vsync::responder::Delta;
+    use syncbase_vsync::service::{Action, DatabaseSync, Event, Everyone, Handled, Message};
+    use syncbase_vsync::syncgroup::{Syncgroup, put_syncgroup};
+    use syncbase_vsync::watcher;
+
+    const START_NS: u64 = 1_700_000_000_000_000_000;
+
+    /// One device: its store, its physical clock and its sync.
+    struct Device {
+        name: String,
+        physical: Arc<ManualClock>,
+        sync: DatabaseSync<Arc<MemStore>>,
+    }
+
+    fn device_with(index: u64, resolver: Arc<dyn Resolver>, skew_ns: u64) -> Device {
+        let physical = Arc::new(ManualClock::new(START_NS + skew_ns));
+        let clock = Arc::new(HybridClock::new(physical.clone(), 0));
+        let rng = Arc::new(SeededRng::new(index * 1_000));
+        let mut options = WatchableOptions::new(
+            vec![Prefix::Row.as_key(), Prefix::Collection.as_key()],
+            clock.clone(),
+            rng.clone(),
+        );
+        options.physical_clock = physical.clone();
+        options.holder = Some(Arc::new(dag::HeadHolder));
+        let store = Arc::new(Watchable::open(Arc::new(open_memstore()), options).unwrap());
+        put_syncgroup(
+            store.as_ref(),
+            &Syncgroup {
+                name: "sg".into(),
+                collections: vec!["c".into()],
+                members: vec!["a".into(), "b".into(), "c".into()],
+            },
+        )
+        .unwrap();
+        let name = ["a", "b", "c"][index as usize].to_string();
+        let sync = DatabaseSync::new(
+            store,
+            name.clone(),
+            0x10 + index,
+            clock,
+            rng,
+            resolver,
+            Arc::new(Everyone),
+        )
+        .unwrap();
+        Device {
+            name,
+            physical,
+            sync,
+        }
+    }
+
+    fn device(index: u64) -> Device {
+        device_with(index, Arc::new(LastWriterWins), 0)
+    }
+
+    fn row(key: &str) -> Vec<u8> {
+        keys::row("c", key.as_bytes())
+    }
+
+    /// Writes `rows` in one commit (`None` deletes) and runs the watcher.
+    fn write(device: &Device, rows: &[(&str, Option<&str>)]) {
+        let transaction = device
+            .sync
+            .store()
+            .begin(Origin::local(device.name.clone(), device.sync.device()))
+            .unwrap();
+        for (key, value) in rows {
+            match value {
+                Some(value) => transaction.put(&row(key), value.as_bytes()).unwrap(),
+                None => transaction.delete(&row(key)).unwrap(),
+            }
+        }
+        transaction.commit().unwrap();
+        device.sync.handle(Event::LocalCommit).unwrap();
+    }
+
+    fn read(device: &Device, key: &str) -> Option<String> {
+        device
+            .sync
+            .store()
+            .get(&row(key))
+            .unwrap()
+            .map(|value| String::from_utf8(value).unwrap())
+    }
+
+    /// What `from` answers to `to`'s pull.
+    fn delta(from: &Device, to: &Device) -> Delta {
+        let pull = Message::Pull {
+            knowledge: to.sync.knowledge().unwrap(),
+        };
+        let handled = from
+            .sync
+            .handle(Event::Received {
+                from: to.name.clone(),
+                message: pull,
+            })
+            .unwrap();
+        match handled.actions.into_iter().next() {
+            Some(Action::Send {
+                message: Message::Delta(delta),
+                ..
+            }) => delta,
+            other => panic!("a pull is answered by a delta, not {other:?}"),
+        }
+    }
+
+    fn apply(to: &Device, from: &Device, delta: Delta) -> Handled {
+        to.sync
+            .handle(Event::Received {
+                from: from.name.clone(),
+                message: Message::Delta(delta),
+            })
+            .unwrap()
+    }
+
+    /// `to` pulls from `from` once.
+    fn pull(to: &Device, from: &Device) -> Handled {
+        apply(to, from, delta(from, to))
+    }
+
+    fn head(device: &Device, key: &str) -> Option<Version> {
+        dag::head(device.sync.store().as_ref(), &row(key)).unwrap()
+    }
+
+    #[test]
+    fn a_round_fast_forwards_and_a_second_one_is_a_no_op() {
+        let (a, b) = (device(0), device(1));
+        write(&a, &[("x", Some("1")), ("y", Some("2"))]);
+        let first = pull(&b, &a).applied.unwrap();
+        assert_eq!((first.records_applied, first.fast_forwards), (2, 2));
+        assert_eq!(read(&b, "x").as_deref(), Some("1"));
+        assert_eq!(head(&b, "x"), head(&a, "x"));
+        // Nothing new: nothing sent, nothing applied.
+        let again = delta(&a, &b);
+        assert!(again.records.is_empty());
+        // The same records delivered twice are no-ops.
+        write(&a, &[("x", Some("3"))]);
+        let once = delta(&a, &b);
+        assert_eq!(
+            apply(&b, &a, once.clone()).applied.unwrap().records_applied,
+            1
+        );
+        let twice = apply(&b, &a, once).applied.unwrap();
+        assert_eq!((twice.records_applied, twice.records_known), (0, 1));
+        assert_eq!(read(&b, "x").as_deref(), Some("3"));
+        // Applying created no generation of b's own: no echo.
+        let store = b.sync.store();
+        assert_eq!(watcher::local_generation(store.as_ref()).unwrap(), 0);
+        b.sync.handle(Event::LocalCommit).unwrap();
+        assert_eq!(watcher::local_generation(store.as_ref()).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_delete_travels_as_a_tombstone_and_a_put_over_it_wins_by_causality() {
+        let (a, b) = (device(0), device(1));
+        write(&a, &[("x", Some("1"))]);
+        pull(&b, &a);
+        write(&b, &[("x", None)]);
+        pull(&a, &b);
+        assert_eq!(read(&a, "x"), None);
+        // a's clock is behind b's writes, but a's put descends from b's delete.
+        write(&a, &[("x", Some("again"))]);
+        let outcome = pull(&b, &a).applied.unwrap();
+        assert_eq!((outcome.fast_forwards, outcome.conflicts), (1, 0));
+        assert_eq!(read(&b, "x").as_deref(), Some("again"));
+    }
+
+    /// Concurrent writes: each side resolves alike, records the resolution by a link, and the
+    /// other side learns it (its own resolution is the same edge).
+    #[test]
+    fn concurrent_writes_resolve_to_the_same_winner_everywhere() {
+        let (a, b, c) = (device(0), device(1), device(2));
+        // c has written before, so it is not new: it will receive history, not current state.
+        write(&c, &[("w", Some("c"))]);
+        write(&a, &[("x", Some("from a"))]);
+        b.physical.advance(5);
+        write(&b, &[("x", Some("from b"))]);
+        // Both rounds cross: each side meets the conflict and resolves it alone.
+        let (to_a, to_b) = (delta(&b, &a), delta(&a, &b));
+        assert_eq!(apply(&a, &b, to_a).applied.unwrap().conflicts, 1);
+        assert_eq!(apply(&b, &a, to_b).applied.unwrap().conflicts, 1);
+        assert_eq!(read(&a, "x").as_deref(), Some("from b"));
+        assert_eq!(read(&b, "x").as_deref(), Some("from b"));
+        // Each learns the other's link: the same edge, nothing to redo.
+        assert_eq!(pull(&a, &b).applied.unwrap().conflicts, 0);
+        assert_eq!(pull(&b, &a).applied.unwrap().conflicts, 0);
+        // c learns from a alone the write that won, the one that lost and a's link: nothing to
+        // resolve.
+        let at_c = pull(&c, &a).applied.unwrap();
+        assert_eq!(at_c.conflicts, 0);
+        assert_eq!(read(&c, "x").as_deref(), Some("from b"));
+        let heads: Vec<_> = [&a, &b, &c].iter().map(|d| head(d, "x")).collect();
+        assert!(heads.windows(2).all(|pair| pair[0] == pair[1]));
+        // The loser is the winner's parent everywhere.
+        let winner = heads[0].unwrap();
+        for device in [&a, &b, &c] {
+            let node = dag::node(device.sync.store().as_ref(), &row("x"), winner)
+                .unwrap()
+                .unwrap();
+            assert_eq!(node.parents.len(), 1, "{}", device.name);
+        }
+    }
+
+    /// Two batches conflicting on two rows: one batch wins both rows on both sides.
+    #[test]
+    fn conflicting_batches_resolve_whole() {
+        let (a, b) = (device(0), device(1));
+        write(&a, &[("x", Some("a")), ("y", Some("a"))]);
+        write(&b, &[("x", Some("b")), ("y", Some("b"))]);
+        pull(&a, &b);
+        pull(&b, &a);
+        for device in [&a, &b] {
+            let (x, y) = (read(device, "x"), read(device, "y"));
+            assert_eq!(x, y, "{}", device.name);
+        }
+        assert_eq!(read(&a, "x"), read(&b, "x"));
+    }
+
+    #[test]
+    fn a_different_value_or_record_under_a_known_version_is_refused_whole() {
+        let (a, b) = (device(0), device(1));
+        write(&a, &[("x", Some("1"))]);
+        let good = delta(&a, &b);
+        pull(&b, &a);
+        let mut forged = good.clone();
+        forged.records[0].value = Some(b"forged".to_vec());
+        forged.records[0].record.generation += 7;
+        // A second record under a version b holds.
+        let error = b
+            .sync
+            .handle(Event::Received {
+                from: "a".into(),
+                message: Message::Delta(forged),
+            })
+            .unwrap_err();
+        assert_eq!(error.code(), "sync.delta_invalid");
+        // A record that differs from the one b holds under the same generation.
+        let mut changed = good.clone();
+        changed.records[0].record.timestamp_ns += 1;
+        let error = b
+            .sync
+            .handle(Event::Received {
+                from: "a".into(),
+                message: Message::Delta(changed),
+            })
+            .unwrap_err();
+        assert_eq!(error.code(), "sync.delta_invalid");
+        assert_eq!(read(&b, "x").as_deref(), Some("1"));
+        // Nothing of a refused delta is applied: a fresh device refuses a delta whose second
+        // record is broken, and keeps nothing of its first.
+        write(&a, &[("y", Some("2"))]);
+        let c = device(2);
+        let mut half_broken = delta(&a, &c);
+        assert_eq!(half_broken.records.len(), 2);
+        half_broken.records[1].record.deleted = true;
+        let refused = c.sync.handle(Event::Received {
+            from: "a".into(),
+            message: Message::Delta(half_broken),
+        });
+        assert!(refused.is_err());
+        assert_eq!((read(&c, "x"), read(&c, "y")), (None, None));
+        assert_eq!(
+            c.sync.knowledge().unwrap(),
+            device(2).sync.knowledge().unwrap()
+        );
+    }
+
+    /// A delta is admitted only from a member, with records of shared collections, and with
+    /// knowledge only of those, never of the receiver's own generations.
+    #[test]
+    fn a_delta_is_admitted_only_within_what_is_shared_with_its_sender() {
+        let (a, b) = (device(0), device(1));
+        write(&a, &[("x", Some("1"))]);
+        let good = delta(&a, &b);
+        let send = |from: &str, delta: Delta| {
+            b.sync.handle(Event::Received {
+                from: from.into(),
+                message: Message::Delta(delta),
+            })
+        };
+        let refused = |result: syncbase_vsync::Result<Handled>| {
+            result.map(|_| ()).unwrap_err().code().to_string()
+        };
+        assert_eq!(
+            refused(send("stranger", good.clone())),
+            "sync.delta_invalid"
+        );
+        let mut elsewhere = good.clone();
+        elsewhere.records[0].record.object = keys::row("d", b"x");
+        assert_eq!(refused(send("a", elsewhere)), "sync.delta_invalid");
+        let mut far = good.clone();
+        far.records[0].record.timestamp_ns = u64::MAX - 1;
+        assert_eq!(refused(send("a", far)), "sync.delta_invalid");
+        assert_eq!(read(&b, "x"), None);
+        // Claims of knowledge beyond what is shared are dropped.
+        let mut boastful = good.clone();
+        let mut claims = syncbase_vsync::knowledge::GenVector::new();
+        claims.advance(0x11, 1 << 60);
+        claims.advance(0x99, 1 << 60);
+        boastful.knowledge.set(
+            syncbase_vsync::knowledge::Scope::collection("d"),
+            claims.clone(),
+        );
+        let mut shared = boastful
+            .knowledge
+            .of(&syncbase_vsync::knowledge::Scope::collection("c"));
+        shared.advance(0x11, 1 << 60);
+        boastful
+            .knowledge
+            .set(syncbase_vsync::knowledge::Scope::collection("c"), shared);
+        send("a", boastful).unwrap();
+        assert_eq!(read(&b, "x").as_deref(), Some("1"));
+        let known = b.sync.knowledge().unwrap();
+        assert_eq!(known.iter().count(), 1);
+        let c = known.of(&syncbase_vsync::knowledge::Scope::collection("c"));
+        assert_eq!((c.get(0x10), c.get(0x11)), (1, 0));
+    }
+
+    /// A resolver that makes a local write to the conflicting row while the round runs (once):
+    /// the round's commit meets it and starts again at once; neither side is lost.
+    struct RacingWriter {
+        store: std::sync::Mutex<Option<Arc<Watchable<Arc<MemStore>>>>>,
+    }
+
+    impl Resolver for RacingWriter {
+        fn decide(&self, group: &[Conflict]) -> Vec<Decision> {
+            if let Some(store) = self.store.lock().unwrap().take() {
+                let transaction = store.begin(Origin::local("racer", 0x11)).unwrap();
+                transaction.put(&row("x"), b"raced").unwrap();
+                transaction.commit().unwrap();
+            }
+            LastWriterWins.decide(group)
+        }
+    }
+
+    #[test]
+    fn a_local_write_racing_a_round_makes_it_start_again_and_both_are_kept() {
+        let a = device(0);
+        let racer = Arc::new(RacingWriter {
+            store: std::sync::Mutex::new(None),
+        });
+        let b = device_with(1, racer.clone(), 0);
+        write(&a, &[("x", Some("from a"))]);
+        write(&b, &[("x", Some("from b"))]);
+        *racer.store.lock().unwrap() = Some(b.sync.store().clone());
+        let outcome = pull(&b, &a).applied.unwrap();
+        assert_eq!(outcome.attempts, 2);
+        // The racing write came after both: it was taken in by the second attempt and wins.
+        assert_eq!(outcome.local_entries, 1);
+        assert_eq!(read(&b, "x").as_deref(), Some("raced"));
+        pull(&a, &b);
+        assert_eq!(read(&a, "x").as_deref(), Some("raced"));
+    }
+
+    /// A new member receives each object's current version, not its history; later changes
+    /// still graft onto it.
+    #[test]
+    fn a_new_member_gets_current_state_and_grafts_later_changes() {
+        let a = device(0);
+        for round in 0..20 {
+            write(&a, &[("x", Some(&format!("v{round}"))), ("y", Some("y"))]);
+        }
+        let b = device(1);
+        let first = delta(&a, &b);
+        assert_eq!(first.records.len(), 2);
+        pull(&b, &a);
+        assert_eq!(read(&b, "x").as_deref(), Some("v19"));
+        let nodes = |device: &Device| {
+            let snapshot = device.sync.store().versioned_snapshot().unwrap();
+            dag::ancestors(&snapshot, &row("x"), &[head(device, "x").unwrap()])
+                .unwrap()
+                .len()
+        };
+        assert_eq!((nodes(&a), nodes(&b)), (20, 1));
+        write(&a, &[("x", Some("later"))]);
+        let later = pull(&b, &a).applied.unwrap();
+        assert_eq!((later.fast_forwards, later.conflicts), (1, 0));
+        assert_eq!(read(&b, "x").as_deref(), Some("later"));
+    }
+
+    /// The decision on clocks beyond CLOCK_DRIFT_MAX_NS: a far-future write is applied (its
+    /// device's later generations never stall), the receiver's clock moves only to the bound
+    /// (its own other writes do not inherit the wild clock), and a write made after seeing it
+    /// descends from it, so it wins everywhere whatever the timestamps.
+    #[test]
+    fn a_far_future_clock_neither_stalls_nor_wins_past_the_writes_that_saw_it() {
+        let ahead = 2 * CLOCK_DRIFT_MAX_NS;
+        let a = device_with(0, Arc::new(LastWriterWins), ahead);
+        let b = device(1);
+        write(&a, &[("x", Some("future"))]);
+        let outcome = pull(&b, &a).applied.unwrap();
+        assert_eq!((outcome.records_applied, outcome.far_future), (1, 1));
+        assert_eq!(read(&b, "x").as_deref(), Some("future"));
+        // b's clock went no further than the bound.
+        write(&b, &[("z", Some("other"))]);
+        let last = b.sync.store().latest_log_seq();
+        let entry = &b.sync.store().log_entries(last, 1).unwrap()[0];
+        assert!(entry.timestamp_ns <= START_NS + CLOCK_DRIFT_MAX_NS + 1_000);
+        // b overwrites what it saw; a takes b's write by causality.
+        write(&b, &[("x", Some("seen and replaced"))]);
+        let back = pull(&a, &b).applied.unwrap();
+        assert_eq!((back.fast_forwards, back.conflicts), (2, 0));
+        assert_eq!(read(&a, "x").as_deref(), Some("seen and replaced"));
+        // a's later generations keep flowing.
+        write(&a, &[("y", Some("still ahead"))]);
+        assert_eq!(pull(&b, &a).applied.unwrap().records_applied, 1);
+        assert_eq!(read(&b, "y").as_deref(), Some("still ahead"));
+    }
+
+    /// The head holder keeps a version that is a DAG head even when nothing else would.
+    #[test]
+    fn the_head_holder_keeps_what_a_responder_sends() {
+        let a = device(0);
+        write(&a, &[("x", Some("held"))]);
+        let store = a.sync.store();
+        let held = head(&a, "x").unwrap();
+        // A local write the watcher has not processed retires the head's version; drop the
+        // watcher's pin and force the log past everything.
+        let transaction = store.begin(Origin::local("a", 0x10)).unwrap();
+        transaction.put(&row("x"), b"newer").unwrap();
+        transaction.commit().unwrap();
+        let transaction = store.begin(Origin::default()).unwrap();
+        transaction.remove_pin(watcher::WATCHER_PIN).unwrap();
+        transaction.commit().unwrap();
+        store.advance_log_start(store.latest_log_seq() + 1).unwrap();
+        while store.prune(128).unwrap().more {}
+        let snapshot = store.versioned_snapshot().unwrap();
+        assert!(snapshot.get_at_version(&row("x"), held).unwrap().is_some());
+    }
+}
