@@ -48,6 +48,55 @@ impl Client {
         self.handler.call(request).await?.one().await
     }
 
+    /// Creates a syncgroup of `database` (the service is its first member).
+    pub async fn create_syncgroup(
+        &self,
+        database: &DatabasePath,
+        spec: syncbase_wire::SyncgroupSpec,
+    ) -> Result<(), WireError> {
+        self.call_one(Request::CreateSyncgroup {
+            database: database.clone(),
+            spec,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Joins the syncgroup `name` of `database` through the member at `via`; with `wait`,
+    /// returns once the first round with that member has been applied.
+    pub async fn join_syncgroup(
+        &self,
+        database: &DatabasePath,
+        name: &str,
+        via: &str,
+        wait: bool,
+    ) -> Result<(), WireError> {
+        self.call_one(Request::JoinSyncgroup {
+            database: database.clone(),
+            name: name.to_string(),
+            via: via.to_string(),
+            wait,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// The names of `database`'s syncgroups.
+    pub async fn list_syncgroups(&self, database: &DatabasePath) -> Result<Vec<String>, WireError> {
+        match self
+            .call_one(Request::ListSyncgroups {
+                database: database.clone(),
+            })
+            .await?
+        {
+            Response::Names(names) => Ok(names),
+            _ => Err(WireError::new(
+                syncbase_wire::codes::INTERNAL,
+                "the service answered a list of syncgroups with something else",
+            )),
+        }
+    }
+
     /// Runs `body` in a read-write batch and commits it, starting over (up to
     /// [`BATCH_ATTEMPTS_MAX`] times) while the commit meets a concurrent batch.
     pub async fn run_in_batch<T, F, Fut>(

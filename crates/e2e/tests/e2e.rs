@@ -1626,3 +1626,202 @@ fn a_full_disk_fails_writes_clearly_and_reads_keep_being_served() {
         expect_row(&client, 0).await.unwrap();
     });
 }
+
+/// Two daemons of alice's (`alice:a`, `alice:b`), each with its own data and identity, both
+/// trusting alice's root.
+fn two_members(home: &Home, extra: &[&str]) -> (Daemon, Daemon) {
+    ok(&home.sb_local(&["identity", "show"]));
+    let start = |name: &str| {
+        let identity = home.path(&format!("id-{name}"));
+        ok(&home.sb_local(&[
+            "identity",
+            "bless",
+            name,
+            "--out",
+            identity.to_str().unwrap(),
+        ]));
+        let root = home.path(&format!("root-{name}"));
+        let mut args = vec![
+            "--identity",
+            identity.to_str().unwrap(),
+            "--root-dir",
+            root.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        home.start(
+            &args
+                .iter()
+                .map(|arg| arg.to_string())
+                .collect::<Vec<_>>()
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        )
+    };
+    (start("a"), start("b"))
+}
+
+/// Polls `sb get` on `daemon` until it prints `want` (or the row is gone, for `None`), for at
+/// most 20 s counted in polls.
+fn eventually_reads(home: &Home, daemon: &Daemon, key: &str, want: Option<&str>) {
+    let mut last = String::new();
+    for _ in 0..400 {
+        let output = home.sb(daemon, &["get", "notes/main/todo", key]);
+        let got = output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).into_owned());
+        if got.as_deref() == want {
+            return;
+        }
+        last = format!(
+            "{got:?} ({})",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "{} never read {want:?} for {key}: last {last}",
+        daemon.address
+    );
+}
+
+#[test]
+fn two_daemons_sync_a_collection_both_ways_through_a_syncgroup() {
+    let home = Home::new();
+    // Anti-entropy off: push alone must carry every write.
+    let (a, b) = two_members(&home, &["--sync-interval", "0"]);
+    create_notes(&home, &a);
+    ok(&home.sb(&a, &["put", "notes/main/todo", "before", "the syncgroup"]));
+    ok(&home.sb(
+        &a,
+        &["sg", "create", "notes/main", "sg", "--collections", "todo"],
+    ));
+    assert_eq!(ok(&home.sb(&a, &["sg", "list", "notes/main"])), "sg\n");
+    // b has no app, database or collection yet: joining creates them and pulls.
+    ok(&home.sb(
+        &b,
+        &[
+            "sg",
+            "join",
+            "notes/main",
+            "sg",
+            "--via",
+            &a.address,
+            "--wait",
+        ],
+    ));
+    assert_eq!(ok(&home.sb(&b, &["sg", "list", "notes/main"])), "sg\n");
+    assert_eq!(
+        ok(&home.sb(&b, &["get", "notes/main/todo", "before"])),
+        "the syncgroup"
+    );
+    ok(&home.sb(&a, &["put", "notes/main/todo", "k1", "from a"]));
+    eventually_reads(&home, &b, "k1", Some("from a"));
+    ok(&home.sb(&b, &["put", "notes/main/todo", "k2", "from b"]));
+    eventually_reads(&home, &a, "k2", Some("from b"));
+    ok(&home.sb(&b, &["delete", "notes/main/todo", "k1"]));
+    eventually_reads(&home, &a, "k1", None);
+    // The same key written on both sides ends with one winner everywhere.
+    ok(&home.sb(&a, &["put", "notes/main/todo", "both", "a's"]));
+    ok(&home.sb(&b, &["put", "notes/main/todo", "both", "b's"]));
+    let mut converged = false;
+    for _ in 0..400 {
+        let on_a = home.sb(&a, &["get", "notes/main/todo", "both"]);
+        let on_b = home.sb(&b, &["get", "notes/main/todo", "both"]);
+        if on_a.status.success() && on_b.status.success() && on_a.stdout == on_b.stdout {
+            converged = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(converged, "a and b never agreed on `both`");
+}
+
+#[test]
+fn joining_is_refused_clearly_for_strangers_and_unknown_syncgroups() {
+    let home = Home::new();
+    let (a, b) = two_members(&home, &[]);
+    create_notes(&home, &a);
+    ok(&home.sb(
+        &a,
+        &["sg", "create", "notes/main", "sg", "--collections", "todo"],
+    ));
+    // A syncgroup the member does not have.
+    let missing = home.sb(
+        &b,
+        &[
+            "sg",
+            "join",
+            "notes/main",
+            "other",
+            "--via",
+            &a.address,
+            "--wait",
+        ],
+    );
+    assert_eq!(refused_code(&missing), "nosql.no_exist");
+    // A trusted daemon outside the syncgroup's Read list sees no such syncgroup.
+    ok(&home.sb(
+        &a,
+        &[
+            "sg",
+            "create",
+            "notes/main",
+            "only-a",
+            "--collections",
+            "todo",
+            "--read",
+            "alice:a",
+        ],
+    ));
+    let outside = home.sb(
+        &b,
+        &[
+            "sg",
+            "join",
+            "notes/main",
+            "only-a",
+            "--via",
+            &a.address,
+            "--wait",
+        ],
+    );
+    assert_eq!(refused_code(&outside), "nosql.no_exist");
+    // Nobody listens there.
+    let nobody = home.sb(
+        &b,
+        &[
+            "sg",
+            "join",
+            "notes/main",
+            "sg",
+            "--via",
+            "127.0.0.1:1",
+            "--wait",
+        ],
+    );
+    assert_eq!(refused_code(&nobody), "sync.peer_unreachable");
+    // A daemon of a root a does not trust is refused at the handshake.
+    let stranger = new_root_identity(&home, "mallory");
+    let mallory = home.start(&[
+        "--identity",
+        stranger.to_str().unwrap(),
+        "--root-dir",
+        home.path("root-mallory").to_str().unwrap(),
+    ]);
+    let refused = home.sb_as(
+        &mallory,
+        Some(&stranger),
+        &[
+            "sg",
+            "join",
+            "notes/main",
+            "sg",
+            "--via",
+            &a.address,
+            "--wait",
+        ],
+    );
+    assert_eq!(refused_code(&refused), "sync.peer_refused");
+}

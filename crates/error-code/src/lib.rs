@@ -93,6 +93,11 @@ registry! {
         /// holds under the same generation, other bytes under a known version, or no value for a
         /// version that must become current. Nothing of the delta was applied.
         DELTA_INVALID = "sync.delta_invalid";
+        /// A member of the syncgroup could not be reached (no answer within 10 s).
+        PEER_UNREACHABLE = "sync.peer_unreachable";
+        /// The handshake with a member was refused (by either side: an untrusted root, or a
+        /// daemon that is not the member it claims to be).
+        PEER_REFUSED = "sync.peer_refused";
     }
 
     /// Utilities shared above the store (`syncbase-util`).

@@ -14,7 +14,7 @@ use syncbase_store::{Clock, Origin, Store, StoreReader, Stored, Transaction, Ver
 use syncbase_util::keys::{self, Prefix};
 use syncbase_util::{decode_typed, put_typed};
 use syncbase_vsync::service::{ClosedListener, DataModel};
-use syncbase_vsync::syncgroup::{self, Syncgroup};
+use syncbase_vsync::syncgroup::{self, JoinAnswer, Syncgroup};
 use syncbase_vsync::watcher;
 use syncbase_wire::{DatabasePath, Tag, validate_existing_name, validate_name};
 
@@ -53,19 +53,32 @@ impl Service {
             ));
         }
         let database = self.database_with_tag(caller, path, Tag::Write)?;
+        self.record_syncgroup(&database, path, Some(caller), syncgroup)
+    }
+
+    /// Stores `syncgroup` in `database` (refused if it has one of that name), records what its
+    /// collections hold, and lists the database as synced. With `caller`, each collection must
+    /// grant it Read.
+    fn record_syncgroup(
+        &self,
+        database: &crate::Database,
+        path: &DatabasePath,
+        caller: Option<&Caller>,
+        syncgroup: &Syncgroup,
+    ) -> Result<()> {
         let store = database.store();
+        let internal = Caller::new("");
         let mut attempt = 0;
         loop {
             attempt += 1;
             let from_seq = store.latest_log_seq() + 1;
             let transaction = store.begin(Origin::default())?;
             for collection in &syncgroup.collections {
-                database.collection_data(
-                    &transaction,
-                    &Walk::new(caller),
-                    collection,
-                    Need::Tag(Tag::Read),
-                )?;
+                let walk = match caller {
+                    Some(caller) => Walk::new(caller),
+                    None => Walk::internal(&internal),
+                };
+                database.collection_data(&transaction, &walk, collection, Need::Tag(Tag::Read))?;
             }
             if syncgroup::syncgroup(&transaction, &syncgroup.name)?.is_some() {
                 return Err(Error::exist(syncgroup_what(path, &syncgroup.name)));
@@ -88,6 +101,78 @@ impl Service {
                 outcome => return Ok(outcome?),
             }
         }
+    }
+
+    /// Joins, on this service, a syncgroup a member described (`syncgroup`, with the shared
+    /// collections' permissions there): the caller needs Write on the database; a missing app,
+    /// database or collection is created (collections with the member's permissions, the rest
+    /// with the caller's defaults). Rows already here become this device's records and meet the
+    /// member's as concurrent writes do.
+    pub fn join_syncgroup(
+        &self,
+        caller: &Caller,
+        path: &DatabasePath,
+        syncgroup: &Syncgroup,
+        collections: &[(String, syncbase_wire::Permissions)],
+    ) -> Result<()> {
+        if !self.app_exists(caller, &path.app)? {
+            self.create_app(caller, &path.app, None)?;
+        }
+        if !self.database_exists(caller, path)? {
+            self.create_database(caller, path, None)?;
+        }
+        let database = self.database_with_tag(caller, path, Tag::Write)?;
+        for (collection, permissions) in collections {
+            if !database.collection_exists(caller, collection)? {
+                database.create_collection(caller, collection, Some(permissions.clone()))?;
+            }
+        }
+        self.record_syncgroup(&database, path, None, syncgroup)
+    }
+
+    /// A syncgroup of a database, read for sync (no caller; `None` when either is missing).
+    pub fn syncgroup_for_sync(&self, path: &DatabasePath, name: &str) -> Result<Option<Syncgroup>> {
+        let internal = Caller::new("");
+        let database = match self.open_database_as(&Walk::internal(&internal), path) {
+            Ok(database) => database,
+            Err(error) if error.is_no_exist() => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        let snapshot = database.store().versioned_snapshot()?;
+        Ok(syncgroup::syncgroup(&snapshot, name)?)
+    }
+
+    /// Adds `member` (reached at `address`) to a syncgroup, for sync (the caller checked the
+    /// syncgroup admits it); returns the record with the shared collections' permissions.
+    pub fn add_syncgroup_member(
+        &self,
+        path: &DatabasePath,
+        name: &str,
+        member: &str,
+        address: Option<&str>,
+    ) -> Result<Option<JoinAnswer>> {
+        let internal = Caller::new("");
+        let database = self.open_database_as(&Walk::internal(&internal), path)?;
+        let store = database.store();
+        let record = crate::transact::transact(store.as_ref(), |transaction| {
+            Ok(syncgroup::add_member(transaction, name, member, address)?)
+        })?;
+        let Some(record) = record else {
+            return Ok(None);
+        };
+        let snapshot = store.versioned_snapshot()?;
+        let mut collections = Vec::new();
+        for collection in &record.collections {
+            if let Some(data) = read_collection(&snapshot as &dyn StoreReader, collection)?
+                && !data.destroyed
+            {
+                collections.push((collection.clone(), data.permissions));
+            }
+        }
+        Ok(Some(JoinAnswer {
+            syncgroup: record,
+            collections,
+        }))
     }
 
     /// The names of a database's syncgroups (Read on the database).

@@ -1594,6 +1594,7 @@ mod sync {
             name: "sg".into(),
             collections: vec!["todo".into()],
             members: members.iter().map(|member| member.to_string()).collect(),
+            ..Default::default()
         }
     }
 

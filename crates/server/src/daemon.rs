@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 
+use crate::sync::SyncEngine;
 use crate::{EngineKind, EngineOpener, ServiceHandler};
 
 /// The file in the root directory a running daemon holds locked.
@@ -50,6 +51,10 @@ pub struct DaemonOptions {
     pub log_retention: Retention,
     /// Bounds on connections and on the memory they may hold.
     pub limits: ConnectionLimits,
+    /// Where other members reach this daemon (default: the address it listens on).
+    pub advertise: Option<String>,
+    /// How often every member is pulled from without a notification; `None`: never (push only).
+    pub anti_entropy: Option<std::time::Duration>,
 }
 
 /// What connections may hold: unauthenticated ones, each principal's, and their responses.
@@ -85,6 +90,7 @@ pub struct Daemon {
     /// The address it accepts connections on.
     pub address: std::net::SocketAddr,
     service: Arc<Service>,
+    sync: Arc<SyncEngine>,
     identity: Arc<IdentitySource>,
     _lock: File,
     listener: TcpListener,
@@ -106,6 +112,7 @@ fn unstarted_connections_max(handshakes_pending_max: usize) -> usize {
 
 struct Factory {
     service: Arc<Service>,
+    sync: Arc<SyncEngine>,
     status: Arc<StatusInfo>,
     response_budget: ByteBudget,
     response_bytes_per_connection_max: usize,
@@ -123,7 +130,8 @@ impl HandlerFactory for Factory {
                 Caller::new(peer.name.clone()),
                 self.status.clone(),
             )
-            .with_response_budgets(budgets),
+            .with_response_budgets(budgets)
+            .with_sync(self.sync.clone()),
         )
     }
 }
@@ -592,20 +600,37 @@ impl Daemon {
             handshakes_pending_max: plan.handshakes_pending_max,
             ..options.limits.clone()
         };
+        let identity = Arc::new(IdentitySource::new(
+            options.identity_dir.clone(),
+            identity,
+            extra_roots,
+        ));
+        let member = status.identity.clone();
+        let advertised = options
+            .advertise
+            .clone()
+            .unwrap_or_else(|| address.to_string());
+        let dialing = identity.clone();
+        let sync = SyncEngine::new(
+            service.clone(),
+            member,
+            Some(advertised),
+            Arc::new(move || dialing.current()),
+            options.anti_entropy,
+        );
         let factory = Arc::new(Factory {
             service: service.clone(),
+            sync: sync.clone(),
             status,
             response_budget: ByteBudget::new(limits.response_bytes_max),
             response_bytes_per_connection_max: limits.response_bytes_per_connection_max,
         });
+        sync.set_factory(factory.clone());
         Ok(Daemon {
             address,
             service,
-            identity: Arc::new(IdentitySource::new(
-                options.identity_dir.clone(),
-                identity,
-                extra_roots,
-            )),
+            sync,
+            identity,
             _lock: lock,
             listener,
             factory,
@@ -630,6 +655,10 @@ impl Daemon {
     #[allow(clippy::disallowed_methods)] // the daemon's accept loop backs off on tokio's clock.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
+        // Databases with syncgroups start syncing at once (in the background: opening them
+        // must not hold up the first connections).
+        let sync = self.sync.clone();
+        tokio::spawn(async move { sync.start().await });
         loop {
             let unstarted = tokio::select! {
                 () = &mut shutdown => break,

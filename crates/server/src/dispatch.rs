@@ -58,6 +58,25 @@ pub fn dispatch(
                 .database_with_tag(caller, &database, Tag::Admin)?
                 .log_status()?,
         )),
+        Request::ListSyncgroups { database } => {
+            Outcome::Response(Response::Names(service.list_syncgroups(caller, &database)?))
+        }
+        // In a daemon, the sync engine takes these (see `handler.rs`); here the service runs in
+        // process without one: a syncgroup it creates lists only itself, and nothing reaches
+        // a peer.
+        Request::CreateSyncgroup { database, spec } => {
+            let address = Some(status.address.clone()).filter(|address| !address.is_empty());
+            let record =
+                crate::sync::syncgroup_record(spec, caller, &status.identity, address.as_deref());
+            done(service.create_syncgroup(caller, &database, &record)?)
+        }
+        Request::JoinSyncgroup { .. } | Request::Peer(_) => {
+            return Err(syncbase_nosql::Error::from(syncbase_wire::WireError::new(
+                syncbase_error_code::sync::PEER_UNREACHABLE,
+                "this service runs without a sync engine (in process, with no network): it \
+                 cannot reach a peer",
+            )));
+        }
         Request::ListCollections { database } => Outcome::Response(Response::Names(
             service
                 .database_with_tag(caller, &database, Tag::Read)?

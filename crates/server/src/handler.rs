@@ -12,6 +12,7 @@ use syncbase_wire::{
 };
 
 use crate::dispatch::{Outcome, dispatch};
+use crate::sync::SyncEngine;
 
 /// A [`Handler`] for `caller` over an in-process service.
 #[derive(Clone)]
@@ -21,6 +22,8 @@ pub struct ServiceHandler {
     status: Arc<StatusInfo>,
     /// Budgets that response bytes are leased from until written out (none in process).
     response_budgets: Arc<[ByteBudget]>,
+    /// The daemon's sync engine (none in process): syncgroup calls and peer calls go to it.
+    sync: Option<Arc<SyncEngine>>,
 }
 
 /// Single responses up to this size are not leased: each connection runs a bounded number of
@@ -42,7 +45,14 @@ impl ServiceHandler {
             caller,
             status,
             response_budgets: Arc::from(Vec::new()),
+            sync: None,
         }
+    }
+
+    /// Sends syncgroup and peer calls to `engine`.
+    pub fn with_sync(mut self, engine: Arc<SyncEngine>) -> Self {
+        self.sync = Some(engine);
+        self
     }
 
     /// Leases every response's bytes from `budgets` (a connection's, then the daemon's) from
@@ -66,6 +76,34 @@ fn internal(error: impl std::fmt::Display) -> WireError {
 #[async_trait::async_trait]
 impl Handler for ServiceHandler {
     async fn call(&self, request: Request) -> Result<Responses, WireError> {
+        let request = match (&self.sync, request) {
+            (Some(engine), Request::Peer(peer)) => {
+                return Ok(Responses::single(
+                    engine.peer_call(&self.caller, peer).await,
+                ));
+            }
+            (Some(engine), Request::CreateSyncgroup { database, spec }) => {
+                return Ok(Responses::single(
+                    engine.create_syncgroup(&self.caller, database, spec).await,
+                ));
+            }
+            (
+                Some(engine),
+                Request::JoinSyncgroup {
+                    database,
+                    name,
+                    via,
+                    wait,
+                },
+            ) => {
+                return Ok(Responses::single(
+                    engine
+                        .join_syncgroup(&self.caller, database, name, via, wait)
+                        .await,
+                ));
+            }
+            (_, request) => request,
+        };
         let (sender, responses) = Responses::channel();
         let outcome = if waits_for_disk(&self.service, &request) {
             let this = self.clone();

@@ -10,8 +10,8 @@ use syncbase_nosql::{Caller, Service, ServiceOptions};
 use syncbase_server::{EngineKind, EngineOpener, Outcome, ServiceHandler, dispatch};
 use syncbase_store::{Durability, ManualClock, SeededRng};
 use syncbase_wire::{
-    BatchHandle, BatchOptions, CollectionPath, DatabasePath, Handler, ObjectPath, Permissions,
-    Request, Response, RowRange, StatusInfo, Tag, WatchStart, codes,
+    BatchHandle, BatchOptions, CollectionPath, DatabasePath, Handler, ObjectPath, PeerRequest,
+    Permissions, Request, Response, RowRange, StatusInfo, SyncgroupSpec, Tag, WatchStart, codes,
 };
 
 fn open_service(dir: &std::path::Path, engine: EngineKind, seed: u64) -> Service {
@@ -79,6 +79,12 @@ struct Spec {
     tag: Option<Tag>,
     answers_false: bool,
     no_tag_needed: bool,
+    /// A second tag the call needs, at a level below (creating a syncgroup: Read on its
+    /// collections besides Write on the database).
+    also: Option<(Level, Tag)>,
+    /// Only a daemon's sync engine runs it (it reaches peers): the service in process refuses
+    /// it whatever the caller holds; the end-to-end tests cover it.
+    engine_only: bool,
 }
 
 const fn needs(level: Level, tag: Tag) -> Spec {
@@ -87,6 +93,8 @@ const fn needs(level: Level, tag: Tag) -> Spec {
         tag: Some(tag),
         answers_false: false,
         no_tag_needed: false,
+        also: None,
+        engine_only: false,
     }
 }
 
@@ -96,6 +104,8 @@ const fn reach(level: Level) -> Spec {
         tag: None,
         answers_false: false,
         no_tag_needed: false,
+        also: None,
+        engine_only: false,
     }
 }
 
@@ -105,6 +115,8 @@ const fn reads_or_false(level: Level, tag: Tag) -> Spec {
         tag: Some(tag),
         answers_false: true,
         no_tag_needed: false,
+        also: None,
+        engine_only: false,
     }
 }
 
@@ -114,6 +126,8 @@ const fn exists(level: Level) -> Spec {
         tag: None,
         answers_false: true,
         no_tag_needed: false,
+        also: None,
+        engine_only: false,
     }
 }
 
@@ -139,6 +153,18 @@ const STATUS: Spec = Spec {
     tag: None,
     answers_false: false,
     no_tag_needed: true,
+    also: None,
+    engine_only: false,
+};
+
+const ENGINE_ONLY: Spec = Spec {
+    engine_only: true,
+    ..STATUS
+};
+
+const CREATE_SYNCGROUP: Spec = Spec {
+    also: Some((Level::Collection, Tag::Read)),
+    ..needs(Level::Database, Tag::Write)
 };
 
 calls! {
@@ -168,6 +194,10 @@ calls! {
     RowExists => Request::RowExists { collection: coll("c"), key: "k".into(), batch: None }, reads_or_false(Level::Collection, Tag::Read);
     Scan => Request::Scan { collection: coll("c"), range: RowRange::Prefix(String::new()), batch: None }, needs(Level::Collection, Tag::Read);
     DeleteRange => Request::DeleteRange { collection: coll("c"), range: RowRange::Prefix(String::new()), batch: None }, needs(Level::Collection, Tag::Write);
+    ListSyncgroups => Request::ListSyncgroups { database: db() }, needs(Level::Database, Tag::Read);
+    CreateSyncgroup => Request::CreateSyncgroup { database: db(), spec: SyncgroupSpec { name: "sg".into(), collections: vec!["c".into()], ..SyncgroupSpec::default() } }, CREATE_SYNCGROUP;
+    JoinSyncgroup => Request::JoinSyncgroup { database: db(), name: "sg".into(), via: "127.0.0.1:1".into(), wait: false }, ENGINE_ONLY;
+    Peer => Request::Peer(PeerRequest::Notify { database: db() }), ENGINE_ONLY;
 }
 
 /// Permissions at one level: everything for alice, plus `bob_tags` for bob.
@@ -211,6 +241,11 @@ fn world(dir: &std::path::Path, bob_at: impl Fn(Level) -> Vec<Tag>) -> Service {
 fn minimal(spec: Spec, level: Level) -> Vec<Tag> {
     if spec.no_tag_needed {
         return Vec::new();
+    }
+    if let Some((also, tag)) = spec.also
+        && also == level
+    {
+        return vec![tag];
     }
     match level.cmp(&spec.level) {
         std::cmp::Ordering::Less => vec![Tag::Resolve],
@@ -278,6 +313,16 @@ const LEVELS: [Level; 4] = [
 fn every_call_is_allowed_with_its_minimal_tags_and_refused_with_one_fewer() {
     for (name, request, spec) in table() {
         let dir = tempfile::tempdir().unwrap();
+        if spec.engine_only {
+            let service = world(dir.path(), |_| Tag::ALL.to_vec());
+            let refused = run(&service, &alice(), name, &request);
+            assert_eq!(
+                refused,
+                Err("sync.peer_unreachable".to_string()),
+                "{name} in process"
+            );
+            continue;
+        }
         let service = world(dir.path(), |level| minimal(spec, level));
         let allowed = run(&service, &bob(), name, &request);
         assert!(
@@ -289,7 +334,10 @@ fn every_call_is_allowed_with_its_minimal_tags_and_refused_with_one_fewer() {
         }
         // No tag left at a level (the object or an ancestor): bob cannot see the object, so
         // the answer is the one for a missing object.
-        for dropped in LEVELS.into_iter().filter(|level| *level <= spec.level) {
+        let deepest = spec
+            .also
+            .map_or(spec.level, |(level, _)| level.max(spec.level));
+        for dropped in LEVELS.into_iter().filter(|level| *level <= deepest) {
             let dir = tempfile::tempdir().unwrap();
             let service = world(dir.path(), |level| {
                 if level == dropped {

@@ -314,6 +314,7 @@ impl Sim {
                 name: "sg".into(),
                 collections: vec![COLLECTION.into()],
                 members: members.clone(),
+                ..Default::default()
             };
             self.peers[index]
                 .open()

@@ -59,6 +59,9 @@ pub struct Delta {
     pub records: Vec<DeltaRecord>,
     /// What the initiator knows of each scope once it has applied them.
     pub knowledge: Knowledge,
+    /// The responder's records of the syncgroups it shares with the initiator (so members
+    /// learn of each other).
+    pub syncgroups: Vec<crate::syncgroup::Syncgroup>,
     /// Counters: log records read (by generation range), or heads read (a new member's scope).
     pub records_read: u64,
     /// Counters: bytes of the records sent (their objects, authors, values and fixed fields).

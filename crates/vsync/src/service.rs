@@ -241,7 +241,13 @@ impl<S: Store + 'static> DatabaseSync<S> {
                     self.catch_up()?;
                     let scopes = self.scopes_for(&from)?;
                     let snapshot = self.store.versioned_snapshot()?;
-                    let delta = deltas(&snapshot, self.device, &scopes, &knowledge)?;
+                    let mut delta = deltas(&snapshot, self.device, &scopes, &knowledge)?;
+                    if !scopes.is_empty() {
+                        delta.syncgroups = syncgroups(&snapshot)?
+                            .into_iter()
+                            .filter(|syncgroup| syncgroup.members.contains(&from))
+                            .collect();
+                    }
                     handled.records_sent = delta.records.len() as u64;
                     handled.actions.push(Action::Send {
                         to: from,
@@ -257,6 +263,9 @@ impl<S: Store + 'static> DatabaseSync<S> {
                         resolver: self.resolver.as_ref(),
                     };
                     let outcome = initiator.apply(&self.store, &delta)?;
+                    if !delta.syncgroups.is_empty() {
+                        self.learn_members(&delta.syncgroups)?;
+                    }
                     // Push onward: other members may lack what just arrived.
                     if outcome.records_applied > 0 || outcome.conflicts > 0 {
                         self.notify_members(Some(&from), &mut handled.actions)?;
@@ -266,6 +275,20 @@ impl<S: Store + 'static> DatabaseSync<S> {
             },
         }
         Ok(handled)
+    }
+
+    /// Takes in the members of syncgroups this database has that a delta's records name.
+    fn learn_members(&self, incoming: &[crate::syncgroup::Syncgroup]) -> Result<()> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let transaction = self.store.begin(syncbase_store::Origin::default())?;
+            crate::syncgroup::merge_members(&transaction, incoming)?;
+            match syncbase_store::Transaction::commit(&transaction) {
+                Err(syncbase_store::Error::ConcurrentTransaction) if attempt < 16 => {}
+                outcome => return Ok(outcome?),
+            }
+        }
     }
 
     /// Runs the watcher until it has processed the whole log; returns the records it made.
@@ -391,4 +414,17 @@ impl<S: Store + 'static> DatabaseSync<S> {
         }
         Ok(knowledge)
     }
+}
+
+/// Encodes a message part (knowledge, a delta, a join's answer) for the wire.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    postcard::to_stdvec(value)
+        .map_err(|error| Error::DeltaInvalid(format!("a message does not encode: {error}")))
+}
+
+/// Decodes what [`encode`] made; bytes from a peer that do not decode are
+/// [`Error::DeltaInvalid`].
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    postcard::from_bytes(bytes)
+        .map_err(|error| Error::DeltaInvalid(format!("a peer's message does not decode: {error}")))
 }

@@ -1,18 +1,22 @@
-//! Syncgroups (mirrors Go `vsync/syncgroup.go`), for now as durable records that tests and the
-//! simulator create directly: a name, the collections it shares and its members. The calls on
-//! the wire and in `sb` come with sync between daemons.
+//! Syncgroups (mirrors Go `vsync/syncgroup.go`): durable records of a database (a name, the
+//! collections it shares, who may join it and administer it, and its members with the address
+//! each is reached at). Members learn of each other through these records: a delta carries the
+//! responder's records of the syncgroups it shares with the initiator, and the initiator takes in
+//! members it did not know ([`merge_members`]); membership only grows here (leaving comes later).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use syncbase_store::{StoreReader, StoreWriter};
 use syncbase_util::keys::{self, Prefix};
 use syncbase_util::{decode_typed, get_typed, put_typed};
 
+use syncbase_wire::AccessList;
+
 use crate::error::Result;
 
 /// A syncgroup of a database.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Syncgroup {
     /// Its name, unique in the database.
     pub name: String,
@@ -20,6 +24,32 @@ pub struct Syncgroup {
     pub collections: Vec<String>,
     /// The members: each a daemon, by its principal name.
     pub members: Vec<String>,
+    /// What it is for, for people.
+    pub description: String,
+    /// Who may join it (and pull from its members): principal patterns.
+    pub read: AccessList,
+    /// Who may administer it.
+    pub admin: AccessList,
+    /// Where each member is reached (`HOST:PORT`), by principal name; a member without one is
+    /// reached only over a connection it opens.
+    pub addresses: BTreeMap<String, String>,
+}
+
+/// What a member answers a daemon that joins: the syncgroup's record (the joiner listed) and the
+/// permissions of the shared collections there (a joiner creates the ones it lacks with them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinAnswer {
+    /// The syncgroup.
+    pub syncgroup: Syncgroup,
+    /// Each shared collection and its permissions on the member.
+    pub collections: Vec<(String, syncbase_wire::Permissions)>,
+}
+
+impl Syncgroup {
+    /// Whether `principal` may join the syncgroup (its Read list).
+    pub fn admits(&self, principal: &str) -> bool {
+        self.read.includes(principal)
+    }
 }
 
 fn syncgroup_key(name: &str) -> Vec<u8> {
@@ -58,4 +88,58 @@ pub fn synced_collections<R: StoreReader + ?Sized>(reader: &R) -> Result<BTreeSe
         .into_iter()
         .flat_map(|syncgroup| syncgroup.collections)
         .collect())
+}
+
+/// Takes in the members (and their addresses) of `incoming` records of syncgroups this database
+/// has; returns whether anything was learned. Records of syncgroups it does not have are ignored
+/// (joining is explicit).
+pub fn merge_members<T: StoreReader + StoreWriter + ?Sized>(
+    transaction: &T,
+    incoming: &[Syncgroup],
+) -> Result<bool> {
+    let mut learned = false;
+    for theirs in incoming {
+        let Some(mut ours) = syncgroup(transaction, &theirs.name)? else {
+            continue;
+        };
+        let before = ours.clone();
+        for member in &theirs.members {
+            if !ours.members.contains(member) {
+                ours.members.push(member.clone());
+            }
+        }
+        for (member, address) in &theirs.addresses {
+            ours.addresses
+                .entry(member.clone())
+                .or_insert_with(|| address.clone());
+        }
+        if ours != before {
+            put_syncgroup(transaction, &ours)?;
+            learned = true;
+        }
+    }
+    Ok(learned)
+}
+
+/// Adds `member` (reached at `address`, if it has one) to the syncgroup `name`; `None` when the
+/// database has no such syncgroup.
+pub fn add_member<T: StoreReader + StoreWriter + ?Sized>(
+    transaction: &T,
+    name: &str,
+    member: &str,
+    address: Option<&str>,
+) -> Result<Option<Syncgroup>> {
+    let Some(mut record) = syncgroup(transaction, name)? else {
+        return Ok(None);
+    };
+    if !record.members.iter().any(|known| known == member) {
+        record.members.push(member.to_string());
+    }
+    if let Some(address) = address {
+        record
+            .addresses
+            .insert(member.to_string(), address.to_string());
+    }
+    put_syncgroup(transaction, &record)?;
+    Ok(Some(record))
 }

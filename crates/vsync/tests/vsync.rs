@@ -7,6 +7,7 @@ fn share_collection_c<S: syncbase_store::Store + 'static>(store: &syncbase_store
         name: "sg".into(),
         collections: vec!["c".into()],
         members: Vec::new(),
+        ..Default::default()
     };
     syncbase_vsync::syncgroup::put_syncgroup(store, &syncgroup).unwrap();
     syncbase_vsync::watcher::start(store, 1).unwrap();
@@ -605,6 +606,7 @@ mod watcher {
                 name: "sg".into(),
                 collections: vec!["c".into()],
                 members: vec!["alice:a".into()],
+                ..Default::default()
             },
         )
         .unwrap();
@@ -861,6 +863,7 @@ mod initiator {
                 name: "sg".into(),
                 collections: vec!["c".into()],
                 members: vec!["a".into(), "b".into(), "c".into()],
+                ..Default::default()
             },
         )
         .unwrap();

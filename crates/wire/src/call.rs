@@ -319,6 +319,78 @@ pub enum Request {
         /// The database.
         database: DatabasePath,
     },
+    /// Creates a syncgroup (Write on the database, Read on each collection); the daemon is its
+    /// first member.
+    CreateSyncgroup {
+        /// The database.
+        database: DatabasePath,
+        /// The syncgroup.
+        spec: SyncgroupSpec,
+    },
+    /// Joins a syncgroup through a member at `via` (Write on the database, which is created
+    /// when missing, as are its app and the shared collections).
+    JoinSyncgroup {
+        /// The database.
+        database: DatabasePath,
+        /// The syncgroup.
+        name: String,
+        /// A member's address, `HOST:PORT`.
+        via: String,
+        /// Answer only once the first round with that member has been applied.
+        wait: bool,
+    },
+    /// The syncgroups of a database (Read on the database).
+    ListSyncgroups {
+        /// The database.
+        database: DatabasePath,
+    },
+    /// A call between the sync engines of two daemons (the typed counterpart of the seed's
+    /// `$internal` suffix): authorized by the calling daemon's verified principal against the
+    /// syncgroups' member and Read lists.
+    Peer(PeerRequest),
+}
+
+/// A syncgroup as a client describes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncgroupSpec {
+    /// Its name, unique in the database.
+    pub name: String,
+    /// The collections it shares.
+    pub collections: Vec<String>,
+    /// What it is for.
+    pub description: String,
+    /// Who may join it; empty: the creator's root.
+    pub read: Vec<String>,
+    /// Who may administer it; empty: the creator's root.
+    pub admin: Vec<String>,
+}
+
+/// A call of one daemon's sync engine on another's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// The caller joins the syncgroup `name`; the answer ([`Response::Bytes`]) is the
+    /// syncgroup's record and the shared collections' permissions, encoded by the sync engine.
+    Join {
+        /// The database.
+        database: DatabasePath,
+        /// The syncgroup.
+        name: String,
+        /// Where the caller is reached, if it listens.
+        address: Option<String>,
+    },
+    /// What the caller knows (encoded by the sync engine); the answer ([`Response::Bytes`]) is
+    /// the delta it lacks.
+    Pull {
+        /// The database.
+        database: DatabasePath,
+        /// The caller's knowledge.
+        knowledge: Vec<u8>,
+    },
+    /// The caller has new generations of the database: pull.
+    Notify {
+        /// The database.
+        database: DatabasePath,
+    },
 }
 
 impl Request {
@@ -360,4 +432,6 @@ pub enum Response {
     Status(StatusInfo),
     /// The answer to [`Request::LogStatus`].
     LogStatus(LogStatus),
+    /// Bytes encoded by the sync engine (the answer to a [`PeerRequest`]).
+    Bytes(Vec<u8>),
 }

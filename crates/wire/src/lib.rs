@@ -17,7 +17,7 @@ mod perms;
 pub use budget::{ByteBudget, Lease};
 pub use call::{
     BatchHandle, BatchOptions, Change, ChangeKind, CollectionPath, DatabasePath, LogPin, LogStatus,
-    ObjectPath, Request, Response, RowRange, StatusInfo, WatchStart,
+    ObjectPath, PeerRequest, Request, Response, RowRange, StatusInfo, SyncgroupSpec, WatchStart,
 };
 pub use error::{WireError, codes};
 pub use handler::{Handler, ResponseSender, Responses, STREAM_BUFFER_MESSAGES};

@@ -63,6 +63,13 @@ struct Arguments {
     /// Unauthenticated connections handshaking at once; a newcomer past this drops the oldest
     #[arg(long, value_name = "N", default_value_t = ConnectionLimits::default().handshakes_pending_max)]
     pending_handshakes: usize,
+    /// Where other members of a syncgroup reach this daemon [default: the address it listens
+    /// on; give one when listening on 0.0.0.0]
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<String>,
+    /// Pull from every member this often even without a notification (anti-entropy); 0: never
+    #[arg(long, value_name = "SECONDS", default_value_t = syncbase_server::sync::ANTI_ENTROPY_INTERVAL_DEFAULT.as_secs())]
+    sync_interval: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -119,6 +126,9 @@ fn main() -> ExitCode {
             commits_min: arguments.log_retention_commits,
             age_min_ns: arguments.log_retention_secs.saturating_mul(1_000_000_000),
         },
+        advertise: arguments.advertise,
+        anti_entropy: (arguments.sync_interval > 0)
+            .then(|| std::time::Duration::from_secs(arguments.sync_interval)),
         limits: ConnectionLimits {
             idle_timeout: std::time::Duration::from_secs(arguments.idle_timeout),
             connections_per_principal_max: arguments.connections_per_principal,

@@ -1,15 +1,17 @@
 //! The commands that talk to a daemon: each turns its arguments into calls and prints the
-//! answers. The `app`, `db` and `collection` commands build one request each ([`app_request`],
-//! [`db_request`], [`collection_request`]; the row commands build theirs in `main`); `status`,
+//! answers. The `app`, `db`, `collection` and `sg` commands build one request each
+//! ([`app_request`], [`db_request`], [`collection_request`], [`sg_request`]; the row commands build theirs in `main`); `status`,
 //! `acl set`, `scan` and `watch` have functions of their own.
 
 use syncbase_client::{Client, escape};
-use syncbase_wire::{AccessList, ChangeKind, Request, Response, RowRange, Tag, WatchStart};
+use syncbase_wire::{
+    AccessList, ChangeKind, Request, Response, RowRange, SyncgroupSpec, Tag, WatchStart,
+};
 
 use crate::args::{collection_path, database_path, object_path};
 use crate::failure::{Failure, Outcome};
 use crate::output::{Output, json_value};
-use crate::{AclSet, AppCommand, CollectionCommand, DbCommand, Format};
+use crate::{AclSet, AppCommand, CollectionCommand, DbCommand, Format, SgCommand};
 
 /// The request of an `app` command.
 pub(crate) fn app_request(command: &AppCommand) -> Request {
@@ -48,6 +50,43 @@ pub(crate) fn collection_request(command: &CollectionCommand) -> Result<Request,
             collection: collection_path(collection)?,
         },
         CollectionCommand::List { database } => Request::ListCollections {
+            database: database_path(database)?,
+        },
+    })
+}
+
+/// The request of an `sg` command.
+pub(crate) fn sg_request(command: &SgCommand) -> Result<Request, Failure> {
+    Ok(match command {
+        SgCommand::Create {
+            database,
+            name,
+            collections,
+            description,
+            read,
+            admin,
+        } => Request::CreateSyncgroup {
+            database: database_path(database)?,
+            spec: SyncgroupSpec {
+                name: name.clone(),
+                collections: collections.clone(),
+                description: description.clone(),
+                read: read.clone(),
+                admin: admin.clone(),
+            },
+        },
+        SgCommand::Join {
+            database,
+            name,
+            via,
+            wait,
+        } => Request::JoinSyncgroup {
+            database: database_path(database)?,
+            name: name.clone(),
+            via: via.clone(),
+            wait: *wait,
+        },
+        SgCommand::List { database } => Request::ListSyncgroups {
             database: database_path(database)?,
         },
     })

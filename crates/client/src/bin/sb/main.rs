@@ -63,6 +63,9 @@ pub(crate) enum Command {
     /// Collections: create, destroy, list
     #[command(subcommand)]
     Collection(CollectionCommand),
+    /// Syncgroups: create, join, list (sync a database's collections with other daemons)
+    #[command(subcommand)]
+    Sg(SgCommand),
     /// Set a row: `sb put APP/DB/COLL KEY VALUE` (or --file F)
     Put {
         /// APP/DB/COLL
@@ -244,6 +247,47 @@ pub(crate) enum CollectionCommand {
 }
 
 #[derive(Subcommand)]
+pub(crate) enum SgCommand {
+    /// Create a syncgroup sharing collections of a database; this daemon is its first member
+    Create {
+        /// APP/DB
+        database: String,
+        /// The syncgroup's name
+        name: String,
+        /// The collections it shares, comma-separated
+        #[arg(long, value_delimiter = ',', required = true, value_name = "C1,C2")]
+        collections: Vec<String>,
+        /// What it is for
+        #[arg(long, default_value = "", value_name = "D")]
+        description: String,
+        /// Who may join (a pattern; repeatable) [default: your root, e.g. alice]
+        #[arg(long, value_name = "P")]
+        read: Vec<String>,
+        /// Who may administer it (a pattern; repeatable) [default: your root]
+        #[arg(long, value_name = "P")]
+        admin: Vec<String>,
+    },
+    /// Join a syncgroup through a member daemon; a missing app, database or collection is created
+    Join {
+        /// APP/DB
+        database: String,
+        /// The syncgroup's name
+        name: String,
+        /// A member's address
+        #[arg(long, value_name = "HOST:PORT")]
+        via: String,
+        /// Return only once the first round with that member has been applied
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List a database's syncgroups, one name a line
+    List {
+        /// APP/DB
+        database: String,
+    },
+}
+
+#[derive(Subcommand)]
 pub(crate) enum AclCommand {
     /// Print `TAG<TAB>allow|deny<TAB>PATTERN` lines
     Get {
@@ -327,6 +371,7 @@ async fn run(cli: Cli) -> Outcome {
         Command::App(command) => commands::app_request(command),
         Command::Db(command) => commands::db_request(command)?,
         Command::Collection(command) => commands::collection_request(command)?,
+        Command::Sg(command) => commands::sg_request(command)?,
         Command::Put {
             collection,
             key,

@@ -106,6 +106,7 @@ pub(crate) fn print_response(
         | Response::Changes(_)
         | Response::ChangesPart(_)
         | Response::Status(_)
-        | Response::LogStatus(_) => Err(Failure::unexpected_answer()),
+        | Response::LogStatus(_)
+        | Response::Bytes(_) => Err(Failure::unexpected_answer()),
     }
 }

@@ -1,0 +1,671 @@
+//! The sync engine's driver in the daemon: it runs each synced database's
+//! [`DatabaseSync`] state machine and does its I/O. Local commits wake it through the watch
+//! log's notifier (no polling) and are pushed to the members as notifications; a notified member
+//! pulls at once; a timer pulls from every member (anti-entropy) to repair what a lost
+//! notification leaves. Calls between daemons travel as [`PeerRequest`]s over the same
+//! authenticated connections clients use, in either direction: a connection this daemon dials
+//! also serves the peer's calls.
+//!
+//! Peer calls are authorized by the connection's verified principal: a pull or notification from
+//! a principal that is not a member of a syncgroup of the database gets `nosql.no_exist`, as for a
+//! database that does not exist; a join is checked against the syncgroup's Read list. A member is
+//! dialed at the address its syncgroup record gives, and the connection is kept only if the
+//! daemon there is that member.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use syncbase_net::{Connection, HandlerFactory, Identity};
+use syncbase_nosql::{Caller, Service};
+use syncbase_store::{LogEvent, Store};
+use syncbase_vsync::conflict::LastWriterWins;
+use syncbase_vsync::service::{Action, DataModel, DatabaseSync, Event, Message, ModelAccess};
+use syncbase_vsync::syncgroup::{JoinAnswer, syncgroups};
+use syncbase_wire::{
+    DatabasePath, Handler, PeerRequest, Request, Response, SyncgroupSpec, WireError, codes,
+};
+
+/// How long reaching a member may take before it counts as unreachable.
+pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// By default, how often every member is pulled from even without a notification.
+pub const ANTI_ENTROPY_INTERVAL_DEFAULT: Duration = Duration::from_secs(10);
+
+type DbSync = DatabaseSync<Arc<dyn Store>>;
+
+/// Dials and authenticates: the daemon's current identity.
+pub type IdentityFn = Arc<dyn Fn() -> Arc<Identity> + Send + Sync>;
+
+/// The daemon's sync engine.
+pub struct SyncEngine {
+    service: Arc<Service>,
+    /// This daemon's principal: its name as a member.
+    member: String,
+    /// Where other members reach it.
+    address: Option<String>,
+    identity: IdentityFn,
+    /// Serves the calls a peer makes over a connection this daemon dialed.
+    factory: OnceLock<Arc<dyn HandlerFactory>>,
+    databases: parking_lot::Mutex<HashMap<DatabasePath, Arc<DbSync>>>,
+    peers: tokio::sync::Mutex<HashMap<String, Arc<Connection>>>,
+    anti_entropy: Option<Duration>,
+}
+
+fn wire(code: &str, message: impl Into<String>) -> WireError {
+    WireError::new(code, message)
+}
+
+fn internal(error: impl std::fmt::Display) -> WireError {
+    wire(codes::INTERNAL, error.to_string())
+}
+
+fn sync_error(error: syncbase_vsync::Error) -> WireError {
+    wire(error.code(), error.to_string())
+}
+
+fn no_exist(what: impl std::fmt::Display) -> WireError {
+    wire(
+        codes::NO_EXIST,
+        format!("{what} does not exist or access is denied"),
+    )
+}
+
+fn database_what(path: &DatabasePath) -> String {
+    format!("database {}/{}", path.app, path.database)
+}
+
+/// The first response of a call.
+async fn call_one(handler: &dyn Handler, request: Request) -> Result<Response, WireError> {
+    let mut responses = handler.call(request).await?;
+    match responses.next().await {
+        Some(response) => response,
+        None => Err(internal("a peer answered nothing")),
+    }
+}
+
+impl SyncEngine {
+    /// An engine for `service`, as the member `member` reached at `address`.
+    pub fn new(
+        service: Arc<Service>,
+        member: String,
+        address: Option<String>,
+        identity: IdentityFn,
+        anti_entropy: Option<Duration>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            service,
+            member,
+            address,
+            identity,
+            factory: OnceLock::new(),
+            databases: parking_lot::Mutex::new(HashMap::new()),
+            peers: tokio::sync::Mutex::new(HashMap::new()),
+            anti_entropy,
+        })
+    }
+
+    /// Sets what serves a peer's calls over connections this daemon dials.
+    pub fn set_factory(&self, factory: Arc<dyn HandlerFactory>) {
+        let _ = self.factory.set(factory);
+    }
+
+    /// This daemon's name as a member.
+    pub fn member(&self) -> &str {
+        &self.member
+    }
+
+    /// Where other members reach this daemon.
+    pub fn address(&self) -> Option<&str> {
+        self.address.as_deref()
+    }
+
+    /// Starts syncing every database that has a syncgroup.
+    pub async fn start(self: &Arc<Self>) {
+        let service = self.service.clone();
+        let listed = tokio::task::spawn_blocking(move || service.databases_with_syncgroups())
+            .await
+            .map_err(internal)
+            .and_then(|listed| listed.map_err(sync_error));
+        match listed {
+            Ok(listed) => {
+                for (app, database) in listed {
+                    let path = DatabasePath { app, database };
+                    if let Err(error) = self.serve_database(&path).await {
+                        tracing::warn!(%error, database = %database_what(&path), "cannot sync");
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot list the synced databases"),
+        }
+    }
+
+    /// The sync of `path`, started (with its loop) if it was not running.
+    pub async fn serve_database(
+        self: &Arc<Self>,
+        path: &DatabasePath,
+    ) -> Result<Arc<DbSync>, WireError> {
+        if let Some(sync) = self.databases.lock().get(path) {
+            return Ok(sync.clone());
+        }
+        let service = self.service.clone();
+        let member = self.member.clone();
+        let app = path.app.clone();
+        let database = path.database.clone();
+        let opened = tokio::task::spawn_blocking(move || {
+            let store = service.open_for_sync(&app, &database)?;
+            DatabaseSync::new(
+                store,
+                member,
+                service.device_id(),
+                service.log_clock().clone(),
+                Arc::new(syncbase_store::EntropyRng::default()),
+                Arc::new(LastWriterWins),
+                Arc::new(ModelAccess {
+                    model: service.clone(),
+                    app,
+                    database,
+                }),
+            )
+        })
+        .await
+        .map_err(internal)?
+        .map_err(sync_error)?;
+        let sync = {
+            let mut databases = self.databases.lock();
+            if let Some(sync) = databases.get(path) {
+                return Ok(sync.clone());
+            }
+            let sync = Arc::new(opened);
+            databases.insert(path.clone(), sync.clone());
+            sync
+        };
+        let engine = self.clone();
+        let looping = sync.clone();
+        let looped = path.clone();
+        tokio::spawn(async move { engine.run_database(looped, looping).await });
+        Ok(sync)
+    }
+
+    /// The database's loop: local commits (through the log notifier) and anti-entropy ticks.
+    #[allow(clippy::disallowed_methods)] // the driver, not the protocol core, keeps the timer.
+    async fn run_database(self: Arc<Self>, path: DatabasePath, sync: Arc<DbSync>) {
+        let notifier = sync.store().notifier();
+        let mut seen = notifier.latest_seq();
+        // Whatever the watcher has not processed yet (commits before a restart) goes first.
+        self.run(&path, &sync, Event::LocalCommit).await;
+        // Without anti-entropy the timer never fires: push alone carries every write.
+        let period = self
+            .anti_entropy
+            .unwrap_or(Duration::from_secs(86_400 * 365));
+        let mut ticks = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                event = notifier.wait_after(seen) => match event {
+                    LogEvent::Advanced(latest) => {
+                        seen = latest;
+                        self.run(&path, &sync, Event::LocalCommit).await;
+                    }
+                    LogEvent::Closed => break,
+                },
+                _ = ticks.tick(), if self.anti_entropy.is_some() => {
+                    self.run(&path, &sync, Event::Tick).await
+                }
+            }
+        }
+        self.databases.lock().remove(&path);
+    }
+
+    /// Handles `event` on the blocking pool and carries out what it calls for (boxed: a pull's
+    /// answer is handled by this again).
+    fn run<'a>(
+        self: &'a Arc<Self>,
+        path: &'a DatabasePath,
+        sync: &'a Arc<DbSync>,
+        event: Event,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            let handling = sync.clone();
+            let handled = tokio::task::spawn_blocking(move || handling.handle(event)).await;
+            let actions = match handled {
+                Ok(Ok(handled)) => handled.actions,
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, database = %database_what(path), "sync step failed");
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "sync step panicked");
+                    return;
+                }
+            };
+            for action in actions {
+                let engine = self.clone();
+                let path = path.clone();
+                let sync = sync.clone();
+                tokio::spawn(async move { engine.perform(&path, &sync, action).await });
+            }
+        })
+    }
+
+    /// Sends one message to a member (a pull's delta is applied when it comes back).
+    async fn perform(self: &Arc<Self>, path: &DatabasePath, sync: &Arc<DbSync>, action: Action) {
+        let Action::Send { to, message } = action;
+        let request = match &message {
+            Message::Notify => PeerRequest::Notify {
+                database: path.clone(),
+            },
+            Message::Pull { knowledge } => match syncbase_vsync::service::encode(knowledge) {
+                Ok(knowledge) => PeerRequest::Pull {
+                    database: path.clone(),
+                    knowledge,
+                },
+                Err(error) => {
+                    tracing::warn!(%error, "cannot encode a pull");
+                    return;
+                }
+            },
+            // Deltas travel only as answers to pulls.
+            Message::Delta(_) => return,
+        };
+        match self.call_member(sync, &to, request).await {
+            Ok(Response::Bytes(bytes)) if matches!(message, Message::Pull { .. }) => {
+                match syncbase_vsync::service::decode(&bytes) {
+                    Ok(delta) => {
+                        self.run(
+                            path,
+                            sync,
+                            Event::Received {
+                                from: to,
+                                message: Message::Delta(delta),
+                            },
+                        )
+                        .await
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, peer = %to, "a peer's delta does not decode")
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::debug!(%error, peer = %to, database = %database_what(path), "a peer call failed");
+            }
+        }
+    }
+
+    /// Pulls once from `member` and applies what it sends (a joiner's first round).
+    async fn pull_from(
+        &self,
+        sync: &Arc<DbSync>,
+        path: &DatabasePath,
+        member: &str,
+    ) -> Result<(), WireError> {
+        let knowledge = {
+            let sync = sync.clone();
+            tokio::task::spawn_blocking(move || sync.knowledge())
+                .await
+                .map_err(internal)?
+                .map_err(sync_error)?
+        };
+        let request = PeerRequest::Pull {
+            database: path.clone(),
+            knowledge: syncbase_vsync::service::encode(&knowledge).map_err(sync_error)?,
+        };
+        let Response::Bytes(bytes) = self.call_member(sync, member, request).await? else {
+            return Err(internal("a peer answered a pull with something else"));
+        };
+        let delta = syncbase_vsync::service::decode(&bytes).map_err(sync_error)?;
+        let sync = sync.clone();
+        let from = member.to_string();
+        tokio::task::spawn_blocking(move || {
+            sync.handle(Event::Received {
+                from,
+                message: Message::Delta(delta),
+            })
+        })
+        .await
+        .map_err(internal)?
+        .map_err(sync_error)?;
+        Ok(())
+    }
+
+    /// Calls `member` over its connection, dialing it at the address its syncgroup record gives
+    /// when there is none.
+    async fn call_member(
+        &self,
+        sync: &Arc<DbSync>,
+        member: &str,
+        request: PeerRequest,
+    ) -> Result<Response, WireError> {
+        let connection = match self.connection_to(member).await {
+            Some(connection) => connection,
+            None => {
+                let address = {
+                    let sync = sync.clone();
+                    let member = member.to_string();
+                    tokio::task::spawn_blocking(move || {
+                        let snapshot = sync.store().versioned_snapshot()?;
+                        Ok::<_, syncbase_vsync::Error>(
+                            syncgroups(&snapshot)?
+                                .into_iter()
+                                .find_map(|syncgroup| syncgroup.addresses.get(&member).cloned()),
+                        )
+                    })
+                    .await
+                    .map_err(internal)?
+                    .map_err(sync_error)?
+                };
+                let Some(address) = address else {
+                    return Err(wire(
+                        syncbase_error_code::sync::PEER_UNREACHABLE,
+                        format!("no address is known for the member {member}"),
+                    ));
+                };
+                let connection = self.dial(&address).await?;
+                if connection.peer().name != member {
+                    return Err(wire(
+                        syncbase_error_code::sync::PEER_REFUSED,
+                        format!(
+                            "{address} is {}, not the member {member}",
+                            connection.peer().name
+                        ),
+                    ));
+                }
+                self.peers
+                    .lock()
+                    .await
+                    .insert(member.to_string(), connection.clone());
+                connection
+            }
+        };
+        let result = call_one(connection.as_ref(), Request::Peer(request)).await;
+        if connection.closed_reason().is_some() {
+            self.peers.lock().await.remove(member);
+        }
+        result
+    }
+
+    async fn connection_to(&self, member: &str) -> Option<Arc<Connection>> {
+        let mut peers = self.peers.lock().await;
+        match peers.get(member) {
+            Some(connection) if connection.closed_reason().is_none() => Some(connection.clone()),
+            Some(_) => {
+                peers.remove(member);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Dials `address` and authenticates; the connection also serves the peer's calls.
+    #[allow(clippy::disallowed_methods)] // reaching a peer is the driver's I/O, with a deadline.
+    async fn dial(&self, address: &str) -> Result<Arc<Connection>, WireError> {
+        let identity = (self.identity)();
+        let unreachable = |why: String| {
+            wire(
+                syncbase_error_code::sync::PEER_UNREACHABLE,
+                format!("cannot reach {address}: {why}"),
+            )
+        };
+        let stream = tokio::time::timeout(
+            PEER_CONNECT_TIMEOUT,
+            tokio::net::TcpStream::connect(address),
+        )
+        .await
+        .map_err(|_| {
+            unreachable(format!(
+                "no answer within {} s",
+                PEER_CONNECT_TIMEOUT.as_secs()
+            ))
+        })?
+        .map_err(|error| unreachable(error.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let channel = tokio::time::timeout(
+            PEER_CONNECT_TIMEOUT,
+            syncbase_net::handshake(stream, &identity, true),
+        )
+        .await
+        .map_err(|_| unreachable("the handshake did not finish".into()))?
+        .map_err(|error| {
+            wire(
+                syncbase_error_code::sync::PEER_REFUSED,
+                format!("{address} refused the handshake, or was refused: {error}"),
+            )
+        })?;
+        let factory = self.factory.get().cloned();
+        Ok(Arc::new(Connection::start(channel, factory)))
+    }
+
+    /// A call another daemon's sync engine made, as the principal `caller`.
+    pub async fn peer_call(
+        self: &Arc<Self>,
+        caller: &Caller,
+        request: PeerRequest,
+    ) -> Result<Response, WireError> {
+        let from = caller.name().to_string();
+        match request {
+            PeerRequest::Join {
+                database,
+                name,
+                address,
+            } => {
+                let service = self.service.clone();
+                let path = database.clone();
+                let answer = tokio::task::spawn_blocking(move || {
+                    let Some(record) = service.syncgroup_for_sync(&path, &name)? else {
+                        return Ok(None);
+                    };
+                    if !record.admits(&from) {
+                        return Ok(None);
+                    }
+                    service.add_syncgroup_member(&path, &name, &from, address.as_deref())
+                })
+                .await
+                .map_err(internal)?
+                .map_err(|error| error.to_wire())?;
+                let Some(answer) = answer else {
+                    return Err(no_exist(format!(
+                        "syncgroup of {}",
+                        database_what(&database)
+                    )));
+                };
+                self.serve_database(&database).await?;
+                Ok(Response::Bytes(
+                    syncbase_vsync::service::encode(&answer).map_err(sync_error)?,
+                ))
+            }
+            PeerRequest::Pull {
+                database,
+                knowledge,
+            } => {
+                let sync = self.member_database(&database, &from).await?;
+                let knowledge = syncbase_vsync::service::decode(&knowledge).map_err(sync_error)?;
+                let handled = tokio::task::spawn_blocking(move || {
+                    sync.handle(Event::Received {
+                        from,
+                        message: Message::Pull { knowledge },
+                    })
+                })
+                .await
+                .map_err(internal)?
+                .map_err(sync_error)?;
+                for action in handled.actions {
+                    if let Action::Send {
+                        message: Message::Delta(delta),
+                        ..
+                    } = action
+                    {
+                        return Ok(Response::Bytes(
+                            syncbase_vsync::service::encode(&delta).map_err(sync_error)?,
+                        ));
+                    }
+                }
+                Err(internal("a pull was answered by no delta"))
+            }
+            PeerRequest::Notify { database } => {
+                let sync = self.member_database(&database, &from).await?;
+                let engine = self.clone();
+                tokio::spawn(async move {
+                    engine
+                        .run(
+                            &database,
+                            &sync,
+                            Event::Received {
+                                from,
+                                message: Message::Notify,
+                            },
+                        )
+                        .await
+                });
+                Ok(Response::Done)
+            }
+        }
+    }
+
+    /// The sync of a database `member` shares a syncgroup of; else what a missing one gives.
+    async fn member_database(
+        self: &Arc<Self>,
+        path: &DatabasePath,
+        member: &str,
+    ) -> Result<Arc<DbSync>, WireError> {
+        let known = self.databases.lock().get(path).cloned();
+        let sync = match known {
+            Some(sync) => sync,
+            None => {
+                let service = self.service.clone();
+                let listed =
+                    tokio::task::spawn_blocking(move || service.databases_with_syncgroups())
+                        .await
+                        .map_err(internal)?
+                        .map_err(sync_error)?;
+                if !listed
+                    .iter()
+                    .any(|(app, database)| *app == path.app && *database == path.database)
+                {
+                    return Err(no_exist(database_what(path)));
+                }
+                self.serve_database(path).await?
+            }
+        };
+        let checking = sync.clone();
+        let members = tokio::task::spawn_blocking(move || checking.members())
+            .await
+            .map_err(internal)?
+            .map_err(sync_error)?;
+        if !members.contains(member) {
+            return Err(no_exist(database_what(path)));
+        }
+        Ok(sync)
+    }
+
+    /// Creates a syncgroup for a client `caller`, with this daemon as its first member.
+    pub async fn create_syncgroup(
+        self: &Arc<Self>,
+        caller: &Caller,
+        database: DatabasePath,
+        spec: SyncgroupSpec,
+    ) -> Result<Response, WireError> {
+        let record = syncgroup_record(spec, caller, &self.member, self.address.as_deref());
+        let service = self.service.clone();
+        let caller_for_call = caller.clone();
+        let path = database.clone();
+        tokio::task::spawn_blocking(move || {
+            service.create_syncgroup(&caller_for_call, &path, &record)
+        })
+        .await
+        .map_err(internal)?
+        .map_err(|error| error.to_wire())?;
+        self.serve_database(&database).await?;
+        Ok(Response::Done)
+    }
+
+    /// Joins a syncgroup through the member at `via`, for a client `caller`; with `wait`, answers
+    /// once the first round with that member is applied.
+    pub async fn join_syncgroup(
+        self: &Arc<Self>,
+        caller: &Caller,
+        database: DatabasePath,
+        name: String,
+        via: String,
+        wait: bool,
+    ) -> Result<Response, WireError> {
+        syncbase_wire::validate_name(&name)?;
+        let connection = self.dial(&via).await?;
+        let member = connection.peer().name.clone();
+        let answer = call_one(
+            connection.as_ref(),
+            Request::Peer(PeerRequest::Join {
+                database: database.clone(),
+                name: name.clone(),
+                address: self.address.clone(),
+            }),
+        )
+        .await?;
+        let Response::Bytes(bytes) = answer else {
+            return Err(internal("a member answered a join with something else"));
+        };
+        let answer: JoinAnswer = syncbase_vsync::service::decode(&bytes).map_err(sync_error)?;
+        self.peers.lock().await.insert(member.clone(), connection);
+        let service = self.service.clone();
+        let caller_for_call = caller.clone();
+        let path = database.clone();
+        tokio::task::spawn_blocking(move || {
+            service.join_syncgroup(
+                &caller_for_call,
+                &path,
+                &answer.syncgroup,
+                &answer.collections,
+            )
+        })
+        .await
+        .map_err(internal)?
+        .map_err(|error| error.to_wire())?;
+        let sync = self.serve_database(&database).await?;
+        if wait {
+            self.pull_from(&sync, &database, &member).await?;
+        } else {
+            let engine = self.clone();
+            tokio::spawn(async move {
+                if let Err(error) = engine.pull_from(&sync, &database, &member).await {
+                    tracing::debug!(%error, peer = %member, "the first pull after joining failed");
+                }
+            });
+        }
+        Ok(Response::Done)
+    }
+}
+
+/// The record of a new syncgroup: `member` (reached at `address`) its only member; Read and
+/// Admin as the spec says, or the creator's root.
+pub fn syncgroup_record(
+    spec: SyncgroupSpec,
+    caller: &Caller,
+    member: &str,
+    address: Option<&str>,
+) -> syncbase_vsync::syncgroup::Syncgroup {
+    syncbase_vsync::syncgroup::Syncgroup {
+        name: spec.name,
+        collections: spec.collections,
+        members: vec![member.to_string()],
+        description: spec.description,
+        read: access_list(spec.read, caller),
+        admin: access_list(spec.admin, caller),
+        addresses: address
+            .iter()
+            .map(|address| (member.to_string(), address.to_string()))
+            .collect(),
+    }
+}
+
+/// A syncgroup's Read or Admin list: the patterns given, or the caller's root.
+fn access_list(patterns: Vec<String>, caller: &Caller) -> syncbase_wire::AccessList {
+    let allowed = if patterns.is_empty() {
+        vec![caller.root().to_string()]
+    } else {
+        patterns
+    };
+    syncbase_wire::AccessList {
+        allowed,
+        denied: Vec::new(),
+    }
+}
