@@ -1735,7 +1735,12 @@ fn two_daemons_sync_a_collection_both_ways_through_a_syncgroup() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(converged, "a and b never agreed on `both`");
+    assert!(
+        converged,
+        "a and b never agreed on `both`: a {:?}, b {:?}",
+        String::from_utf8_lossy(&home.sb(&a, &["get", "notes/main/todo", "both"]).stdout),
+        String::from_utf8_lossy(&home.sb(&b, &["get", "notes/main/todo", "both"]).stdout)
+    );
 }
 
 #[test]

@@ -329,9 +329,26 @@ impl SyncEngine {
         Ok(())
     }
 
+    /// Calls `member` (see [`Self::call_member_once`]); a connection that turns out closed (the
+    /// peer restarted, or closed it idle) is dialed again once.
+    async fn call_member(
+        &self,
+        sync: &Arc<DbSync>,
+        member: &str,
+        request: PeerRequest,
+    ) -> Result<Response, WireError> {
+        match self.call_member_once(sync, member, request.clone()).await {
+            Err(error) if error.code == syncbase_error_code::net::CLOSED => {
+                self.peers.lock().await.remove(member);
+                self.call_member_once(sync, member, request).await
+            }
+            outcome => outcome,
+        }
+    }
+
     /// Calls `member` over its connection, dialing it at the address its syncgroup record gives
     /// when there is none.
-    async fn call_member(
+    async fn call_member_once(
         &self,
         sync: &Arc<DbSync>,
         member: &str,

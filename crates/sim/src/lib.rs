@@ -217,6 +217,9 @@ struct Sim {
     delivered: u64,
     conflicts: u64,
     options: Options,
+    /// No anti-entropy: no ticks, and (since only anti-entropy repairs a lost notification) a
+    /// network that loses nothing and peers that do not crash. Push alone must carry every write.
+    push_only: bool,
 }
 
 type Checked<T = ()> = Result<T, Failure>;
@@ -244,6 +247,7 @@ impl Sim {
         let rng = SeededRng::new(seed);
         let now = Arc::new(AtomicU64::new(1_700_000_000_000_000_000));
         let count = 2 + rng.next_u64() % (options.peers_max.max(2) - 1);
+        let push_only = rng.next_u64().is_multiple_of(4);
         let far_future = rng
             .next_u64()
             .is_multiple_of(4)
@@ -285,6 +289,7 @@ impl Sim {
             delivered: 0,
             conflicts: 0,
             options,
+            push_only,
         }
     }
 
@@ -358,12 +363,12 @@ impl Sim {
                 self.peers[peer].local_pending = false;
                 self.handle(peer, Event::LocalCommit, "watcher")
             }
-            40..=49 if !up.is_empty() => {
+            40..=49 if !up.is_empty() && !self.push_only => {
                 let peer = up[self.below(up.len() as u64) as usize];
                 self.handle(peer, Event::Tick, "tick")
             }
             50..=87 => self.deliver_one(false),
-            88..=90 if up.len() > 1 => {
+            88..=90 if up.len() > 1 && !self.push_only => {
                 let peer = up[self.below(up.len() as u64) as usize];
                 self.crash(peer);
                 Ok(())
@@ -378,7 +383,7 @@ impl Sim {
                 let peer = down[self.below(down.len() as u64) as usize];
                 self.restart(peer)
             }
-            95..=97 => {
+            95..=97 if !self.push_only => {
                 self.partition.clear();
                 let count = self.peers.len() as u64;
                 let cut = self.below(count);
@@ -538,7 +543,8 @@ impl Sim {
             self.network.swap_remove(index)
         };
         let pair = (message.from.min(message.to), message.from.max(message.to));
-        let dropped = self.partition.contains(&pair) || (!reliable && self.below(10) == 0);
+        let dropped =
+            self.partition.contains(&pair) || (!reliable && !self.push_only && self.below(10) == 0);
         let kind = match &message.message {
             Message::Notify => "notify",
             Message::Pull { .. } => "pull",
@@ -586,6 +592,14 @@ impl Sim {
             }
             self.peers[peer].local_pending = false;
             self.handle(peer, Event::LocalCommit, "watcher")?;
+        }
+        if self.push_only {
+            // Only the notifications already due, and what they set off.
+            self.note("push only: delivering what is in flight".into());
+            while !self.network.is_empty() {
+                self.deliver_one(true)?;
+            }
+            return self.check_converged();
         }
         let mut quiet_rounds = 0;
         for _ in 0..60 {

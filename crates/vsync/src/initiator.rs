@@ -58,6 +58,8 @@ pub struct ApplyOutcome {
     pub far_future: u64,
     /// Local log entries the round took in first (the watcher's work).
     pub local_entries: u64,
+    /// Log records of this device those entries became (the sender lacks them).
+    pub local_records: u64,
     /// Commits the round needed (more than one: a local write raced it).
     pub attempts: u64,
 }
@@ -111,6 +113,7 @@ impl Initiator<'_> {
             total.fast_forwards += outcome.fast_forwards;
             total.conflicts += outcome.conflicts;
             total.local_entries += outcome.local_entries;
+            total.local_records += outcome.local_records;
         }
         Ok(total)
     }
@@ -123,9 +126,10 @@ impl Initiator<'_> {
         knowledge_of: Option<&Delta>,
     ) -> Result<ApplyOutcome> {
         let transaction = store.begin(origin_of(records))?;
+        let local = watcher::process(&transaction, self.device, self.rng, usize::MAX)?;
         let mut outcome = ApplyOutcome {
-            local_entries: watcher::process(&transaction, self.device, self.rng, usize::MAX)?
-                .entries,
+            local_entries: local.entries,
+            local_records: local.records,
             ..ApplyOutcome::default()
         };
         let mut graft = Graft::new();

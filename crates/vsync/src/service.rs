@@ -266,8 +266,12 @@ impl<S: Store + 'static> DatabaseSync<S> {
                     if !delta.syncgroups.is_empty() {
                         self.learn_members(&delta.syncgroups)?;
                     }
-                    // Push onward: other members may lack what just arrived.
-                    if outcome.records_applied > 0 || outcome.conflicts > 0 {
+                    // Push: local commits the round took in before the watcher's own step, and
+                    // the links recording its resolutions, are new to every member, the sender
+                    // included; what arrived is new to the others.
+                    if outcome.local_records > 0 || outcome.conflicts > 0 {
+                        self.notify_members(None, &mut handled.actions)?;
+                    } else if outcome.records_applied > 0 {
                         self.notify_members(Some(&from), &mut handled.actions)?;
                     }
                     handled.applied = Some(outcome);

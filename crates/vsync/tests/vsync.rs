@@ -1101,6 +1101,36 @@ mod initiator {
         );
     }
 
+    /// A local commit a round takes in before the watcher's own step is pushed to every
+    /// member, the sender of the round included (it lacks it); so is a resolution's link.
+    #[test]
+    fn a_local_write_taken_in_by_a_round_is_pushed_to_the_sender_too() {
+        let (a, b) = (device(0), device(1));
+        write(&a, &[("x", Some("a"))]);
+        // b writes, and a round runs before b's watcher is told of the commit.
+        let transaction = b.sync.store().begin(Origin::local("b", 0x11)).unwrap();
+        transaction.put(&row("x"), b"b").unwrap();
+        transaction.commit().unwrap();
+        let handled = pull(&b, &a);
+        let outcome = handled.applied.unwrap();
+        assert_eq!((outcome.local_records, outcome.conflicts), (1, 1));
+        assert_eq!(
+            handled.actions,
+            vec![
+                Action::Send {
+                    to: "a".into(),
+                    message: Message::Notify
+                },
+                Action::Send {
+                    to: "c".into(),
+                    message: Message::Notify
+                }
+            ]
+        );
+        // Nothing left for b's watcher: without that push, a would never hear of b's write.
+        assert_eq!(b.sync.handle(Event::LocalCommit).unwrap().records_made, 0);
+    }
+
     /// A delta is admitted only from a member, with records of shared collections, and with
     /// knowledge only of those, never of the receiver's own generations.
     #[test]
