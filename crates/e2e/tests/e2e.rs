@@ -1631,6 +1631,11 @@ fn a_full_disk_fails_writes_clearly_and_reads_keep_being_served() {
 /// trusting alice's root.
 fn two_members(home: &Home, extra: &[&str]) -> (Daemon, Daemon) {
     ok(&home.sb_local(&["identity", "show"]));
+    (member(home, "a", extra), member(home, "b", extra))
+}
+
+/// A daemon of alice's named `alice:NAME`, with its own data and identity.
+fn member(home: &Home, name: &str, extra: &[&str]) -> Daemon {
     let start = |name: &str| {
         let identity = home.path(&format!("id-{name}"));
         ok(&home.sb_local(&[
@@ -1648,17 +1653,18 @@ fn two_members(home: &Home, extra: &[&str]) -> (Daemon, Daemon) {
             root.to_str().unwrap(),
         ];
         args.extend_from_slice(extra);
-        home.start(
-            &args
-                .iter()
-                .map(|arg| arg.to_string())
-                .collect::<Vec<_>>()
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
-        )
+        home.start(&args)
     };
-    (start("a"), start("b"))
+    start(name)
+}
+
+/// `sb sg join notes/main NAME --via VIA --wait` on `daemon`, as `identity` (default: alice's).
+fn join(home: &Home, daemon: &Daemon, identity: Option<&Path>, name: &str, via: &str) -> Output {
+    home.sb_as(
+        daemon,
+        identity,
+        &["sg", "join", "notes/main", name, "--via", via, "--wait"],
+    )
 }
 
 /// Polls `sb get` on `daemon` until it prints `want` (or the row is gone, for `None`), for at
@@ -1699,18 +1705,7 @@ fn two_daemons_sync_a_collection_both_ways_through_a_syncgroup() {
     ));
     assert_eq!(ok(&home.sb(&a, &["sg", "list", "notes/main"])), "sg\n");
     // b has no app, database or collection yet: joining creates them and pulls.
-    ok(&home.sb(
-        &b,
-        &[
-            "sg",
-            "join",
-            "notes/main",
-            "sg",
-            "--via",
-            &a.address,
-            "--wait",
-        ],
-    ));
+    ok(&join(&home, &b, None, "sg", &a.address));
     assert_eq!(ok(&home.sb(&b, &["sg", "list", "notes/main"])), "sg\n");
     assert_eq!(
         ok(&home.sb(&b, &["get", "notes/main/todo", "before"])),
@@ -1753,18 +1748,7 @@ fn joining_is_refused_clearly_for_strangers_and_unknown_syncgroups() {
         &["sg", "create", "notes/main", "sg", "--collections", "todo"],
     ));
     // A syncgroup the member does not have.
-    let missing = home.sb(
-        &b,
-        &[
-            "sg",
-            "join",
-            "notes/main",
-            "other",
-            "--via",
-            &a.address,
-            "--wait",
-        ],
-    );
+    let missing = join(&home, &b, None, "other", &a.address);
     assert_eq!(refused_code(&missing), "nosql.no_exist");
     // A trusted daemon outside the syncgroup's Read list sees no such syncgroup.
     ok(&home.sb(
@@ -1780,32 +1764,10 @@ fn joining_is_refused_clearly_for_strangers_and_unknown_syncgroups() {
             "alice:a",
         ],
     ));
-    let outside = home.sb(
-        &b,
-        &[
-            "sg",
-            "join",
-            "notes/main",
-            "only-a",
-            "--via",
-            &a.address,
-            "--wait",
-        ],
-    );
+    let outside = join(&home, &b, None, "only-a", &a.address);
     assert_eq!(refused_code(&outside), "nosql.no_exist");
     // Nobody listens there.
-    let nobody = home.sb(
-        &b,
-        &[
-            "sg",
-            "join",
-            "notes/main",
-            "sg",
-            "--via",
-            "127.0.0.1:1",
-            "--wait",
-        ],
-    );
+    let nobody = join(&home, &b, None, "sg", "127.0.0.1:1");
     assert_eq!(refused_code(&nobody), "sync.peer_unreachable");
     // A daemon of a root a does not trust is refused at the handshake.
     let stranger = new_root_identity(&home, "mallory");
@@ -1815,18 +1777,132 @@ fn joining_is_refused_clearly_for_strangers_and_unknown_syncgroups() {
         "--root-dir",
         home.path("root-mallory").to_str().unwrap(),
     ]);
-    let refused = home.sb_as(
-        &mallory,
-        Some(&stranger),
-        &[
-            "sg",
-            "join",
-            "notes/main",
-            "sg",
-            "--via",
-            &a.address,
-            "--wait",
-        ],
-    );
+    let refused = join(&home, &mallory, Some(&stranger), "sg", &a.address);
     assert_eq!(refused_code(&refused), "sync.peer_refused");
+}
+
+#[test]
+fn export_then_import_is_lossless_for_any_key_and_value_in_both_formats() {
+    let home = Home::new();
+    let daemon = home.start(&[]);
+    create_notes(&home, &daemon);
+    ok(&home.sb(&daemon, &["collection", "create", "notes/main/copy"]));
+    ok(&home.sb(&daemon, &["collection", "create", "notes/main/json"]));
+    let binary = home.path("binary");
+    std::fs::write(&binary, [0u8, 255, 9, 10, 13, 92, 200, 1]).unwrap();
+    ok(&home.sb(
+        &daemon,
+        &[
+            "put",
+            "notes/main/todo",
+            "bin",
+            "--file",
+            binary.to_str().unwrap(),
+        ],
+    ));
+    ok(&home.sb(
+        &daemon,
+        &[
+            "put",
+            "notes/main/todo",
+            "back\\slash é ✓",
+            "tab\tand\nnewline",
+        ],
+    ));
+    ok(&home.sb(&daemon, &["put", "notes/main/todo", "empty", ""]));
+    // More rows than one import batch, written through import itself.
+    let many: String = (0..2_500)
+        .map(|index| format!("k{index:05}\tv{index}\n"))
+        .collect();
+    let many_file = home.path("many.tsv");
+    std::fs::write(&many_file, many).unwrap();
+    ok(&home.sb(
+        &daemon,
+        &["import", "notes/main/todo", many_file.to_str().unwrap()],
+    ));
+    let exported = ok(&home.sb(&daemon, &["export", "notes/main/todo"]));
+    let file = home.path("rows.tsv");
+    std::fs::write(&file, &exported).unwrap();
+    ok(&home.sb(
+        &daemon,
+        &["import", "notes/main/copy", file.to_str().unwrap()],
+    ));
+    assert_eq!(
+        ok(&home.sb(&daemon, &["export", "notes/main/copy"])),
+        exported
+    );
+    assert_eq!(exported.lines().count(), 2_503);
+    // JSON lines, through stdin.
+    let json = ok(&home.sb(&daemon, &["--format", "json", "export", "notes/main/todo"]));
+    let mut import = home.command("sb");
+    import
+        .env("SYNCBASE_SERVICE", &daemon.address)
+        .args(["--format", "json", "import", "notes/main/json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = import.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), json.as_bytes()).unwrap();
+    ok(&child.wait_with_output().unwrap());
+    assert_eq!(
+        ok(&home.sb(&daemon, &["export", "notes/main/json"])),
+        exported
+    );
+    // A line that is not a row is refused with its line number.
+    std::fs::write(&file, "good\tline\nno tab here\n").unwrap();
+    let refused = home.sb(
+        &daemon,
+        &["import", "notes/main/copy", file.to_str().unwrap()],
+    );
+    assert_eq!(refused_code(&refused), "sb.bad_input");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("line 2"));
+}
+
+/// c joins through b, which joined through a: a's writes reach c through b, and once the
+/// members have learned of each other from the syncgroup's record, directly (b is stopped).
+#[test]
+fn a_member_that_joined_through_another_receives_writes_and_learns_every_member() {
+    let home = Home::new();
+    // Push only: a write reaches only the members its daemon knows of.
+    let (a, b) = two_members(&home, &["--sync-interval", "0"]);
+    let mut b = b;
+    let c = member(&home, "c", &["--sync-interval", "0"]);
+    create_notes(&home, &a);
+    ok(&home.sb(
+        &a,
+        &["sg", "create", "notes/main", "sg", "--collections", "todo"],
+    ));
+    ok(&join(&home, &b, None, "sg", &a.address));
+    ok(&join(&home, &c, None, "sg", &b.address));
+    ok(&home.sb(&a, &["put", "notes/main/todo", "k1", "from a"]));
+    eventually_reads(&home, &c, "k1", Some("from a"));
+    ok(&home.sb(&c, &["put", "notes/main/todo", "k2", "from c"]));
+    eventually_reads(&home, &a, "k2", Some("from c"));
+    // Without b, a and c still reach each other: each learned the other's address.
+    b.stop();
+    ok(&home.sb(&a, &["put", "notes/main/todo", "k3", "a, directly"]));
+    eventually_reads(&home, &c, "k3", Some("a, directly"));
+    ok(&home.sb(&c, &["put", "notes/main/todo", "k4", "c, directly"]));
+    eventually_reads(&home, &a, "k4", Some("c, directly"));
+}
+
+/// A first round larger than one message (17 MiB) travels in pieces and is applied whole.
+#[test]
+fn a_delta_larger_than_a_message_arrives_whole() {
+    let home = Home::new();
+    let (a, b) = two_members(&home, &["--sync-interval", "0"]);
+    create_notes(&home, &a);
+    let value = "v".repeat(3_000);
+    let rows: String = (0..6_500)
+        .map(|index| format!("k{index:05}\t{value}\n"))
+        .collect();
+    let file = home.path("rows.tsv");
+    std::fs::write(&file, &rows).unwrap();
+    ok(&home.sb(&a, &["import", "notes/main/todo", file.to_str().unwrap()]));
+    ok(&home.sb(
+        &a,
+        &["sg", "create", "notes/main", "sg", "--collections", "todo"],
+    ));
+    ok(&join(&home, &b, None, "sg", &a.address));
+    assert_eq!(ok(&home.sb(&b, &["export", "notes/main/todo"])), rows);
 }

@@ -182,6 +182,8 @@ registry! {
         OUTPUT = "sb.output";
         /// `sb` cannot start (no async runtime).
         START = "sb.start";
+        /// A line given to `sb import` is not a row in the format `sb export` prints.
+        BAD_INPUT = "sb.bad_input";
     }
 }
 

@@ -78,9 +78,11 @@ impl Handler for ServiceHandler {
     async fn call(&self, request: Request) -> Result<Responses, WireError> {
         let request = match (&self.sync, request) {
             (Some(engine), Request::Peer(peer)) => {
-                return Ok(Responses::single(
-                    engine.peer_call(&self.caller, peer).await,
-                ));
+                // A refusal travels as the stream's one response, like any other call's.
+                return Ok(match engine.peer_call(&self.caller, peer).await {
+                    Ok(responses) => responses,
+                    Err(error) => Responses::single(Err(error)),
+                });
             }
             (Some(engine), Request::CreateSyncgroup { database, spec }) => {
                 return Ok(Responses::single(

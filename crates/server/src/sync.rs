@@ -23,7 +23,8 @@ use syncbase_vsync::conflict::LastWriterWins;
 use syncbase_vsync::service::{Action, DataModel, DatabaseSync, Event, Message, ModelAccess};
 use syncbase_vsync::syncgroup::{JoinAnswer, syncgroups};
 use syncbase_wire::{
-    DatabasePath, Handler, PeerRequest, Request, Response, SyncgroupSpec, WireError, codes,
+    DatabasePath, Handler, PeerRequest, Request, Response, Responses, SyncgroupSpec, WireError,
+    codes,
 };
 
 /// How long reaching a member may take before it counts as unreachable.
@@ -73,6 +74,45 @@ fn no_exist(what: impl std::fmt::Display) -> WireError {
 
 fn database_what(path: &DatabasePath) -> String {
     format!("database {}/{}", path.app, path.database)
+}
+
+/// The most bytes of one [`Response::Bytes`]: a larger answer (a delta) travels as a stream of
+/// such pieces, to be joined in order (a message holds at most 17 MiB).
+pub const PEER_CHUNK_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// A peer call's answer: its one response, or the [`Response::Bytes`] pieces of a stream joined.
+async fn call_joined(handler: &dyn Handler, request: Request) -> Result<Response, WireError> {
+    let mut responses = handler.call(request).await?;
+    let first = match responses.next().await {
+        Some(response) => response?,
+        None => return Err(internal("a peer answered nothing")),
+    };
+    let Response::Bytes(mut joined) = first else {
+        return Ok(first);
+    };
+    while let Some(piece) = responses.next().await {
+        match piece? {
+            Response::Bytes(piece) => joined.extend_from_slice(&piece),
+            _ => return Err(internal("a peer mixed other answers into its bytes")),
+        }
+    }
+    Ok(Response::Bytes(joined))
+}
+
+/// `bytes` as a stream of [`Response::Bytes`] pieces of at most [`PEER_CHUNK_BYTES_MAX`].
+fn bytes_stream(bytes: Vec<u8>) -> Responses {
+    if bytes.len() <= PEER_CHUNK_BYTES_MAX {
+        return Responses::single(Ok(Response::Bytes(bytes)));
+    }
+    let (sender, responses) = Responses::channel();
+    tokio::spawn(async move {
+        for piece in bytes.chunks(PEER_CHUNK_BYTES_MAX) {
+            if !sender.send(Ok(Response::Bytes(piece.to_vec()))).await {
+                return;
+            }
+        }
+    });
+    responses
 }
 
 /// The first response of a call.
@@ -395,7 +435,7 @@ impl SyncEngine {
                 connection
             }
         };
-        let result = call_one(connection.as_ref(), Request::Peer(request)).await;
+        let result = call_joined(connection.as_ref(), Request::Peer(request)).await;
         if connection.closed_reason().is_some() {
             self.peers.lock().await.remove(member);
         }
@@ -453,8 +493,20 @@ impl SyncEngine {
         Ok(Arc::new(Connection::start(channel, factory)))
     }
 
-    /// A call another daemon's sync engine made, as the principal `caller`.
+    /// A call another daemon's sync engine made, as the principal `caller`: its answer (a
+    /// delta as a stream of byte pieces).
     pub async fn peer_call(
+        self: &Arc<Self>,
+        caller: &Caller,
+        request: PeerRequest,
+    ) -> Result<Responses, WireError> {
+        match self.peer_answer(caller, request).await? {
+            Response::Bytes(bytes) => Ok(bytes_stream(bytes)),
+            other => Ok(Responses::single(Ok(other))),
+        }
+    }
+
+    async fn peer_answer(
         self: &Arc<Self>,
         caller: &Caller,
         request: PeerRequest,

@@ -378,8 +378,8 @@ pub enum PeerRequest {
         /// Where the caller is reached, if it listens.
         address: Option<String>,
     },
-    /// What the caller knows (encoded by the sync engine); the answer ([`Response::Bytes`]) is
-    /// the delta it lacks.
+    /// What the caller knows (encoded by the sync engine); the answer is the delta it lacks,
+    /// encoded, as one [`Response::Bytes`] or (when large) a stream of them to join in order.
     Pull {
         /// The database.
         database: DatabasePath,

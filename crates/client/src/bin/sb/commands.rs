@@ -3,13 +3,14 @@
 //! ([`app_request`], [`db_request`], [`collection_request`], [`sg_request`]; the row commands build theirs in `main`); `status`,
 //! `acl set`, `scan` and `watch` have functions of their own.
 
-use syncbase_client::{Client, escape};
+use base64::Engine as _;
+use syncbase_client::{Client, escape, unescape};
 use syncbase_wire::{
     AccessList, ChangeKind, Request, Response, RowRange, SyncgroupSpec, Tag, WatchStart,
 };
 
 use crate::args::{collection_path, database_path, object_path};
-use crate::failure::{Failure, Outcome};
+use crate::failure::{Failure, Outcome, local_codes};
 use crate::output::{Output, json_value};
 use crate::{AclSet, AppCommand, CollectionCommand, DbCommand, Format, SgCommand};
 
@@ -321,6 +322,110 @@ pub(crate) async fn watch(
         if count.is_some_and(|count| printed >= count) {
             break;
         }
+    }
+    Ok(())
+}
+
+/// Rows `sb import` writes in one batch.
+const IMPORT_BATCH_ROWS: usize = 1_000;
+
+/// One line of `sb export` output as a row.
+fn parse_row(format: Format, line: &str) -> Result<(String, Vec<u8>), String> {
+    match format {
+        Format::Plain => {
+            let (key, value) = line.split_once('\t').ok_or("expected KEY<TAB>VALUE")?;
+            let key = unescape(key).map_err(|error| format!("key: {error}"))?;
+            let key = String::from_utf8(key).map_err(|_| "a row key must be UTF-8".to_string())?;
+            let value = unescape(value).map_err(|error| format!("value: {error}"))?;
+            Ok((key, value))
+        }
+        Format::Json => {
+            let row: serde_json::Value =
+                serde_json::from_str(line).map_err(|error| error.to_string())?;
+            let key = row["key"].as_str().ok_or("no \"key\" string")?.to_string();
+            let value = match (row["value"].as_str(), row["value_base64"].as_str()) {
+                (Some(text), None) => text.as_bytes().to_vec(),
+                (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .map_err(|error| format!("value_base64: {error}"))?,
+                _ => return Err("expected one of \"value\" and \"value_base64\"".into()),
+            };
+            Ok((key, value))
+        }
+    }
+}
+
+/// `sb import`: rows from `file` (or stdin) in batches, with a progress bar on a terminal.
+pub(crate) async fn import(
+    client: &Client,
+    format: Format,
+    collection: &str,
+    file: Option<&std::path::Path>,
+) -> Outcome {
+    use std::io::{BufRead, IsTerminal};
+    let path = collection_path(collection)?;
+    let input: Box<dyn BufRead> = match file {
+        Some(file) => Box::new(std::io::BufReader::new(
+            std::fs::File::open(file).map_err(|error| Failure::file("read", file, error))?,
+        )),
+        None => Box::new(std::io::stdin().lock()),
+    };
+    let progress = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {human_pos} rows, {per_sec}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar
+    });
+    let mut rows = Vec::with_capacity(IMPORT_BATCH_ROWS);
+    let mut lines = input.lines().enumerate().peekable();
+    while lines.peek().is_some() {
+        rows.clear();
+        while rows.len() < IMPORT_BATCH_ROWS {
+            let Some((index, line)) = lines.next() else {
+                break;
+            };
+            let line = line.map_err(|error| {
+                Failure::local(
+                    local_codes::LOCAL_FILE,
+                    format!("cannot read the rows: {error}"),
+                )
+            })?;
+            if line.is_empty() {
+                continue;
+            }
+            let row = parse_row(format, &line).map_err(|why| {
+                Failure::local(local_codes::BAD_INPUT, format!("line {}: {why}", index + 1))
+            })?;
+            rows.push(row);
+        }
+        let database = path.database_path();
+        client
+            .run_in_batch(&database, |batch| {
+                let rows = &rows;
+                let path = &path;
+                async move {
+                    for (key, value) in rows {
+                        client
+                            .call_one(Request::Put {
+                                collection: path.clone(),
+                                key: key.clone(),
+                                value: value.clone(),
+                                batch: Some(batch),
+                            })
+                            .await?;
+                    }
+                    Ok(())
+                }
+            })
+            .await?;
+        if let Some(bar) = &progress {
+            bar.inc(rows.len() as u64);
+        }
+    }
+    if let Some(bar) = progress {
+        bar.finish();
     }
     Ok(())
 }

@@ -63,6 +63,19 @@ pub(crate) enum Command {
     /// Collections: create, destroy, list
     #[command(subcommand)]
     Collection(CollectionCommand),
+    /// Print every row of a collection, in the format `scan` prints (`key<TAB>value`,
+    /// escaped; JSON lines with --format json)
+    Export {
+        /// APP/DB/COLL
+        collection: String,
+    },
+    /// Load rows from FILE (or stdin) in the format `export` prints, in batches of 1,000
+    Import {
+        /// APP/DB/COLL
+        collection: String,
+        /// The rows [default: stdin]
+        file: Option<PathBuf>,
+    },
     /// Syncgroups: create, join, list (sync a database's collections with other daemons)
     #[command(subcommand)]
     Sg(SgCommand),
@@ -353,6 +366,15 @@ async fn run(cli: Cli) -> Outcome {
             let range = commands::scan_range(prefix, start, end);
             let client = connect(&cli).await?;
             return commands::scan(&client, &mut output, collection, range, *max).await;
+        }
+        Command::Export { collection } => {
+            let client = connect(&cli).await?;
+            let everything = syncbase_wire::RowRange::Prefix(String::new());
+            return commands::scan(&client, &mut output, collection, everything, None).await;
+        }
+        Command::Import { collection, file } => {
+            let client = connect(&cli).await?;
+            return commands::import(&client, cli.format, collection, file.as_deref()).await;
         }
         Command::Watch {
             database,
