@@ -684,6 +684,7 @@ impl Daemon {
             let factory: Arc<dyn HandlerFactory> = self.factory.clone();
             let pending = self.pending.clone();
             let principals = self.principals.clone();
+            let sync = self.sync.clone();
             let options = ConnectionOptions {
                 idle_timeout: Some(self.limits.idle_timeout),
             };
@@ -710,7 +711,10 @@ impl Daemon {
                 match admitted {
                     Ok((channel, slot)) => {
                         tracing::debug!(peer = %channel.peer.name, %peer_address, "connected");
-                        let connection = Connection::start_with(channel, Some(factory), options);
+                        let connection =
+                            Arc::new(Connection::start_with(channel, Some(factory), options));
+                        // A member's sync engine may call back over the connection it opened.
+                        sync.offer_connection(&connection).await;
                         // The principal's place is held as long as the connection is open.
                         connection.closed().await;
                         drop(slot);

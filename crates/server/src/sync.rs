@@ -192,8 +192,16 @@ impl SyncEngine {
         let member = self.member.clone();
         let app = path.app.clone();
         let database = path.database.clone();
+        let address = self.address.clone();
         let opened = tokio::task::spawn_blocking(move || {
             let store = service.open_for_sync(&app, &database)?;
+            // This daemon may listen elsewhere than when it joined: say so in its records
+            // (they travel in every delta, so members learn it).
+            if let Some(address) = &address {
+                let transaction = store.begin(syncbase_store::Origin::default())?;
+                syncbase_vsync::syncgroup::set_own_address(&transaction, &member, address)?;
+                syncbase_store::Transaction::commit(&transaction)?;
+            }
             DatabaseSync::new(
                 store,
                 member,
@@ -232,8 +240,8 @@ impl SyncEngine {
     async fn run_database(self: Arc<Self>, path: DatabasePath, sync: Arc<DbSync>) {
         let notifier = sync.store().notifier();
         let mut seen = notifier.latest_seq();
-        // Whatever the watcher has not processed yet (commits before a restart) goes first.
-        self.run(&path, &sync, Event::LocalCommit).await;
+        // Catch up with every member at once, and announce what was committed before a restart.
+        self.run(&path, &sync, Event::Start).await;
         // Without anti-entropy the timer never fires: push alone carries every write.
         let period = self
             .anti_entropy
@@ -369,8 +377,8 @@ impl SyncEngine {
         Ok(())
     }
 
-    /// Calls `member` (see [`Self::call_member_once`]); a connection that turns out closed (the
-    /// peer restarted, or closed it idle) is dialed again once.
+    /// Calls `member` (see [`Self::call_member_once`]); a connection that fails (the peer
+    /// restarted, or closed it idle) is dialed again once.
     async fn call_member(
         &self,
         sync: &Arc<DbSync>,
@@ -378,7 +386,9 @@ impl SyncEngine {
         request: PeerRequest,
     ) -> Result<Response, WireError> {
         match self.call_member_once(sync, member, request.clone()).await {
-            Err(error) if error.code == syncbase_error_code::net::CLOSED => {
+            // A transport failure (the connection closed, or the principal's newest connection
+            // is a client's that serves no calls): dial the member afresh.
+            Err(error) if error.code.starts_with("net.") => {
                 self.peers.lock().await.remove(member);
                 self.call_member_once(sync, member, request).await
             }
@@ -440,6 +450,16 @@ impl SyncEngine {
             self.peers.lock().await.remove(member);
         }
         result
+    }
+
+    /// Keeps a connection a peer opened (it serves this daemon's calls too), so a member can be
+    /// called back whichever side dialed, even where its address is out of date. The newest
+    /// connection of a principal is the one used.
+    pub async fn offer_connection(&self, connection: &Arc<Connection>) {
+        self.peers
+            .lock()
+            .await
+            .insert(connection.peer().name.clone(), connection.clone());
     }
 
     async fn connection_to(&self, member: &str) -> Option<Arc<Connection>> {

@@ -580,7 +580,8 @@ impl Sim {
             .open()
             .map_err(|error| self.fail("restart", error))?;
         self.note(format!("{} restarts", self.peers[peer].name));
-        self.check(peer)
+        self.check(peer)?;
+        self.handle(peer, Event::Start, "start")
     }
 
     /// Heals everything, syncs until nothing changes, and checks convergence.

@@ -125,6 +125,9 @@ pub enum Event {
     LocalCommit,
     /// Time to pull from every member (anti-entropy).
     Tick,
+    /// The driver (re)started: catch up with every member, and tell each to pull (what this
+    /// device committed before it stopped may never have been announced).
+    Start,
     /// A message arrived from the member `from` (a verified principal name).
     Received {
         /// The sender.
@@ -215,6 +218,22 @@ impl<S: Store + 'static> DatabaseSync<S> {
                     self.notify_members(None, &mut handled.actions)?;
                 }
             }
+            Event::Start => {
+                handled.records_made = self.catch_up()?;
+                let knowledge = self.knowledge()?;
+                for to in self.members()? {
+                    handled.actions.push(Action::Send {
+                        to: to.clone(),
+                        message: Message::Notify,
+                    });
+                    handled.actions.push(Action::Send {
+                        to,
+                        message: Message::Pull {
+                            knowledge: knowledge.clone(),
+                        },
+                    });
+                }
+            }
             Event::Tick => {
                 let knowledge = self.knowledge()?;
                 for to in self.members()? {
@@ -264,7 +283,7 @@ impl<S: Store + 'static> DatabaseSync<S> {
                     };
                     let outcome = initiator.apply(&self.store, &delta)?;
                     if !delta.syncgroups.is_empty() {
-                        self.learn_members(&delta.syncgroups)?;
+                        self.learn_members(&delta.syncgroups, &from)?;
                     }
                     // Push: local commits the round took in before the watcher's own step, and
                     // the links recording its resolutions, are new to every member, the sender
@@ -282,12 +301,12 @@ impl<S: Store + 'static> DatabaseSync<S> {
     }
 
     /// Takes in the members of syncgroups this database has that a delta's records name.
-    fn learn_members(&self, incoming: &[crate::syncgroup::Syncgroup]) -> Result<()> {
+    fn learn_members(&self, incoming: &[crate::syncgroup::Syncgroup], sender: &str) -> Result<()> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let transaction = self.store.begin(syncbase_store::Origin::default())?;
-            crate::syncgroup::merge_members(&transaction, incoming)?;
+            crate::syncgroup::merge_members(&transaction, incoming, sender)?;
             match syncbase_store::Transaction::commit(&transaction) {
                 Err(syncbase_store::Error::ConcurrentTransaction) if attempt < 16 => {}
                 outcome => return Ok(outcome?),

@@ -91,11 +91,13 @@ pub fn synced_collections<R: StoreReader + ?Sized>(reader: &R) -> Result<BTreeSe
 }
 
 /// Takes in the members (and their addresses) of `incoming` records of syncgroups this database
-/// has; returns whether anything was learned. Records of syncgroups it does not have are ignored
-/// (joining is explicit).
+/// has, as `sender` sent them; returns whether anything was learned. The sender's own address is
+/// taken as it says (it moved, say, after a restart); other addresses only where none is known.
+/// Records of syncgroups this database does not have are ignored (joining is explicit).
 pub fn merge_members<T: StoreReader + StoreWriter + ?Sized>(
     transaction: &T,
     incoming: &[Syncgroup],
+    sender: &str,
 ) -> Result<bool> {
     let mut learned = false;
     for theirs in incoming {
@@ -109,9 +111,13 @@ pub fn merge_members<T: StoreReader + StoreWriter + ?Sized>(
             }
         }
         for (member, address) in &theirs.addresses {
-            ours.addresses
-                .entry(member.clone())
-                .or_insert_with(|| address.clone());
+            if member == sender {
+                ours.addresses.insert(member.clone(), address.clone());
+            } else {
+                ours.addresses
+                    .entry(member.clone())
+                    .or_insert_with(|| address.clone());
+            }
         }
         if ours != before {
             put_syncgroup(transaction, &ours)?;
@@ -142,4 +148,27 @@ pub fn add_member<T: StoreReader + StoreWriter + ?Sized>(
     }
     put_syncgroup(transaction, &record)?;
     Ok(Some(record))
+}
+
+/// Records `address` as where `member` is reached, in every syncgroup it is a member of (a
+/// daemon does this when it starts: its address may have changed); returns whether any record
+/// changed.
+pub fn set_own_address<T: StoreReader + StoreWriter + ?Sized>(
+    transaction: &T,
+    member: &str,
+    address: &str,
+) -> Result<bool> {
+    let mut changed = false;
+    for mut record in syncgroups(transaction)? {
+        if record.members.iter().any(|known| known == member)
+            && record.addresses.get(member).map(String::as_str) != Some(address)
+        {
+            record
+                .addresses
+                .insert(member.to_string(), address.to_string());
+            put_syncgroup(transaction, &record)?;
+            changed = true;
+        }
+    }
+    Ok(changed)
 }
