@@ -1739,6 +1739,25 @@ fn two_daemons_sync_a_collection_both_ways_through_a_syncgroup() {
         String::from_utf8_lossy(&home.sb(&a, &["get", "notes/main/todo", "both"]).stdout),
         String::from_utf8_lossy(&home.sb(&b, &["get", "notes/main/todo", "both"]).stdout)
     );
+    // b's status names the syncgroup, its members with their addresses, and when b last
+    // completed a round with a; a stranger's view of a counts the database without naming it.
+    let status = ok(&home.sb(&b, &["status"]));
+    assert!(
+        status.contains("synced\tnotes/main\tbehind 0\n"),
+        "{status}"
+    );
+    assert!(status.contains("syncgroup\tnotes/main\tsg\n"), "{status}");
+    assert!(
+        status.contains(&format!("member\tnotes/main\tsg\talice:a\t{}\t", a.address)),
+        "{status}"
+    );
+    assert!(status.contains("\talice:b\t"), "{status}");
+    assert!(
+        status.contains(" ms ago\n") && status.contains("\tthis daemon\n"),
+        "{status}"
+    );
+    let json = ok(&home.sb(&b, &["--format", "json", "status"]));
+    assert!(json.contains("\"syncgroups\":[{"), "{json}");
 }
 
 #[test]

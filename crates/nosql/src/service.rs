@@ -468,7 +468,10 @@ impl Service {
             .by_path
             .iter()
             .filter(|(path, entry)| {
+                // Held by nobody else: not by a caller, and not by sync (which holds the
+                // store; a second open would put two watchable layers over one store).
                 Arc::strong_count(&entry.database) == 1
+                    && Arc::strong_count(entry.database.store()) == 1
                     && entry.database.open_batches() == 0
                     && !self
                         .options

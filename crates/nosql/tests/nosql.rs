@@ -980,7 +980,7 @@ fn idle_databases_are_closed_past_the_cap_and_busy_or_kept_ones_stay_open() {
         database: name.into(),
     };
     let names = [
-        "watched", "batched", "kept", "a", "b", "c", "d", "e", "f", "g",
+        "watched", "batched", "kept", "synced", "a", "b", "c", "d", "e", "f", "g",
     ];
     for name in names {
         service.create_database(&alice, &path(name), None).unwrap();
@@ -993,13 +993,16 @@ fn idle_databases_are_closed_past_the_cap_and_busy_or_kept_ones_stay_open() {
     let watched = service.database(&alice, &path("watched")).unwrap();
     let mut watcher = watched.watch(&alice, &WatchStart::Now).unwrap();
     drop(watched);
+    // Sync holds the store of a database it serves (and nothing else of it).
+    let synced_store =
+        syncbase_vsync::service::DataModel::open_for_sync(&service, "notes", "synced").unwrap();
     let batch = service
         .database(&alice, &path("batched"))
         .unwrap()
         .begin_batch(&alice, BatchOptions::default())
         .unwrap();
     for _ in 0..3 {
-        for name in &names[3..] {
+        for name in &names[4..] {
             let database = service.database(&alice, &path(name)).unwrap();
             assert_eq!(
                 database.get(&alice, "c", "k", None).unwrap(),
@@ -1012,13 +1015,14 @@ fn idle_databases_are_closed_past_the_cap_and_busy_or_kept_ones_stay_open() {
         .into_iter()
         .map(|path| path.database)
         .collect();
-    assert!(open.len() <= 4 + 3, "{open:?}");
-    for busy in ["watched", "batched", "kept"] {
+    assert!(open.len() <= 4 + 4, "{open:?}");
+    for busy in ["watched", "batched", "kept", "synced"] {
         assert!(
             open.contains(&busy.to_string()),
             "{busy} was closed: {open:?}"
         );
     }
+    drop(synced_store);
     let batched = service.database(&alice, &path("batched")).unwrap();
     batched
         .put(&alice, "c", "in-batch", b"v", Some(batch))

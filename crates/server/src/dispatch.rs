@@ -70,6 +70,10 @@ pub fn dispatch(
                 crate::sync::syncgroup_record(spec, caller, &status.identity, address.as_deref());
             done(service.create_syncgroup(caller, &database, &record)?)
         }
+        Request::SyncStatus => Outcome::Response(Response::SyncStatus(
+            crate::sync::sync_status(service, caller, &status.identity, &|_, _| None, &|_| Ok(0))
+                .map_err(syncbase_nosql::Error::from)?,
+        )),
         Request::JoinSyncgroup { .. } | Request::Peer(_) => {
             return Err(syncbase_nosql::Error::from(syncbase_wire::WireError::new(
                 syncbase_error_code::sync::PEER_UNREACHABLE,

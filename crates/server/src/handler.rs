@@ -84,6 +84,9 @@ impl Handler for ServiceHandler {
                     Err(error) => Responses::single(Err(error)),
                 });
             }
+            (Some(engine), Request::SyncStatus) => {
+                return Ok(Responses::single(engine.status(&self.caller).await));
+            }
             (Some(engine), Request::CreateSyncgroup { database, spec }) => {
                 return Ok(Responses::single(
                     engine.create_syncgroup(&self.caller, database, spec).await,

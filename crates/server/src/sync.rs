@@ -20,6 +20,7 @@ use syncbase_net::{Connection, HandlerFactory, Identity};
 use syncbase_nosql::{Caller, Service};
 use syncbase_store::{LogEvent, Store};
 use syncbase_vsync::conflict::LastWriterWins;
+use syncbase_vsync::knowledge::Knowledge;
 use syncbase_vsync::service::{Action, DataModel, DatabaseSync, Event, Message, ModelAccess};
 use syncbase_vsync::syncgroup::{JoinAnswer, syncgroups};
 use syncbase_wire::{
@@ -51,6 +52,12 @@ pub struct SyncEngine {
     databases: parking_lot::Mutex<HashMap<DatabasePath, Arc<DbSync>>>,
     peers: tokio::sync::Mutex<HashMap<String, Arc<Connection>>>,
     anti_entropy: Option<Duration>,
+    /// Members being caught up with after a failed call (database, member).
+    retrying: parking_lot::Mutex<std::collections::HashSet<(DatabasePath, String)>>,
+    /// When a round with each member last succeeded (milliseconds since the epoch).
+    last_sync_ms: parking_lot::Mutex<HashMap<(DatabasePath, String), u64>>,
+    /// What members announced they know, per database (from their notifications).
+    announced: parking_lot::Mutex<HashMap<DatabasePath, Knowledge>>,
 }
 
 fn wire(code: &str, message: impl Into<String>) -> WireError {
@@ -74,6 +81,27 @@ fn no_exist(what: impl std::fmt::Display) -> WireError {
 
 fn database_what(path: &DatabasePath) -> String {
     format!("database {}/{}", path.app, path.database)
+}
+
+/// The first wait before catching up with a member a call could not reach; it doubles up to
+/// [`RETRY_DELAY_MAX`], for at most [`RETRY_ATTEMPTS_MAX`] attempts (then anti-entropy, or the
+/// member's own start, takes over).
+pub const RETRY_DELAY_FIRST: Duration = Duration::from_millis(500);
+/// The longest wait between two attempts to catch up with a member.
+pub const RETRY_DELAY_MAX: Duration = Duration::from_secs(60);
+/// Attempts to catch up with a member after a failed call.
+pub const RETRY_ATTEMPTS_MAX: u32 = 12;
+
+/// Whether a failed peer call may succeed later (the member unreachable, or the connection
+/// lost), as opposed to a refusal.
+fn is_transient(error: &WireError) -> bool {
+    error.code == syncbase_error_code::sync::PEER_UNREACHABLE || error.code.starts_with("net.")
+}
+
+/// Waits on tokio's clock: the driver's backoff, not the protocol core's time.
+#[allow(clippy::disallowed_methods)]
+async fn sleep(duration: Duration) {
+    tokio::time::sleep(duration).await;
 }
 
 /// The most bytes of one [`Response::Bytes`]: a larger answer (a delta) travels as a stream of
@@ -142,6 +170,9 @@ impl SyncEngine {
             databases: parking_lot::Mutex::new(HashMap::new()),
             peers: tokio::sync::Mutex::new(HashMap::new()),
             anti_entropy,
+            retrying: parking_lot::Mutex::new(std::collections::HashSet::new()),
+            last_sync_ms: parking_lot::Mutex::new(HashMap::new()),
+            announced: parking_lot::Mutex::new(HashMap::new()),
         })
     }
 
@@ -299,9 +330,28 @@ impl SyncEngine {
     async fn perform(self: &Arc<Self>, path: &DatabasePath, sync: &Arc<DbSync>, action: Action) {
         let Action::Send { to, message } = action;
         let request = match &message {
-            Message::Notify => PeerRequest::Notify {
-                database: path.clone(),
-            },
+            Message::Notify => {
+                let reading = sync.clone();
+                let knowledge = tokio::task::spawn_blocking(move || reading.knowledge()).await;
+                let encoded = match knowledge {
+                    Ok(Ok(knowledge)) => syncbase_vsync::service::encode(&knowledge),
+                    Ok(Err(error)) => Err(error),
+                    Err(error) => {
+                        tracing::warn!(%error, "reading knowledge panicked");
+                        return;
+                    }
+                };
+                match encoded {
+                    Ok(knowledge) => PeerRequest::Notify {
+                        database: path.clone(),
+                        knowledge,
+                    },
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot announce what this daemon knows");
+                        return;
+                    }
+                }
+            }
             Message::Pull { knowledge } => match syncbase_vsync::service::encode(knowledge) {
                 Ok(knowledge) => PeerRequest::Pull {
                     database: path.clone(),
@@ -319,6 +369,7 @@ impl SyncEngine {
             Ok(Response::Bytes(bytes)) if matches!(message, Message::Pull { .. }) => {
                 match syncbase_vsync::service::decode(&bytes) {
                     Ok(delta) => {
+                        self.synced_with(path, &to);
                         self.run(
                             path,
                             sync,
@@ -337,13 +388,52 @@ impl SyncEngine {
             Ok(_) => {}
             Err(error) => {
                 tracing::debug!(%error, peer = %to, database = %database_what(path), "a peer call failed");
+                if is_transient(&error) {
+                    self.clone().retry_later(path.clone(), sync.clone(), to);
+                }
             }
         }
     }
 
-    /// Pulls once from `member` and applies what it sends (a joiner's first round).
+    /// Catches up with a member that could not be reached: pulls from it and tells it to pull,
+    /// after 0.5 s, 1 s, 2 s, ... (at most a minute, each ±25%), until a round succeeds or the
+    /// failure is no longer a transport one. One such loop per member and database at a time.
+    fn retry_later(self: Arc<Self>, path: DatabasePath, sync: Arc<DbSync>, member: String) {
+        let key = (path.clone(), member.clone());
+        if !self.retrying.lock().insert(key.clone()) {
+            return;
+        }
+        tokio::spawn(async move {
+            let rng = syncbase_store::EntropyRng::default();
+            for attempt in 0..RETRY_ATTEMPTS_MAX {
+                let base = RETRY_DELAY_FIRST
+                    .saturating_mul(1 << attempt.min(16))
+                    .min(RETRY_DELAY_MAX);
+                let jitter = 0.75 + (syncbase_store::Rng::next_u64(&rng) % 500) as f64 / 1000.0;
+                sleep(base.mul_f64(jitter)).await;
+                match self.pull_from(&sync, &path, &member).await {
+                    Ok(()) => {
+                        let notify = Action::Send {
+                            to: member.clone(),
+                            message: Message::Notify,
+                        };
+                        self.perform(&path, &sync, notify).await;
+                        break;
+                    }
+                    Err(error) if is_transient(&error) => continue,
+                    Err(error) => {
+                        tracing::debug!(%error, peer = %member, "catching up with a member failed");
+                        break;
+                    }
+                }
+            }
+            self.retrying.lock().remove(&key);
+        });
+    }
+
+    /// Pulls once from `member` and applies what it sends (a joiner's first round, a catch-up).
     async fn pull_from(
-        &self,
+        self: &Arc<Self>,
         sync: &Arc<DbSync>,
         path: &DatabasePath,
         member: &str,
@@ -363,10 +453,10 @@ impl SyncEngine {
             return Err(internal("a peer answered a pull with something else"));
         };
         let delta = syncbase_vsync::service::decode(&bytes).map_err(sync_error)?;
-        let sync = sync.clone();
+        let handling = sync.clone();
         let from = member.to_string();
-        tokio::task::spawn_blocking(move || {
-            sync.handle(Event::Received {
+        let handled = tokio::task::spawn_blocking(move || {
+            handling.handle(Event::Received {
                 from,
                 message: Message::Delta(delta),
             })
@@ -374,6 +464,14 @@ impl SyncEngine {
         .await
         .map_err(internal)?
         .map_err(sync_error)?;
+        self.synced_with(path, member);
+        // What the round calls for (notifying members of what arrived, or of its links).
+        for action in handled.actions {
+            let engine = self.clone();
+            let path = path.clone();
+            let sync = sync.clone();
+            tokio::spawn(async move { engine.perform(&path, &sync, action).await });
+        }
         Ok(())
     }
 
@@ -450,6 +548,46 @@ impl SyncEngine {
             self.peers.lock().await.remove(member);
         }
         result
+    }
+
+    /// Notes that a round with `member` just succeeded.
+    fn synced_with(&self, path: &DatabasePath, member: &str) {
+        self.last_sync_ms
+            .lock()
+            .insert((path.clone(), member.to_string()), now_ms());
+    }
+
+    /// How this daemon's synced databases stand, for `caller`.
+    pub async fn status(self: &Arc<Self>, caller: &Caller) -> Result<Response, WireError> {
+        let engine = self.clone();
+        let caller = caller.clone();
+        tokio::task::spawn_blocking(move || {
+            let now = now_ms();
+            let last_sync = engine.last_sync_ms.lock().clone();
+            let announced = engine.announced.lock().clone();
+            let serving = engine.databases.lock().clone();
+            let status = sync_status(
+                &engine.service,
+                &caller,
+                &engine.member,
+                &|path, member| {
+                    last_sync
+                        .get(&(path.clone(), member.to_string()))
+                        .map(|at| now.saturating_sub(*at))
+                },
+                &|path| {
+                    let (Some(announced), Some(sync)) = (announced.get(path), serving.get(path))
+                    else {
+                        return Ok(0);
+                    };
+                    let known = sync.knowledge()?;
+                    Ok(behind(announced, &known))
+                },
+            )?;
+            Ok(Response::SyncStatus(status))
+        })
+        .await
+        .map_err(internal)?
     }
 
     /// Keeps a connection a peer opened (it serves this daemon's calls too), so a member can be
@@ -591,8 +729,18 @@ impl SyncEngine {
                 }
                 Err(internal("a pull was answered by no delta"))
             }
-            PeerRequest::Notify { database } => {
+            PeerRequest::Notify {
+                database,
+                knowledge,
+            } => {
                 let sync = self.member_database(&database, &from).await?;
+                let knowledge: Knowledge =
+                    syncbase_vsync::service::decode(&knowledge).map_err(sync_error)?;
+                self.announced
+                    .lock()
+                    .entry(database.clone())
+                    .or_default()
+                    .merge(&knowledge);
                 let engine = self.clone();
                 tokio::spawn(async move {
                     engine
@@ -756,5 +904,102 @@ fn access_list(patterns: Vec<String>, caller: &Caller) -> syncbase_wire::AccessL
     syncbase_wire::AccessList {
         allowed,
         denied: Vec::new(),
+    }
+}
+
+/// Generations `announced` holds that `known` lacks, over every scope and device.
+fn behind(announced: &Knowledge, known: &Knowledge) -> u64 {
+    announced
+        .iter()
+        .map(|(scope, vector)| {
+            let mine = known.of(scope);
+            vector
+                .iter()
+                .map(|(device, generation)| generation.saturating_sub(mine.get(device)))
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+/// Milliseconds since the epoch, by the wall clock (the driver's bookkeeping, for people).
+#[allow(clippy::disallowed_methods)]
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
+/// How the synced databases of `service` stand for `caller` (see [`Request::SyncStatus`]):
+/// those it can see in full, the rest counted. `member` is this daemon; `last_sync_ms_ago` and
+/// `behind` come from the sync engine (a service in process has none: never, and 0).
+pub fn sync_status(
+    service: &Service,
+    caller: &Caller,
+    member: &str,
+    last_sync_ms_ago: &dyn Fn(&DatabasePath, &str) -> Option<u64>,
+    behind: &dyn Fn(&DatabasePath) -> Result<u64, syncbase_vsync::Error>,
+) -> Result<syncbase_wire::SyncStatus, WireError> {
+    let mut status = syncbase_wire::SyncStatus::default();
+    for (app, database) in service.databases_with_syncgroups().map_err(sync_error)? {
+        let path = DatabasePath { app, database };
+        let visible = service
+            .database_exists(caller, &path)
+            .map_err(|error| error.to_wire())?;
+        if !visible {
+            status.hidden += 1;
+            continue;
+        }
+        let store = service
+            .open_for_sync(&path.app, &path.database)
+            .map_err(sync_error)?;
+        let snapshot = store
+            .versioned_snapshot()
+            .map_err(|error| wire(error.code(), error.to_string()))?;
+        let records = syncgroups(&snapshot).map_err(sync_error)?;
+        if records.is_empty() {
+            continue;
+        }
+        let syncgroups = records
+            .into_iter()
+            .map(|record| syncbase_wire::SyncgroupStatus {
+                members: record
+                    .members
+                    .iter()
+                    .map(|name| syncbase_wire::MemberStatus {
+                        address: record.addresses.get(name).cloned(),
+                        this_daemon: name == member,
+                        last_sync_ms_ago: last_sync_ms_ago(&path, name),
+                        name: name.clone(),
+                    })
+                    .collect(),
+                name: record.name,
+            })
+            .collect();
+        status.databases.push(syncbase_wire::DatabaseSyncStatus {
+            behind: behind(&path).map_err(sync_error)?,
+            database: path,
+            syncgroups,
+        });
+    }
+    Ok(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use syncbase_vsync::knowledge::{GenVector, Knowledge, Scope};
+
+    use super::behind;
+
+    /// Behind counts, per scope and device, the generations announced beyond those held.
+    #[test]
+    fn behind_counts_announced_generations_not_held() {
+        let vector = |entries: &[(u64, u64)]| entries.iter().copied().collect::<GenVector>();
+        let mut announced = Knowledge::new();
+        announced.set(Scope::collection("c"), vector(&[(1, 10), (2, 5)]));
+        announced.set(Scope::collection("d"), vector(&[(1, 3)]));
+        let mut known = Knowledge::new();
+        known.set(Scope::collection("c"), vector(&[(1, 7), (2, 9)]));
+        assert_eq!(behind(&announced, &known), 3 + 3);
+        assert_eq!(behind(&known, &known), 0);
     }
 }

@@ -195,9 +195,10 @@ calls! {
     Scan => Request::Scan { collection: coll("c"), range: RowRange::Prefix(String::new()), batch: None }, needs(Level::Collection, Tag::Read);
     DeleteRange => Request::DeleteRange { collection: coll("c"), range: RowRange::Prefix(String::new()), batch: None }, needs(Level::Collection, Tag::Write);
     ListSyncgroups => Request::ListSyncgroups { database: db() }, needs(Level::Database, Tag::Read);
+    SyncStatus => Request::SyncStatus, STATUS;
     CreateSyncgroup => Request::CreateSyncgroup { database: db(), spec: SyncgroupSpec { name: "sg".into(), collections: vec!["c".into()], ..SyncgroupSpec::default() } }, CREATE_SYNCGROUP;
     JoinSyncgroup => Request::JoinSyncgroup { database: db(), name: "sg".into(), via: "127.0.0.1:1".into(), wait: false }, ENGINE_ONLY;
-    Peer => Request::Peer(PeerRequest::Notify { database: db() }), ENGINE_ONLY;
+    Peer => Request::Peer(PeerRequest::Notify { database: db(), knowledge: Vec::new() }), ENGINE_ONLY;
 }
 
 /// Permissions at one level: everything for alice, plus `bob_tags` for bob.
@@ -1164,4 +1165,36 @@ mod destroy_crash {
         );
         set.close().unwrap();
     }
+}
+
+/// The sync status shows a caller the synced databases it can see, and only counts the rest.
+#[test]
+fn sync_status_names_what_the_caller_sees_and_counts_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = world(dir.path(), |_| Vec::new());
+    let create = Request::CreateSyncgroup {
+        database: db(),
+        spec: SyncgroupSpec {
+            name: "sg".into(),
+            collections: vec!["c".into()],
+            ..SyncgroupSpec::default()
+        },
+    };
+    run(&service, &alice(), "CreateSyncgroup", &create).unwrap();
+    let Ok(Response::SyncStatus(seen)) =
+        run(&service, &alice(), "SyncStatus", &Request::SyncStatus)
+    else {
+        panic!("a sync status")
+    };
+    assert_eq!((seen.databases.len(), seen.hidden), (1, 0));
+    let members = &seen.databases[0].syncgroups[0].members;
+    assert_eq!(members.len(), 1);
+    assert!(members[0].this_daemon && members[0].name == "alice");
+    assert_eq!(members[0].last_sync_ms_ago, None);
+    let Ok(Response::SyncStatus(counted)) =
+        run(&service, &bob(), "SyncStatus", &Request::SyncStatus)
+    else {
+        panic!("a sync status")
+    };
+    assert_eq!((counted.databases.len(), counted.hidden), (0, 1));
 }

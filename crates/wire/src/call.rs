@@ -344,6 +344,9 @@ pub enum Request {
         /// The database.
         database: DatabasePath,
     },
+    /// How this daemon's synced databases stand: those the caller can see in full, the others
+    /// only as a count (needs no tag).
+    SyncStatus,
     /// A call between the sync engines of two daemons (the typed counterpart of the seed's
     /// `$internal` suffix): authorized by the calling daemon's verified principal against the
     /// syncgroups' member and Read lists.
@@ -390,7 +393,53 @@ pub enum PeerRequest {
     Notify {
         /// The database.
         database: DatabasePath,
+        /// What the caller knows now (encoded by the sync engine): the receiver learns how far
+        /// behind it is.
+        knowledge: Vec<u8>,
     },
+}
+
+/// The answer to [`Request::SyncStatus`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncStatus {
+    /// The synced databases the caller can see.
+    pub databases: Vec<DatabaseSyncStatus>,
+    /// How many other databases this daemon syncs.
+    pub hidden: u64,
+}
+
+/// How one synced database stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseSyncStatus {
+    /// The database.
+    pub database: DatabasePath,
+    /// Generations members have announced that this daemon has not received yet.
+    pub behind: u64,
+    /// Its syncgroups.
+    pub syncgroups: Vec<SyncgroupStatus>,
+}
+
+/// One syncgroup of a synced database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncgroupStatus {
+    /// Its name.
+    pub name: String,
+    /// Its members.
+    pub members: Vec<MemberStatus>,
+}
+
+/// One member of a syncgroup, as this daemon sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// Its principal.
+    pub name: String,
+    /// Where it is reached, if known.
+    pub address: Option<String>,
+    /// Whether it is this daemon.
+    pub this_daemon: bool,
+    /// How long ago a round with it last succeeded (milliseconds), if one has since this daemon
+    /// started.
+    pub last_sync_ms_ago: Option<u64>,
 }
 
 impl Request {
@@ -434,4 +483,6 @@ pub enum Response {
     LogStatus(LogStatus),
     /// Bytes encoded by the sync engine (the answer to a [`PeerRequest`]).
     Bytes(Vec<u8>),
+    /// The answer to [`Request::SyncStatus`].
+    SyncStatus(SyncStatus),
 }

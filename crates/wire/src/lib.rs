@@ -16,8 +16,9 @@ mod perms;
 
 pub use budget::{ByteBudget, Lease};
 pub use call::{
-    BatchHandle, BatchOptions, Change, ChangeKind, CollectionPath, DatabasePath, LogPin, LogStatus,
-    ObjectPath, PeerRequest, Request, Response, RowRange, StatusInfo, SyncgroupSpec, WatchStart,
+    BatchHandle, BatchOptions, Change, ChangeKind, CollectionPath, DatabasePath,
+    DatabaseSyncStatus, LogPin, LogStatus, MemberStatus, ObjectPath, PeerRequest, Request,
+    Response, RowRange, StatusInfo, SyncStatus, SyncgroupSpec, SyncgroupStatus, WatchStart,
 };
 pub use error::{WireError, codes};
 pub use handler::{Handler, ResponseSender, Responses, STREAM_BUFFER_MESSAGES};

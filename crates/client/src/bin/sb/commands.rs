@@ -108,6 +108,9 @@ pub(crate) async fn status(client: &Client, databases: &[String], output: &mut O
         };
         logs.push((database, log));
     }
+    let Response::SyncStatus(sync) = client.call_one(Request::SyncStatus).await? else {
+        return Err(Failure::unexpected_answer());
+    };
     match output.format {
         Format::Plain => {
             for (label, value) in [
@@ -137,6 +140,9 @@ pub(crate) async fn status(client: &Client, databases: &[String], output: &mut O
                     )?;
                 }
             }
+            for line in sync_lines(&sync) {
+                output.line(line.as_bytes())?;
+            }
             Ok(())
         }
         Format::Json => {
@@ -159,9 +165,62 @@ pub(crate) async fn status(client: &Client, databases: &[String], output: &mut O
                     })
                     .collect();
             }
+            if !sync.databases.is_empty() || sync.hidden > 0 {
+                json["sync"] = sync_json(&sync);
+            }
             output.json(json)
         }
     }
+}
+
+/// `sb status` lines for synced databases: `synced APP/DB behind N`, `syncgroup APP/DB SG`,
+/// `member APP/DB SG NAME ADDRESS LAST_SYNC` (address `-` when unknown; last sync `this
+/// daemon`, `never`, or `N ms ago`), and `synced_other N` for databases the caller cannot see.
+fn sync_lines(sync: &syncbase_wire::SyncStatus) -> Vec<String> {
+    let mut lines = Vec::new();
+    for database in &sync.databases {
+        let path = format!("{}/{}", database.database.app, database.database.database);
+        lines.push(format!("synced\t{path}\tbehind {}", database.behind));
+        for syncgroup in &database.syncgroups {
+            lines.push(format!("syncgroup\t{path}\t{}", syncgroup.name));
+            for member in &syncgroup.members {
+                let last = match (member.this_daemon, member.last_sync_ms_ago) {
+                    (true, _) => "this daemon".to_string(),
+                    (false, Some(ago)) => format!("{ago} ms ago"),
+                    (false, None) => "never".to_string(),
+                };
+                lines.push(format!(
+                    "member\t{path}\t{}\t{}\t{}\t{last}",
+                    syncgroup.name,
+                    escape(member.name.as_bytes()),
+                    member.address.as_deref().unwrap_or("-"),
+                ));
+            }
+        }
+    }
+    if sync.hidden > 0 {
+        lines.push(format!("synced_other\t{}", sync.hidden));
+    }
+    lines
+}
+
+/// The `sync` field of `sb status --format json`.
+fn sync_json(sync: &syncbase_wire::SyncStatus) -> serde_json::Value {
+    serde_json::json!({
+        "databases": sync.databases.iter().map(|database| serde_json::json!({
+            "database": format!("{}/{}", database.database.app, database.database.database),
+            "behind": database.behind,
+            "syncgroups": database.syncgroups.iter().map(|syncgroup| serde_json::json!({
+                "name": syncgroup.name,
+                "members": syncgroup.members.iter().map(|member| serde_json::json!({
+                    "name": member.name, "address": member.address,
+                    "this_daemon": member.this_daemon,
+                    "last_sync_ms_ago": member.last_sync_ms_ago,
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "other_databases": sync.hidden,
+    })
 }
 
 /// `sb acl set`: replaces one tag's lists, keeping the others.

@@ -163,6 +163,12 @@ pub(crate) enum Command {
     /// least the last N commits and every commit younger than S seconds; a watch resumes from any
     /// marker inside that window) and one `pin<TAB>NAME<TAB>SEQ` line per consumer that holds
     /// the log from SEQ on (sync's watcher).
+    ///
+    /// Then, for each database this daemon syncs that you can see: `synced<TAB>APP/DB<TAB>behind
+    /// N` (generations members announced that it has not received yet), `syncgroup<TAB>APP/DB<TAB>SG`,
+    /// and per member `member<TAB>APP/DB<TAB>SG<TAB>NAME<TAB>ADDRESS<TAB>LAST` (LAST: `this
+    /// daemon`, `never`, or `N ms ago` for the last successful round); `synced_other<TAB>N`
+    /// counts the synced databases you cannot see.
     Status {
         /// APP/DB
         #[arg(value_name = "DATABASE")]

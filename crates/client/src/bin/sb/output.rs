@@ -107,6 +107,7 @@ pub(crate) fn print_response(
         | Response::ChangesPart(_)
         | Response::Status(_)
         | Response::LogStatus(_)
+        | Response::SyncStatus(_)
         | Response::Bytes(_) => Err(Failure::unexpected_answer()),
     }
 }
