@@ -1969,3 +1969,161 @@ fn a_receiver_killed_mid_stream_ends_with_every_acknowledged_row() {
         last.lines().count()
     );
 }
+
+/// A batch written on one daemon reaches a watcher on the other in one commit: the watcher
+/// never sees part of it.
+#[test]
+fn a_batch_arrives_whole_under_a_watcher_on_the_other_daemon() {
+    let home = Home::new();
+    let (a, b) = two_members(&home, &["--sync-interval", "0"]);
+    create_notes(&home, &a);
+    ok(&home.sb(
+        &a,
+        &["sg", "create", "notes/main", "sg", "--collections", "todo"],
+    ));
+    ok(&join(&home, &b, None, "sg", &a.address));
+    let mut watch = home.command("sb");
+    watch
+        .env("SYNCBASE_SERVICE", &b.address)
+        .args(["watch", "notes/main", "--count", "1000"])
+        .stdout(Stdio::piped());
+    let mut watcher = watch.spawn().unwrap();
+    let (lines, received) = std::sync::mpsc::channel::<String>();
+    let stdout = watcher.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // The watch is running once a local write on b shows up in it.
+    let mut subscribed = false;
+    for round in 0..200 {
+        ok(&home.sb(
+            &b,
+            &["put", "notes/main/todo", &format!("ready{round}"), "r"],
+        ));
+        if received.recv_timeout(Duration::from_millis(100)).is_ok() {
+            subscribed = true;
+            break;
+        }
+    }
+    assert!(subscribed, "the watch on b never started");
+    let identity = Identity::load(&home.path("config/syncbase/identity")).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = Client::connect(&a.address, &identity).await.unwrap();
+        let database = DatabasePath {
+            app: "notes".into(),
+            database: "main".into(),
+        };
+        let collection = syncbase_wire::CollectionPath {
+            app: "notes".into(),
+            database: "main".into(),
+            collection: "todo".into(),
+        };
+        client
+            .run_in_batch(&database, |batch| {
+                let client = &client;
+                let collection = &collection;
+                async move {
+                    for key in ["x", "y", "z"] {
+                        client
+                            .call_one(Request::Put {
+                                collection: collection.clone(),
+                                key: key.into(),
+                                value: b"batched".to_vec(),
+                                batch: Some(batch),
+                            })
+                            .await?;
+                    }
+                    Ok(())
+                }
+            })
+            .await
+            .unwrap();
+    });
+    // Lines until x, y and z were all seen; the commit (block between blank lines) that shows
+    // the first of them shows all three.
+    let mut block: Vec<String> = Vec::new();
+    let mut seen = 0;
+    let mut printed = Vec::new();
+    while seen < 3 {
+        let line = received
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("b's watch stopped short: {printed:?}"));
+        printed.push(line.clone());
+        if line.is_empty() {
+            assert!(
+                seen == 0,
+                "a commit ended after {seen} of the batch's rows: {printed:?}"
+            );
+            block.clear();
+            continue;
+        }
+        block.push(line.clone());
+        if ["\tx\t", "\ty\t", "\tz\t"]
+            .iter()
+            .any(|key| line.contains(key))
+        {
+            seen += 1;
+        }
+    }
+    assert!(
+        block.iter().all(|line| line.ends_with("\tsync")),
+        "{printed:?}"
+    );
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+}
+
+/// Garbage in a peer call from a member is refused with a code, and the daemon goes on serving.
+#[test]
+fn garbage_in_a_peer_call_is_refused_and_the_daemon_serves_on() {
+    let home = Home::new();
+    let (a, b) = two_members(&home, &["--sync-interval", "0"]);
+    create_notes(&home, &a);
+    ok(&home.sb(
+        &a,
+        &["sg", "create", "notes/main", "sg", "--collections", "todo"],
+    ));
+    ok(&join(&home, &b, None, "sg", &a.address));
+    // b's own identity: a member of the syncgroup.
+    let member = Identity::load(&home.path("id-b")).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let database = DatabasePath {
+        app: "notes".into(),
+        database: "main".into(),
+    };
+    runtime.block_on(async {
+        let client = Client::connect(&a.address, &member).await.unwrap();
+        for garbage in [vec![0xff; 64], Vec::new(), b"not postcard at all".to_vec()] {
+            let refused = client
+                .call_one(Request::Peer(syncbase_wire::PeerRequest::Pull {
+                    database: database.clone(),
+                    knowledge: garbage.clone(),
+                }))
+                .await
+                .unwrap_err();
+            assert_eq!(refused.code, "sync.delta_invalid");
+            let refused = client
+                .call_one(Request::Peer(syncbase_wire::PeerRequest::Notify {
+                    database: database.clone(),
+                    knowledge: garbage,
+                }))
+                .await
+                .unwrap_err();
+            assert_eq!(refused.code, "sync.delta_invalid");
+        }
+    });
+    ok(&home.sb(&a, &["put", "notes/main/todo", "after", "garbage"]));
+    eventually_reads(&home, &b, "after", Some("garbage"));
+}

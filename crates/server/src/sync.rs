@@ -484,9 +484,9 @@ impl SyncEngine {
         request: PeerRequest,
     ) -> Result<Response, WireError> {
         match self.call_member_once(sync, member, request.clone()).await {
-            // A transport failure (the connection closed, or the principal's newest connection
-            // is a client's that serves no calls): dial the member afresh.
-            Err(error) if error.code.starts_with("net.") => {
+            // A transport failure (the connection closed), or a connection of the principal's
+            // that serves no calls (a client using the member's identity): dial it afresh.
+            Err(error) if error.code.starts_with("net.") || error.code == codes::BAD_MESSAGE => {
                 self.peers.lock().await.remove(member);
                 self.call_member_once(sync, member, request).await
             }
@@ -591,13 +591,19 @@ impl SyncEngine {
     }
 
     /// Keeps a connection a peer opened (it serves this daemon's calls too), so a member can be
-    /// called back whichever side dialed, even where its address is out of date. The newest
-    /// connection of a principal is the one used.
+    /// called back whichever side dialed, even where its address is out of date, unless a live
+    /// one of that principal is already kept.
     pub async fn offer_connection(&self, connection: &Arc<Connection>) {
-        self.peers
-            .lock()
-            .await
-            .insert(connection.peer().name.clone(), connection.clone());
+        let mut peers = self.peers.lock().await;
+        let name = connection.peer().name.clone();
+        // A live connection stays: a newer one of the same principal may be a client's that
+        // serves no calls.
+        if peers
+            .get(&name)
+            .is_none_or(|known| known.closed_reason().is_some())
+        {
+            peers.insert(name, connection.clone());
+        }
     }
 
     async fn connection_to(&self, member: &str) -> Option<Arc<Connection>> {
