@@ -261,6 +261,14 @@ fn refused_code(output: &Output) -> String {
         .to_string()
 }
 
+/// `notes/main`, as [`create_notes`] makes it.
+fn notes_main() -> DatabasePath {
+    DatabasePath {
+        app: "notes".into(),
+        database: "main".into(),
+    }
+}
+
 fn create_notes(home: &Home, daemon: &Daemon) {
     ok(&home.sb(daemon, &["app", "create", "notes"]));
     ok(&home.sb(daemon, &["db", "create", "notes/main"]));
@@ -349,21 +357,11 @@ fn a_concurrent_batch_fails_with_its_code_through_the_client() {
     create_notes(&home, &daemon);
     ok(&home.sb(&daemon, &["put", "notes/main/todo", "counter", "0"]));
     let identity = Identity::load(&home.path("config/syncbase/identity")).unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     runtime.block_on(async {
         let client = Client::connect(&daemon.address, &identity).await.unwrap();
-        let database = DatabasePath {
-            app: "notes".into(),
-            database: "main".into(),
-        };
-        let collection = syncbase_wire::CollectionPath {
-            app: "notes".into(),
-            database: "main".into(),
-            collection: "todo".into(),
-        };
+        let database = notes_main();
+        let collection = todo();
         let mut batches = Vec::new();
         for _ in 0..2 {
             let Response::Batch(batch) = client
@@ -657,10 +655,7 @@ fn strangers_impostors_and_forged_chains_are_kept_out() {
     // A chain presented over a channel whose key is not the chain's key is refused.
     let alice = Identity::load(&home.path("config/syncbase/identity")).unwrap();
     let mallory = Identity::new_root("mallory").unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     runtime.block_on(async {
         let stream = tokio::net::TcpStream::connect(&daemon.address)
             .await
@@ -870,17 +865,11 @@ fn scan_takes_an_end_key_and_a_row_count() {
     assert_eq!(scan(&["--max", "0"]), "");
     // Many rows over several messages: the rest of the stream is dropped (cancelled).
     let many: Vec<String> = (0..3000).map(|index| format!("m{index:05}")).collect();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     let identity = Identity::load(&home.path("config/syncbase/identity")).unwrap();
     runtime.block_on(async {
         let client = Client::connect(&daemon.address, &identity).await.unwrap();
-        let database = DatabasePath {
-            app: "notes".into(),
-            database: "main".into(),
-        };
+        let database = notes_main();
         client
             .run_in_batch(&database, |batch| {
                 let (client, many) = (client.clone(), many.clone());
@@ -1277,10 +1266,7 @@ fn an_authenticated_client_gets_in_while_idle_and_churning_connections_flood_the
         .enable_all()
         .build()
         .unwrap();
-    let honest_runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let honest_runtime = runtime();
     let collection = syncbase_wire::CollectionPath {
         app: "notes".into(),
         database: "main".into(),
@@ -2012,21 +1998,11 @@ fn a_batch_arrives_whole_under_a_watcher_on_the_other_daemon() {
     }
     assert!(subscribed, "the watch on b never started");
     let identity = Identity::load(&home.path("config/syncbase/identity")).unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     runtime.block_on(async {
         let client = Client::connect(&a.address, &identity).await.unwrap();
-        let database = DatabasePath {
-            app: "notes".into(),
-            database: "main".into(),
-        };
-        let collection = syncbase_wire::CollectionPath {
-            app: "notes".into(),
-            database: "main".into(),
-            collection: "todo".into(),
-        };
+        let database = notes_main();
+        let collection = todo();
         client
             .run_in_batch(&database, |batch| {
                 let client = &client;
@@ -2095,14 +2071,8 @@ fn garbage_in_a_peer_call_is_refused_and_the_daemon_serves_on() {
     ok(&join(&home, &b, None, "sg", &a.address));
     // b's own identity: a member of the syncgroup.
     let member = Identity::load(&home.path("id-b")).unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let database = DatabasePath {
-        app: "notes".into(),
-        database: "main".into(),
-    };
+    let runtime = runtime();
+    let database = notes_main();
     runtime.block_on(async {
         let client = Client::connect(&a.address, &member).await.unwrap();
         for garbage in [vec![0xff; 64], Vec::new(), b"not postcard at all".to_vec()] {

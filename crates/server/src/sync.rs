@@ -143,15 +143,6 @@ fn bytes_stream(bytes: Vec<u8>) -> Responses {
     responses
 }
 
-/// The first response of a call.
-async fn call_one(handler: &dyn Handler, request: Request) -> Result<Response, WireError> {
-    let mut responses = handler.call(request).await?;
-    match responses.next().await {
-        Some(response) => response,
-        None => Err(internal("a peer answered nothing")),
-    }
-}
-
 impl SyncEngine {
     /// An engine for `service`, as the member `member` reached at `address`.
     pub fn new(
@@ -835,7 +826,7 @@ impl SyncEngine {
         syncbase_wire::validate_name(&name)?;
         let connection = self.dial(&via).await?;
         let member = connection.peer().name.clone();
-        let answer = call_one(
+        let answer = call_joined(
             connection.as_ref(),
             Request::Peer(PeerRequest::Join {
                 database: database.clone(),

@@ -661,11 +661,7 @@ impl Sim {
             if record.link {
                 continue;
             }
-            let own = self
-                .oracle
-                .own
-                .get(&peer)
-                .is_some_and(|own| own.contains(&record.version));
+            let own = self.wrote(peer, record.version);
             if !own {
                 return Err(self.fail(
                     "no-echo",
@@ -776,6 +772,14 @@ impl Sim {
         Ok(())
     }
 
+    /// Whether `peer` wrote `version` itself (a local commit).
+    fn wrote(&self, peer: usize, version: Version) -> bool {
+        self.oracle
+            .own
+            .get(&peer)
+            .is_some_and(|own| own.contains(&version))
+    }
+
     /// Whether `shown` is a later write than `version` (a local write the watcher has not
     /// recorded yet is later than anything this peer had).
     fn ranked_above(&self, peer: usize, shown: Version, version: Version) -> bool {
@@ -784,11 +788,7 @@ impl Sim {
             self.oracle.ranks.get(&version),
         ) {
             (Some(shown), Some(version)) => shown > version,
-            (None, _) => self
-                .oracle
-                .own
-                .get(&peer)
-                .is_some_and(|own| own.contains(&shown)),
+            (None, _) => self.wrote(peer, shown),
             (Some(_), None) => false,
         }
     }
@@ -796,19 +796,11 @@ impl Sim {
     /// A row of `peer` moved from `before` to `after`: when `before` is this peer's own write,
     /// `after` must be a later one (else an acknowledged write was lost).
     fn check_not_older(&self, peer: usize, key: &[u8], before: Version, after: Version) -> Checked {
-        let own = self
-            .oracle
-            .own
-            .get(&peer)
-            .is_some_and(|own| own.contains(&before));
+        let own = self.wrote(peer, before);
         if !own || before == after {
             return Ok(());
         }
-        let after_is_own = self
-            .oracle
-            .own
-            .get(&peer)
-            .is_some_and(|own| own.contains(&after));
+        let after_is_own = self.wrote(peer, after);
         let ranks = (
             self.oracle.ranks.get(&before),
             self.oracle.ranks.get(&after),
