@@ -81,6 +81,26 @@ impl Client {
         .map(drop)
     }
 
+    /// Pulls from every other member of `database`'s syncgroups now; one report per member,
+    /// once each round has been applied or has failed.
+    pub async fn sync_now(
+        &self,
+        database: &DatabasePath,
+    ) -> Result<Vec<syncbase_wire::PullReport>, WireError> {
+        match self
+            .call_one(Request::SyncNow {
+                database: database.clone(),
+            })
+            .await?
+        {
+            Response::Pulled(reports) => Ok(reports),
+            _ => Err(WireError::new(
+                codes::INTERNAL,
+                "the service answered a sync-now with something else",
+            )),
+        }
+    }
+
     /// The names of `database`'s syncgroups.
     pub async fn list_syncgroups(&self, database: &DatabasePath) -> Result<Vec<String>, WireError> {
         match self

@@ -1744,6 +1744,24 @@ fn two_daemons_sync_a_collection_both_ways_through_a_syncgroup() {
     );
     let json = ok(&home.sb(&b, &["--format", "json", "status"]));
     assert!(json.contains("\"syncgroups\":[{"), "{json}");
+    // A round at a known moment: one line per member; with a gone, the round fails (exit 1).
+    let pulled = ok(&home.sb(&b, &["sync", "notes/main"]));
+    assert!(
+        pulled.starts_with("alice:a\t")
+            && pulled.contains(" records\t")
+            && pulled.contains(" bytes\t")
+            && pulled.ends_with(" ms\n")
+            && pulled.lines().count() == 1,
+        "{pulled}"
+    );
+    drop(a);
+    let failed = home.sb(&b, &["sync", "notes/main"]);
+    assert_eq!(failed.status.code(), Some(1));
+    let printed = String::from_utf8_lossy(&failed.stdout);
+    assert!(
+        printed.starts_with("alice:a\terror[sync.peer_unreachable]: "),
+        "{printed}"
+    );
 }
 
 #[test]

@@ -74,7 +74,7 @@ pub fn dispatch(
             crate::sync::sync_status(service, caller, &status.identity, &|_, _| None, &|_| Ok(0))
                 .map_err(syncbase_nosql::Error::from)?,
         )),
-        Request::JoinSyncgroup { .. } | Request::Peer(_) => {
+        Request::JoinSyncgroup { .. } | Request::Peer(_) | Request::SyncNow { .. } => {
             return Err(syncbase_nosql::Error::from(syncbase_wire::WireError::new(
                 syncbase_error_code::sync::PEER_UNREACHABLE,
                 "this service runs without a sync engine (in process, with no network): it \

@@ -84,6 +84,11 @@ impl Handler for ServiceHandler {
                     Err(error) => Responses::single(Err(error)),
                 });
             }
+            (Some(engine), Request::SyncNow { database }) => {
+                return Ok(Responses::single(
+                    engine.sync_now(&self.caller, database).await,
+                ));
+            }
             (Some(engine), Request::SyncStatus) => {
                 return Ok(Responses::single(engine.status(&self.caller).await));
             }

@@ -5,6 +5,7 @@
 //!
 //! It may depend on every layer below it, and never on a client.
 
+mod coalesce;
 pub mod daemon;
 mod dispatch;
 mod engine;

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crate::coalesce::Coalescer;
 use syncbase_net::{Connection, HandlerFactory, Identity};
 use syncbase_nosql::{Caller, Service};
 use syncbase_store::{LogEvent, Store};
@@ -58,6 +59,8 @@ pub struct SyncEngine {
     last_sync_ms: parking_lot::Mutex<HashMap<(DatabasePath, String), u64>>,
     /// What members announced they know, per database (from their notifications).
     announced: parking_lot::Mutex<HashMap<DatabasePath, Knowledge>>,
+    /// Notifications and pulls in flight, by (database, member, whether a pull).
+    in_flight: Coalescer<(DatabasePath, String, bool)>,
 }
 
 fn wire(code: &str, message: impl Into<String>) -> WireError {
@@ -164,6 +167,7 @@ impl SyncEngine {
             retrying: parking_lot::Mutex::new(std::collections::HashSet::new()),
             last_sync_ms: parking_lot::Mutex::new(HashMap::new()),
             announced: parking_lot::Mutex::new(HashMap::new()),
+            in_flight: Coalescer::new(),
         })
     }
 
@@ -317,9 +321,50 @@ impl SyncEngine {
         })
     }
 
-    /// Sends one message to a member (a pull's delta is applied when it comes back).
+    /// Sends one message to a member (a pull's delta is applied when it comes back), coalesced:
+    /// while a notification (or a pull) to that member is in flight, another only makes it run
+    /// once more when it ends; a pull run again asks with the knowledge of that moment.
     async fn perform(self: &Arc<Self>, path: &DatabasePath, sync: &Arc<DbSync>, action: Action) {
-        let Action::Send { to, message } = action;
+        let Action::Send { to, mut message } = action;
+        let pull = match message {
+            Message::Notify => false,
+            Message::Pull { .. } => true,
+            // Deltas travel only as answers to pulls.
+            Message::Delta(_) => return,
+        };
+        let key = (path.clone(), to.clone(), pull);
+        if !self.in_flight.begin(&key) {
+            return;
+        }
+        loop {
+            self.perform_once(path, sync, &to, message).await;
+            if !self.in_flight.finish(&key) {
+                break;
+            }
+            message = if pull {
+                let reading = sync.clone();
+                match tokio::task::spawn_blocking(move || reading.knowledge()).await {
+                    Ok(Ok(knowledge)) => Message::Pull { knowledge },
+                    _ => {
+                        // The next notification or tick pulls instead.
+                        self.in_flight.release(&key);
+                        break;
+                    }
+                }
+            } else {
+                Message::Notify
+            };
+        }
+    }
+
+    async fn perform_once(
+        self: &Arc<Self>,
+        path: &DatabasePath,
+        sync: &Arc<DbSync>,
+        to: &str,
+        message: Message,
+    ) {
+        let to = to.to_string();
         let request = match &message {
             Message::Notify => {
                 let reading = sync.clone();
@@ -403,7 +448,7 @@ impl SyncEngine {
                 let jitter = 0.75 + (syncbase_store::Rng::next_u64(&rng) % 500) as f64 / 1000.0;
                 sleep(base.mul_f64(jitter)).await;
                 match self.pull_from(&sync, &path, &member).await {
-                    Ok(()) => {
+                    Ok(_) => {
                         let notify = Action::Send {
                             to: member.clone(),
                             message: Message::Notify,
@@ -422,13 +467,14 @@ impl SyncEngine {
         });
     }
 
-    /// Pulls once from `member` and applies what it sends (a joiner's first round, a catch-up).
+    /// Pulls once from `member` and applies what it sends (a joiner's first round, a catch-up,
+    /// a sync-now round); answers the records and bytes of the delta.
     async fn pull_from(
         self: &Arc<Self>,
         sync: &Arc<DbSync>,
         path: &DatabasePath,
         member: &str,
-    ) -> Result<(), WireError> {
+    ) -> Result<(u64, u64), WireError> {
         let knowledge = {
             let sync = sync.clone();
             tokio::task::spawn_blocking(move || sync.knowledge())
@@ -443,7 +489,9 @@ impl SyncEngine {
         let Response::Bytes(bytes) = self.call_member(sync, member, request).await? else {
             return Err(internal("a peer answered a pull with something else"));
         };
-        let delta = syncbase_vsync::service::decode(&bytes).map_err(sync_error)?;
+        let delta: syncbase_vsync::responder::Delta =
+            syncbase_vsync::service::decode(&bytes).map_err(sync_error)?;
+        let figures = (delta.records.len() as u64, bytes.len() as u64);
         let handling = sync.clone();
         let from = member.to_string();
         let handled = tokio::task::spawn_blocking(move || {
@@ -463,7 +511,52 @@ impl SyncEngine {
             let sync = sync.clone();
             tokio::spawn(async move { engine.perform(&path, &sync, action).await });
         }
-        Ok(())
+        Ok(figures)
+    }
+
+    /// Pulls from every other member of `database`'s syncgroups now, for a client `caller`
+    /// (Read on the database): one report per member, once each round is applied or failed.
+    #[allow(clippy::disallowed_methods)] // the round's duration is a report for people.
+    pub async fn sync_now(
+        self: &Arc<Self>,
+        caller: &Caller,
+        database: DatabasePath,
+    ) -> Result<Response, WireError> {
+        let service = self.service.clone();
+        let caller = caller.clone();
+        let path = database.clone();
+        let syncgroups =
+            tokio::task::spawn_blocking(move || service.list_syncgroups(&caller, &path))
+                .await
+                .map_err(internal)?
+                .map_err(|error| error.to_wire())?;
+        if syncgroups.is_empty() {
+            return Ok(Response::Pulled(Vec::new()));
+        }
+        let sync = self.serve_database(&database).await?;
+        let reading = sync.clone();
+        let members = tokio::task::spawn_blocking(move || reading.members())
+            .await
+            .map_err(internal)?
+            .map_err(sync_error)?;
+        let mut reports = Vec::new();
+        for member in members {
+            let started = std::time::Instant::now();
+            let outcome = self.pull_from(&sync, &database, &member).await;
+            let micros = started.elapsed().as_micros() as u64;
+            let ((records, bytes), error) = match outcome {
+                Ok(figures) => (figures, None),
+                Err(error) => ((0, 0), Some(error)),
+            };
+            reports.push(syncbase_wire::PullReport {
+                member,
+                records,
+                bytes,
+                micros,
+                error,
+            });
+        }
+        Ok(Response::Pulled(reports))
     }
 
     /// Calls `member` (see [`Self::call_member_once`]); a connection that fails (the peer

@@ -199,6 +199,7 @@ calls! {
     CreateSyncgroup => Request::CreateSyncgroup { database: db(), spec: SyncgroupSpec { name: "sg".into(), collections: vec!["c".into()], ..SyncgroupSpec::default() } }, CREATE_SYNCGROUP;
     JoinSyncgroup => Request::JoinSyncgroup { database: db(), name: "sg".into(), via: "127.0.0.1:1".into(), wait: false }, ENGINE_ONLY;
     Peer => Request::Peer(PeerRequest::Notify { database: db(), knowledge: Vec::new() }), ENGINE_ONLY;
+    SyncNow => Request::SyncNow { database: db() }, ENGINE_ONLY;
 }
 
 /// Permissions at one level: everything for alice, plus `bob_tags` for bob.

@@ -351,6 +351,29 @@ pub enum Request {
     /// `$internal` suffix): authorized by the calling daemon's verified principal against the
     /// syncgroups' member and Read lists.
     Peer(PeerRequest),
+    /// Pulls from every other member of the database's syncgroups now, and answers once each
+    /// round has been applied or has failed ([`Response::Pulled`]; Read on the database). Push
+    /// and anti-entropy make this unnecessary for convergence: it is for scripts, tests and
+    /// measurements that want a round at a known moment.
+    SyncNow {
+        /// The database.
+        database: DatabasePath,
+    },
+}
+
+/// One round of [`Request::SyncNow`]: what was pulled from one member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullReport {
+    /// The member pulled from.
+    pub member: String,
+    /// Log records its delta carried.
+    pub records: u64,
+    /// Bytes of its delta, as encoded by the sync engine.
+    pub bytes: u64,
+    /// How long the round took, asking to applying (microseconds).
+    pub micros: u64,
+    /// Why the round failed, if it did (nothing of it was applied).
+    pub error: Option<crate::WireError>,
 }
 
 /// A syncgroup as a client describes it.
@@ -485,4 +508,6 @@ pub enum Response {
     Bytes(Vec<u8>),
     /// The answer to [`Request::SyncStatus`].
     SyncStatus(SyncStatus),
+    /// The answer to [`Request::SyncNow`]: one report per member pulled from.
+    Pulled(Vec<PullReport>),
 }

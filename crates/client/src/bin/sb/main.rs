@@ -79,6 +79,17 @@ pub(crate) enum Command {
     /// Syncgroups: create, join, list (sync a database's collections with other daemons)
     #[command(subcommand)]
     Sg(SgCommand),
+    /// Pull from every other member of APP/DB's syncgroups now, and wait for the rounds
+    ///
+    /// Push and periodic pulls keep members in sync without this; it is for scripts and tests
+    /// that want a round at a known moment. Prints one `MEMBER<TAB>N records<TAB>B bytes<TAB>T
+    /// ms` line per member (the delta's records and encoded bytes, the round's duration; `--format
+    /// json` too); a round that failed prints `MEMBER<TAB>error[CODE]: MESSAGE` instead and makes
+    /// the exit code 1. A database without syncgroups prints nothing.
+    Sync {
+        /// APP/DB
+        database: String,
+    },
     /// Set a row: `sb put APP/DB/COLL KEY VALUE` (or --file F)
     Put {
         /// APP/DB/COLL
@@ -400,6 +411,9 @@ async fn run(cli: Cli) -> Outcome {
         Command::Db(command) => commands::db_request(command)?,
         Command::Collection(command) => commands::collection_request(command)?,
         Command::Sg(command) => commands::sg_request(command)?,
+        Command::Sync { database } => Request::SyncNow {
+            database: crate::args::database_path(database)?,
+        },
         Command::Put {
             collection,
             key,

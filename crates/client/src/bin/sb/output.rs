@@ -101,6 +101,42 @@ pub(crate) fn print_response(
             }
             Ok(())
         }
+        Response::Pulled(reports) => {
+            let mut failed = None;
+            for report in reports {
+                let line = match (&report.error, output.format) {
+                    (None, Format::Plain) => format!(
+                        "{}\t{} records\t{} bytes\t{:.1} ms",
+                        report.member,
+                        report.records,
+                        report.bytes,
+                        report.micros as f64 / 1e3
+                    ),
+                    (Some(error), Format::Plain) => {
+                        format!("{}\terror[{}]: {}", report.member, error.code, error.message)
+                    }
+                    (_, Format::Json) => serde_json::json!({
+                        "member": report.member,
+                        "records": report.records,
+                        "bytes": report.bytes,
+                        "ms": report.micros as f64 / 1e3,
+                        "error": report.error.as_ref().map(|error| serde_json::json!({
+                            "code": error.code,
+                            "message": error.message,
+                        })),
+                    })
+                    .to_string(),
+                };
+                output.line(line.as_bytes())?;
+                if let Some(error) = report.error {
+                    failed = Some(error);
+                }
+            }
+            match failed {
+                Some(error) => Err(Failure::Refused(error)),
+                None => Ok(()),
+            }
+        }
         Response::Done | Response::Deleted(_) | Response::Bool(_) | Response::Batch(_) => Ok(()),
         Response::Rows(_)
         | Response::Changes(_)
