@@ -3,8 +3,10 @@
 //! after a warm-up, printed with min–max, beside the raw engine or the physical limit measured in
 //! the same run; the table is also written as JSON under `target/bench/`.
 //!
-//! Usage: `syncbase-bench store|service|flood|databases [--rows N] [--runs N] [--only s1|s2|s3|s4]
-//! [--databases N]` (`databases`: `--rows` is rows per database, default 100).
+//! Usage: `syncbase-bench store|service|flood|databases|sync [--rows N] [--runs N]
+//! [--only s1|s2|s3|s4|w1|w2|w3|peers] [--databases N] [--large N]` (`databases`: `--rows` is
+//! rows per database, default 100; `sync`: `--rows` is W1's rows, default 100,000, and
+//! `--large` W2's large base, default 1,000,000).
 
 // Benchmarks measure wall time by definition.
 #![allow(clippy::disallowed_methods)]
@@ -14,11 +16,12 @@ mod flood;
 mod report;
 mod service;
 mod store;
+mod sync;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: syncbase-bench store|service|flood|databases [--rows N] [--runs N] \
-                     [--only s1|s2|s3|s4] [--databases N]";
+const USAGE: &str = "usage: syncbase-bench store|service|flood|databases|sync [--rows N] \
+                     [--runs N] [--only s1|s2|s3|s4|w1|w2|w3|peers] [--databases N] [--large N]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
             }
             ("--runs", Some(value)) => options.runs = value.max(1),
             ("--databases", Some(value)) => options.databases = Some(value),
+            ("--large", Some(value)) => options.large = Some(value),
             ("--only", _) => {}
             _ => {
                 eprintln!("{USAGE}");
@@ -66,6 +70,25 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("bench databases: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Some("sync") => {
+            let options = sync::Options {
+                rows: if options.rows_set {
+                    options.rows
+                } else {
+                    100_000
+                },
+                runs: options.runs,
+                large: options.large.unwrap_or(1_000_000),
+                only: options.only.clone(),
+            };
+            match sync::run(&options) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("bench sync: {error}");
                     ExitCode::FAILURE
                 }
             }

@@ -63,6 +63,15 @@ pub(crate) fn key(index: usize) -> String {
 /// Starts the release `syncbased` next to this binary, with its data and identity under `dir`
 /// and `extra` arguments; returns it and the address it listens on.
 pub(crate) fn start_daemon(dir: &Path, extra: &[&str]) -> Result<(Daemon, String)> {
+    start_daemon_at(dir, "127.0.0.1:0", extra)
+}
+
+/// [`start_daemon`] listening on `listen`.
+pub(crate) fn start_daemon_at(
+    dir: &Path,
+    listen: &str,
+    extra: &[&str],
+) -> Result<(Daemon, String)> {
     let exe = std::env::current_exe()?;
     let binary = exe.with_file_name("syncbased");
     let mut child = Command::new(&binary)
@@ -70,7 +79,7 @@ pub(crate) fn start_daemon(dir: &Path, extra: &[&str]) -> Result<(Daemon, String
         .arg(dir.join("data"))
         .arg("--identity")
         .arg(dir.join("identity"))
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", listen])
         .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())

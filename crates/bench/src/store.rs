@@ -44,6 +44,8 @@ pub(crate) struct Options {
     pub rows_set: bool,
     /// Databases for `bench databases`.
     pub databases: Option<usize>,
+    /// W2's large base for `bench sync`.
+    pub large: Option<usize>,
 }
 
 impl Default for Options {
@@ -54,6 +56,7 @@ impl Default for Options {
             only: None,
             rows_set: false,
             databases: None,
+            large: None,
         }
     }
 }
@@ -193,31 +196,42 @@ fn fresh(dir: &Path, name: &str) -> PathBuf {
     path
 }
 
+/// S1 through the watchable layer over our fjall store, durable: rows/s (`bench sync` puts
+/// initial sync beside it).
+pub(crate) fn s1_watchable(dir: &Path, runs: usize) -> Result<Figure> {
+    std::fs::create_dir_all(dir)?;
+    Ok(measure(runs, || {
+        let path = fresh(dir, "s1-watchable");
+        let store = syncbase_store_fjall::open(&path, Durability::Durable).expect("open");
+        s1_load(&Watchable::open(store, watchable_options()).expect("watchable"))
+    }))
+}
+
+/// 100k puts in durable transactions of 1,000, into `store`: rows/s.
+fn s1_load(store: &dyn Store) -> f64 {
+    let batches = S1_ROWS / BATCH_ROWS;
+    let elapsed = seconds(|| {
+        for batch in 0..batches {
+            let transaction = store.transaction().expect("transaction");
+            for index in batch * BATCH_ROWS..(batch + 1) * BATCH_ROWS {
+                transaction.put(&key(index), &value(index)).expect("put");
+            }
+            transaction.commit().expect("commit");
+        }
+    });
+    rate(S1_ROWS, elapsed)
+}
+
 /// S1: 100k puts in durable transactions of 1,000.
 fn write_table(dir: &Path, runs: usize) -> Result<Table> {
     let batches = S1_ROWS / BATCH_ROWS;
-    let load = |store: &dyn Store| -> f64 {
-        let elapsed = seconds(|| {
-            for batch in 0..batches {
-                let transaction = store.transaction().expect("transaction");
-                for index in batch * BATCH_ROWS..(batch + 1) * BATCH_ROWS {
-                    transaction.put(&key(index), &value(index)).expect("put");
-                }
-                transaction.commit().expect("commit");
-            }
-        });
-        rate(S1_ROWS, elapsed)
-    };
+    let load = s1_load;
     let memstore = measure(runs, || load(&open_memstore()));
     let ours = measure(runs, || {
         let path = fresh(dir, "s1-ours");
         load(&syncbase_store_fjall::open(&path, Durability::Durable).expect("open"))
     });
-    let watchable = measure(runs, || {
-        let path = fresh(dir, "s1-watchable");
-        let store = syncbase_store_fjall::open(&path, Durability::Durable).expect("open");
-        load(&Watchable::open(store, watchable_options()).expect("watchable"))
-    });
+    let watchable = s1_watchable(dir, runs)?;
     let raw = measure(runs, || {
         let (database, data) = raw_fjall(&fresh(dir, "s1-raw"));
         let elapsed = seconds(|| {

@@ -71,14 +71,39 @@ impl Client {
         via: &str,
         wait: bool,
     ) -> Result<(), WireError> {
-        self.call_one(Request::JoinSyncgroup {
-            database: database.clone(),
-            name: name.to_string(),
-            via: via.to_string(),
-            wait,
-        })
-        .await
-        .map(drop)
+        self.join_syncgroup_reporting(database, name, via, wait, &mut |_| {})
+            .await
+    }
+
+    /// [`Self::join_syncgroup`], telling `progress` how the first round goes while it waits
+    /// (about every quarter second).
+    pub async fn join_syncgroup_reporting(
+        &self,
+        database: &DatabasePath,
+        name: &str,
+        via: &str,
+        wait: bool,
+        progress: &mut (dyn FnMut(syncbase_wire::JoinProgress) + Send),
+    ) -> Result<(), WireError> {
+        let mut responses = self
+            .call(Request::JoinSyncgroup {
+                database: database.clone(),
+                name: name.to_string(),
+                via: via.to_string(),
+                wait,
+            })
+            .await?;
+        while let Some(response) = responses.next().await {
+            match response? {
+                Response::JoinProgress(report) => progress(report),
+                Response::Done => return Ok(()),
+                _ => break,
+            }
+        }
+        Err(WireError::new(
+            codes::INTERNAL,
+            "the service answered a join with something else",
+        ))
     }
 
     /// Pulls from every other member of `database`'s syncgroups now; one report per member,

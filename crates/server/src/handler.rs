@@ -106,11 +106,7 @@ impl Handler for ServiceHandler {
                     wait,
                 },
             ) => {
-                return Ok(Responses::single(
-                    engine
-                        .join_syncgroup(&self.caller, database, name, via, wait)
-                        .await,
-                ));
+                return Ok(engine.join_syncgroup_call(&self.caller, database, name, via, wait));
             }
             (_, request) => request,
         };

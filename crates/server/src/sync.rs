@@ -111,8 +111,39 @@ async fn sleep(duration: Duration) {
 /// such pieces, to be joined in order (a message holds at most 17 MiB).
 pub const PEER_CHUNK_BYTES_MAX: usize = 4 * 1024 * 1024;
 
-/// A peer call's answer: its one response, or the [`Response::Bytes`] pieces of a stream joined.
-async fn call_joined(handler: &dyn Handler, request: Request) -> Result<Response, WireError> {
+/// How a round a client waits for is going (a join's first round): bytes of the delta
+/// received, then its records while they are applied.
+#[derive(Default)]
+pub struct RoundProgress {
+    bytes: std::sync::atomic::AtomicU64,
+    records: std::sync::atomic::AtomicU64,
+    applying: std::sync::atomic::AtomicBool,
+}
+
+impl RoundProgress {
+    fn received(&self, bytes: usize) {
+        self.bytes
+            .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// As a client sees it.
+    pub fn report(&self) -> syncbase_wire::JoinProgress {
+        use std::sync::atomic::Ordering::Relaxed;
+        syncbase_wire::JoinProgress {
+            bytes: self.bytes.load(Relaxed),
+            records: self.records.load(Relaxed),
+            applying: self.applying.load(Relaxed),
+        }
+    }
+}
+
+/// A peer call's answer: its one response, or the [`Response::Bytes`] pieces of a stream joined
+/// (counted into `progress` as they come).
+async fn call_joined(
+    handler: &dyn Handler,
+    request: Request,
+    progress: Option<&RoundProgress>,
+) -> Result<Response, WireError> {
     let mut responses = handler.call(request).await?;
     let first = match responses.next().await {
         Some(response) => response?,
@@ -121,9 +152,17 @@ async fn call_joined(handler: &dyn Handler, request: Request) -> Result<Response
     let Response::Bytes(mut joined) = first else {
         return Ok(first);
     };
+    if let Some(progress) = progress {
+        progress.received(joined.len());
+    }
     while let Some(piece) = responses.next().await {
         match piece? {
-            Response::Bytes(piece) => joined.extend_from_slice(&piece),
+            Response::Bytes(piece) => {
+                if let Some(progress) = progress {
+                    progress.received(piece.len());
+                }
+                joined.extend_from_slice(&piece)
+            }
             _ => return Err(internal("a peer mixed other answers into its bytes")),
         }
     }
@@ -268,11 +307,19 @@ impl SyncEngine {
         let mut seen = notifier.latest_seq();
         // Catch up with every member at once, and announce what was committed before a restart.
         self.run(&path, &sync, Event::Start).await;
-        // Without anti-entropy the timer never fires: push alone carries every write.
+        // Without anti-entropy the timer never fires: push alone carries every write. With it,
+        // each wait is 75–100% of the period, drawn afresh, so members that started together
+        // do not pull from each other in lockstep.
         let period = self
             .anti_entropy
             .unwrap_or(Duration::from_secs(86_400 * 365));
-        let mut ticks = tokio::time::interval(period);
+        let rng = syncbase_store::EntropyRng::default();
+        let next_wait = || {
+            let fraction = 0.75 + (syncbase_store::Rng::next_u64(&rng) % 250) as f64 / 1000.0;
+            period.mul_f64(fraction)
+        };
+        let ticks = tokio::time::sleep(next_wait());
+        tokio::pin!(ticks);
         loop {
             tokio::select! {
                 event = notifier.wait_after(seen) => match event {
@@ -282,8 +329,9 @@ impl SyncEngine {
                     }
                     LogEvent::Closed => break,
                 },
-                _ = ticks.tick(), if self.anti_entropy.is_some() => {
-                    self.run(&path, &sync, Event::Tick).await
+                _ = &mut ticks, if self.anti_entropy.is_some() => {
+                    self.run(&path, &sync, Event::Tick).await;
+                    ticks.as_mut().reset(tokio::time::Instant::now() + next_wait());
                 }
             }
         }
@@ -401,7 +449,7 @@ impl SyncEngine {
             // Deltas travel only as answers to pulls.
             Message::Delta(_) => return,
         };
-        match self.call_member(sync, &to, request).await {
+        match self.call_member(sync, &to, request, None).await {
             Ok(Response::Bytes(bytes)) if matches!(message, Message::Pull { .. }) => {
                 match syncbase_vsync::service::decode(&bytes) {
                     Ok(delta) => {
@@ -447,7 +495,7 @@ impl SyncEngine {
                     .min(RETRY_DELAY_MAX);
                 let jitter = 0.75 + (syncbase_store::Rng::next_u64(&rng) % 500) as f64 / 1000.0;
                 sleep(base.mul_f64(jitter)).await;
-                match self.pull_from(&sync, &path, &member).await {
+                match self.pull_from(&sync, &path, &member, None).await {
                     Ok(_) => {
                         let notify = Action::Send {
                             to: member.clone(),
@@ -474,6 +522,7 @@ impl SyncEngine {
         sync: &Arc<DbSync>,
         path: &DatabasePath,
         member: &str,
+        progress: Option<&RoundProgress>,
     ) -> Result<(u64, u64), WireError> {
         let knowledge = {
             let sync = sync.clone();
@@ -486,12 +535,18 @@ impl SyncEngine {
             database: path.clone(),
             knowledge: syncbase_vsync::service::encode(&knowledge).map_err(sync_error)?,
         };
-        let Response::Bytes(bytes) = self.call_member(sync, member, request).await? else {
+        let Response::Bytes(bytes) = self.call_member(sync, member, request, progress).await?
+        else {
             return Err(internal("a peer answered a pull with something else"));
         };
         let delta: syncbase_vsync::responder::Delta =
             syncbase_vsync::service::decode(&bytes).map_err(sync_error)?;
         let figures = (delta.records.len() as u64, bytes.len() as u64);
+        if let Some(progress) = progress {
+            use std::sync::atomic::Ordering::Relaxed;
+            progress.records.store(figures.0, Relaxed);
+            progress.applying.store(true, Relaxed);
+        }
         let handling = sync.clone();
         let from = member.to_string();
         let handled = tokio::task::spawn_blocking(move || {
@@ -542,7 +597,7 @@ impl SyncEngine {
         let mut reports = Vec::new();
         for member in members {
             let started = std::time::Instant::now();
-            let outcome = self.pull_from(&sync, &database, &member).await;
+            let outcome = self.pull_from(&sync, &database, &member, None).await;
             let micros = started.elapsed().as_micros() as u64;
             let ((records, bytes), error) = match outcome {
                 Ok(figures) => (figures, None),
@@ -566,13 +621,17 @@ impl SyncEngine {
         sync: &Arc<DbSync>,
         member: &str,
         request: PeerRequest,
+        progress: Option<&RoundProgress>,
     ) -> Result<Response, WireError> {
-        match self.call_member_once(sync, member, request.clone()).await {
+        match self
+            .call_member_once(sync, member, request.clone(), progress)
+            .await
+        {
             // A transport failure (the connection closed), or a connection of the principal's
             // that serves no calls (a client using the member's identity): dial it afresh.
             Err(error) if error.code.starts_with("net.") || error.code == codes::BAD_MESSAGE => {
                 self.peers.lock().await.remove(member);
-                self.call_member_once(sync, member, request).await
+                self.call_member_once(sync, member, request, progress).await
             }
             outcome => outcome,
         }
@@ -585,6 +644,7 @@ impl SyncEngine {
         sync: &Arc<DbSync>,
         member: &str,
         request: PeerRequest,
+        progress: Option<&RoundProgress>,
     ) -> Result<Response, WireError> {
         let connection = match self.connection_to(member).await {
             Some(connection) => connection,
@@ -627,7 +687,7 @@ impl SyncEngine {
                 connection
             }
         };
-        let result = call_joined(connection.as_ref(), Request::Peer(request)).await;
+        let result = call_joined(connection.as_ref(), Request::Peer(request), progress).await;
         if connection.closed_reason().is_some() {
             self.peers.lock().await.remove(member);
         }
@@ -906,8 +966,47 @@ impl SyncEngine {
         Ok(Response::Done)
     }
 
+    /// [`Self::join_syncgroup`] as a client's call: with `wait`, a stream of
+    /// [`Response::JoinProgress`] (every quarter second while the first round runs) ending with
+    /// the answer.
+    pub fn join_syncgroup_call(
+        self: &Arc<Self>,
+        caller: &Caller,
+        database: DatabasePath,
+        name: String,
+        via: String,
+        wait: bool,
+    ) -> Responses {
+        let (sender, responses) = Responses::channel();
+        let engine = self.clone();
+        let caller = caller.clone();
+        tokio::spawn(async move {
+            let progress = wait.then(|| Arc::new(RoundProgress::default()));
+            let reporting = progress.clone().map(|progress| {
+                let sender = sender.clone();
+                tokio::spawn(async move {
+                    loop {
+                        sleep(Duration::from_millis(250)).await;
+                        let report = Response::JoinProgress(progress.report());
+                        if !sender.send(Ok(report)).await {
+                            break;
+                        }
+                    }
+                })
+            });
+            let answer = engine
+                .join_syncgroup(&caller, database, name, via, wait, progress.as_deref())
+                .await;
+            if let Some(reporting) = reporting {
+                reporting.abort();
+            }
+            sender.send(answer).await;
+        });
+        responses
+    }
+
     /// Joins a syncgroup through the member at `via`, for a client `caller`; with `wait`, answers
-    /// once the first round with that member is applied.
+    /// once the first round with that member is applied (counted into `progress`).
     pub async fn join_syncgroup(
         self: &Arc<Self>,
         caller: &Caller,
@@ -915,6 +1014,7 @@ impl SyncEngine {
         name: String,
         via: String,
         wait: bool,
+        progress: Option<&RoundProgress>,
     ) -> Result<Response, WireError> {
         syncbase_wire::validate_name(&name)?;
         let connection = self.dial(&via).await?;
@@ -926,6 +1026,7 @@ impl SyncEngine {
                 name: name.clone(),
                 address: self.address.clone(),
             }),
+            None,
         )
         .await?;
         let Response::Bytes(bytes) = answer else {
@@ -949,11 +1050,11 @@ impl SyncEngine {
         .map_err(|error| error.to_wire())?;
         let sync = self.serve_database(&database).await?;
         if wait {
-            self.pull_from(&sync, &database, &member).await?;
+            self.pull_from(&sync, &database, &member, progress).await?;
         } else {
             let engine = self.clone();
             tokio::spawn(async move {
-                if let Err(error) = engine.pull_from(&sync, &database, &member).await {
+                if let Err(error) = engine.pull_from(&sync, &database, &member, None).await {
                     tracing::debug!(%error, peer = %member, "the first pull after joining failed");
                 }
             });

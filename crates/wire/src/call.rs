@@ -336,7 +336,8 @@ pub enum Request {
         name: String,
         /// A member's address, `HOST:PORT`.
         via: String,
-        /// Answer only once the first round with that member has been applied.
+        /// Answer only once the first round with that member has been applied; meanwhile
+        /// [`Response::JoinProgress`] comes every quarter second.
         wait: bool,
     },
     /// The syncgroups of a database (Read on the database).
@@ -510,4 +511,17 @@ pub enum Response {
     SyncStatus(SyncStatus),
     /// The answer to [`Request::SyncNow`]: one report per member pulled from.
     Pulled(Vec<PullReport>),
+    /// How a [`Request::JoinSyncgroup`] with `wait` is going; the answer follows.
+    JoinProgress(JoinProgress),
+}
+
+/// How a join's first round is going.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinProgress {
+    /// Bytes of the delta received so far.
+    pub bytes: u64,
+    /// Records the delta carries (known once it is all received; 0 before).
+    pub records: u64,
+    /// Whether it is all received and being applied.
+    pub applying: bool,
 }

@@ -17,7 +17,7 @@ mod perms;
 pub use budget::{ByteBudget, Lease};
 pub use call::{
     BatchHandle, BatchOptions, Change, ChangeKind, CollectionPath, DatabasePath,
-    DatabaseSyncStatus, LogPin, LogStatus, MemberStatus, ObjectPath, PeerRequest, PullReport, Request,
+    DatabaseSyncStatus, JoinProgress, LogPin, LogStatus, MemberStatus, ObjectPath, PeerRequest, PullReport, Request,
     Response, RowRange, StatusInfo, SyncStatus, SyncgroupSpec, SyncgroupStatus, WatchStart,
 };
 pub use error::{WireError, codes};

@@ -414,6 +414,58 @@ fn parse_row(format: Format, line: &str) -> Result<(String, Vec<u8>), String> {
     }
 }
 
+/// `sb sg join`: with `--wait` on a terminal, a progress bar of the first round (bytes received
+/// and their rate, then the rows being applied), and a summary line on stderr.
+pub(crate) async fn join(
+    client: &Client,
+    database: &str,
+    name: &str,
+    via: &str,
+    wait: bool,
+) -> Outcome {
+    use std::io::IsTerminal as _;
+    let database = database_path(database)?;
+    let progress = (wait && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.set_message("joining");
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    });
+    let started = std::time::Instant::now();
+    let mut last = syncbase_wire::JoinProgress::default();
+    let mut report = |now: syncbase_wire::JoinProgress| {
+        last = now;
+        if let Some(bar) = &progress {
+            let seconds = started.elapsed().as_secs_f64().max(1e-3);
+            let mib = now.bytes as f64 / (1024.0 * 1024.0);
+            bar.set_message(if now.applying {
+                format!("applying {} rows ({mib:.1} MiB received)", now.records)
+            } else {
+                format!("received {mib:.1} MiB, {:.1} MiB/s", mib / seconds)
+            });
+        }
+    };
+    let joined = client
+        .join_syncgroup_reporting(&database, name, via, wait, &mut report)
+        .await;
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+        if joined.is_ok() && last.records > 0 {
+            let seconds = started.elapsed().as_secs_f64().max(1e-3);
+            eprintln!(
+                "joined: {} rows in {seconds:.1} s ({:.0} rows/s)",
+                last.records,
+                last.records as f64 / seconds
+            );
+        }
+    }
+    joined.map_err(Failure::Refused)
+}
+
 /// `sb import`: rows from `file` (or stdin) in batches, with a progress bar on a terminal.
 pub(crate) async fn import(
     client: &Client,

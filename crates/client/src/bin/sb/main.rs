@@ -306,7 +306,8 @@ pub(crate) enum SgCommand {
         /// A member's address
         #[arg(long, value_name = "HOST:PORT")]
         via: String,
-        /// Return only once the first round with that member has been applied
+        /// Return only once the first round with that member has been applied (with a
+        /// progress bar when stderr is a terminal)
         #[arg(long)]
         wait: bool,
     },
@@ -388,6 +389,15 @@ async fn run(cli: Cli) -> Outcome {
             let client = connect(&cli).await?;
             let everything = syncbase_wire::RowRange::Prefix(String::new());
             return commands::scan(&client, &mut output, collection, everything, None).await;
+        }
+        Command::Sg(SgCommand::Join {
+            database,
+            name,
+            via,
+            wait,
+        }) => {
+            let client = connect(&cli).await?;
+            return commands::join(&client, database, name, via, *wait).await;
         }
         Command::Import { collection, file } => {
             let client = connect(&cli).await?;

@@ -144,6 +144,7 @@ pub(crate) fn print_response(
         | Response::Status(_)
         | Response::LogStatus(_)
         | Response::SyncStatus(_)
+        | Response::JoinProgress(_)
         | Response::Bytes(_) => Err(Failure::unexpected_answer()),
     }
 }

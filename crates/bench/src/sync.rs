@@ -1,0 +1,969 @@
+//! `bench sync` (W1, W2, W2b and W3 of `BENCHMARKS.md`): real `syncbased` daemons on loopback,
+//! durable storage, anti-entropy off (push alone carries every write).
+//!
+//! - W1, initial sync: A holds N rows of 100 B written in batches of 1,000; a fresh B joins
+//!   through A and waits for the first round (`sb sg join --wait`). Rows/s, bytes on the wire per
+//!   row, B's memory and disk per row, beside the watchable layer's S1 rate measured in the same
+//!   run.
+//! - W2, one change and no-op: on bases of 10,000 and 1,000,000 rows, a put on A until B's watch
+//!   shows it, and a pull that finds nothing (`sb sync`); time and bytes on the wire each.
+//! - W2b, propagation: 1,000 puts on A, each until B's watch shows it (p50, p99).
+//! - W3, conflict storm: 5 daemons each write the same 1,000 keys (different values) before
+//!   they share a syncgroup; then all join: the time until all five hold identical rows.
+//!
+//! A's address as members know it is a counting proxy in this process, so every byte between A
+//! and B is counted (B dials A; A calls B back over that connection). The peers' harnesses
+//! (`../shared/peers`: PouchDB replication, iroh-docs) run the W1/W2 workload once in the same
+//! run, built or installed once and cached under `target/peers/`; a missing toolchain skips a
+//! peer with a message.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use syncbase_client::Client;
+use syncbase_net::Identity;
+use syncbase_wire::{
+    CollectionPath, DatabasePath, Request, Response, RowRange, SyncgroupSpec, WatchStart,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::report::{Figure, Table, write_json};
+use crate::service::{Daemon, percentile, start_daemon_at};
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+const VALUE_BYTES: usize = 100;
+const BATCH_ROWS: usize = 1_000;
+const SYNCGROUP: &str = "sg";
+/// Samples of one change and of a no-op pull per base (after 5 not counted).
+const W2_SAMPLES: usize = 50;
+const W2B_SAMPLES: usize = 1_000;
+const W3_MEMBERS: usize = 5;
+const W3_KEYS: usize = 1_000;
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// What `bench sync` runs.
+pub(crate) struct Options {
+    /// W1's rows.
+    pub rows: usize,
+    /// Measured runs of W1 and W3 (after one warm-up).
+    pub runs: usize,
+    /// W2's large base.
+    pub large: usize,
+    /// Only this workload: w1, w2, w3 or peers.
+    pub only: Option<String>,
+}
+
+fn database() -> DatabasePath {
+    DatabasePath {
+        app: "bench".into(),
+        database: "db".into(),
+    }
+}
+
+fn collection() -> CollectionPath {
+    CollectionPath {
+        app: "bench".into(),
+        database: "db".into(),
+        collection: "rows".into(),
+    }
+}
+
+fn key(index: usize) -> String {
+    format!("k{index:08}")
+}
+
+/// A 100-byte value that names its writer and row.
+fn value(tag: &str, index: usize) -> Vec<u8> {
+    let mut value = format!("{tag}-{index:08}-").into_bytes();
+    value.resize(VALUE_BYTES, b'.');
+    value
+}
+
+/// Counts the bytes both ways between members and the daemon behind it.
+struct Proxy {
+    address: String,
+    bytes: Arc<AtomicU64>,
+}
+
+impl Proxy {
+    async fn start(target: String) -> Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?.to_string();
+        let bytes = Arc::new(AtomicU64::new(0));
+        let counted = bytes.clone();
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let _ = inbound.set_nodelay(true);
+                let _ = outbound.set_nodelay(true);
+                let (from_in, to_in) = inbound.into_split();
+                let (from_out, to_out) = outbound.into_split();
+                tokio::spawn(pump(from_in, to_out, counted.clone()));
+                tokio::spawn(pump(from_out, to_in, counted.clone()));
+            }
+        });
+        Ok(Self { address, bytes })
+    }
+
+    fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    count: Arc<AtomicU64>,
+) {
+    let mut buffer = vec![0; 64 * 1024];
+    loop {
+        match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => {
+                count.fetch_add(read as u64, Ordering::Relaxed);
+                if to.write_all(&buffer[..read]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+/// One daemon of alice's, `alice:NAME`, with its client.
+struct Member {
+    daemon: Daemon,
+    client: Client,
+    /// Where members reach it (a proxy for A).
+    reached_at: String,
+    dir: PathBuf,
+}
+
+/// Starts `alice:NAME` with fresh data under `dir`; with `proxied`, members reach it through a
+/// counting proxy.
+async fn member(
+    dir: &Path,
+    alice: &Identity,
+    name: &str,
+    proxied: bool,
+) -> Result<(Member, Option<Proxy>)> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    alice.bless(name)?.save(&dir.join("identity"))?;
+    let (member, proxy) = if proxied {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let listen = format!("127.0.0.1:{port}");
+        let proxy = Proxy::start(listen.clone()).await?;
+        let (daemon, address) = start_daemon_at(
+            dir,
+            &listen,
+            &["--sync-interval", "0", "--advertise", &proxy.address],
+        )?;
+        let client = Client::connect(&address, alice).await?;
+        let reached_at = proxy.address.clone();
+        (
+            Member {
+                daemon,
+                client,
+                reached_at,
+                dir: dir.to_path_buf(),
+            },
+            Some(proxy),
+        )
+    } else {
+        let (daemon, address) = start_daemon_at(dir, "127.0.0.1:0", &["--sync-interval", "0"])?;
+        let client = Client::connect(&address, alice).await?;
+        (
+            Member {
+                daemon,
+                client,
+                reached_at: address,
+                dir: dir.to_path_buf(),
+            },
+            None,
+        )
+    };
+    Ok((member, proxy))
+}
+
+async fn create_collection(client: &Client) -> Result<()> {
+    client
+        .call_one(Request::CreateApp {
+            app: "bench".into(),
+            permissions: None,
+        })
+        .await?;
+    client
+        .call_one(Request::CreateDatabase {
+            database: database(),
+            permissions: None,
+        })
+        .await?;
+    client
+        .call_one(Request::CreateCollection {
+            collection: collection(),
+            permissions: None,
+        })
+        .await?;
+    Ok(())
+}
+
+/// Puts of one batch in flight at once.
+const IN_FLIGHT_MAX: usize = 128;
+
+/// Writes rows `rows` in batches of 1,000 (up to [`IN_FLIGHT_MAX`] puts of a batch in flight).
+async fn load(client: &Client, rows: std::ops::Range<usize>, tag: &str) -> Result<()> {
+    let mut start = rows.start;
+    while start < rows.end {
+        let end = (start + BATCH_ROWS).min(rows.end);
+        client
+            .run_in_batch(&database(), |batch| {
+                let client = client.clone();
+                let tag = tag.to_string();
+                async move {
+                    let mut puts = tokio::task::JoinSet::new();
+                    for index in start..end {
+                        // A connection takes at most 256 calls at once.
+                        if puts.len() >= IN_FLIGHT_MAX {
+                            if let Some(put) = puts.join_next().await {
+                                put.map_err(|error| {
+                                    syncbase_wire::WireError::new("bench.join", error.to_string())
+                                })??;
+                            }
+                        }
+                        let client = client.clone();
+                        let value = value(&tag, index);
+                        puts.spawn(async move {
+                            client
+                                .call_one(Request::Put {
+                                    collection: collection(),
+                                    key: key(index),
+                                    value,
+                                    batch: Some(batch),
+                                })
+                                .await
+                        });
+                    }
+                    while let Some(put) = puts.join_next().await {
+                        put.map_err(|error| {
+                            syncbase_wire::WireError::new("bench.join", error.to_string())
+                        })??;
+                    }
+                    Ok(())
+                }
+            })
+            .await?;
+        start = end;
+    }
+    Ok(())
+}
+
+/// Waits until sync's watcher has taken in every commit of the database on `client`'s daemon.
+async fn watcher_caught_up(client: &Client) -> Result<()> {
+    for _ in 0..6_000 {
+        let Response::LogStatus(log) = client
+            .call_one(Request::LogStatus {
+                database: database(),
+            })
+            .await?
+        else {
+            return Err("a log status call answered something else".into());
+        };
+        if log.pins.iter().all(|pin| pin.seq > log.end) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Err("sync's watcher did not catch up within a minute".into())
+}
+
+/// Every row of the collection on `client`'s daemon.
+async fn rows(client: &Client) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut responses = client
+        .call(Request::Scan {
+            collection: collection(),
+            range: RowRange::Prefix(String::new()),
+            batch: None,
+        })
+        .await?;
+    let mut rows = Vec::new();
+    while let Some(response) = responses.next().await {
+        if let Response::Rows(mut some) = response? {
+            rows.append(&mut some);
+        }
+    }
+    Ok(rows)
+}
+
+/// A field of `/proc/PID/status` in bytes (`VmRSS:`, `VmHWM:`).
+fn proc_status_bytes(pid: u32, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with(field))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kib| kib * 1024.0)
+}
+
+/// Bytes the files under `path` occupy on disk.
+fn allocated_bytes(path: &Path) -> f64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(metadata) = std::fs::symlink_metadata(path) else {
+        return 0.0;
+    };
+    if !metadata.is_dir() {
+        return (metadata.blocks() * 512) as f64;
+    }
+    std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .filter_map(|entry| entry.ok())
+                .map(|entry| allocated_bytes(&entry.path()))
+                .sum()
+        })
+        .unwrap_or(0.0)
+}
+
+/// A with `rows` rows in a syncgroup, reached through a counting proxy.
+async fn loaded_a(scratch: &Path, alice: &Identity, rows: usize) -> Result<(Member, Proxy)> {
+    let (a, proxy) = member(&scratch.join("a"), alice, "a", true).await?;
+    let proxy = proxy.ok_or("no proxy")?;
+    create_collection(&a.client).await?;
+    a.client
+        .create_syncgroup(
+            &database(),
+            SyncgroupSpec {
+                name: SYNCGROUP.into(),
+                collections: vec!["rows".into()],
+                ..SyncgroupSpec::default()
+            },
+        )
+        .await?;
+    load(&a.client, 0..rows, "a").await?;
+    watcher_caught_up(&a.client).await?;
+    Ok((a, proxy))
+}
+
+/// One initial sync: a fresh B joins A and waits.
+struct Initial {
+    b: Member,
+    seconds: f64,
+    wire_bytes: f64,
+}
+
+async fn initial_sync(
+    scratch: &Path,
+    alice: &Identity,
+    a: &Member,
+    proxy: &Proxy,
+    rows: usize,
+    run: usize,
+) -> Result<Initial> {
+    let (b, _) = member(&scratch.join(format!("b{run}")), alice, "b", false).await?;
+    let before = proxy.bytes();
+    let started = Instant::now();
+    b.client
+        .join_syncgroup(&database(), SYNCGROUP, &a.reached_at, true)
+        .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let wire_bytes = (proxy.bytes() - before) as f64;
+    let held = crate::sync::rows(&b.client).await?;
+    if held.len() != rows || held.last().map(|row| &row.1) != Some(&value("a", rows - 1)) {
+        return Err(format!(
+            "B holds {} rows after joining, not the {rows} A wrote",
+            held.len()
+        )
+        .into());
+    }
+    Ok(Initial {
+        b,
+        seconds,
+        wire_bytes,
+    })
+}
+
+fn figure(values: Vec<f64>) -> Option<Figure> {
+    Some(Figure { values })
+}
+
+/// W1 and the S1 rate beside it.
+async fn w1(scratch: &Path, alice: &Identity, options: &Options) -> Result<Table> {
+    let rows = options.rows;
+    let (a, proxy) = loaded_a(scratch, alice, rows).await?;
+    let (mut rate, mut wire, mut rss, mut peak, mut disk) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for run in 0..=options.runs {
+        let initial = initial_sync(scratch, alice, &a, &proxy, rows, run).await?;
+        if run == 0 {
+            continue; // the warm-up
+        }
+        rate.push(rows as f64 / initial.seconds);
+        wire.push(initial.wire_bytes / rows as f64);
+        let pid = initial.b.daemon.pid();
+        rss.push(proc_status_bytes(pid, "VmRSS:") / MIB);
+        peak.push(proc_status_bytes(pid, "VmHWM:") / MIB);
+        disk.push(allocated_bytes(&initial.b.dir) / rows as f64);
+        drop(initial);
+        let _ = std::fs::remove_dir_all(scratch.join(format!("b{run}")));
+    }
+    drop(a);
+    let s1 = crate::store::s1_watchable(&scratch.join("s1"), options.runs)?;
+    let ratio = Figure {
+        values: vec![
+            Figure {
+                values: rate.clone(),
+            }
+            .median()
+                / s1.median(),
+        ],
+    };
+    Ok(Table {
+        title: format!(
+            "W1: initial sync of {rows} rows of {VALUE_BYTES} B, two daemons on loopback, durable \
+             (B joins through A and waits)"
+        ),
+        columns: vec!["ours".into()],
+        rows: vec![
+            ("initial sync".into(), "rows/s".into(), vec![figure(rate)]),
+            (
+                "watchable layer S1 (batches of 1,000, durable), same run".into(),
+                "rows/s".into(),
+                vec![Some(s1)],
+            ),
+            ("initial sync / S1".into(), "ratio".into(), vec![Some(ratio)]),
+            ("bytes on the wire".into(), "B/row".into(), vec![figure(wire)]),
+            ("B's memory after the sync (RSS)".into(), "MiB".into(), vec![figure(rss)]),
+            ("B's peak memory (VmHWM)".into(), "MiB".into(), vec![figure(peak)]),
+            ("B's disk".into(), "B/row".into(), vec![figure(disk)]),
+        ],
+    })
+}
+
+/// W2 figures on one base.
+struct Base {
+    initial_rate: f64,
+    one_change_ms: Vec<f64>,
+    one_change_bytes: Vec<f64>,
+    no_op_ms: Vec<f64>,
+    no_op_bytes: Vec<f64>,
+    propagation_ms: Vec<f64>,
+}
+
+/// Puts one row on A and waits for B's watch to show it, `samples` times (after 5 not
+/// counted): milliseconds and bytes on the wire of each.
+async fn one_changes(
+    a: &Member,
+    b: &Member,
+    proxy: &Proxy,
+    samples: usize,
+    tag: &str,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let mut watch = b
+        .client
+        .call(Request::Watch {
+            database: database(),
+            start: WatchStart::Now,
+        })
+        .await?;
+    let (mut times, mut bytes) = (Vec::new(), Vec::new());
+    for sample in 0..samples + 5 {
+        let before = proxy.bytes();
+        let key = format!("{tag}{sample:06}");
+        let started = Instant::now();
+        a.client
+            .call_one(Request::Put {
+                collection: collection(),
+                key: key.clone(),
+                value: value(tag, sample),
+                batch: None,
+            })
+            .await?;
+        loop {
+            match watch.next().await {
+                Some(Ok(Response::Changes(changes) | Response::ChangesPart(changes))) => {
+                    if changes.iter().any(|change| change.key == key) {
+                        break;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(error)) => return Err(error.into()),
+                None => return Err("B's watch ended".into()),
+            }
+        }
+        let elapsed = started.elapsed().as_secs_f64() * 1e3;
+        // Let the round's last messages pass before counting its bytes.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if sample >= 5 {
+            times.push(elapsed);
+            bytes.push((proxy.bytes() - before) as f64);
+        }
+    }
+    Ok((times, bytes))
+}
+
+async fn base(
+    scratch: &Path,
+    alice: &Identity,
+    rows: usize,
+    propagation: usize,
+) -> Result<Base> {
+    let (a, proxy) = loaded_a(scratch, alice, rows).await?;
+    let initial = initial_sync(scratch, alice, &a, &proxy, rows, 0).await?;
+    let b = &initial.b;
+    let (one_change_ms, one_change_bytes) = one_changes(&a, b, &proxy, W2_SAMPLES, "w2-").await?;
+    let (mut no_op_ms, mut no_op_bytes) = (Vec::new(), Vec::new());
+    for sample in 0..W2_SAMPLES + 5 {
+        let before = proxy.bytes();
+        let started = Instant::now();
+        let reports = b.client.sync_now(&database()).await?;
+        let elapsed = started.elapsed().as_secs_f64() * 1e3;
+        if let Some(error) = reports.iter().find_map(|report| report.error.clone()) {
+            return Err(error.into());
+        }
+        if reports.iter().any(|report| report.records > 0) {
+            return Err("a no-op pull carried records".into());
+        }
+        if sample >= 5 {
+            no_op_ms.push(elapsed);
+            no_op_bytes.push((proxy.bytes() - before) as f64);
+        }
+    }
+    let propagation_ms = if propagation > 0 {
+        one_changes(&a, b, &proxy, propagation, "w2b-").await?.0
+    } else {
+        Vec::new()
+    };
+    Ok(Base {
+        initial_rate: rows as f64 / initial.seconds,
+        one_change_ms,
+        one_change_bytes,
+        no_op_ms,
+        no_op_bytes,
+        propagation_ms,
+    })
+}
+
+async fn w2(scratch: &Path, alice: &Identity, options: &Options) -> Result<Vec<Table>> {
+    let small_rows = 10_000;
+    let small = base(&scratch.join("small"), alice, small_rows, W2B_SAMPLES).await?;
+    let _ = std::fs::remove_dir_all(scratch.join("small"));
+    let large = base(&scratch.join("large"), alice, options.large, 0).await?;
+    let _ = std::fs::remove_dir_all(scratch.join("large"));
+    let median = |values: &Vec<f64>| {
+        Figure {
+            values: values.clone(),
+        }
+        .median()
+    };
+    let ratio = |small: &Vec<f64>, large: &Vec<f64>| figure(vec![median(large) / median(small)]);
+    let w2 = Table {
+        title: format!(
+            "W2: one change and a no-op pull on bases of {small_rows} and {} rows ({W2_SAMPLES} \
+             samples each; one change: a put on A until B's watch shows it)",
+            options.large
+        ),
+        columns: vec![
+            format!("{small_rows} rows"),
+            format!("{} rows", options.large),
+            "large / small".into(),
+        ],
+        rows: vec![
+            (
+                "initial sync (one run)".into(),
+                "rows/s".into(),
+                vec![
+                    figure(vec![small.initial_rate]),
+                    figure(vec![large.initial_rate]),
+                    None,
+                ],
+            ),
+            (
+                "one change".into(),
+                "ms".into(),
+                vec![
+                    figure(small.one_change_ms.clone()),
+                    figure(large.one_change_ms.clone()),
+                    ratio(&small.one_change_ms, &large.one_change_ms),
+                ],
+            ),
+            (
+                "one change, bytes on the wire".into(),
+                "B".into(),
+                vec![
+                    figure(small.one_change_bytes.clone()),
+                    figure(large.one_change_bytes.clone()),
+                    ratio(&small.one_change_bytes, &large.one_change_bytes),
+                ],
+            ),
+            (
+                "no-op pull (sb sync)".into(),
+                "ms".into(),
+                vec![
+                    figure(small.no_op_ms.clone()),
+                    figure(large.no_op_ms.clone()),
+                    ratio(&small.no_op_ms, &large.no_op_ms),
+                ],
+            ),
+            (
+                "no-op pull, bytes on the wire".into(),
+                "B".into(),
+                vec![
+                    figure(small.no_op_bytes.clone()),
+                    figure(large.no_op_bytes.clone()),
+                    ratio(&small.no_op_bytes, &large.no_op_bytes),
+                ],
+            ),
+        ],
+    };
+    let mut samples = small.propagation_ms.clone();
+    let p50 = percentile(&mut samples, 0.5);
+    let p99 = percentile(&mut samples, 0.99);
+    let w2b = Table {
+        title: format!(
+            "W2b: propagation, a put on A until B's watch shows it, connected, durable \
+             ({W2B_SAMPLES} samples on the {small_rows}-row base)"
+        ),
+        columns: vec!["ours".into()],
+        rows: vec![
+            ("p50".into(), "ms".into(), vec![figure(vec![p50])]),
+            ("p99".into(), "ms".into(), vec![figure(vec![p99])]),
+            (
+                "max".into(),
+                "ms".into(),
+                vec![figure(vec![samples.last().copied().unwrap_or(f64::NAN)])],
+            ),
+        ],
+    };
+    Ok(vec![w2, w2b])
+}
+
+/// One conflict storm: seconds until all members hold identical rows.
+async fn storm(scratch: &Path, alice: &Identity) -> Result<f64> {
+    let mut members = Vec::new();
+    for index in 0..W3_MEMBERS {
+        let name = format!("m{index}");
+        let (member, _) = member(&scratch.join(&name), alice, &name, false).await?;
+        create_collection(&member.client).await?;
+        load(&member.client, 0..W3_KEYS, &name).await?;
+        members.push(member);
+    }
+    members[0]
+        .client
+        .create_syncgroup(
+            &database(),
+            SyncgroupSpec {
+                name: SYNCGROUP.into(),
+                collections: vec!["rows".into()],
+                ..SyncgroupSpec::default()
+            },
+        )
+        .await?;
+    let via = members[0].reached_at.clone();
+    let started = Instant::now();
+    let mut joins = tokio::task::JoinSet::new();
+    for member in &members[1..] {
+        let client = member.client.clone();
+        let via = via.clone();
+        joins.spawn(async move {
+            client
+                .join_syncgroup(&database(), SYNCGROUP, &via, false)
+                .await
+        });
+    }
+    while let Some(joined) = joins.join_next().await {
+        joined??;
+    }
+    loop {
+        let first = rows(&members[0].client).await?;
+        let mut same = first.len() == W3_KEYS;
+        for member in &members[1..] {
+            same = same && rows(&member.client).await? == first;
+        }
+        if same {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            return Err("the conflict storm did not settle within two minutes".into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+async fn w3(scratch: &Path, alice: &Identity, options: &Options) -> Result<Table> {
+    let mut seconds = Vec::new();
+    for run in 0..=options.runs {
+        let dir = scratch.join(format!("storm{run}"));
+        let took = storm(&dir, alice).await?;
+        let _ = std::fs::remove_dir_all(&dir);
+        if run > 0 {
+            seconds.push(took * 1e3);
+        }
+    }
+    Ok(Table {
+        title: format!(
+            "W3: conflict storm, {W3_MEMBERS} daemons each write the same {W3_KEYS} keys, then \
+             all join one syncgroup"
+        ),
+        columns: vec!["ours".into()],
+        rows: vec![(
+            "until all hold identical rows".into(),
+            "ms".into(),
+            vec![figure(seconds)],
+        )],
+    })
+}
+
+/// The peers' harnesses (`../shared/peers`), or where `SYNCBASE_PEERS` says.
+fn peers_dir() -> PathBuf {
+    std::env::var_os("SYNCBASE_PEERS").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/peers"),
+        PathBuf::from,
+    )
+}
+
+fn cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/peers")
+}
+
+/// A peer's figures from one run of its harness.
+#[derive(Default)]
+struct PeerFigures {
+    initial_rate: Option<f64>,
+    one_change_ms: Option<f64>,
+    no_op_ms: Option<f64>,
+    memory_mb: Option<f64>,
+}
+
+/// The number after `prefix` on the line that starts with `line_start`, if any.
+fn number_after(output: &str, line_start: &str, prefix: &str) -> Option<f64> {
+    let line = output.lines().find(|line| line.starts_with(line_start))?;
+    let rest = &line[line.find(prefix)? + prefix.len()..];
+    let number: String = rest
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    number.parse().ok()
+}
+
+fn copy_harness(from: &Path, to: &Path, entries: &[&str]) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in entries {
+        let source = from.join(entry);
+        let target = to.join(entry);
+        if source.is_dir() {
+            copy_harness(&source, &target, &[])?;
+            for file in std::fs::read_dir(&source)? {
+                let file = file?;
+                std::fs::copy(file.path(), target.join(file.file_name()))?;
+            }
+        } else {
+            std::fs::copy(&source, &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// PouchDB replication over HTTP (installed once under `target/peers/pouch`).
+fn pouch(rows: usize) -> std::result::Result<PeerFigures, String> {
+    let dir = cache_dir().join("pouch");
+    copy_harness(
+        &peers_dir().join("pouch"),
+        &dir,
+        &["package.json", "server.js", "bench.js"],
+    )
+    .map_err(|error| format!("cannot copy the harness: {error}"))?;
+    if !dir.join("node_modules").exists() {
+        eprintln!("# installing PouchDB's harness (npm install, once)");
+        let installed = Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--silent"])
+            .current_dir(&dir)
+            .status()
+            .map_err(|error| format!("npm: {error}"))?;
+        if !installed.success() {
+            let _ = std::fs::remove_dir_all(dir.join("node_modules"));
+            return Err("npm install failed".into());
+        }
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map_err(|error| error.to_string())?
+        .port();
+    let mut server = Command::new("node")
+        .args(["server.js", &port.to_string()])
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|error| format!("node: {error}"))?;
+    let listening = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let output = listening.then(|| {
+        Command::new("node")
+            .args(["bench.js", &rows.to_string(), &port.to_string()])
+            .current_dir(&dir)
+            .output()
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    let output = match output {
+        Some(Ok(output)) if output.status.success() => {
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        }
+        Some(Ok(output)) => {
+            return Err(format!(
+                "its harness failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        Some(Err(error)) => return Err(format!("node: {error}")),
+        None => return Err("its server did not listen within 10 s".into()),
+    };
+    print!("{}", indent(&output));
+    Ok(PeerFigures {
+        initial_rate: number_after(&output, "initial pull:", "="),
+        one_change_ms: number_after(&output, "incremental pull", "docs in"),
+        no_op_ms: number_after(&output, "no-op pull", ":"),
+        memory_mb: number_after(&output, "rss MB", "rss MB"),
+    })
+}
+
+/// iroh-docs over QUIC (built once under `target/peers/iroh-docs`).
+fn iroh_docs(rows: usize) -> std::result::Result<PeerFigures, String> {
+    let dir = cache_dir().join("iroh-docs");
+    copy_harness(
+        &peers_dir().join("iroh-docs"),
+        &dir,
+        &["Cargo.toml", "Cargo.lock", "src"],
+    )
+    .map_err(|error| format!("cannot copy the harness: {error}"))?;
+    let binary = dir.join("target/release/iroh-docs-bench");
+    eprintln!("# building iroh-docs' harness (about 5 minutes the first time)");
+    let built = Command::new("cargo")
+        .args(["build", "--release", "--locked", "--quiet"])
+        .current_dir(&dir)
+        .env_remove("CARGO_TARGET_DIR")
+        .status()
+        .map_err(|error| format!("cargo: {error}"))?;
+    if !built.success() || !binary.exists() {
+        return Err("its build failed".into());
+    }
+    let output = Command::new(&binary)
+        .arg(rows.to_string())
+        .output()
+        .map_err(|error| format!("{}: {error}", binary.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "its harness failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    let output = String::from_utf8_lossy(&output.stdout).into_owned();
+    print!("{}", indent(&output));
+    Ok(PeerFigures {
+        initial_rate: number_after(&output, "initial sync:", "="),
+        one_change_ms: number_after(&output, "one change", "median"),
+        no_op_ms: number_after(&output, "no-op sync", "median"),
+        // In kB, for both nodes in one process.
+        memory_mb: number_after(&output, "memory:", "peak RSS").map(|kib| kib / 1024.0),
+    })
+}
+
+fn indent(output: &str) -> String {
+    output.lines().map(|line| format!("#   {line}\n")).collect()
+}
+
+fn peers_table(rows: usize, ours: Option<&Table>) -> Table {
+    let mut columns = Vec::new();
+    let mut cells: Vec<Vec<Option<Figure>>> = vec![Vec::new(); 5];
+    let ours_rate = ours.and_then(|table| table.rows[0].2[0].as_ref().map(Figure::median));
+    let harnesses: [(&str, fn(usize) -> std::result::Result<PeerFigures, String>); 2] =
+        [("PouchDB 9 over HTTP", pouch), ("iroh-docs 0.101 over QUIC", iroh_docs)];
+    for (name, harness) in harnesses {
+        eprintln!("# running {name} on {rows} rows");
+        match harness(rows) {
+            Ok(figures) => {
+                columns.push(name.to_string());
+                let one = |value: Option<f64>| value.map(|value| Figure { values: vec![value] });
+                cells[0].push(one(figures.initial_rate));
+                cells[1].push(one(
+                    figures
+                        .initial_rate
+                        .zip(ours_rate)
+                        .map(|(theirs, ours)| ours / theirs),
+                ));
+                cells[2].push(one(figures.one_change_ms));
+                cells[3].push(one(figures.no_op_ms));
+                cells[4].push(one(figures.memory_mb));
+            }
+            Err(why) => println!("# skipped {name}: {why}"),
+        }
+    }
+    let names = [
+        ("initial sync", "rows/s"),
+        ("ours / theirs (initial sync)", "ratio"),
+        ("one change", "ms"),
+        ("no-op sync", "ms"),
+        ("memory (pouch: the pulling client; iroh-docs: both nodes, peak)", "MiB"),
+    ];
+    Table {
+        title: format!("Peers on W1/W2 with {rows} rows (one run each, their own harnesses)"),
+        columns,
+        rows: names
+            .iter()
+            .zip(cells)
+            .map(|((name, unit), cells)| (name.to_string(), unit.to_string(), cells))
+            .collect(),
+    }
+}
+
+/// Runs the sync workloads and prints their tables.
+pub(crate) fn run(options: &Options) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let scratch = tempfile::tempdir()?;
+    let alice = Identity::new_root("alice")?;
+    let wanted = |name: &str| options.only.as_deref().is_none_or(|only| only == name);
+    println!(
+        "# bench sync: W1 {} rows (median of {} runs after a warm-up), W2 bases 10000 and {}, \
+         W3 {W3_MEMBERS} daemons × {W3_KEYS} keys",
+        options.rows, options.runs, options.large
+    );
+    let mut tables = Vec::new();
+    runtime.block_on(async {
+        if wanted("w1") {
+            tables.push(w1(scratch.path(), &alice, options).await?);
+        }
+        if wanted("w2") {
+            tables.extend(w2(scratch.path(), &alice, options).await?);
+        }
+        if wanted("w3") {
+            tables.push(w3(scratch.path(), &alice, options).await?);
+        }
+        Ok::<(), Box<dyn std::error::Error>>(())
+    })?;
+    if wanted("peers") {
+        let ours = tables.iter().find(|table| table.title.starts_with("W1"));
+        tables.push(peers_table(options.rows, ours));
+    }
+    for table in &tables {
+        table.print();
+    }
+    write_json("sync", &tables.iter().collect::<Vec<_>>())?;
+    Ok(())
+}
