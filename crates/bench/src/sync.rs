@@ -468,13 +468,59 @@ async fn one_changes(
     samples: usize,
     tag: &str,
 ) -> Result<(Vec<f64>, Vec<f64>)> {
-    let mut watch = b
-        .client
-        .call(Request::Watch {
-            database: database(),
-            start: WatchStart::Now,
-        })
-        .await?;
+    // A watch call answers with its first change: read it in a task that passes on the keys.
+    let (keys, mut seen) =
+        tokio::sync::mpsc::unbounded_channel::<std::result::Result<String, String>>();
+    let watching = b.client.clone();
+    let watch = tokio::spawn(async move {
+        let mut changes = match watching
+            .call(Request::Watch {
+                database: database(),
+                start: WatchStart::Now,
+            })
+            .await
+        {
+            Ok(changes) => changes,
+            Err(error) => {
+                let _ = keys.send(Err(error.to_string()));
+                return;
+            }
+        };
+        while let Some(response) = changes.next().await {
+            match response {
+                Ok(Response::Changes(changes) | Response::ChangesPart(changes)) => {
+                    for change in changes {
+                        if keys.send(Ok(change.key)).is_err() {
+                            return;
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    let _ = keys.send(Err(error.to_string()));
+                    return;
+                }
+            }
+        }
+    });
+    // Wait until the watch is in place: a row written on B itself shows in it.
+    let probe = format!("{tag}probe");
+    'probing: for attempt in 0..100 {
+        b.client
+            .call_one(Request::Put {
+                collection: collection(),
+                key: probe.clone(),
+                value: value(tag, attempt),
+                batch: None,
+            })
+            .await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
+        while let Ok(Some(key)) = tokio::time::timeout_at(deadline, seen.recv()).await {
+            if key? == probe {
+                break 'probing;
+            }
+        }
+    }
     let (mut times, mut bytes) = (Vec::new(), Vec::new());
     for sample in 0..samples + 5 {
         let before = proxy.bytes();
@@ -489,15 +535,12 @@ async fn one_changes(
             })
             .await?;
         loop {
-            match watch.next().await {
-                Some(Ok(Response::Changes(changes) | Response::ChangesPart(changes))) => {
-                    if changes.iter().any(|change| change.key == key) {
-                        break;
-                    }
-                }
-                Some(Ok(_)) => {}
-                Some(Err(error)) => return Err(error.into()),
-                None => return Err("B's watch ended".into()),
+            match tokio::time::timeout(Duration::from_secs(30), seen.recv()).await {
+                Ok(Some(Ok(seen))) if seen == key => break,
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(error))) => return Err(error.into()),
+                Ok(None) => return Err("B's watch ended".into()),
+                Err(_) => return Err(format!("B's watch did not show {key} within 30 s").into()),
             }
         }
         let elapsed = started.elapsed().as_secs_f64() * 1e3;
@@ -508,6 +551,7 @@ async fn one_changes(
             bytes.push((proxy.bytes() - before) as f64);
         }
     }
+    watch.abort();
     Ok((times, bytes))
 }
 

@@ -250,8 +250,29 @@ impl SyncEngine {
         self: &Arc<Self>,
         path: &DatabasePath,
     ) -> Result<Arc<DbSync>, WireError> {
+        let (sync, opened) = self.open_database(path).await?;
+        if opened {
+            self.start_loop(path, &sync);
+        }
+        Ok(sync)
+    }
+
+    /// Starts the loop of a database [`Self::open_database`] opened.
+    fn start_loop(self: &Arc<Self>, path: &DatabasePath, sync: &Arc<DbSync>) {
+        let engine = self.clone();
+        let looping = sync.clone();
+        let looped = path.clone();
+        tokio::spawn(async move { engine.run_database(looped, looping).await });
+    }
+
+    /// The sync of `path`, and whether this call opened it (its loop is then the caller's to
+    /// start, with [`Self::start_loop`]).
+    async fn open_database(
+        self: &Arc<Self>,
+        path: &DatabasePath,
+    ) -> Result<(Arc<DbSync>, bool), WireError> {
         if let Some(sync) = self.databases.lock().get(path) {
-            return Ok(sync.clone());
+            return Ok((sync.clone(), false));
         }
         let service = self.service.clone();
         let member = self.member.clone();
@@ -284,20 +305,13 @@ impl SyncEngine {
         .await
         .map_err(internal)?
         .map_err(sync_error)?;
-        let sync = {
-            let mut databases = self.databases.lock();
-            if let Some(sync) = databases.get(path) {
-                return Ok(sync.clone());
-            }
-            let sync = Arc::new(opened);
-            databases.insert(path.clone(), sync.clone());
-            sync
-        };
-        let engine = self.clone();
-        let looping = sync.clone();
-        let looped = path.clone();
-        tokio::spawn(async move { engine.run_database(looped, looping).await });
-        Ok(sync)
+        let mut databases = self.databases.lock();
+        if let Some(sync) = databases.get(path) {
+            return Ok((sync.clone(), false));
+        }
+        let sync = Arc::new(opened);
+        databases.insert(path.clone(), sync.clone());
+        Ok((sync, true))
     }
 
     /// The database's loop: local commits (through the log notifier) and anti-entropy ticks.
@@ -382,8 +396,10 @@ impl SyncEngine {
         };
         let key = (path.clone(), to.clone(), pull);
         if !self.in_flight.begin(&key) {
+            tracing::trace!(peer = %to, pull, "coalesced with the call in flight");
             return;
         }
+        tracing::trace!(peer = %to, pull, "calling");
         loop {
             self.perform_once(path, sync, &to, message).await;
             if !self.in_flight.finish(&key) {
@@ -517,6 +533,7 @@ impl SyncEngine {
 
     /// Pulls once from `member` and applies what it sends (a joiner's first round, a catch-up,
     /// a sync-now round); answers the records and bytes of the delta.
+    #[allow(clippy::disallowed_methods)] // the round's stages are timed for the debug log.
     async fn pull_from(
         self: &Arc<Self>,
         sync: &Arc<DbSync>,
@@ -535,18 +552,28 @@ impl SyncEngine {
             database: path.clone(),
             knowledge: syncbase_vsync::service::encode(&knowledge).map_err(sync_error)?,
         };
+        let asked = std::time::Instant::now();
         let Response::Bytes(bytes) = self.call_member(sync, member, request, progress).await?
         else {
             return Err(internal("a peer answered a pull with something else"));
         };
-        let delta: syncbase_vsync::responder::Delta =
-            syncbase_vsync::service::decode(&bytes).map_err(sync_error)?;
-        let figures = (delta.records.len() as u64, bytes.len() as u64);
+        let received = asked.elapsed();
+        let decoding = bytes;
+        let (delta, size) = tokio::task::spawn_blocking(move || {
+            let delta: syncbase_vsync::responder::Delta =
+                syncbase_vsync::service::decode(&decoding)?;
+            Ok::<_, syncbase_vsync::Error>((delta, decoding.len() as u64))
+        })
+        .await
+        .map_err(internal)?
+        .map_err(sync_error)?;
+        let figures = (delta.records.len() as u64, size);
         if let Some(progress) = progress {
             use std::sync::atomic::Ordering::Relaxed;
             progress.records.store(figures.0, Relaxed);
             progress.applying.store(true, Relaxed);
         }
+        let decoded = asked.elapsed();
         let handling = sync.clone();
         let from = member.to_string();
         let handled = tokio::task::spawn_blocking(move || {
@@ -558,6 +585,15 @@ impl SyncEngine {
         .await
         .map_err(internal)?
         .map_err(sync_error)?;
+        tracing::debug!(
+            peer = %member,
+            records = figures.0,
+            bytes = figures.1,
+            received_ms = received.as_millis() as u64,
+            decoded_ms = (decoded - received).as_millis() as u64,
+            applied_ms = (asked.elapsed() - decoded).as_millis() as u64,
+            "pulled"
+        );
         self.synced_with(path, member);
         // What the round calls for (notifying members of what arrived, or of its links).
         for action in handled.actions {
@@ -814,6 +850,7 @@ impl SyncEngine {
         }
     }
 
+    #[allow(clippy::disallowed_methods)] // a pull's stages are timed for the debug log.
     async fn peer_answer(
         self: &Arc<Self>,
         caller: &Caller,
@@ -857,27 +894,39 @@ impl SyncEngine {
             } => {
                 let sync = self.member_database(&database, &from).await?;
                 let knowledge = syncbase_vsync::service::decode(&knowledge).map_err(sync_error)?;
-                let handled = tokio::task::spawn_blocking(move || {
-                    sync.handle(Event::Received {
+                let started = std::time::Instant::now();
+                let encoded = tokio::task::spawn_blocking(move || {
+                    let handled = sync.handle(Event::Received {
                         from,
                         message: Message::Pull { knowledge },
-                    })
+                    })?;
+                    let read = started.elapsed();
+                    for action in handled.actions {
+                        if let Action::Send {
+                            message: Message::Delta(delta),
+                            ..
+                        } = action
+                        {
+                            return syncbase_vsync::service::encode(&delta)
+                                .map(|bytes| Some((bytes, delta.records.len(), read)));
+                        }
+                    }
+                    Ok(None)
                 })
                 .await
                 .map_err(internal)?
                 .map_err(sync_error)?;
-                for action in handled.actions {
-                    if let Action::Send {
-                        message: Message::Delta(delta),
-                        ..
-                    } = action
-                    {
-                        return Ok(Response::Bytes(
-                            syncbase_vsync::service::encode(&delta).map_err(sync_error)?,
-                        ));
-                    }
-                }
-                Err(internal("a pull was answered by no delta"))
+                let Some((bytes, records, read)) = encoded else {
+                    return Err(internal("a pull was answered by no delta"));
+                };
+                tracing::debug!(
+                    records,
+                    bytes = bytes.len(),
+                    read_ms = read.as_millis() as u64,
+                    encoded_ms = (started.elapsed() - read).as_millis() as u64,
+                    "answered a pull"
+                );
+                Ok(Response::Bytes(bytes))
             }
             PeerRequest::Notify {
                 database,
@@ -1048,14 +1097,23 @@ impl SyncEngine {
         .await
         .map_err(internal)?
         .map_err(|error| error.to_wire())?;
-        let sync = self.serve_database(&database).await?;
+        // The first round comes before the loop starts (when this join opened the database):
+        // the loop's own first pulls would otherwise fetch the same delta a second time.
+        let (sync, opened) = self.open_database(&database).await?;
         if wait {
-            self.pull_from(&sync, &database, &member, progress).await?;
+            let pulled = self.pull_from(&sync, &database, &member, progress).await;
+            if opened {
+                self.start_loop(&database, &sync);
+            }
+            pulled?;
         } else {
             let engine = self.clone();
             tokio::spawn(async move {
                 if let Err(error) = engine.pull_from(&sync, &database, &member, None).await {
                     tracing::debug!(%error, peer = %member, "the first pull after joining failed");
+                }
+                if opened {
+                    engine.start_loop(&database, &sync);
                 }
             });
         }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
 use serde::{Deserialize, Serialize};
-use syncbase_store::{Store, StoreReader, Stored, WatchableSnapshot};
+use syncbase_store::{Store, StoreReader, Stored, Version, WatchableSnapshot};
 use syncbase_util::keys::{self, Prefix};
 use syncbase_util::{get_typed, put_typed};
 
@@ -152,22 +152,23 @@ fn current_state<S: Store + 'static>(
     records: &mut Vec<LogRecord>,
 ) -> Result<()> {
     let collection = keys::key(Prefix::Collection, &[scope.collection.as_bytes()]);
+    // Each object with its head, read by one scan of the head keys.
     let mut objects = Vec::new();
-    if scope.prefix.is_empty() && dag::head(reader, &collection)?.is_some() {
-        objects.push(collection);
+    if scope.prefix.is_empty()
+        && let Some(head) = dag::head(reader, &collection)?
+    {
+        objects.push((collection, head));
     }
     let rows = keys::key_prefix(Prefix::Row, &[scope.collection.as_bytes()], &scope.prefix);
     let (start, limit) = keys::prefix_range(&dag::head_key_prefix(&rows));
     for entry in reader.scan(&start, &limit)? {
-        let (key, _) = entry?;
+        let (key, value) = entry?;
+        let head: Version = syncbase_util::decode_typed(&key, &value)?;
         let (_, mut components) = keys::parse(&key)?;
-        objects.push(components.pop().unwrap_or_default());
+        objects.push((components.pop().unwrap_or_default(), head));
     }
-    for object in objects {
+    for (object, head) in objects {
         delta.records_read += 1;
-        let Some(head) = dag::head(reader, &object)? else {
-            continue;
-        };
         let Some(id) = dag::node(reader, &object, head)?.and_then(|node| node.log_record) else {
             continue;
         };
