@@ -81,7 +81,10 @@ pub(crate) fn start_daemon_at(
         .arg(dir.join("identity"))
         .args(["--listen", listen])
         .args(extra)
-        .env("RUST_LOG", std::env::var("SYNCBASE_BENCH_LOG").unwrap_or_else(|_| "warn".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("SYNCBASE_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|error| format!("cannot start {}: {error}", binary.display()))?;

@@ -157,7 +157,9 @@ async fn member(
     std::fs::create_dir_all(dir)?;
     alice.bless(name)?.save(&dir.join("identity"))?;
     let (member, proxy) = if proxied {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let listen = format!("127.0.0.1:{port}");
         let proxy = Proxy::start(listen.clone()).await?;
         let (daemon, address) = start_daemon_at(
@@ -230,12 +232,12 @@ async fn load(client: &Client, rows: std::ops::Range<usize>, tag: &str) -> Resul
                     let mut puts = tokio::task::JoinSet::new();
                     for index in start..end {
                         // A connection takes at most 256 calls at once.
-                        if puts.len() >= IN_FLIGHT_MAX {
-                            if let Some(put) = puts.join_next().await {
-                                put.map_err(|error| {
-                                    syncbase_wire::WireError::new("bench.join", error.to_string())
-                                })??;
-                            }
+                        if puts.len() >= IN_FLIGHT_MAX
+                            && let Some(put) = puts.join_next().await
+                        {
+                            put.map_err(|error| {
+                                syncbase_wire::WireError::new("bench.join", error.to_string())
+                            })??;
                         }
                         let client = client.clone();
                         let value = value(&tag, index);
@@ -440,10 +442,26 @@ async fn w1(scratch: &Path, alice: &Identity, options: &Options) -> Result<Table
                 "rows/s".into(),
                 vec![Some(s1)],
             ),
-            ("initial sync / S1".into(), "ratio".into(), vec![Some(ratio)]),
-            ("bytes on the wire".into(), "B/row".into(), vec![figure(wire)]),
-            ("B's memory after the sync (RSS)".into(), "MiB".into(), vec![figure(rss)]),
-            ("B's peak memory (VmHWM)".into(), "MiB".into(), vec![figure(peak)]),
+            (
+                "initial sync / S1".into(),
+                "ratio".into(),
+                vec![Some(ratio)],
+            ),
+            (
+                "bytes on the wire".into(),
+                "B/row".into(),
+                vec![figure(wire)],
+            ),
+            (
+                "B's memory after the sync (RSS)".into(),
+                "MiB".into(),
+                vec![figure(rss)],
+            ),
+            (
+                "B's peak memory (VmHWM)".into(),
+                "MiB".into(),
+                vec![figure(peak)],
+            ),
             ("B's disk".into(), "B/row".into(), vec![figure(disk)]),
         ],
     })
@@ -555,12 +573,7 @@ async fn one_changes(
     Ok((times, bytes))
 }
 
-async fn base(
-    scratch: &Path,
-    alice: &Identity,
-    rows: usize,
-    propagation: usize,
-) -> Result<Base> {
+async fn base(scratch: &Path, alice: &Identity, rows: usize, propagation: usize) -> Result<Base> {
     let (a, proxy) = loaded_a(scratch, alice, rows).await?;
     let initial = initial_sync(scratch, alice, &a, &proxy, rows, 0).await?;
     let b = &initial.b;
@@ -819,6 +832,9 @@ fn copy_harness(from: &Path, to: &Path, entries: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Runs a peer's harness on N rows: its figures, or why it was skipped.
+type Harness = fn(usize) -> std::result::Result<PeerFigures, String>;
+
 /// PouchDB replication over HTTP (installed once under `target/peers/pouch`).
 fn pouch(rows: usize) -> std::result::Result<PeerFigures, String> {
     let dir = cache_dir().join("pouch");
@@ -934,21 +950,25 @@ fn peers_table(rows: usize, ours: Option<&Table>) -> Table {
     let mut columns = Vec::new();
     let mut cells: Vec<Vec<Option<Figure>>> = vec![Vec::new(); 5];
     let ours_rate = ours.and_then(|table| table.rows[0].2[0].as_ref().map(Figure::median));
-    let harnesses: [(&str, fn(usize) -> std::result::Result<PeerFigures, String>); 2] =
-        [("PouchDB 9 over HTTP", pouch), ("iroh-docs 0.101 over QUIC", iroh_docs)];
+    let harnesses: [(&str, Harness); 2] = [
+        ("PouchDB 9 over HTTP", pouch),
+        ("iroh-docs 0.101 over QUIC", iroh_docs),
+    ];
     for (name, harness) in harnesses {
         eprintln!("# running {name} on {rows} rows");
         match harness(rows) {
             Ok(figures) => {
                 columns.push(name.to_string());
-                let one = |value: Option<f64>| value.map(|value| Figure { values: vec![value] });
+                let one = |value: Option<f64>| {
+                    value.map(|value| Figure {
+                        values: vec![value],
+                    })
+                };
                 cells[0].push(one(figures.initial_rate));
-                cells[1].push(one(
-                    figures
-                        .initial_rate
-                        .zip(ours_rate)
-                        .map(|(theirs, ours)| ours / theirs),
-                ));
+                cells[1].push(one(figures
+                    .initial_rate
+                    .zip(ours_rate)
+                    .map(|(theirs, ours)| ours / theirs)));
                 cells[2].push(one(figures.one_change_ms));
                 cells[3].push(one(figures.no_op_ms));
                 cells[4].push(one(figures.memory_mb));
@@ -961,7 +981,10 @@ fn peers_table(rows: usize, ours: Option<&Table>) -> Table {
         ("ours / theirs (initial sync)", "ratio"),
         ("one change", "ms"),
         ("no-op sync", "ms"),
-        ("memory (pouch: the pulling client; iroh-docs: both nodes, peak)", "MiB"),
+        (
+            "memory (pouch: the pulling client; iroh-docs: both nodes, peak)",
+            "MiB",
+        ),
     ];
     Table {
         title: format!("Peers on W1/W2 with {rows} rows (one run each, their own harnesses)"),

@@ -17,8 +17,9 @@ mod perms;
 pub use budget::{ByteBudget, Lease};
 pub use call::{
     BatchHandle, BatchOptions, Change, ChangeKind, CollectionPath, DatabasePath,
-    DatabaseSyncStatus, JoinProgress, LogPin, LogStatus, MemberStatus, ObjectPath, PeerRequest, PullReport, Request,
-    Response, RowRange, StatusInfo, SyncStatus, SyncgroupSpec, SyncgroupStatus, WatchStart,
+    DatabaseSyncStatus, JoinProgress, LogPin, LogStatus, MemberStatus, ObjectPath, PeerRequest,
+    PullReport, Request, Response, RowRange, StatusInfo, SyncStatus, SyncgroupSpec,
+    SyncgroupStatus, WatchStart,
 };
 pub use error::{WireError, codes};
 pub use handler::{Handler, ResponseSender, Responses, STREAM_BUFFER_MESSAGES};

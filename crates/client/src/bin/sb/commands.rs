@@ -416,6 +416,7 @@ fn parse_row(format: Format, line: &str) -> Result<(String, Vec<u8>), String> {
 
 /// `sb sg join`: with `--wait` on a terminal, a progress bar of the first round (bytes received
 /// and their rate, then the rows being applied), and a summary line on stderr.
+#[allow(clippy::disallowed_methods)] // the rate shown is for people.
 pub(crate) async fn join(
     client: &Client,
     database: &str,

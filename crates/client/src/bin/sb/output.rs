@@ -113,7 +113,10 @@ pub(crate) fn print_response(
                         report.micros as f64 / 1e3
                     ),
                     (Some(error), Format::Plain) => {
-                        format!("{}\terror[{}]: {}", report.member, error.code, error.message)
+                        format!(
+                            "{}\terror[{}]: {}",
+                            report.member, error.code, error.message
+                        )
                     }
                     (_, Format::Json) => serde_json::json!({
                         "member": report.member,
