@@ -419,6 +419,8 @@ async fn w1(scratch: &Path, alice: &Identity, options: &Options) -> Result<Table
         let _ = std::fs::remove_dir_all(scratch.join(format!("b{run}")));
     }
     drop(a);
+    let stages = core::rates(&scratch.join("core"), rows, options.runs).await?;
+    let _ = std::fs::remove_dir_all(scratch.join("core"));
     let s1 = crate::store::s1_watchable(&scratch.join("s1"), options.runs)?;
     let ratio = Figure {
         values: vec![
@@ -463,7 +465,16 @@ async fn w1(scratch: &Path, alice: &Identity, options: &Options) -> Result<Table
                 vec![figure(peak)],
             ),
             ("B's disk".into(), "B/row".into(), vec![figure(disk)]),
-        ],
+        ]
+        .into_iter()
+        .chain(stages.into_iter().map(|(stage, rate)| {
+            (
+                format!("in process, no daemons: {stage}"),
+                "rows/s".into(),
+                vec![Some(rate)],
+            )
+        }))
+        .collect(),
     })
 }
 
@@ -1033,4 +1044,181 @@ pub(crate) fn run(options: &Options) -> Result<()> {
     }
     write_json("sync", &tables.iter().collect::<Vec<_>>())?;
     Ok(())
+}
+
+/// The sync core's own rates for W1's rows, in one process without daemons or network: A's
+/// responder (reading the delta), the delta's encoding and decoding, and B's apply (one
+/// commit), each on durable fjall stores through the data model, as the daemons run them.
+pub(crate) mod core {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use syncbase_client::Client;
+    use syncbase_nosql::{Caller, Service, ServiceOptions};
+    use syncbase_server::{EngineKind, EngineOpener, ServiceHandler};
+    use syncbase_store::{Durability, EntropyRng, SystemClock};
+    use syncbase_vsync::conflict::LastWriterWins;
+    use syncbase_vsync::service::{Action, DataModel, DatabaseSync, Event, Message, ModelAccess};
+    use syncbase_vsync::syncgroup::Syncgroup;
+    use syncbase_wire::StatusInfo;
+
+    use super::{Result, create_collection, database, load};
+    use crate::report::Figure;
+
+    /// Seconds of each stage of one first round of `rows` rows.
+    pub(crate) struct Stages {
+        pub respond: f64,
+        pub encode: f64,
+        pub decode: f64,
+        pub apply: f64,
+    }
+
+    fn service(dir: &std::path::Path) -> Result<Arc<Service>> {
+        Ok(Arc::new(Service::open(ServiceOptions {
+            root_dir: dir.to_path_buf(),
+            opener: Arc::new(EngineOpener::new(
+                EngineKind::Persistent,
+                Durability::Durable,
+            )),
+            owner_root: "alice".into(),
+            clock: Arc::new(SystemClock),
+            rng: Arc::new(EntropyRng::default()),
+            batch_idle_timeout_ns: syncbase_nosql::BATCH_IDLE_TIMEOUT_NS_DEFAULT,
+            idle_databases_max: syncbase_nosql::IDLE_DATABASES_MAX_DEFAULT,
+            keep_open: None,
+            log_retention: syncbase_store::Retention::default(),
+        })?))
+    }
+
+    fn client(service: &Arc<Service>) -> Client {
+        Client::new(Arc::new(ServiceHandler::new(
+            service.clone(),
+            Caller::new("alice"),
+            Arc::new(StatusInfo {
+                identity: "alice".into(),
+                device_id: service.device_id(),
+                address: String::new(),
+                engine: "persistent".into(),
+                version: syncbase_wire::VERSION.into(),
+            }),
+        )))
+    }
+
+    type Sync = DatabaseSync<Arc<dyn syncbase_store::Store>>;
+
+    fn member(service: &Arc<Service>, name: &str) -> Result<Sync> {
+        let path = database();
+        service.create_syncgroup(
+            &Caller::new("alice"),
+            &path,
+            &Syncgroup {
+                name: super::SYNCGROUP.into(),
+                collections: vec!["rows".into()],
+                members: vec!["alice:a".into(), "alice:b".into()],
+                ..Syncgroup::default()
+            },
+        )?;
+        Ok(DatabaseSync::new(
+            service.open_for_sync(&path.app, &path.database)?,
+            name,
+            service.device_id(),
+            service.log_clock().clone(),
+            Arc::new(EntropyRng::default()),
+            Arc::new(LastWriterWins),
+            Arc::new(ModelAccess {
+                model: service.clone(),
+                app: path.app,
+                database: path.database,
+            }),
+        )?)
+    }
+
+    fn message(handled: syncbase_vsync::service::Handled) -> Result<Message> {
+        match handled.actions.into_iter().next() {
+            Some(Action::Send { message, .. }) => Ok(message),
+            None => Err("the sync core answered nothing".into()),
+        }
+    }
+
+    /// One first round of `rows` rows from a fresh A to a fresh B under `dir`.
+    #[allow(clippy::disallowed_methods)] // a benchmark times its stages.
+    pub(crate) async fn round(dir: &std::path::Path, rows: usize) -> Result<Stages> {
+        let _ = std::fs::remove_dir_all(dir);
+        let (a, b) = (service(&dir.join("a"))?, service(&dir.join("b"))?);
+        for side in [&a, &b] {
+            create_collection(&client(side)).await?;
+        }
+        load(&client(&a), 0..rows, "a").await?;
+        let (sync_a, sync_b) = (member(&a, "alice:a")?, member(&b, "alice:b")?);
+        sync_a.handle(Event::LocalCommit)?;
+        let pull = message(sync_b.handle(Event::Received {
+            from: "alice:a".into(),
+            message: Message::Notify,
+        })?)?;
+        let started = Instant::now();
+        let delta = message(sync_a.handle(Event::Received {
+            from: "alice:b".into(),
+            message: pull,
+        })?)?;
+        let respond = started.elapsed().as_secs_f64();
+        let Message::Delta(delta) = delta else {
+            return Err("a pull was answered by something else".into());
+        };
+        let started = Instant::now();
+        let bytes = syncbase_vsync::service::encode(&delta)?;
+        let encode = started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        let delta = syncbase_vsync::service::decode(&bytes)?;
+        let decode = started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        let applied = sync_b.handle(Event::Received {
+            from: "alice:a".into(),
+            message: Message::Delta(delta),
+        })?;
+        let apply = started.elapsed().as_secs_f64();
+        let records = applied.applied.map_or(0, |applied| applied.records_applied);
+        if records < rows as u64 {
+            return Err(format!("B applied {records} records of {rows} rows").into());
+        }
+        drop((sync_a, sync_b));
+        a.close()?;
+        b.close()?;
+        Ok(Stages {
+            respond,
+            encode,
+            decode,
+            apply,
+        })
+    }
+
+    /// The stages' rates over `runs` rounds (after a warm-up), in rows/s.
+    pub(crate) async fn rates(
+        dir: &std::path::Path,
+        rows: usize,
+        runs: usize,
+    ) -> Result<Vec<(&'static str, Figure)>> {
+        let mut all: Vec<Stages> = Vec::new();
+        for run in 0..=runs {
+            let stages = round(dir, rows).await?;
+            if run > 0 {
+                all.push(stages);
+            }
+        }
+        let rate = |stage: fn(&Stages) -> f64| Figure {
+            values: all
+                .iter()
+                .map(|stages| rows as f64 / stage(stages))
+                .collect(),
+        };
+        Ok(vec![
+            ("A's responder reads the delta", rate(|s| s.respond)),
+            ("the delta is encoded", rate(|s| s.encode)),
+            ("the delta is decoded", rate(|s| s.decode)),
+            ("B applies it (one durable commit)", rate(|s| s.apply)),
+            (
+                "all four stages",
+                rate(|s| s.respond + s.encode + s.decode + s.apply),
+            ),
+        ])
+    }
 }

@@ -128,14 +128,20 @@ pub fn deltas<S: Store + 'static>(
                     && theirs.get(from) < record.generation
             });
             if lacked {
-                records.push(record);
+                records.push((record, false));
             }
         }
     }
-    records.sort_by_key(|record| record.position);
-    records.dedup_by_key(|record| (record.device, record.generation));
-    for record in records {
-        let value = value_to_send(reader, &record)?;
+    records.sort_by_key(|(record, _)| record.position);
+    records.dedup_by(|(later, later_head), (kept, kept_head)| {
+        let same = (later.device, later.generation) == (kept.device, kept.generation);
+        if same {
+            *kept_head |= *later_head;
+        }
+        same
+    });
+    for (record, head) in records {
+        let value = value_to_send(reader, &record, head)?;
         delta.bytes +=
             (record.object.len() + record.author.len() + value.as_ref().map_or(0, Vec::len) + 80)
                 as u64;
@@ -149,7 +155,7 @@ fn current_state<S: Store + 'static>(
     reader: &WatchableSnapshot<S>,
     scope: &Scope,
     delta: &mut Delta,
-    records: &mut Vec<LogRecord>,
+    records: &mut Vec<(LogRecord, bool)>,
 ) -> Result<()> {
     let collection = keys::key(Prefix::Collection, &[scope.collection.as_bytes()]);
     // Each object with its head, read by one scan of the head keys.
@@ -173,23 +179,32 @@ fn current_state<S: Store + 'static>(
             continue;
         };
         if let Some(record) = log_record(reader, id.device, id.generation)? {
-            records.push(record);
+            // It made the object's head: its value travels without asking again.
+            let made_head = record_made_head(&record, head);
+            records.push((record, made_head));
         }
     }
     Ok(())
 }
 
+/// Whether `record` made `head` (a link names a version it did not make).
+fn record_made_head(record: &LogRecord, head: Version) -> bool {
+    !record.link && record.version == head
+}
+
 /// The value a record carries: that of the object's current version, if the record made it
 /// (as far as the watcher has processed the log, the current version is the DAG head; a version
-/// a later local write retired is kept by the watcher's pin until processed).
+/// a later local write retired is kept by the watcher's pin until processed). `known_head`: the
+/// record is known to have made the head (read in the same snapshot).
 fn value_to_send<S: Store + 'static>(
     reader: &WatchableSnapshot<S>,
     record: &LogRecord,
+    known_head: bool,
 ) -> Result<Option<Vec<u8>>> {
     if record.deleted || record.link {
         return Ok(None);
     }
-    if dag::head(reader, &record.object)? != Some(record.version) {
+    if !known_head && dag::head(reader, &record.object)? != Some(record.version) {
         return Ok(None);
     }
     match reader.get_at_version(&record.object, record.version)? {
