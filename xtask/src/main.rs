@@ -55,6 +55,7 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
         &[
             "syncbase-store",
             "syncbase-store-fjall",
+            "syncbase-vsync",
             "syncbase-nosql",
             "syncbase-server",
             "syncbase-client",

@@ -231,6 +231,21 @@ async fn status_round_trip_us(client: &Client) -> Result<f64> {
 
 /// Creates the bench collection and loads [`ROWS`] rows of 100 bytes.
 pub(crate) async fn setup(client: &Client) -> Result<()> {
+    create_collection(client).await?;
+    for index in 0..ROWS {
+        let request = Request::Put {
+            collection: collection(),
+            key: key(index),
+            value: vec![7; 100],
+            batch: None,
+        };
+        client.call_one(request).await?;
+    }
+    Ok(())
+}
+
+/// Creates the app, database and collection of [`collection`], with default permissions.
+pub(crate) async fn create_collection(client: &Client) -> Result<()> {
     client
         .call_one(Request::CreateApp {
             app: "bench".into(),
@@ -253,15 +268,6 @@ pub(crate) async fn setup(client: &Client) -> Result<()> {
             permissions: None,
         })
         .await?;
-    for index in 0..ROWS {
-        let request = Request::Put {
-            collection: collection(),
-            key: key(index),
-            value: vec![7; 100],
-            batch: None,
-        };
-        client.call_one(request).await?;
-    }
     Ok(())
 }
 

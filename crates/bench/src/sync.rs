@@ -25,13 +25,11 @@ use std::time::{Duration, Instant};
 
 use syncbase_client::Client;
 use syncbase_net::Identity;
-use syncbase_wire::{
-    CollectionPath, DatabasePath, Request, Response, RowRange, SyncgroupSpec, WatchStart,
-};
+use syncbase_wire::{DatabasePath, Request, Response, RowRange, SyncgroupSpec, WatchStart};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::report::{Figure, Table, write_json};
-use crate::service::{Daemon, percentile, start_daemon_at};
+use crate::service::{Daemon, collection, create_collection, key, percentile, start_daemon_at};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -62,18 +60,6 @@ fn database() -> DatabasePath {
         app: "bench".into(),
         database: "db".into(),
     }
-}
-
-fn collection() -> CollectionPath {
-    CollectionPath {
-        app: "bench".into(),
-        database: "db".into(),
-        collection: "rows".into(),
-    }
-}
-
-fn key(index: usize) -> String {
-    format!("k{index:08}")
 }
 
 /// A 100-byte value that names its writer and row.
@@ -192,28 +178,6 @@ async fn member(
         )
     };
     Ok((member, proxy))
-}
-
-async fn create_collection(client: &Client) -> Result<()> {
-    client
-        .call_one(Request::CreateApp {
-            app: "bench".into(),
-            permissions: None,
-        })
-        .await?;
-    client
-        .call_one(Request::CreateDatabase {
-            database: database(),
-            permissions: None,
-        })
-        .await?;
-    client
-        .call_one(Request::CreateCollection {
-            collection: collection(),
-            permissions: None,
-        })
-        .await?;
-    Ok(())
 }
 
 /// Puts of one batch in flight at once.
@@ -621,19 +585,36 @@ async fn base(scratch: &Path, alice: &Identity, rows: usize, propagation: usize)
     })
 }
 
+/// A W2 row: the small base's figure, the large one's, and their ratio (large / small).
+fn compare(
+    name: &str,
+    unit: &str,
+    small: &[f64],
+    large: &[f64],
+) -> (String, String, Vec<Option<Figure>>) {
+    let median = |values: &[f64]| {
+        Figure {
+            values: values.to_vec(),
+        }
+        .median()
+    };
+    (
+        name.into(),
+        unit.into(),
+        vec![
+            figure(small.to_vec()),
+            figure(large.to_vec()),
+            figure(vec![median(large) / median(small)]),
+        ],
+    )
+}
+
 async fn w2(scratch: &Path, alice: &Identity, options: &Options) -> Result<Vec<Table>> {
     let small_rows = 10_000;
     let small = base(&scratch.join("small"), alice, small_rows, W2B_SAMPLES).await?;
     let _ = std::fs::remove_dir_all(scratch.join("small"));
     let large = base(&scratch.join("large"), alice, options.large, 0).await?;
     let _ = std::fs::remove_dir_all(scratch.join("large"));
-    let median = |values: &Vec<f64>| {
-        Figure {
-            values: values.clone(),
-        }
-        .median()
-    };
-    let ratio = |small: &Vec<f64>, large: &Vec<f64>| figure(vec![median(large) / median(small)]);
     let w2 = Table {
         title: format!(
             "W2: one change and a no-op pull on bases of {small_rows} and {} rows ({W2_SAMPLES} \
@@ -655,41 +636,29 @@ async fn w2(scratch: &Path, alice: &Identity, options: &Options) -> Result<Vec<T
                     None,
                 ],
             ),
-            (
-                "one change".into(),
-                "ms".into(),
-                vec![
-                    figure(small.one_change_ms.clone()),
-                    figure(large.one_change_ms.clone()),
-                    ratio(&small.one_change_ms, &large.one_change_ms),
-                ],
+            compare(
+                "one change",
+                "ms",
+                &small.one_change_ms,
+                &large.one_change_ms,
             ),
-            (
-                "one change, bytes on the wire".into(),
-                "B".into(),
-                vec![
-                    figure(small.one_change_bytes.clone()),
-                    figure(large.one_change_bytes.clone()),
-                    ratio(&small.one_change_bytes, &large.one_change_bytes),
-                ],
+            compare(
+                "one change, bytes on the wire",
+                "B",
+                &small.one_change_bytes,
+                &large.one_change_bytes,
             ),
-            (
-                "no-op pull (sb sync)".into(),
-                "ms".into(),
-                vec![
-                    figure(small.no_op_ms.clone()),
-                    figure(large.no_op_ms.clone()),
-                    ratio(&small.no_op_ms, &large.no_op_ms),
-                ],
+            compare(
+                "no-op pull (sb sync)",
+                "ms",
+                &small.no_op_ms,
+                &large.no_op_ms,
             ),
-            (
-                "no-op pull, bytes on the wire".into(),
-                "B".into(),
-                vec![
-                    figure(small.no_op_bytes.clone()),
-                    figure(large.no_op_bytes.clone()),
-                    ratio(&small.no_op_bytes, &large.no_op_bytes),
-                ],
+            compare(
+                "no-op pull, bytes on the wire",
+                "B",
+                &small.no_op_bytes,
+                &large.no_op_bytes,
             ),
         ],
     };
@@ -1062,8 +1031,9 @@ pub(crate) mod core {
     use syncbase_vsync::syncgroup::Syncgroup;
     use syncbase_wire::StatusInfo;
 
-    use super::{Result, create_collection, database, load};
+    use super::{Result, database, load};
     use crate::report::Figure;
+    use crate::service::create_collection;
 
     /// Seconds of each stage of one first round of `rows` rows.
     pub(crate) struct Stages {

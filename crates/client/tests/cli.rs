@@ -276,3 +276,74 @@ fn identity_untrust_removes_every_root_of_a_name_but_not_the_own_root() {
     assert!(String::from_utf8_lossy(&own.stderr).contains("own root"));
     assert!(shown(&alice).contains("trusts\talice\t"));
 }
+
+/// Answers every call with the responses it was given, in order.
+struct Scripted(Vec<Result<syncbase_wire::Response, syncbase_wire::WireError>>);
+
+#[async_trait::async_trait]
+impl syncbase_wire::Handler for Scripted {
+    async fn call(
+        &self,
+        _request: syncbase_wire::Request,
+    ) -> Result<syncbase_wire::Responses, syncbase_wire::WireError> {
+        let (sender, responses) = syncbase_wire::Responses::channel();
+        let script = self.0.clone();
+        tokio::spawn(async move {
+            for response in script {
+                sender.send(response).await;
+            }
+        });
+        Ok(responses)
+    }
+}
+
+/// A join that waits hears its progress reports before the answer; an answer of another kind
+/// is an error, as is a refusal.
+#[test]
+fn a_waiting_join_reports_progress_then_answers() {
+    use syncbase_wire::{DatabasePath, JoinProgress, Response, WireError};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let database = DatabasePath {
+        app: "notes".into(),
+        database: "main".into(),
+    };
+    let received = JoinProgress {
+        bytes: 4096,
+        records: 0,
+        applying: false,
+    };
+    let applying = JoinProgress {
+        bytes: 8192,
+        records: 70,
+        applying: true,
+    };
+    let join = |script: Vec<Result<Response, WireError>>| {
+        let client = syncbase_client::Client::new(std::sync::Arc::new(Scripted(script)));
+        let mut heard = Vec::new();
+        let outcome = runtime.block_on(client.join_syncgroup_reporting(
+            &database,
+            "sg",
+            "127.0.0.1:1",
+            true,
+            &mut |progress| heard.push(progress),
+        ));
+        (outcome, heard)
+    };
+    let (outcome, heard) = join(vec![
+        Ok(Response::JoinProgress(received)),
+        Ok(Response::JoinProgress(applying)),
+        Ok(Response::Done),
+    ]);
+    assert_eq!(outcome, Ok(()));
+    assert_eq!(heard, vec![received, applying]);
+    let (outcome, _) = join(vec![Ok(Response::Bool(true))]);
+    assert_eq!(outcome.unwrap_err().code, syncbase_wire::codes::INTERNAL);
+    let refused = WireError::new("sync.peer_unreachable", "nobody there");
+    let (outcome, heard) = join(vec![
+        Ok(Response::JoinProgress(received)),
+        Err(refused.clone()),
+    ]);
+    assert_eq!((outcome, heard), (Err(refused), vec![received]));
+}

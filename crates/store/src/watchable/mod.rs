@@ -273,8 +273,11 @@ impl<S: Store + 'static> Watchable<S> {
 
     /// Begins a transaction whose log entry records `origin`.
     pub fn begin(&self, origin: Origin) -> Result<WatchableTransaction<S>> {
+        // Read before the transaction's snapshot is taken: every entry up to it is in there.
+        let log_seen = self.shared.notifier.latest_seq();
         Ok(WatchableTransaction {
             shared: self.shared.clone(),
+            log_seen,
             inner: Arc::from(self.shared.store.transaction()?),
             pending: Mutex::new(Pending::default()),
             origin,
@@ -629,6 +632,8 @@ impl Pending {
 /// A transaction of a [`Watchable`] store, with the version operations sync needs.
 pub struct WatchableTransaction<S: Store + 'static> {
     shared: Arc<Shared<S>>,
+    /// The newest log entry committed when the transaction began (all in its snapshot).
+    log_seen: u64,
     inner: Arc<dyn Transaction>,
     pending: Mutex<Pending>,
     origin: Origin,
@@ -813,8 +818,17 @@ impl<S: Store + 'static> WatchableTransaction<S> {
 
     /// Up to `count_max` log entries with sequence numbers `>= from_seq`, as this transaction
     /// sees the log.
+    ///
+    /// Only entries committed before the transaction began are read, so the range it read
+    /// ends there: an entry a concurrent commit appends is outside it and does not make this
+    /// transaction's commit fail (a reader of the log's tail, like sync's watcher, would
+    /// otherwise conflict with every commit made while it works).
     pub fn log_entries(&self, from_seq: u64, count_max: usize) -> Result<Vec<LogEntry>> {
-        read_log(self.inner.as_ref(), from_seq, count_max)
+        if from_seq > self.log_seen {
+            return Ok(Vec::new());
+        }
+        let limit = log_key(self.log_seen.saturating_add(1).max(from_seq));
+        read_log_range(self.inner.as_ref(), from_seq, &limit, count_max)
     }
 
     /// The first sequence number the log keeps, as this transaction sees it.
@@ -1041,11 +1055,18 @@ fn read_log<R: StoreReader + ?Sized>(
     from_seq: u64,
     count_max: usize,
 ) -> Result<Vec<LogEntry>> {
+    read_log_range(reader, from_seq, &log_limit(), count_max)
+}
+
+/// Up to `count_max` log entries from `from_seq` to the key `limit` (excluded).
+fn read_log_range<R: StoreReader + ?Sized>(
+    reader: &R,
+    from_seq: u64,
+    limit: &[u8],
+    count_max: usize,
+) -> Result<Vec<LogEntry>> {
     let mut entries = Vec::new();
-    for item in reader
-        .scan(&log_key(from_seq), &log_limit())?
-        .take(count_max)
-    {
+    for item in reader.scan(&log_key(from_seq), limit)?.take(count_max) {
         let (key, value) = item?;
         entries.push(decode_entry(&key, &value)?);
     }

@@ -94,6 +94,34 @@ fn a_failed_commit_leaves_no_entry() {
     assert_eq!(store.get(b"r/a").unwrap(), Some(b"winner".to_vec()));
 }
 
+/// A transaction reading the log's tail (as sync's watcher does) sees the entries committed
+/// before it began, and commits although other commits appended entries meanwhile; the range it
+/// read ends where the log ended when it began. Reading more than was there still conflicts.
+#[test]
+fn reading_the_log_tail_does_not_conflict_with_later_appends() {
+    let (store, _clock) = open();
+    store.put(b"r/a", b"0").unwrap();
+    let seen = store.latest_log_seq();
+    let tail = store.begin(Origin::default()).unwrap();
+    let entries = tail.log_entries(1, usize::MAX).unwrap();
+    assert_eq!(entries.last().map(|entry| entry.seq), Some(seen));
+    assert!(tail.log_entries(seen + 1, 10).unwrap().is_empty());
+    store.put(b"r/b", b"1").unwrap();
+    assert!(
+        tail.log_entries(seen + 1, 10).unwrap().is_empty(),
+        "an entry committed after the transaction began is not in it"
+    );
+    tail.put(b"s/pin", b"done").unwrap();
+    tail.commit().unwrap();
+    // A write to a key the transaction read still conflicts.
+    let reader = store.begin(Origin::default()).unwrap();
+    reader.log_entries(1, usize::MAX).unwrap();
+    reader.get(b"r/a").unwrap();
+    reader.put(b"s/pin", b"again").unwrap();
+    store.put(b"r/a", b"2").unwrap();
+    assert_eq!(code(reader.commit()), "store.concurrent_transaction");
+}
+
 #[test]
 fn puts_mint_versions_and_keep_old_values() {
     let (store, _clock) = open();
