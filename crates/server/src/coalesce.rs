@@ -54,6 +54,41 @@ impl<K: Eq + Hash + Clone> Coalescer<K> {
     pub(crate) fn release(&self, key: &K) {
         self.calls.lock().remove(key);
     }
+
+    /// [`Self::begin`] as a guard: `None` when a call for `key` is in flight (it was marked to
+    /// run once more); otherwise the caller's turn, which frees `key` when dropped before
+    /// [`Turn::again`] said the calls are over (an error, a panic, a cancelled task).
+    pub(crate) fn turn(&self, key: &K) -> Option<Turn<'_, K>> {
+        self.begin(key).then(|| Turn {
+            calls: self,
+            key: key.clone(),
+            over: false,
+        })
+    }
+}
+
+/// The caller's turn to make the call for a key (see [`Coalescer::turn`]).
+pub(crate) struct Turn<'a, K: Eq + Hash + Clone> {
+    calls: &'a Coalescer<K>,
+    key: K,
+    over: bool,
+}
+
+impl<K: Eq + Hash + Clone> Turn<'_, K> {
+    /// After a call: whether to make it once more ([`Coalescer::finish`]).
+    pub(crate) fn again(&mut self) -> bool {
+        let again = self.calls.finish(&self.key);
+        self.over = !again;
+        again
+    }
+}
+
+impl<K: Eq + Hash + Clone> Drop for Turn<'_, K> {
+    fn drop(&mut self) {
+        if !self.over {
+            self.calls.release(&self.key);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -79,5 +114,23 @@ mod tests {
         assert!(!calls.begin(&"d"));
         calls.release(&"d");
         assert!(calls.begin(&"d"), "released whatever was asked");
+    }
+
+    /// A turn dropped before its calls are over (an error, a panic) frees its key; one whose
+    /// calls are over leaves alone the key a later caller took.
+    #[test]
+    fn a_turn_frees_its_key_unless_its_calls_are_over() {
+        let calls = Coalescer::new();
+        {
+            let turn = calls.turn(&"b").expect("free");
+            assert!(calls.turn(&"b").is_none(), "in flight");
+            drop(turn);
+        }
+        let mut turn = calls.turn(&"b").expect("freed by the drop");
+        assert!(!turn.again());
+        let later = calls.turn(&"b").expect("free once the calls are over");
+        drop(turn);
+        assert!(calls.turn(&"b").is_none(), "the later turn still holds it");
+        drop(later);
     }
 }

@@ -32,6 +32,11 @@ use syncbase_wire::{
 /// How long reaching a member may take before it counts as unreachable.
 pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a call to a member may take, from asking to the last piece of its answer (a
+/// first round of a million rows takes about 10 s here), before the member counts as
+/// unreachable and its connection is dialed afresh: a half-open connection never answers.
+pub const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// By default, how often every member is pulled from even without a notification.
 pub const ANTI_ENTROPY_INTERVAL_DEFAULT: Duration = Duration::from_secs(10);
 
@@ -153,7 +158,10 @@ async fn call_joined(
         return Ok(first);
     };
     if let Some(progress) = progress {
-        progress.received(joined.len());
+        // A call dialed afresh counts from nothing again.
+        progress
+            .bytes
+            .store(joined.len() as u64, std::sync::atomic::Ordering::Relaxed);
     }
     while let Some(piece) = responses.next().await {
         match piece? {
@@ -395,25 +403,22 @@ impl SyncEngine {
             Message::Delta(_) => return,
         };
         let key = (path.clone(), to.clone(), pull);
-        if !self.in_flight.begin(&key) {
+        let Some(mut turn) = self.in_flight.turn(&key) else {
             tracing::trace!(peer = %to, pull, "coalesced with the call in flight");
             return;
-        }
+        };
         tracing::trace!(peer = %to, pull, "calling");
         loop {
             self.perform_once(path, sync, &to, message).await;
-            if !self.in_flight.finish(&key) {
+            if !turn.again() {
                 break;
             }
             message = if pull {
                 let reading = sync.clone();
                 match tokio::task::spawn_blocking(move || reading.knowledge()).await {
                     Ok(Ok(knowledge)) => Message::Pull { knowledge },
-                    _ => {
-                        // The next notification or tick pulls instead.
-                        self.in_flight.release(&key);
-                        break;
-                    }
+                    // The turn frees the key; the next notification or tick pulls instead.
+                    _ => break,
                 }
             } else {
                 Message::Notify
@@ -675,6 +680,7 @@ impl SyncEngine {
 
     /// Calls `member` over its connection, dialing it at the address its syncgroup record gives
     /// when there is none.
+    #[allow(clippy::disallowed_methods)] // a call to a peer is the driver's I/O, with a deadline.
     async fn call_member_once(
         &self,
         sync: &Arc<DbSync>,
@@ -723,9 +729,32 @@ impl SyncEngine {
                 connection
             }
         };
-        let result = call_joined(connection.as_ref(), Request::Peer(request), progress).await;
-        if connection.closed_reason().is_some() {
-            self.peers.lock().await.remove(member);
+        let result = tokio::time::timeout(
+            PEER_CALL_TIMEOUT,
+            call_joined(connection.as_ref(), Request::Peer(request), progress),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(wire(
+                syncbase_error_code::sync::PEER_UNREACHABLE,
+                format!(
+                    "{member} did not answer within {} s",
+                    PEER_CALL_TIMEOUT.as_secs()
+                ),
+            ))
+        });
+        let hung = result
+            .as_ref()
+            .is_err_and(|error| error.code == syncbase_error_code::sync::PEER_UNREACHABLE);
+        if connection.closed_reason().is_some() || hung {
+            // A connection that closed, or hangs, is dialed afresh next time.
+            let mut peers = self.peers.lock().await;
+            if peers
+                .get(member)
+                .is_some_and(|kept| Arc::ptr_eq(kept, &connection))
+            {
+                peers.remove(member);
+            }
         }
         result
     }
@@ -1101,7 +1130,7 @@ impl SyncEngine {
         // the loop's own first pulls would otherwise fetch the same delta a second time.
         let (sync, opened) = self.open_database(&database).await?;
         if wait {
-            let pulled = self.pull_from(&sync, &database, &member, progress).await;
+            let pulled = self.first_round(&sync, &database, &member, progress).await;
             if opened {
                 self.start_loop(&database, &sync);
             }
@@ -1109,7 +1138,8 @@ impl SyncEngine {
         } else {
             let engine = self.clone();
             tokio::spawn(async move {
-                if let Err(error) = engine.pull_from(&sync, &database, &member, None).await {
+                let pulled = engine.first_round(&sync, &database, &member, None).await;
+                if let Err(error) = pulled {
                     tracing::debug!(%error, peer = %member, "the first pull after joining failed");
                 }
                 if opened {
@@ -1118,6 +1148,31 @@ impl SyncEngine {
             });
         }
         Ok(Response::Done)
+    }
+
+    /// A join's first pull from `member`, as the coalesced pull from it: a pull a notification
+    /// asks for meanwhile waits for it (and runs after it, with what it brought).
+    async fn first_round(
+        self: &Arc<Self>,
+        sync: &Arc<DbSync>,
+        database: &DatabasePath,
+        member: &str,
+        progress: Option<&RoundProgress>,
+    ) -> Result<(u64, u64), WireError> {
+        // Taken when free; else a pull from that member is in flight, and the join still
+        // makes its own round (it answers only once that round is applied).
+        let mut turn = self
+            .in_flight
+            .turn(&(database.clone(), member.to_string(), true));
+        let pulled = self.pull_from(sync, database, member, progress).await;
+        if let Some(turn) = &mut turn {
+            while turn.again() {
+                if let Err(error) = self.pull_from(sync, database, member, None).await {
+                    tracing::debug!(%error, peer = %member, "a pull after the first round failed");
+                }
+            }
+        }
+        pulled
     }
 }
 

@@ -126,7 +126,7 @@ impl Initiator<'_> {
         knowledge_of: Option<&Delta>,
     ) -> Result<ApplyOutcome> {
         let transaction = store.begin(origin_of(records))?;
-        let local = watcher::process(&transaction, self.device, self.rng, usize::MAX)?;
+        let local = watcher::process(&transaction, self.device, self.rng, watcher::Entries::All)?;
         let mut outcome = ApplyOutcome {
             local_entries: local.entries,
             local_records: local.records,

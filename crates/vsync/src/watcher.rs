@@ -143,7 +143,9 @@ fn step_once<S: Store + 'static>(
     entries_max: usize,
 ) -> Result<StepOutcome> {
     let transaction = store.begin(Origin::default())?;
-    let outcome = process(&transaction, device, rng, entries_max)?;
+    // A step resumes where it stopped: entries committed meanwhile are the next step's, and
+    // do not make this one fail.
+    let outcome = process(&transaction, device, rng, Entries::Settled(entries_max))?;
     if outcome.entries == 0 {
         transaction.abort()?;
     } else {
@@ -154,17 +156,29 @@ fn step_once<S: Store + 'static>(
 
 /// The work of a [`step`] inside `transaction` (which the caller commits): the initiator runs it
 /// first, so a round takes in local commits the watcher has not processed yet.
+/// Which pending log entries [`process`] takes in.
+pub(crate) enum Entries {
+    /// Up to this many, among those committed before the transaction began (a watcher step).
+    Settled(usize),
+    /// Every one the transaction's snapshot holds: a sync round must take in every local
+    /// write its snapshot shows before it grafts, or it would replace one it never recorded.
+    All,
+}
+
 pub(crate) fn process<S: Store + 'static>(
     transaction: &WatchableTransaction<S>,
     device: u64,
     rng: &dyn Rng,
-    entries_max: usize,
+    entries: Entries,
 ) -> Result<StepOutcome> {
     let Some(log_position) = transaction.pin(WATCHER_PIN)? else {
         return Ok(StepOutcome::default());
     };
     let synced = synced_collections(transaction)?;
-    let entries = transaction.log_entries(log_position, entries_max)?;
+    let entries = match entries {
+        Entries::Settled(entries_max) => transaction.log_entries_seen(log_position, entries_max)?,
+        Entries::All => transaction.log_entries(log_position, usize::MAX)?,
+    };
     let mut outcome = StepOutcome {
         position: log_position,
         ..StepOutcome::default()

@@ -818,16 +818,25 @@ impl<S: Store + 'static> WatchableTransaction<S> {
 
     /// Up to `count_max` log entries with sequence numbers `>= from_seq`, as this transaction
     /// sees the log.
-    ///
-    /// Only entries committed before the transaction began are read, so the range it read
-    /// ends there: an entry a concurrent commit appends is outside it and does not make this
-    /// transaction's commit fail (a reader of the log's tail, like sync's watcher, would
-    /// otherwise conflict with every commit made while it works).
+    /// Every entry the transaction's snapshot holds from `from_seq` is read, and the read
+    /// covers the log's open end: a commit that appends an entry before this transaction
+    /// commits makes it fail (use [`Self::log_entries_seen`] to read only the settled part).
     pub fn log_entries(&self, from_seq: u64, count_max: usize) -> Result<Vec<LogEntry>> {
+        read_log(self.inner.as_ref(), from_seq, count_max)
+    }
+
+    /// Up to `count_max` log entries from `from_seq` that were committed before the
+    /// transaction began (its snapshot may hold a few more, committed just before it was
+    /// taken; they are not read). The range read ends there, so an entry a concurrent commit
+    /// appends does not make this transaction's commit fail: for a reader of the log's tail
+    /// that resumes where it stopped (sync's watcher), which would otherwise conflict with
+    /// every commit made while it works. A reader that must see every entry its snapshot
+    /// holds uses [`Self::log_entries`].
+    pub fn log_entries_seen(&self, from_seq: u64, count_max: usize) -> Result<Vec<LogEntry>> {
         if from_seq > self.log_seen {
             return Ok(Vec::new());
         }
-        let limit = log_key(self.log_seen.saturating_add(1).max(from_seq));
+        let limit = log_key(self.log_seen.saturating_add(1));
         read_log_range(self.inner.as_ref(), from_seq, &limit, count_max)
     }
 

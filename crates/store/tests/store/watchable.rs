@@ -94,28 +94,35 @@ fn a_failed_commit_leaves_no_entry() {
     assert_eq!(store.get(b"r/a").unwrap(), Some(b"winner".to_vec()));
 }
 
-/// A transaction reading the log's tail (as sync's watcher does) sees the entries committed
-/// before it began, and commits although other commits appended entries meanwhile; the range it
-/// read ends where the log ended when it began. Reading more than was there still conflicts.
+/// A transaction reading the log's settled tail (as sync's watcher does) sees the entries
+/// committed before it began, and commits although other commits appended entries meanwhile;
+/// the range it read ends where the log ended when it began. A read of the whole tail, or of a
+/// key another commit writes, still conflicts.
 #[test]
 fn reading_the_log_tail_does_not_conflict_with_later_appends() {
     let (store, _clock) = open();
     store.put(b"r/a", b"0").unwrap();
     let seen = store.latest_log_seq();
     let tail = store.begin(Origin::default()).unwrap();
-    let entries = tail.log_entries(1, usize::MAX).unwrap();
+    let entries = tail.log_entries_seen(1, usize::MAX).unwrap();
     assert_eq!(entries.last().map(|entry| entry.seq), Some(seen));
-    assert!(tail.log_entries(seen + 1, 10).unwrap().is_empty());
+    assert!(tail.log_entries_seen(seen + 1, 10).unwrap().is_empty());
     store.put(b"r/b", b"1").unwrap();
     assert!(
-        tail.log_entries(seen + 1, 10).unwrap().is_empty(),
+        tail.log_entries_seen(seen + 1, 10).unwrap().is_empty(),
         "an entry committed after the transaction began is not in it"
     );
     tail.put(b"s/pin", b"done").unwrap();
     tail.commit().unwrap();
+    // Reading the whole tail covers the log's open end: an append conflicts.
+    let whole = store.begin(Origin::default()).unwrap();
+    whole.log_entries(1, usize::MAX).unwrap();
+    whole.put(b"s/pin", b"whole").unwrap();
+    store.put(b"r/c", b"3").unwrap();
+    assert_eq!(code(whole.commit()), "store.concurrent_transaction");
     // A write to a key the transaction read still conflicts.
     let reader = store.begin(Origin::default()).unwrap();
-    reader.log_entries(1, usize::MAX).unwrap();
+    reader.log_entries_seen(1, usize::MAX).unwrap();
     reader.get(b"r/a").unwrap();
     reader.put(b"s/pin", b"again").unwrap();
     store.put(b"r/a", b"2").unwrap();
