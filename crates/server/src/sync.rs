@@ -1165,12 +1165,26 @@ impl SyncEngine {
             .in_flight
             .turn(&(database.clone(), member.to_string(), true));
         let pulled = self.pull_from(sync, database, member, progress).await;
-        if let Some(turn) = &mut turn {
-            while turn.again() {
-                if let Err(error) = self.pull_from(sync, database, member, None).await {
-                    tracing::debug!(%error, peer = %member, "a pull after the first round failed");
+        if let Some(mut turn) = turn.take()
+            && turn.again()
+        {
+            // Pulls were asked for meanwhile: the turn ends (freeing the key) and one more pull
+            // goes the usual way, so a member that keeps writing never holds the join up.
+            drop(turn);
+            let engine = self.clone();
+            let (sync, database, member) = (sync.clone(), database.clone(), member.to_string());
+            tokio::spawn(async move {
+                let reading = sync.clone();
+                if let Ok(Ok(knowledge)) =
+                    tokio::task::spawn_blocking(move || reading.knowledge()).await
+                {
+                    let pull = Action::Send {
+                        to: member,
+                        message: Message::Pull { knowledge },
+                    };
+                    engine.perform(&database, &sync, pull).await;
                 }
-            }
+            });
         }
         pulled
     }
