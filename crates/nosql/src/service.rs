@@ -344,6 +344,12 @@ impl Service {
         Ok(())
     }
 
+    /// Makes every commit so far durable, relaxed ones included (sync calls it before it
+    /// serves this device's generations, so a crash never takes back one a peer holds).
+    pub fn persist(&self) -> Result<()> {
+        Ok(self.layout.persist()?)
+    }
+
     /// This service's device id (random, chosen at creation, persisted).
     pub fn device_id(&self) -> u64 {
         self.device_id

@@ -617,6 +617,7 @@ impl Daemon {
             Some(advertised),
             Arc::new(move || dialing.current()),
             options.anti_entropy,
+            options.durability,
         );
         let factory = Arc::new(Factory {
             service: service.clone(),

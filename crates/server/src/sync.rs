@@ -66,6 +66,11 @@ pub struct SyncEngine {
     announced: parking_lot::Mutex<HashMap<DatabasePath, Knowledge>>,
     /// Notifications and pulls in flight, by (database, member, whether a pull).
     in_flight: Coalescer<(DatabasePath, String, bool)>,
+    /// Whether commits return before they are on disk: then what a pull's answer reveals of
+    /// this device's generations is made durable first.
+    relaxed: bool,
+    /// Per database, this device's newest generation known durable (under relaxed durability).
+    durable_generation: parking_lot::Mutex<HashMap<DatabasePath, u64>>,
 }
 
 fn wire(code: &str, message: impl Into<String>) -> WireError {
@@ -194,13 +199,15 @@ fn bytes_stream(bytes: Vec<u8>) -> Responses {
 }
 
 impl SyncEngine {
-    /// An engine for `service`, as the member `member` reached at `address`.
+    /// An engine for `service`, as the member `member` reached at `address`, over stores
+    /// committing with `durability`.
     pub fn new(
         service: Arc<Service>,
         member: String,
         address: Option<String>,
         identity: IdentityFn,
         anti_entropy: Option<Duration>,
+        durability: syncbase_store::Durability,
     ) -> Arc<Self> {
         Arc::new(Self {
             service,
@@ -215,6 +222,8 @@ impl SyncEngine {
             last_sync_ms: parking_lot::Mutex::new(HashMap::new()),
             announced: parking_lot::Mutex::new(HashMap::new()),
             in_flight: Coalescer::new(),
+            relaxed: durability == syncbase_store::Durability::Relaxed,
+            durable_generation: parking_lot::Mutex::new(HashMap::new()),
         })
     }
 
@@ -924,6 +933,7 @@ impl SyncEngine {
                 let sync = self.member_database(&database, &from).await?;
                 let knowledge = syncbase_vsync::service::decode(&knowledge).map_err(sync_error)?;
                 let started = std::time::Instant::now();
+                let engine = self.clone();
                 let encoded = tokio::task::spawn_blocking(move || {
                     let handled = sync.handle(Event::Received {
                         from,
@@ -936,6 +946,7 @@ impl SyncEngine {
                             ..
                         } = action
                         {
+                            engine.make_served_durable(&database, sync.device(), &delta)?;
                             return syncbase_vsync::service::encode(&delta)
                                 .map(|bytes| Some((bytes, delta.records.len(), read)));
                         }
@@ -985,6 +996,39 @@ impl SyncEngine {
                 Ok(Response::Done)
             }
         }
+    }
+
+    /// Under relaxed durability, makes durable what `delta` reveals of this device's
+    /// generations before it is sent: a crash could otherwise take back generations a peer
+    /// holds, and this device would reuse their numbers for other changes, which peers refuse
+    /// for good. One sync of the stores per new generation served; nothing when durable.
+    fn make_served_durable(
+        &self,
+        database: &DatabasePath,
+        device: syncbase_vsync::knowledge::DeviceId,
+        delta: &syncbase_vsync::responder::Delta,
+    ) -> Result<(), syncbase_vsync::Error> {
+        if !self.relaxed {
+            return Ok(());
+        }
+        let revealed = delta
+            .knowledge
+            .iter()
+            .map(|(_, vector)| vector.get(device))
+            .max()
+            .unwrap_or(0);
+        let mut durable = self.durable_generation.lock();
+        let known = durable.entry(database.clone()).or_insert(0);
+        if revealed > *known {
+            self.service
+                .persist()
+                .map_err(|error| syncbase_vsync::Error::Model {
+                    code: error.code().to_string(),
+                    message: error.to_string(),
+                })?;
+            *known = revealed;
+        }
+        Ok(())
     }
 
     /// The sync of a database `member` shares a syncgroup of; else what a missing one gives.
@@ -1304,6 +1348,8 @@ pub fn sync_status(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use syncbase_vsync::knowledge::{GenVector, Knowledge, Scope};
 
     use super::behind;
@@ -1319,5 +1365,117 @@ mod tests {
         known.set(Scope::collection("c"), vector(&[(1, 7), (2, 9)]));
         assert_eq!(behind(&announced, &known), 3 + 3);
         assert_eq!(behind(&known, &known), 0);
+    }
+
+    /// Counts how often the stores are made durable.
+    struct CountingSet {
+        inner: syncbase_store::MemStoreSet,
+        persisted: std::sync::atomic::AtomicUsize,
+    }
+
+    impl syncbase_store::StoreSet for CountingSet {
+        fn open(&self, name: &str) -> syncbase_store::Result<Arc<dyn syncbase_store::Store>> {
+            self.inner.open(name)
+        }
+
+        fn destroy(&self, name: &str) -> syncbase_store::Result<()> {
+            self.inner.destroy(name)
+        }
+
+        fn names(&self) -> syncbase_store::Result<Vec<String>> {
+            self.inner.names()
+        }
+
+        fn persist(&self) -> syncbase_store::Result<()> {
+            self.persisted
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.inner.persist()
+        }
+
+        fn close(&self) -> syncbase_store::Result<()> {
+            self.inner.close()
+        }
+    }
+
+    struct CountingOpener(Arc<CountingSet>);
+
+    impl syncbase_util::StoreSetOpener for CountingOpener {
+        fn open_set(
+            &self,
+            _dir: &std::path::Path,
+        ) -> syncbase_store::Result<Arc<dyn syncbase_store::StoreSet>> {
+            Ok(self.0.clone())
+        }
+
+        fn open_layout_1_store(
+            &self,
+            _dir: &std::path::Path,
+        ) -> syncbase_store::Result<Option<Arc<dyn syncbase_store::Store>>> {
+            Ok(None)
+        }
+    }
+
+    /// Under relaxed durability a pull's answer that reveals a new generation of this device
+    /// makes the stores durable first, once per new generation; under durable commits, never.
+    #[test]
+    fn served_generations_are_made_durable_under_relaxed_durability() {
+        let dir = tempfile::tempdir().unwrap();
+        for (durability, expected) in [
+            (syncbase_store::Durability::Relaxed, 2),
+            (syncbase_store::Durability::Durable, 0),
+        ] {
+            let set = Arc::new(CountingSet {
+                inner: syncbase_store::MemStoreSet::new(),
+                persisted: std::sync::atomic::AtomicUsize::new(0),
+            });
+            let service = Arc::new(
+                syncbase_nosql::Service::open(syncbase_nosql::ServiceOptions {
+                    root_dir: dir.path().join(format!("{durability:?}")),
+                    opener: Arc::new(CountingOpener(set.clone())),
+                    owner_root: "alice".into(),
+                    clock: Arc::new(syncbase_store::ManualClock::new(1)),
+                    rng: Arc::new(syncbase_store::SeededRng::new(7)),
+                    batch_idle_timeout_ns: syncbase_nosql::BATCH_IDLE_TIMEOUT_NS_DEFAULT,
+                    idle_databases_max: syncbase_nosql::IDLE_DATABASES_MAX_DEFAULT,
+                    keep_open: None,
+                    log_retention: syncbase_store::Retention::default(),
+                })
+                .unwrap(),
+            );
+            let identity = Arc::new(syncbase_net::Identity::new_root("alice").unwrap());
+            let engine = super::SyncEngine::new(
+                service.clone(),
+                "alice:a".into(),
+                None,
+                Arc::new(move || identity.clone()),
+                None,
+                durability,
+            );
+            let device = service.device_id();
+            let persisted_before = set.persisted.load(std::sync::atomic::Ordering::Relaxed);
+            let database = syncbase_wire::DatabasePath {
+                app: "notes".into(),
+                database: "main".into(),
+            };
+            let serve = |generation: u64| {
+                let mut delta = syncbase_vsync::responder::Delta::default();
+                let vector: GenVector = [(device, generation), (device ^ 1, 99)]
+                    .into_iter()
+                    .collect();
+                delta.knowledge.set(Scope::collection("todo"), vector);
+                engine
+                    .make_served_durable(&database, device, &delta)
+                    .unwrap();
+            };
+            serve(5);
+            serve(5);
+            serve(3);
+            serve(6);
+            assert_eq!(
+                set.persisted.load(std::sync::atomic::Ordering::Relaxed) - persisted_before,
+                expected,
+                "{durability:?}"
+            );
+        }
     }
 }

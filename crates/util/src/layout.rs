@@ -175,6 +175,11 @@ impl StoreLayout {
         Ok(ids)
     }
 
+    /// Makes every commit so far durable, relaxed ones included.
+    pub fn persist(&self) -> Result<()> {
+        Ok(self.stores.persist()?)
+    }
+
     /// Closes every store and the set.
     pub fn close(&self) -> Result<()> {
         Ok(self.stores.close()?)
