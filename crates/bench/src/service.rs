@@ -98,6 +98,24 @@ pub(crate) fn start_daemon_at(
     Ok((Daemon(child), address))
 }
 
+/// The service in process, on durable fjall stores under `dir`, owned by `owner_root`.
+pub(crate) fn embedded_service(dir: &Path, owner_root: &str) -> Result<Arc<Service>> {
+    Ok(Arc::new(Service::open(ServiceOptions {
+        root_dir: dir.to_path_buf(),
+        opener: Arc::new(EngineOpener::new(
+            EngineKind::Persistent,
+            Durability::Durable,
+        )),
+        owner_root: owner_root.to_string(),
+        clock: Arc::new(SystemClock),
+        rng: Arc::new(EntropyRng::default()),
+        batch_idle_timeout_ns: syncbase_nosql::BATCH_IDLE_TIMEOUT_NS_DEFAULT,
+        idle_databases_max: syncbase_nosql::IDLE_DATABASES_MAX_DEFAULT,
+        keep_open: None,
+        log_retention: syncbase_store::Retention::default(),
+    })?))
+}
+
 pub(crate) fn percentile(samples: &mut [f64], fraction: f64) -> f64 {
     samples.sort_by(f64::total_cmp);
     samples[((samples.len() as f64 - 1.0) * fraction).round() as usize]
@@ -315,20 +333,7 @@ pub(crate) fn run(runs: usize) -> Result<()> {
             status_remote.push(status_round_trip_us(&client).await?);
         }
 
-        let service = Arc::new(Service::open(ServiceOptions {
-            root_dir: scratch.path().join("embedded"),
-            opener: Arc::new(EngineOpener::new(
-                EngineKind::Persistent,
-                Durability::Durable,
-            )),
-            owner_root: identity.root_name().to_string(),
-            clock: Arc::new(SystemClock),
-            rng: Arc::new(EntropyRng::default()),
-            batch_idle_timeout_ns: syncbase_nosql::BATCH_IDLE_TIMEOUT_NS_DEFAULT,
-            idle_databases_max: syncbase_nosql::IDLE_DATABASES_MAX_DEFAULT,
-            keep_open: None,
-            log_retention: syncbase_store::Retention::default(),
-        })?);
+        let service = embedded_service(&scratch.path().join("embedded"), identity.root_name())?;
         let status = Arc::new(StatusInfo {
             identity: identity.name(),
             device_id: service.device_id(),

@@ -1023,9 +1023,9 @@ pub(crate) mod core {
     use std::time::Instant;
 
     use syncbase_client::Client;
-    use syncbase_nosql::{Caller, Service, ServiceOptions};
-    use syncbase_server::{EngineKind, EngineOpener, ServiceHandler};
-    use syncbase_store::{Durability, EntropyRng, SystemClock};
+    use syncbase_nosql::{Caller, Service};
+    use syncbase_server::ServiceHandler;
+    use syncbase_store::EntropyRng;
     use syncbase_vsync::conflict::LastWriterWins;
     use syncbase_vsync::service::{Action, DataModel, DatabaseSync, Event, Message, ModelAccess};
     use syncbase_vsync::syncgroup::Syncgroup;
@@ -1044,20 +1044,7 @@ pub(crate) mod core {
     }
 
     fn service(dir: &std::path::Path) -> Result<Arc<Service>> {
-        Ok(Arc::new(Service::open(ServiceOptions {
-            root_dir: dir.to_path_buf(),
-            opener: Arc::new(EngineOpener::new(
-                EngineKind::Persistent,
-                Durability::Durable,
-            )),
-            owner_root: "alice".into(),
-            clock: Arc::new(SystemClock),
-            rng: Arc::new(EntropyRng::default()),
-            batch_idle_timeout_ns: syncbase_nosql::BATCH_IDLE_TIMEOUT_NS_DEFAULT,
-            idle_databases_max: syncbase_nosql::IDLE_DATABASES_MAX_DEFAULT,
-            keep_open: None,
-            log_retention: syncbase_store::Retention::default(),
-        })?))
+        crate::service::embedded_service(dir, "alice")
     }
 
     fn client(service: &Arc<Service>) -> Client {
