@@ -1620,6 +1620,24 @@ fn two_members(home: &Home, extra: &[&str]) -> (Daemon, Daemon) {
     (member(home, "a", extra), member(home, "b", extra))
 }
 
+/// Creates the syncgroup `sg` of notes/main sharing `todo` on `daemon`.
+fn create_sg(home: &Home, daemon: &Daemon) {
+    ok(&home.sb(
+        daemon,
+        &["sg", "create", "notes/main", "sg", "--collections", "todo"],
+    ));
+}
+
+/// alice:a with notes/main and its syncgroup `sg`, and alice:b joined to it (anti-entropy off
+/// on both: push alone carries every write).
+fn synced_pair(home: &Home) -> (Daemon, Daemon) {
+    let (a, b) = two_members(home, &["--sync-interval", "0"]);
+    create_notes(home, &a);
+    create_sg(home, &a);
+    ok(&join(home, &b, None, "sg", &a.address));
+    (a, b)
+}
+
 /// A daemon of alice's named `alice:NAME`, with its own data and identity.
 fn member(home: &Home, name: &str, extra: &[&str]) -> Daemon {
     let start = |name: &str| {
@@ -1688,10 +1706,7 @@ fn two_daemons_sync_a_collection_both_ways_through_a_syncgroup() {
     let (a, b) = two_members(&home, &["--sync-interval", "0"]);
     create_notes(&home, &a);
     ok(&home.sb(&a, &["put", "notes/main/todo", "before", "the syncgroup"]));
-    ok(&home.sb(
-        &a,
-        &["sg", "create", "notes/main", "sg", "--collections", "todo"],
-    ));
+    create_sg(&home, &a);
     assert_eq!(ok(&home.sb(&a, &["sg", "list", "notes/main"])), "sg\n");
     // b has no app, database or collection yet: joining creates them and pulls.
     ok(&join(&home, &b, None, "sg", &a.address));
@@ -1769,10 +1784,7 @@ fn joining_is_refused_clearly_for_strangers_and_unknown_syncgroups() {
     let home = Home::new();
     let (a, b) = two_members(&home, &[]);
     create_notes(&home, &a);
-    ok(&home.sb(
-        &a,
-        &["sg", "create", "notes/main", "sg", "--collections", "todo"],
-    ));
+    create_sg(&home, &a);
     // A syncgroup the member does not have.
     let missing = join(&home, &b, None, "other", &a.address);
     assert_eq!(refused_code(&missing), "nosql.no_exist");
@@ -1894,10 +1906,7 @@ fn a_member_that_joined_through_another_receives_writes_and_learns_every_member(
     let mut b = b;
     let c = member(&home, "c", &["--sync-interval", "0"]);
     create_notes(&home, &a);
-    ok(&home.sb(
-        &a,
-        &["sg", "create", "notes/main", "sg", "--collections", "todo"],
-    ));
+    create_sg(&home, &a);
     ok(&join(&home, &b, None, "sg", &a.address));
     ok(&join(&home, &c, None, "sg", &b.address));
     ok(&home.sb(&a, &["put", "notes/main/todo", "k1", "from a"]));
@@ -1925,10 +1934,7 @@ fn a_delta_larger_than_a_message_arrives_whole() {
     let file = home.path("rows.tsv");
     std::fs::write(&file, &rows).unwrap();
     ok(&home.sb(&a, &["import", "notes/main/todo", file.to_str().unwrap()]));
-    ok(&home.sb(
-        &a,
-        &["sg", "create", "notes/main", "sg", "--collections", "todo"],
-    ));
+    create_sg(&home, &a);
     ok(&join(&home, &b, None, "sg", &a.address));
     assert_eq!(ok(&home.sb(&b, &["export", "notes/main/todo"])), rows);
 }
@@ -1939,13 +1945,7 @@ fn a_delta_larger_than_a_message_arrives_whole() {
 #[test]
 fn a_receiver_killed_mid_stream_ends_with_every_acknowledged_row() {
     let home = Home::new();
-    let (a, mut b) = two_members(&home, &["--sync-interval", "0"]);
-    create_notes(&home, &a);
-    ok(&home.sb(
-        &a,
-        &["sg", "create", "notes/main", "sg", "--collections", "todo"],
-    ));
-    ok(&join(&home, &b, None, "sg", &a.address));
+    let (a, mut b) = synced_pair(&home);
     for index in 0..150 {
         ok(&home.sb(
             &a,
@@ -1979,13 +1979,7 @@ fn a_receiver_killed_mid_stream_ends_with_every_acknowledged_row() {
 #[test]
 fn a_batch_arrives_whole_under_a_watcher_on_the_other_daemon() {
     let home = Home::new();
-    let (a, b) = two_members(&home, &["--sync-interval", "0"]);
-    create_notes(&home, &a);
-    ok(&home.sb(
-        &a,
-        &["sg", "create", "notes/main", "sg", "--collections", "todo"],
-    ));
-    ok(&join(&home, &b, None, "sg", &a.address));
+    let (a, b) = synced_pair(&home);
     let mut watch = home.command("sb");
     watch
         .env("SYNCBASE_SERVICE", &b.address)
@@ -2080,13 +2074,7 @@ fn a_batch_arrives_whole_under_a_watcher_on_the_other_daemon() {
 #[test]
 fn garbage_in_a_peer_call_is_refused_and_the_daemon_serves_on() {
     let home = Home::new();
-    let (a, b) = two_members(&home, &["--sync-interval", "0"]);
-    create_notes(&home, &a);
-    ok(&home.sb(
-        &a,
-        &["sg", "create", "notes/main", "sg", "--collections", "todo"],
-    ));
-    ok(&join(&home, &b, None, "sg", &a.address));
+    let (a, b) = synced_pair(&home);
     // b's own identity: a member of the syncgroup.
     let member = Identity::load(&home.path("id-b")).unwrap();
     let runtime = runtime();

@@ -400,113 +400,76 @@ impl SyncEngine {
         })
     }
 
-    /// Sends one message to a member (a pull's delta is applied when it comes back), coalesced:
-    /// while a notification (or a pull) to that member is in flight, another only makes it run
-    /// once more when it ends; a pull run again asks with the knowledge of that moment.
+    /// Carries out an action of the state machine: a notification or a pull to a member
+    /// ([`Self::call_coalesced`]); deltas travel only as answers to pulls.
     async fn perform(self: &Arc<Self>, path: &DatabasePath, sync: &Arc<DbSync>, action: Action) {
-        let Action::Send { to, mut message } = action;
-        let pull = match message {
-            Message::Notify => false,
-            Message::Pull { .. } => true,
-            // Deltas travel only as answers to pulls.
-            Message::Delta(_) => return,
-        };
-        let key = (path.clone(), to.clone(), pull);
-        let Some(mut turn) = self.in_flight.turn(&key) else {
-            tracing::trace!(peer = %to, pull, "coalesced with the call in flight");
-            return;
-        };
-        tracing::trace!(peer = %to, pull, "calling");
-        loop {
-            self.perform_once(path, sync, &to, message).await;
-            if !turn.again() {
-                break;
-            }
-            message = if pull {
-                let reading = sync.clone();
-                match tokio::task::spawn_blocking(move || reading.knowledge()).await {
-                    Ok(Ok(knowledge)) => Message::Pull { knowledge },
-                    // The turn frees the key; the next notification or tick pulls instead.
-                    _ => break,
-                }
-            } else {
-                Message::Notify
-            };
+        let Action::Send { to, message } = action;
+        match message {
+            Message::Notify => self.call_coalesced(path, sync, to, false).await,
+            // The pull asks with the knowledge of the moment it is sent ([`Self::pull_from`]).
+            Message::Pull { .. } => self.call_coalesced(path, sync, to, true).await,
+            Message::Delta(_) => {}
         }
     }
 
-    async fn perform_once(
-        self: &Arc<Self>,
-        path: &DatabasePath,
-        sync: &Arc<DbSync>,
-        to: &str,
-        message: Message,
-    ) {
-        let to = to.to_string();
-        let request = match &message {
-            Message::Notify => {
-                let reading = sync.clone();
-                let knowledge = tokio::task::spawn_blocking(move || reading.knowledge()).await;
-                let encoded = match knowledge {
-                    Ok(Ok(knowledge)) => syncbase_vsync::service::encode(&knowledge),
-                    Ok(Err(error)) => Err(error),
-                    Err(error) => {
-                        tracing::warn!(%error, "reading knowledge panicked");
-                        return;
-                    }
+    /// Notifies `to`, or pulls from it (and applies the delta), coalesced: while such a call to
+    /// that member is in flight, another only makes it run once more when it ends. A call that
+    /// fails in the transport starts catching up with the member ([`Self::retry_later`]).
+    /// (Boxed: a pull's round spawns the actions it calls for, which come back here.)
+    fn call_coalesced<'a>(
+        self: &'a Arc<Self>,
+        path: &'a DatabasePath,
+        sync: &'a Arc<DbSync>,
+        to: String,
+        pull: bool,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            let Some(mut turn) = self.in_flight.turn(&(path.clone(), to.clone(), pull)) else {
+                tracing::trace!(peer = %to, pull, "coalesced with the call in flight");
+                return;
+            };
+            tracing::trace!(peer = %to, pull, "calling");
+            loop {
+                let called = if pull {
+                    self.pull_from(sync, path, &to, None).await.map(drop)
+                } else {
+                    self.notify(sync, path, &to).await
                 };
-                match encoded {
-                    Ok(knowledge) => PeerRequest::Notify {
-                        database: path.clone(),
-                        knowledge,
-                    },
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot announce what this daemon knows");
-                        return;
+                if let Err(error) = called {
+                    if is_transient(&error) {
+                        tracing::debug!(%error, peer = %to, database = %database_what(path), "a peer call failed");
+                        self.clone()
+                            .retry_later(path.clone(), sync.clone(), to.clone());
+                    } else {
+                        tracing::warn!(%error, peer = %to, database = %database_what(path), "a peer call was refused");
                     }
                 }
-            }
-            Message::Pull { knowledge } => match syncbase_vsync::service::encode(knowledge) {
-                Ok(knowledge) => PeerRequest::Pull {
-                    database: path.clone(),
-                    knowledge,
-                },
-                Err(error) => {
-                    tracing::warn!(%error, "cannot encode a pull");
-                    return;
+                if !turn.again() {
+                    break;
                 }
-            },
-            // Deltas travel only as answers to pulls.
-            Message::Delta(_) => return,
+            }
+        })
+    }
+
+    /// Tells `member` this daemon has new generations, with what it knows now.
+    async fn notify(
+        self: &Arc<Self>,
+        sync: &Arc<DbSync>,
+        path: &DatabasePath,
+        member: &str,
+    ) -> Result<(), WireError> {
+        let reading = sync.clone();
+        let knowledge = tokio::task::spawn_blocking(move || reading.knowledge())
+            .await
+            .map_err(internal)?
+            .map_err(sync_error)?;
+        let request = PeerRequest::Notify {
+            database: path.clone(),
+            knowledge: syncbase_vsync::service::encode(&knowledge).map_err(sync_error)?,
         };
-        match self.call_member(sync, &to, request, None).await {
-            Ok(Response::Bytes(bytes)) if matches!(message, Message::Pull { .. }) => {
-                match syncbase_vsync::service::decode(&bytes) {
-                    Ok(delta) => {
-                        self.synced_with(path, &to);
-                        self.run(
-                            path,
-                            sync,
-                            Event::Received {
-                                from: to,
-                                message: Message::Delta(delta),
-                            },
-                        )
-                        .await
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, peer = %to, "a peer's delta does not decode")
-                    }
-                }
-            }
-            Ok(_) => {}
-            Err(error) => {
-                tracing::debug!(%error, peer = %to, database = %database_what(path), "a peer call failed");
-                if is_transient(&error) {
-                    self.clone().retry_later(path.clone(), sync.clone(), to);
-                }
-            }
-        }
+        self.call_member(sync, member, request, None)
+            .await
+            .map(drop)
     }
 
     /// Catches up with a member that could not be reached: pulls from it and tells it to pull,
@@ -527,11 +490,8 @@ impl SyncEngine {
                 sleep(base.mul_f64(jitter)).await;
                 match self.pull_from(&sync, &path, &member, None).await {
                     Ok(_) => {
-                        let notify = Action::Send {
-                            to: member.clone(),
-                            message: Message::Notify,
-                        };
-                        self.perform(&path, &sync, notify).await;
+                        self.call_coalesced(&path, &sync, member.clone(), false)
+                            .await;
                         break;
                     }
                     Err(error) if is_transient(&error) => continue,
@@ -1217,18 +1177,9 @@ impl SyncEngine {
             drop(turn);
             let engine = self.clone();
             let (sync, database, member) = (sync.clone(), database.clone(), member.to_string());
-            tokio::spawn(async move {
-                let reading = sync.clone();
-                if let Ok(Ok(knowledge)) =
-                    tokio::task::spawn_blocking(move || reading.knowledge()).await
-                {
-                    let pull = Action::Send {
-                        to: member,
-                        message: Message::Pull { knowledge },
-                    };
-                    engine.perform(&database, &sync, pull).await;
-                }
-            });
+            tokio::spawn(
+                async move { engine.call_coalesced(&database, &sync, member, true).await },
+            );
         }
         pulled
     }
