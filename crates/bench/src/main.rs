@@ -4,7 +4,7 @@
 //! the same run; the table is also written as JSON under `target/bench/`.
 //!
 //! Usage: `syncbase-bench store|service|flood|databases|sync [--rows N] [--runs N]
-//! [--only s1|s2|s3|s4|w1|w2|w3|peers] [--databases N] [--large N]` (`databases`: `--rows` is
+//! [--only s1|s2|s3|s4|w1|w2|w3|core|peers] [--databases N] [--large N]` (`databases`: `--rows` is
 //! rows per database, default 100; `sync`: `--rows` is W1's rows, default 100,000, and
 //! `--large` W2's large base, default 1,000,000).
 
@@ -20,10 +20,15 @@ mod sync;
 
 use std::process::ExitCode;
 
+/// The allocator `syncbased` uses, so in-process stages cost what they cost in the daemon.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage: syncbase-bench store|service|flood|databases|sync [--rows N] \
-                     [--runs N] [--only s1|s2|s3|s4|w1|w2|w3|peers] [--databases N] [--large N]";
+                     [--runs N] [--only s1|s2|s3|s4|w1|w2|w3|core|peers] [--databases N] [--large N]";
 
 fn main() -> ExitCode {
+    syncbase_server::process::disable_transparent_huge_pages();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut options = store::Options::default();
     let mut rest = args.iter().skip(1);

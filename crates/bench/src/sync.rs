@@ -442,6 +442,30 @@ async fn w1(scratch: &Path, alice: &Identity, options: &Options) -> Result<Table
     })
 }
 
+/// W1's in-process stages beside S1, without daemons (`--only core`: where the time goes).
+async fn core_table(scratch: &Path, options: &Options) -> Result<Table> {
+    let stages = core::rates(&scratch.join("core"), options.rows, options.runs).await?;
+    let s1 = crate::store::s1_watchable(&scratch.join("s1"), options.runs)?;
+    Ok(Table {
+        title: format!(
+            "W1's sync core in one process, {} rows of {VALUE_BYTES} B, durable",
+            options.rows
+        ),
+        columns: vec!["ours".into()],
+        rows: std::iter::once((
+            "watchable layer S1 (batches of 1,000, durable), same run".into(),
+            "rows/s".into(),
+            vec![Some(s1)],
+        ))
+        .chain(
+            stages
+                .into_iter()
+                .map(|(stage, rate)| (stage.to_string(), "rows/s".into(), vec![Some(rate)])),
+        )
+        .collect(),
+    })
+}
+
 /// W2 figures on one base.
 struct Base {
     initial_rate: f64,
@@ -995,6 +1019,9 @@ pub(crate) fn run(options: &Options) -> Result<()> {
     runtime.block_on(async {
         if wanted("w1") {
             tables.push(w1(scratch.path(), &alice, options).await?);
+        }
+        if options.only.as_deref() == Some("core") {
+            tables.push(core_table(scratch.path(), options).await?);
         }
         if wanted("w2") {
             tables.extend(w2(scratch.path(), &alice, options).await?);

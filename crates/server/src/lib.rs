@@ -10,6 +10,7 @@ pub mod daemon;
 mod dispatch;
 mod engine;
 mod handler;
+pub mod process;
 pub mod sync;
 
 pub use dispatch::{Outcome, dispatch};

@@ -241,18 +241,7 @@ pub fn add_node<T: StoreReader + StoreWriter + ?Sized>(
     new: &NewNode,
     graft: Option<&mut Graft>,
 ) -> Result<()> {
-    if new.parents.len() > PARENTS_MAX {
-        return Err(invalid(
-            object,
-            format!("version {} has {} parents", version.0, new.parents.len()),
-        ));
-    }
-    if new.parents.contains(&version) {
-        return Err(invalid(
-            object,
-            format!("version {} is its own parent", version.0),
-        ));
-    }
+    check_parents(object, version, new)?;
     if let Some(existing) = node(transaction, object, version)? {
         let same: BTreeSet<_> = existing.parents.iter().collect();
         if same == new.parents.iter().collect() && existing.deleted == new.deleted {
@@ -266,13 +255,61 @@ pub fn add_node<T: StoreReader + StoreWriter + ?Sized>(
             ),
         ));
     }
-    let mut level = 0;
     let mut parent_levels = Vec::with_capacity(new.parents.len());
     for &parent in &new.parents {
         let parent_node = existing_node(transaction, object, parent, "parent")?;
-        level = level.max(parent_node.level + 1);
         parent_levels.push((parent, parent_node.level));
     }
+    insert_node(transaction, object, version, new, &parent_levels, graft)
+}
+
+/// A new node has at most [`PARENTS_MAX`] parents, and is not its own.
+fn check_parents(object: &[u8], version: Version, new: &NewNode) -> Result<()> {
+    if new.parents.len() > PARENTS_MAX {
+        return Err(invalid(
+            object,
+            format!("version {} has {} parents", version.0, new.parents.len()),
+        ));
+    }
+    if new.parents.contains(&version) {
+        return Err(invalid(
+            object,
+            format!("version {} is its own parent", version.0),
+        ));
+    }
+    Ok(())
+}
+
+/// Adds `version` of `object`, which the caller found absent from the DAG, with its parents
+/// and their levels as the caller read them (`parent_levels` holds every parent of `new`):
+/// [`add_node`] without its reads, for a sync round that has read them already.
+pub fn insert_node<T: StoreReader + StoreWriter + ?Sized>(
+    transaction: &T,
+    object: &[u8],
+    version: Version,
+    new: &NewNode,
+    parent_levels: &[(Version, u64)],
+    graft: Option<&mut Graft>,
+) -> Result<()> {
+    check_parents(object, version, new)?;
+    let same_parents = parent_levels.len() == new.parents.len()
+        && parent_levels
+            .iter()
+            .all(|(parent, _)| new.parents.contains(parent));
+    if !same_parents {
+        return Err(invalid(
+            object,
+            format!(
+                "version {}: parent levels do not match its parents",
+                version.0
+            ),
+        ));
+    }
+    let level = parent_levels
+        .iter()
+        .map(|(_, level)| level + 1)
+        .max()
+        .unwrap_or(0);
     let node = DagNode {
         level,
         parents: new.parents.clone(),
@@ -290,7 +327,7 @@ pub fn add_node<T: StoreReader + StoreWriter + ?Sized>(
     }
     if let Some(graft) = graft {
         let info = graft.object(transaction, object)?;
-        for (parent, parent_level) in parent_levels {
+        for &(parent, parent_level) in parent_levels {
             if !info.new_nodes.contains(&parent) {
                 info.graft_points.insert(parent, parent_level);
             }
@@ -354,6 +391,62 @@ pub fn move_head<T: StoreReader + StoreWriter + ?Sized>(
     Ok(put_typed(transaction, &head_key(object), &version)?)
 }
 
+/// The objects from `first` to `last` (in key order) that have a head here, read with one range
+/// read; `None` once there are more than `most` of them (the caller then asks object by
+/// object).
+pub fn objects_with_heads<R: StoreReader + ?Sized>(
+    reader: &R,
+    first: &[u8],
+    last: &[u8],
+    most: usize,
+) -> Result<Option<BTreeSet<Vec<u8>>>> {
+    objects_in(reader, &head_key(first), &head_key(last), most)
+}
+
+/// The objects from `first` to `last` that have any node in the DAG here, as
+/// [`objects_with_heads`].
+pub fn objects_with_nodes<R: StoreReader + ?Sized>(
+    reader: &R,
+    first: &[u8],
+    last: &[u8],
+    most: usize,
+) -> Result<Option<BTreeSet<Vec<u8>>>> {
+    let object_key = |object: &[u8]| keys::key(Prefix::Sync, &[b"n", object]);
+    objects_in(reader, &object_key(first), &object_key(last), most)
+}
+
+/// The objects (second component) of the keys from `start` to every key starting with `last`.
+fn objects_in<R: StoreReader + ?Sized>(
+    reader: &R,
+    start: &[u8],
+    last: &[u8],
+    most: usize,
+) -> Result<Option<BTreeSet<Vec<u8>>>> {
+    let limit = syncbase_store::prefix_limit(last);
+    let mut objects = BTreeSet::new();
+    for entry in reader.scan(start, &limit)? {
+        let (key, _) = entry?;
+        if objects.len() >= most {
+            return Ok(None);
+        }
+        let (_, mut components) = keys::parse(&key)?;
+        if components.len() >= 2 {
+            objects.insert(components.swap_remove(1));
+        }
+    }
+    Ok(Some(objects))
+}
+
+/// Makes `version`, a node the caller has just added, the head of `object` ([`move_head`]
+/// without reading the node back).
+pub fn put_new_head<T: StoreWriter + ?Sized>(
+    transaction: &T,
+    object: &[u8],
+    version: Version,
+) -> Result<()> {
+    Ok(put_typed(transaction, &head_key(object), &version)?)
+}
+
 /// After a round's nodes and links of `object` were added with `graft`: whether the object's
 /// history forked, and if so where the two sides meet.
 pub fn has_conflict<R: StoreReader + ?Sized>(
@@ -361,7 +454,13 @@ pub fn has_conflict<R: StoreReader + ?Sized>(
     object: &[u8],
     graft: &Graft,
 ) -> Result<Outcome> {
-    let current = head(reader, object)?;
+    outcome_at(object, graft, head(reader, object)?)
+}
+
+/// [`has_conflict`] for a caller that knows the object's head now (`current`): a round that
+/// grafted and decides in one transaction, where only the round itself moves heads, and it
+/// moves an object's head only once it has decided it.
+pub fn outcome_at(object: &[u8], graft: &Graft, current: Option<Version>) -> Result<Outcome> {
     let Some(info) = graft.objects.get(object) else {
         return Ok(Outcome::Unchanged { head: current });
     };

@@ -10,12 +10,21 @@
 //! runs makes the round's commit fail on its read of that key, and the round starts again at
 //! once (no sleep, and neither side is lost).
 //!
+//! A first round is mostly objects this device has never seen: a record of such an object that
+//! is the round's only one about it is a fast-forward whatever the DAG would say, so its node,
+//! head and value are written at once (`first_news`), without the round's graft; and a round
+//! of many records learns which of its objects, generations and keys this store holds from a
+//! few range reads over their span ([`Known`]) rather than five reads a record, unless the span
+//! holds many other keys. A round of 100,000 new rows applies about four times faster so.
+//!
 //! Records are taken as they come, with a few tolerances that keep a round from stalling on a
 //! peer that holds less history than this device: a parent this DAG does not hold is left out
 //! (a new member received only current states), a link between versions it does not hold is
 //! skipped, and a link that would close a cycle is skipped (the other edge already orders
 //! them). A record received again is a no-op; a different record under a known generation, or
 //! different bytes under a known version, is refused with [`Error::DeltaInvalid`].
+
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use syncbase_store::{Origin, Rng, Store, StoreReader, Stored, Transaction, Version, Watchable};
 use syncbase_util::HybridClock;
@@ -133,31 +142,55 @@ impl Initiator<'_> {
             ..ApplyOutcome::default()
         };
         let mut graft = Graft::new();
+        let mut values = Values::default();
+        let known = Known::read(&transaction, records)?;
         let new: Vec<&DeltaRecord> = records
             .iter()
-            .filter_map(|sent| match self.is_new(&transaction, &sent.record) {
-                Ok(true) => Some(Ok(sent)),
-                Ok(false) => None,
-                Err(error) => Some(Err(error)),
-            })
+            .filter_map(
+                |sent| match self.is_new(&transaction, &known, &sent.record) {
+                    Ok(true) => Some(Ok(sent)),
+                    Ok(false) => None,
+                    Err(error) => Some(Err(error)),
+                },
+            )
             .collect::<Result<_>>()?;
         outcome.records_known = (records.len() - new.len()) as u64;
         let (_, mut position) = allocate(&transaction, 0, new.len() as u64)?;
+        let repeated = repeated_objects(&new);
+        let mut first_values = Vec::new();
         for sent in &new {
-            graft_record(&transaction, sent, &mut graft)?;
-            let mut record = sent.record.clone();
+            let record = &sent.record;
+            let first_news = !record.link
+                && !repeated.contains(record.object.as_slice())
+                && first_news(&transaction, &known, sent, &mut first_values)?;
+            if first_news {
+                outcome.fast_forwards += 1;
+            } else {
+                graft_record(&transaction, sent, &mut graft, &mut values)?;
+            }
+            let mut record = record.clone();
             record.position = position;
             position += 1;
             put_record(&transaction, &record)?;
             outcome.records_applied += 1;
         }
+        transaction
+            .put_current_versions(&first_values)
+            .map_err(version_error)?;
         let mut conflicts = Vec::new();
         let objects: Vec<Vec<u8>> = graft.objects().map(<[u8]>::to_vec).collect();
         for object in &objects {
             match self.outcome(&transaction, object, &graft)? {
                 Outcome::Unchanged { .. } => {}
                 Outcome::FastForward { head } => {
-                    make_current(&transaction, object, head)?;
+                    match values.take(object, head) {
+                        // A received version that wins as it arrives: stored and made
+                        // current in one step.
+                        Some(value) => transaction
+                            .put_current_version(object, head, value)
+                            .map_err(version_error)?,
+                        None => make_current(&transaction, object, head)?,
+                    }
                     dag::move_head(&transaction, object, head)?;
                     outcome.fast_forwards += 1;
                 }
@@ -174,6 +207,12 @@ impl Initiator<'_> {
                         .transpose()?,
                 }),
             }
+        }
+        // Every other received value is stored (a conflict's winner among them).
+        for (object, version, value) in values.rest() {
+            transaction
+                .put_at_version(object, version, value)
+                .map_err(version_error)?;
         }
         let mut links = Vec::new();
         for closure in group(conflicts) {
@@ -216,8 +255,18 @@ impl Initiator<'_> {
     }
 
     /// Whether `record` is new here; a different record under a known generation is refused.
-    fn is_new<R: StoreReader + ?Sized>(&self, reader: &R, record: &LogRecord) -> Result<bool> {
-        match log_record(reader, record.device, record.generation)? {
+    fn is_new<R: StoreReader + ?Sized>(
+        &self,
+        reader: &R,
+        known: &Known,
+        record: &LogRecord,
+    ) -> Result<bool> {
+        let held = if known.may_hold_record(record.device, record.generation) {
+            log_record(reader, record.device, record.generation)?
+        } else {
+            None
+        };
+        match held {
             None if record.device == self.device => Err(Error::DeltaInvalid(format!(
                 "a record of this device's generation {} that it never made",
                 record.generation
@@ -253,7 +302,7 @@ impl Initiator<'_> {
         let old = graft.old_head(object);
         let old_is_head = old.is_some_and(|old| heads.contains(&old));
         if heads.len() <= 1 || (heads.len() == 2 && old_is_head) {
-            return dag::has_conflict(transaction, object, graft);
+            return current_outcome(object, graft);
         }
         let mut remote: Vec<Side> = heads
             .iter()
@@ -262,7 +311,7 @@ impl Initiator<'_> {
             .collect::<Result<_>>()?;
         remote.sort_by_key(|side| side.order_key());
         let Some(latest) = remote.pop() else {
-            return dag::has_conflict(transaction, object, graft);
+            return current_outcome(object, graft);
         };
         let mut links = Vec::new();
         for other in remote {
@@ -342,11 +391,189 @@ fn origin_of(records: &[DeltaRecord]) -> Origin {
     }
 }
 
-/// Adds one received record to its object's DAG (and stores the value it carries).
-fn graft_record<S: Store + 'static>(
+/// A received value: its object, its version and its bytes.
+type Received<'a> = (&'a [u8], Version, &'a [u8]);
+
+/// The values a round received, kept until the round knows which versions become current.
+#[derive(Default)]
+struct Values<'a> {
+    received: Vec<Option<Received<'a>>>,
+    index: HashMap<(&'a [u8], Version), usize>,
+}
+
+impl<'a> Values<'a> {
+    fn keep(&mut self, object: &'a [u8], version: Version, value: &'a [u8]) {
+        self.index.insert((object, version), self.received.len());
+        self.received.push(Some((object, version, value)));
+    }
+
+    fn take(&mut self, object: &'a [u8], version: Version) -> Option<&'a [u8]> {
+        let at = self.index.remove(&(object, version))?;
+        self.received[at].take().map(|(_, _, value)| value)
+    }
+
+    /// The values not taken, in the order they arrived.
+    fn rest(self) -> impl Iterator<Item = Received<'a>> {
+        self.received.into_iter().flatten()
+    }
+}
+
+/// A received value that contradicts what this store holds under its version.
+fn version_error(error: syncbase_store::Error) -> Error {
+    match error {
+        syncbase_store::Error::VersionConflict(message) => Error::DeltaInvalid(message),
+        other => Error::Store(other),
+    }
+}
+
+/// The objects more than one of `records` is about (those go through the round's graft).
+fn repeated_objects<'a>(records: &[&'a DeltaRecord]) -> HashSet<&'a [u8]> {
+    let mut seen = HashSet::with_capacity(records.len());
+    let mut repeated = HashSet::new();
+    for sent in records {
+        let object = sent.record.object.as_slice();
+        if !seen.insert(object) {
+            repeated.insert(object);
+        }
+    }
+    repeated
+}
+
+/// Applies a received version of an object this device knows nothing of (no head, no node of
+/// it, none of its parents), the only record of the round about it: whatever the DAG would
+/// decide, it is a fast-forward, so the node, the head and the value are written at once,
+/// without the round's graft. Returns false, having written nothing, for any other record
+/// (including one the graft would refuse, so the graft says why).
+fn first_news<'a, S: Store + 'static>(
     transaction: &syncbase_store::WatchableTransaction<S>,
-    sent: &DeltaRecord,
+    known: &Known,
+    sent: &'a DeltaRecord,
+    values: &mut Vec<Received<'a>>,
+) -> Result<bool> {
+    let record = &sent.record;
+    let object = &record.object;
+    let carries_what_it_needs = if record.deleted {
+        sent.value.is_none()
+    } else {
+        sent.value.is_some()
+    };
+    if !carries_what_it_needs
+        || known.has_head(transaction, object)?
+        || known.has_node(transaction, object, record.version)?
+    {
+        return Ok(false);
+    }
+    for &parent in &record.parents {
+        if known.has_node(transaction, object, parent)? {
+            return Ok(false);
+        }
+    }
+    let new = NewNode {
+        parents: Vec::new(),
+        log_record: Some(LogRecordId {
+            device: record.device,
+            generation: record.generation,
+        }),
+        batch_id: record.batch_id,
+        deleted: record.deleted,
+    };
+    dag::insert_node(transaction, object, record.version, &new, &[], None)?;
+    match &sent.value {
+        // Made current with the round's other first news, in one step.
+        Some(value) => values.push((object, record.version, value)),
+        None => transaction
+            .delete_version(object, record.version)
+            .map_err(version_error)?,
+    }
+    dag::put_new_head(transaction, object, record.version)?;
+    Ok(true)
+}
+
+/// Fewest records in a round for which [`Known`] reads ranges rather than keys.
+const SPAN_READ_MIN: usize = 64;
+
+/// What a few range reads showed of the keys a large round is about, taken before the round
+/// writes any (`None`, or a device left out: that range held too many keys, which are then
+/// read one by one). A first round of thousands of objects this device has never seen costs
+/// a few empty range reads instead of five reads a record.
+#[derive(Default)]
+struct Known {
+    /// The round's objects that have a head here.
+    heads: Option<BTreeSet<Vec<u8>>>,
+    /// The round's objects that have a node here.
+    nodes: Option<BTreeSet<Vec<u8>>>,
+    /// Per device, the generations held within the range the round brings.
+    records: HashMap<u64, BTreeSet<u64>>,
+}
+
+impl Known {
+    fn read<R: StoreReader + ?Sized>(reader: &R, records: &[DeltaRecord]) -> Result<Self> {
+        let mut known = Known::default();
+        if records.len() < SPAN_READ_MIN {
+            return Ok(known);
+        }
+        let most = records
+            .len()
+            .saturating_mul(2)
+            .saturating_add(SPAN_READ_MIN);
+        let objects = records.iter().map(|sent| sent.record.object.as_slice());
+        if let (Some(first), Some(last)) = (objects.clone().min(), objects.max()) {
+            known.heads = dag::objects_with_heads(reader, first, last, most)?;
+            known.nodes = dag::objects_with_nodes(reader, first, last, most)?;
+        }
+        let mut ranges: HashMap<u64, (u64, u64)> = HashMap::new();
+        for sent in records {
+            let (device, generation) = (sent.record.device, sent.record.generation);
+            let range = ranges.entry(device).or_insert((generation, generation));
+            range.0 = range.0.min(generation);
+            range.1 = range.1.max(generation);
+        }
+        for (device, (first, last)) in ranges {
+            if let Some(held) = watcher::generations_held(reader, device, first, last, most)? {
+                known.records.insert(device, held);
+            }
+        }
+        Ok(known)
+    }
+
+    fn has_head<R: StoreReader + ?Sized>(&self, reader: &R, object: &[u8]) -> Result<bool> {
+        match &self.heads {
+            Some(heads) => Ok(heads.contains(object)),
+            None => Ok(dag::head(reader, object)?.is_some()),
+        }
+    }
+
+    fn has_node<R: StoreReader + ?Sized>(
+        &self,
+        reader: &R,
+        object: &[u8],
+        version: Version,
+    ) -> Result<bool> {
+        if self
+            .nodes
+            .as_ref()
+            .is_some_and(|nodes| !nodes.contains(object))
+        {
+            return Ok(false);
+        }
+        Ok(dag::node(reader, object, version)?.is_some())
+    }
+
+    /// Whether this database may hold `device`'s `generation` (false: it surely does not).
+    fn may_hold_record(&self, device: u64, generation: u64) -> bool {
+        self.records
+            .get(&device)
+            .is_none_or(|held| held.contains(&generation))
+    }
+}
+
+/// Adds one received record to its object's DAG, and keeps the value it carries for the
+/// round to store.
+fn graft_record<'a, S: Store + 'static>(
+    transaction: &syncbase_store::WatchableTransaction<S>,
+    sent: &'a DeltaRecord,
     graft: &mut Graft,
+    values: &mut Values<'a>,
 ) -> Result<()> {
     let record = &sent.record;
     let object = &record.object;
@@ -362,10 +589,20 @@ fn graft_record<S: Store + 'static>(
         }
         return Ok(());
     }
+    // Each node is read once: the record's own (it must be new) and its parents' (those held).
+    if dag::node(transaction, object, record.version)?.is_some() {
+        return Err(Error::DeltaInvalid(format!(
+            "version {} of {} arrived under a second record",
+            record.version.0,
+            String::from_utf8_lossy(object)
+        )));
+    }
     let mut parents = Vec::with_capacity(record.parents.len());
+    let mut parent_levels = Vec::with_capacity(record.parents.len());
     for &parent in &record.parents {
-        if dag::node(transaction, object, parent)?.is_some() {
+        if let Some(node) = dag::node(transaction, object, parent)? {
             parents.push(parent);
+            parent_levels.push((parent, node.level));
         }
     }
     let new = NewNode {
@@ -377,14 +614,14 @@ fn graft_record<S: Store + 'static>(
         batch_id: record.batch_id,
         deleted: record.deleted,
     };
-    if dag::node(transaction, object, record.version)?.is_some() {
-        return Err(Error::DeltaInvalid(format!(
-            "version {} of {} arrived under a second record",
-            record.version.0,
-            String::from_utf8_lossy(object)
-        )));
-    }
-    dag::add_node(transaction, object, record.version, &new, Some(graft))?;
+    dag::insert_node(
+        transaction,
+        object,
+        record.version,
+        &new,
+        &parent_levels,
+        Some(graft),
+    )?;
     if let Some(value) = &sent.value {
         if record.deleted {
             return Err(Error::DeltaInvalid(format!(
@@ -392,12 +629,7 @@ fn graft_record<S: Store + 'static>(
                 String::from_utf8_lossy(object)
             )));
         }
-        transaction
-            .put_at_version(object, record.version, value)
-            .map_err(|error| match error {
-                syncbase_store::Error::VersionConflict(message) => Error::DeltaInvalid(message),
-                other => Error::Store(other),
-            })?;
+        values.keep(object, record.version, value);
     }
     Ok(())
 }
@@ -423,6 +655,13 @@ fn make_current<S: Store + 'static>(
             String::from_utf8_lossy(object)
         ))),
     }
+}
+
+/// The DAG's verdict for `object`. Its head now is the one the round found when it first
+/// touched the object: the round's own transaction holds every local write (the watcher ran in
+/// it first), and it moves an object's head only after deciding that object.
+fn current_outcome(object: &[u8], graft: &Graft) -> Result<Outcome> {
+    dag::outcome_at(object, graft, graft.old_head(object))
 }
 
 /// What the last-writer order needs of `version`: from the record that made it.

@@ -90,6 +90,39 @@ pub fn log_record<R: StoreReader + ?Sized>(
     Ok(get_typed(reader, &record_key(device, generation))?)
 }
 
+/// The generations of `device` from `first` to `last` whose records this database has, read
+/// with one range read; `None` once there are more than `most` (the caller then asks record by
+/// record).
+pub fn generations_held<R: StoreReader + ?Sized>(
+    reader: &R,
+    device: u64,
+    first: u64,
+    last: u64,
+    most: usize,
+) -> Result<Option<std::collections::BTreeSet<u64>>> {
+    let start = record_key(device, first);
+    let limit = syncbase_store::prefix_limit(&record_key(device, last));
+    let mut held = std::collections::BTreeSet::new();
+    for entry in reader.scan(&start, &limit)? {
+        let (key, _) = entry?;
+        if held.len() >= most {
+            return Ok(None);
+        }
+        let (_, components) = keys::parse(&key)?;
+        let generation = components
+            .get(2)
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| {
+                Error::Store(syncbase_store::Error::Corrupt(format!(
+                    "a sync log record key without a generation: {key:?}"
+                )))
+            })?;
+        held.insert(generation);
+    }
+    Ok(Some(held))
+}
+
 /// The last generation this device made in the database (0: none yet).
 pub fn local_generation<R: StoreReader + ?Sized>(reader: &R) -> Result<u64> {
     Ok(get_typed(reader, &generation_key())?.unwrap_or(0))

@@ -1037,6 +1037,64 @@ mod initiator {
         }
     }
 
+    /// Writes `count` rows `{prefix}{i:04}` for i in `keys`, one commit of 50 at a time.
+    fn write_many(device: &Device, keys: impl Iterator<Item = usize>, value: &str) {
+        let rows: Vec<(String, String)> = keys
+            .map(|index| (format!("k{index:04}"), format!("{value} {index}")))
+            .collect();
+        for chunk in rows.chunks(50) {
+            let chunk: Vec<(&str, Option<&str>)> = chunk
+                .iter()
+                .map(|(key, value)| (key.as_str(), Some(value.as_str())))
+                .collect();
+            write(device, &chunk);
+        }
+    }
+
+    /// A large round (over the threshold where the receiver reads the span of its objects with
+    /// range reads) decides like a small one: objects the receiver never saw are fast-forwarded
+    /// at once, those it wrote itself conflict and keep its later writes, and both sides end
+    /// alike. The sender writes `a_keys`, the receiver `b_keys` first.
+    fn large_round(a_keys: Vec<usize>, b_keys: Vec<usize>) {
+        let (a, b) = (device(0), device(1));
+        write_many(&a, a_keys.iter().copied(), "a");
+        b.physical.advance(1_000);
+        write_many(&b, b_keys.iter().copied(), "b");
+        let shared = a_keys.iter().filter(|key| b_keys.contains(key)).count() as u64;
+        let at_b = pull(&b, &a).applied.unwrap();
+        assert_eq!(at_b.records_applied, a_keys.len() as u64);
+        assert_eq!(at_b.conflicts, shared);
+        assert_eq!(at_b.fast_forwards, a_keys.len() as u64 - shared);
+        pull(&a, &b);
+        for index in a_keys.iter().chain(&b_keys) {
+            let key = format!("k{index:04}");
+            let owner = if b_keys.contains(index) { "b" } else { "a" };
+            let expected = format!("{owner} {index}");
+            assert_eq!(read(&b, &key).as_deref(), Some(expected.as_str()), "{key}");
+            assert_eq!(read(&a, &key), read(&b, &key), "{key}");
+            assert_eq!(head(&a, &key), head(&b, &key), "{key}");
+        }
+        // Nothing is left to learn either way.
+        assert_eq!(pull(&b, &a).applied.unwrap().records_applied, 0);
+        assert_eq!(pull(&a, &b).applied.unwrap().conflicts, 0);
+    }
+
+    #[test]
+    fn a_large_first_round_reads_ranges_and_decides_as_a_small_one() {
+        // Every third key was written on the receiver too.
+        large_round((0..300).collect(), (0..300).step_by(3).collect());
+    }
+
+    #[test]
+    fn a_large_round_over_a_crowded_span_reads_key_by_key_and_decides_alike() {
+        // The receiver holds far more objects within the span than the round brings: the
+        // range reads give up and each object is read alone.
+        large_round(
+            (0..3000).step_by(15).collect(),
+            (0..3000).filter(|key| key % 2 == 0).collect(),
+        );
+    }
+
     /// Two batches conflicting on two rows: one batch wins both rows on both sides.
     #[test]
     fn conflicting_batches_resolve_whole() {

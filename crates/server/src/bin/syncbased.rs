@@ -105,6 +105,7 @@ fn main() -> ExitCode {
             }),
         )
         .init();
+    syncbase_server::process::disable_transparent_huge_pages();
     let options = DaemonOptions {
         root_dir: arguments.root_dir.unwrap_or_else(default_paths::data_dir),
         listen: arguments.listen,

@@ -29,8 +29,9 @@ pub use prune::{
 };
 
 use self::format::{
-    current_key, decode_current, decode_history, decode_u64, encode_current, encode_history,
-    history_key, history_prefix_range, log_key, log_limit, meta_key, pin_key, tombstone_key,
+    CURRENT_TAG, TOMBSTONE_TAG, current_key, decode_current, decode_history, decode_u64,
+    encode_current, encode_history, history_key, history_prefix_range, log_key, log_limit,
+    meta_key, pin_key, tagged, tombstone_key,
 };
 use crate::error::{Error, Result};
 use crate::model::{
@@ -602,6 +603,19 @@ impl<S: Store + 'static> Snapshot for WatchableSnapshot<S> {
     }
 }
 
+/// Fewest keys [`WatchableTransaction::put_current_versions`] reads with range reads.
+const SPAN_READ_MIN: usize = 64;
+
+/// A managed key's current record, as a transaction read it.
+enum Current {
+    /// A value: its version and bytes.
+    Value((Version, Vec<u8>)),
+    /// A tombstone's version.
+    Tombstone(Version),
+    /// Neither: the key never held anything.
+    Absent,
+}
+
 /// What a transaction has done that its commit hook writes or logs.
 #[derive(Default)]
 struct Pending {
@@ -713,6 +727,151 @@ impl<S: Store + 'static> WatchableTransaction<S> {
         let parent = self.retire_current(key)?;
         self.inner
             .put(&current_key(key), &encode_current(version, &value))?;
+        self.pending.lock().ops.push(LogOp::Put {
+            key: key.to_vec(),
+            version,
+            parent,
+        });
+        Ok(())
+    }
+
+    /// Stores `value` as `version` of a managed key and makes it current at once, logging a
+    /// put: [`Self::put_at_version`] then [`Self::put_version`] in one step, for a version new
+    /// to this store (sync applying a received version that wins as it arrives; its DAG has
+    /// just shown the version unknown). It reads only the key's current record and tombstone,
+    /// where the two steps read them three times and look for the version in history.
+    /// Already current with these bytes: does nothing; with other bytes: refused with
+    /// [`Error::VersionConflict`].
+    pub fn put_current_version(&self, key: &[u8], version: Version, value: &[u8]) -> Result<()> {
+        self.shared.check_managed(key)?;
+        let current = match self.inner.get(&current_key(key))? {
+            Some(record) => Current::Value(decode_current(key, record)?),
+            None => match read_tombstone(self.inner.as_ref(), key)? {
+                Some(tombstone) => Current::Tombstone(tombstone),
+                None => Current::Absent,
+            },
+        };
+        self.put_current_known(key, version, value, current)
+    }
+
+    /// [`Self::put_current_version`] for many keys (`items`, each key once): when their span
+    /// holds few other keys, their current records and tombstones are read with two range
+    /// reads over it rather than two reads a key (a first sync round applies thousands of
+    /// versions of keys this store does not have); otherwise key by key.
+    pub fn put_current_versions(&self, items: &[(&[u8], Version, &[u8])]) -> Result<()> {
+        for (key, _, _) in items {
+            self.shared.check_managed(key)?;
+        }
+        let (Some(first), Some(last)) = (
+            items.iter().map(|item| item.0).min(),
+            items.iter().map(|item| item.0).max(),
+        ) else {
+            return Ok(());
+        };
+        let spanned = if items.len() >= SPAN_READ_MIN {
+            let most = items.len().saturating_mul(2).saturating_add(SPAN_READ_MIN);
+            let currents = self.read_span(CURRENT_TAG, first, last, most)?;
+            let tombstones = self.read_span(TOMBSTONE_TAG, first, last, most)?;
+            currents.zip(tombstones)
+        } else {
+            None
+        };
+        let Some((mut currents, tombstones)) = spanned else {
+            for (key, version, value) in items {
+                self.put_current_version(key, *version, value)?;
+            }
+            return Ok(());
+        };
+        for (key, version, value) in items {
+            let current = match currents.remove(*key) {
+                Some(record) => Current::Value(decode_current(key, record)?),
+                None => match tombstones.get(*key) {
+                    Some(bytes) => Current::Tombstone(Version(decode_u64(
+                        &|| format!("tombstone of key {key:?}"),
+                        bytes,
+                    )?)),
+                    None => Current::Absent,
+                },
+            };
+            self.put_current_known(key, *version, value, current)?;
+        }
+        Ok(())
+    }
+
+    /// The records under `tag` of the keys from `first` to `last` (user key → record), or
+    /// `None` once there are more than `most` (the range read still joins the read set).
+    fn read_span(
+        &self,
+        tag: u8,
+        first: &[u8],
+        last: &[u8],
+        most: usize,
+    ) -> Result<Option<HashMap<Vec<u8>, Vec<u8>>>> {
+        let start = tagged(tag, first);
+        let mut limit = tagged(tag, last);
+        limit.push(0);
+        let mut found = HashMap::new();
+        for entry in self.inner.scan(&start, &limit)? {
+            let (key, record) = entry?;
+            if found.len() == most {
+                return Ok(None);
+            }
+            found.insert(key[2..].to_vec(), record);
+        }
+        Ok(Some(found))
+    }
+
+    /// [`Self::put_current_version`] once the key's current record is known (`current`, read
+    /// by this transaction).
+    fn put_current_known(
+        &self,
+        key: &[u8],
+        version: Version,
+        value: &[u8],
+        current: Current,
+    ) -> Result<()> {
+        let stored_here = self
+            .pending
+            .lock()
+            .history
+            .contains_key(&(key.to_vec(), version));
+        if stored_here {
+            // Stored earlier in this transaction: the two steps decide.
+            self.put_at_version(key, version, value)?;
+            return self.put_version(key, version);
+        }
+        let conflict = || {
+            Error::VersionConflict(format!(
+                "version {} of key {key:?} is already stored with other bytes",
+                version.0
+            ))
+        };
+        let parent = match current {
+            Current::Value((current, current_value)) => {
+                if current == version {
+                    return if current_value == value {
+                        Ok(())
+                    } else {
+                        Err(conflict())
+                    };
+                }
+                self.pending
+                    .lock()
+                    .keep(key, current, Stored::Value(current_value));
+                Some(current)
+            }
+            Current::Tombstone(tombstone) => {
+                if tombstone == version {
+                    return Err(conflict());
+                }
+                self.inner.delete(&tombstone_key(key))?;
+                self.pending.lock().keep(key, tombstone, Stored::Tombstone);
+                Some(tombstone)
+            }
+            Current::Absent => None,
+        };
+        self.inner
+            .put(&current_key(key), &encode_current(version, value))?;
         self.pending.lock().ops.push(LogOp::Put {
             key: key.to_vec(),
             version,

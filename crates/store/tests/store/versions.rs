@@ -233,6 +233,93 @@ fn sync_stores_versions_and_makes_values_and_tombstones_current() {
     );
 }
 
+/// A received version that wins as it arrives is stored and made current in one step: a new
+/// key (no parent), over a value and over a tombstone (each kept, named as the parent); the
+/// same version again with the same bytes changes nothing, with other bytes (or over its own
+/// tombstone) is refused; a version this very transaction stored goes the two-step way.
+#[test]
+fn a_received_version_is_stored_and_made_current_in_one_step() {
+    let store = open();
+    let one = Version(0x11);
+    let transaction = store.begin(Origin::default()).unwrap();
+    transaction
+        .put_current_version(b"r/a", one, b"one")
+        .unwrap();
+    transaction.commit().unwrap();
+    assert_eq!(
+        last_ops(&store),
+        [LogOp::Put {
+            key: b"r/a".to_vec(),
+            version: one,
+            parent: None
+        }]
+    );
+    assert_eq!(store.get(b"r/a").unwrap(), Some(b"one".to_vec()));
+
+    let before = store.latest_log_seq();
+    let again = store.begin(Origin::default()).unwrap();
+    again.put_current_version(b"r/a", one, b"one").unwrap();
+    assert_eq!(
+        code(again.put_current_version(b"r/a", one, b"other")),
+        "store.version_conflict"
+    );
+    again.commit().unwrap();
+    assert_eq!(store.latest_log_seq(), before);
+
+    let two = Version(0x22);
+    let transaction = store.begin(Origin::default()).unwrap();
+    transaction
+        .put_current_version(b"r/a", two, b"two")
+        .unwrap();
+    transaction.commit().unwrap();
+    assert_eq!(last_ops(&store)[0].parent(), Some(one));
+    let snapshot = store.versioned_snapshot().unwrap();
+    assert_eq!(
+        snapshot.get_at_version(b"r/a", one).unwrap(),
+        Some(Stored::Value(b"one".to_vec()))
+    );
+
+    let gone = Version(0x33);
+    let three = Version(0x44);
+    let transaction = store.begin(Origin::default()).unwrap();
+    transaction.delete_version(b"r/a", gone).unwrap();
+    transaction.commit().unwrap();
+    let transaction = store.begin(Origin::default()).unwrap();
+    assert_eq!(
+        code(transaction.put_current_version(b"r/a", gone, b"x")),
+        "store.version_conflict"
+    );
+    drop(transaction);
+    let transaction = store.begin(Origin::default()).unwrap();
+    transaction
+        .put_current_version(b"r/a", three, b"three")
+        .unwrap();
+    transaction.commit().unwrap();
+    assert_eq!(last_ops(&store)[0].parent(), Some(gone));
+    assert_eq!(store.get(b"r/a").unwrap(), Some(b"three".to_vec()));
+    assert_eq!(
+        store.versioned_snapshot().unwrap().head(b"r/a").unwrap(),
+        Some(Head {
+            version: three,
+            deleted: false
+        })
+    );
+
+    let four = Version(0x55);
+    let transaction = store.begin(Origin::default()).unwrap();
+    transaction.put_at_version(b"r/a", four, b"four").unwrap();
+    assert_eq!(
+        code(transaction.put_current_version(b"r/a", four, b"not four")),
+        "store.version_conflict"
+    );
+    transaction
+        .put_current_version(b"r/a", four, b"four")
+        .unwrap();
+    transaction.commit().unwrap();
+    assert_eq!(store.get(b"r/a").unwrap(), Some(b"four".to_vec()));
+    assert_eq!(last_ops(&store)[0].parent(), Some(three));
+}
+
 /// A purge (a destroyed collection) removes the old values of keys under a prefix, those this
 /// very transaction retired included, and no value elsewhere.
 #[test]
