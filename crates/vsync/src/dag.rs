@@ -3,8 +3,11 @@
 //! resolved), the current head, and the batches versions were written in.
 //!
 //! Persisted in the database's store under the sync prefix (`keys::Prefix::Sync`):
-//! `n OID VERSION` → [`DagNode`], `h OID` → the head version, `b BATCH OID` → the version the
-//! batch wrote of that object (one key per member, so a batch of n writes costs n keys).
+//! `n OID VERSION` → [`DagNode`] (which names its batch), `h OID` → the head version. Earlier
+//! builds also kept `b BATCH OID` → the version the batch wrote of that object, a key per
+//! synced write that nothing but [`batch`] read (conflicts are grouped into batch closures by
+//! the batch ids their records carry); it is no longer written, and pruning still removes the
+//! ones earlier builds left.
 //!
 //! Remote versions arrive during a sync round and are added with a [`Graft`], which tracks per
 //! object the new nodes, the candidate heads and the old nodes the new ones attach to (graft
@@ -201,17 +204,26 @@ pub fn head<R: StoreReader + ?Sized>(reader: &R, object: &[u8]) -> Result<Option
     Ok(get_typed(reader, &head_key(object))?)
 }
 
-/// What `batch_id` wrote, as far as the DAG still holds it (`None`: nothing).
+/// What `batch_id` wrote, as far as the DAG still holds it (`None`: nothing). It reads every
+/// node of the DAG (the batch is named only by its nodes): for tests and tools, not for a sync
+/// round.
 pub fn batch<R: StoreReader + ?Sized>(reader: &R, batch_id: u64) -> Result<Option<BatchInfo>> {
-    let prefix = keys::key_prefix(Prefix::Sync, &[b"b", &batch_id.to_be_bytes()], b"");
-    let (start, limit) = keys::prefix_range(&prefix);
+    let (start, limit) = keys::prefix_range(&keys::key_prefix(Prefix::Sync, &[b"n"], b""));
     let mut info = BatchInfo::default();
     for entry in reader.scan(&start, &limit)? {
         let (key, value) = entry?;
+        let node: DagNode = syncbase_util::decode_typed(&key, &value)?;
+        if node.batch_id != batch_id {
+            continue;
+        }
         let (_, mut components) = keys::parse(&key)?;
+        let version = components
+            .pop()
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
+            .map(|bytes| Version(u64::from_be_bytes(bytes)))
+            .ok_or_else(|| invalid(&key, "a node key without a version"))?;
         let object = components.pop().unwrap_or_default();
-        info.objects
-            .insert(object, syncbase_util::decode_typed(&key, &value)?);
+        info.objects.insert(object, version);
     }
     Ok((!info.objects.is_empty()).then_some(info))
 }
@@ -318,13 +330,6 @@ pub fn insert_node<T: StoreReader + StoreWriter + ?Sized>(
         deleted: new.deleted,
     };
     put_typed(transaction, &node_key(object, version), &node)?;
-    if new.batch_id != 0 {
-        put_typed(
-            transaction,
-            &batch_member_key(new.batch_id, object),
-            &version,
-        )?;
-    }
     if let Some(graft) = graft {
         let info = graft.object(transaction, object)?;
         for &(parent, parent_level) in parent_levels {
@@ -546,6 +551,7 @@ pub fn prune<T: StoreReader + StoreWriter + ?Sized>(
             first_error.get_or_insert(error);
         }
         if old_node.batch_id != 0 {
+            // The batch's index key, if an older build wrote one.
             let key = batch_member_key(old_node.batch_id, object);
             if get_typed::<Version, _>(transaction, &key)? == Some(old) {
                 transaction.delete(&key)?;

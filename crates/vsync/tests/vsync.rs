@@ -286,6 +286,60 @@ mod dag {
             Run::new().run_file(&dir, &file, true);
         }
     }
+
+    /// A batch is named by its nodes alone (no index key per write); pruning removes the index
+    /// keys earlier builds wrote, with the nodes they named.
+    #[test]
+    fn batches_are_read_from_nodes_and_pruning_removes_the_old_index_keys() {
+        use syncbase_util::keys::{self, Prefix};
+        let store = open_memstore();
+        let transaction = store.transaction().unwrap();
+        let node = |parents: Vec<Version>, batch_id| NewNode {
+            parents,
+            log_record: None,
+            batch_id,
+            deleted: false,
+        };
+        dag::add_node(
+            transaction.as_ref(),
+            b"x",
+            Version(1),
+            &node(vec![], 7),
+            None,
+        )
+        .unwrap();
+        dag::add_node(
+            transaction.as_ref(),
+            b"y",
+            Version(5),
+            &node(vec![], 7),
+            None,
+        )
+        .unwrap();
+        dag::add_node(
+            transaction.as_ref(),
+            b"x",
+            Version(2),
+            &node(vec![Version(1)], 8),
+            None,
+        )
+        .unwrap();
+        // What an earlier build wrote beside node 1 of x.
+        let legacy = keys::key(Prefix::Sync, &[b"b", &7u64.to_be_bytes(), b"x"]);
+        syncbase_util::put_typed(transaction.as_ref(), &legacy, &Version(1)).unwrap();
+        let seven = dag::batch(transaction.as_ref(), 7).unwrap().unwrap();
+        let objects: Vec<(&[u8], Version)> = seven
+            .objects
+            .iter()
+            .map(|(object, version)| (object.as_slice(), *version))
+            .collect();
+        assert_eq!(objects, [(&b"x"[..], Version(1)), (&b"y"[..], Version(5))]);
+        dag::prune(transaction.as_ref(), b"x", Version(2), &mut |_| Ok(())).unwrap();
+        assert_eq!(transaction.get(&legacy).unwrap(), None);
+        let seven = dag::batch(transaction.as_ref(), 7).unwrap().unwrap();
+        assert_eq!(seven.objects.len(), 1);
+        assert!(dag::batch(transaction.as_ref(), 9).unwrap().is_none());
+    }
 }
 
 mod knowledge {
