@@ -7,7 +7,7 @@
 //! Authorization (which scopes the initiator may read) is the caller's: [`deltas`] answers for
 //! the scopes it is given.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::RangeInclusive;
 
 use serde::{Deserialize, Serialize};
@@ -140,8 +140,13 @@ pub fn deltas<S: Store + 'static>(
         }
         same
     });
+    let mut prefetched = if records.len() >= PREFETCH_RECORDS_MIN {
+        Prefetched::read(reader, scopes, records.len())?
+    } else {
+        Prefetched::default()
+    };
     for (record, head) in records {
-        let value = value_to_send(reader, &record, head)?;
+        let value = value_to_send(reader, &record, head, &mut prefetched)?;
         delta.bytes +=
             (record.object.len() + record.author.len() + value.as_ref().map_or(0, Vec::len) + 80)
                 as u64;
@@ -192,6 +197,65 @@ fn record_made_head(record: &LogRecord, head: Version) -> bool {
     !record.link && record.version == head
 }
 
+/// Fewest records of a delta for which [`Prefetched`] scans its scopes.
+const PREFETCH_RECORDS_MIN: usize = 64;
+
+/// The heads and current values of the rows of a delta's scopes, each read by one scan, for a
+/// delta of many records (an initiator that lacks a long range of generations, such as a
+/// joiner that has written its collection's record): its records are in learning order, and
+/// reading each one's head and value by key costs two reads a record. A scope holding many more
+/// rows than the delta has records is left out (its records are read by key).
+#[derive(Default)]
+struct Prefetched {
+    /// The row-key prefixes of the scopes read.
+    covered: Vec<Vec<u8>>,
+    heads: HashMap<Vec<u8>, Version>,
+    current: HashMap<Vec<u8>, (Version, Vec<u8>)>,
+}
+
+impl Prefetched {
+    fn read<S: Store + 'static>(
+        reader: &WatchableSnapshot<S>,
+        scopes: &[Scope],
+        records: usize,
+    ) -> Result<Self> {
+        let most = records
+            .saturating_mul(4)
+            .saturating_add(PREFETCH_RECORDS_MIN);
+        let mut prefetched = Prefetched::default();
+        for scope in scopes {
+            let rows = keys::key_prefix(Prefix::Row, &[scope.collection.as_bytes()], &scope.prefix);
+            let (start, limit) = keys::prefix_range(&dag::head_key_prefix(&rows));
+            let mut heads = HashMap::new();
+            for entry in reader.scan(&start, &limit)? {
+                if heads.len() >= most {
+                    break;
+                }
+                let (key, value) = entry?;
+                let head: Version = syncbase_util::decode_typed(&key, &value)?;
+                let (_, mut components) = keys::parse(&key)?;
+                heads.insert(components.pop().unwrap_or_default(), head);
+            }
+            if heads.len() >= most {
+                continue;
+            }
+            let mut current = HashMap::with_capacity(heads.len());
+            for entry in reader.scan_current(&rows)? {
+                let (key, version, value) = entry?;
+                current.insert(key, (version, value));
+            }
+            prefetched.heads.extend(heads);
+            prefetched.current.extend(current);
+            prefetched.covered.push(rows);
+        }
+        Ok(prefetched)
+    }
+
+    fn covers(&self, object: &[u8]) -> bool {
+        self.covered.iter().any(|rows| object.starts_with(rows))
+    }
+}
+
 /// The value a record carries: that of the object's current version, if the record made it
 /// (as far as the watcher has processed the log, the current version is the DAG head; a version
 /// a later local write retired is kept by the watcher's pin until processed). `known_head`: the
@@ -200,12 +264,30 @@ fn value_to_send<S: Store + 'static>(
     reader: &WatchableSnapshot<S>,
     record: &LogRecord,
     known_head: bool,
+    prefetched: &mut Prefetched,
 ) -> Result<Option<Vec<u8>>> {
     if record.deleted || record.link {
         return Ok(None);
     }
-    if !known_head && dag::head(reader, &record.object)? != Some(record.version) {
-        return Ok(None);
+    let covered = prefetched.covers(&record.object);
+    if !known_head {
+        let head = if covered {
+            prefetched.heads.get(&record.object).copied()
+        } else {
+            dag::head(reader, &record.object)?
+        };
+        if head != Some(record.version) {
+            return Ok(None);
+        }
+    }
+    if covered
+        && let Some((version, _)) = prefetched.current.get(&record.object)
+        && *version == record.version
+    {
+        return Ok(prefetched
+            .current
+            .remove(&record.object)
+            .map(|(_, value)| value));
     }
     match reader.get_at_version(&record.object, record.version)? {
         Some(Stored::Value(value)) => Ok(Some(value)),

@@ -1149,6 +1149,32 @@ mod initiator {
         );
     }
 
+    /// A responder reads the heads and values of a long range of records with a scan of their
+    /// collection, and of a short range in a large collection key by key: either way every
+    /// record that made its row's current version carries its value.
+    #[test]
+    fn long_and_short_ranges_carry_the_values_of_current_versions() {
+        let (a, b) = (device(0), device(1));
+        // b knows its own change: a answers with a's generations, not with current state.
+        write(&b, &[("b-only", Some("b"))]);
+        write_many(&a, 0..1000, "a");
+        let long = delta(&a, &b);
+        assert_eq!(long.records.len(), 1000);
+        assert!(long.records.iter().all(|sent| sent.value.is_some()));
+        apply(&b, &a, long);
+        // 100 overwrites in a collection of 1,000 rows: too few records to scan it all.
+        write_many(&a, (0..1000).step_by(10), "again");
+        let short = delta(&a, &b);
+        assert_eq!(short.records.len(), 100);
+        assert!(short.records.iter().all(|sent| sent.value.is_some()));
+        apply(&b, &a, short);
+        for index in 0..1000 {
+            let key = format!("k{index:04}");
+            assert_eq!(read(&b, &key), read(&a, &key), "{key}");
+        }
+        assert_eq!(read(&b, "k0010").as_deref(), Some("again 10"));
+    }
+
     /// Two batches conflicting on two rows: one batch wins both rows on both sides.
     #[test]
     fn conflicting_batches_resolve_whole() {

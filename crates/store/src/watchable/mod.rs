@@ -583,6 +583,23 @@ impl<S: Store + 'static> WatchableSnapshot<S> {
         self.shared.check_managed(key)?;
         read_at_version(self.inner.as_ref(), key, version)
     }
+
+    /// The live managed keys starting with `prefix`, in key order, each with its current
+    /// version and value (one range read, for a reader that needs both for many keys).
+    pub fn scan_current(
+        &self,
+        prefix: &[u8],
+    ) -> Result<impl Iterator<Item = Result<CurrentValue>> + use<S>> {
+        self.shared.check_managed(prefix)?;
+        let start = current_key(prefix);
+        let limit = prefix_limit(&start);
+        Ok(self.inner.scan(&start, &limit)?.map(|entry| {
+            let (mut key, record) = entry?;
+            key.drain(..2);
+            let (version, value) = decode_current(&key, record)?;
+            Ok((key, version, value))
+        }))
+    }
 }
 
 impl<S: Store + 'static> StoreReader for WatchableSnapshot<S> {
@@ -602,6 +619,9 @@ impl<S: Store + 'static> Snapshot for WatchableSnapshot<S> {
         self.inner.abort()
     }
 }
+
+/// A live managed key, its current version and its value.
+pub type CurrentValue = (Vec<u8>, Version, Vec<u8>);
 
 /// Fewest keys [`WatchableTransaction::put_current_versions`] reads with range reads.
 const SPAN_READ_MIN: usize = 64;
