@@ -138,6 +138,19 @@ pub fn row(collection: &str, row_key: &[u8]) -> Vec<u8> {
     key(Prefix::Row, &[collection.as_bytes(), row_key])
 }
 
+/// The start shared by every row key of the collection whose row `key` is (its prefix tag and
+/// collection component), or `None` when `key` is not a well-formed row key. Keys sharing it
+/// sort together, apart from every other collection's.
+pub fn row_collection_prefix(key: &[u8]) -> Option<&[u8]> {
+    if key.first() != Some(&Prefix::Row.tag()) {
+        return None;
+    }
+    let end = key[1..]
+        .windows(2)
+        .position(|pair| pair == [ESCAPE, TERMINATOR])?;
+    Some(&key[..end + 3])
+}
+
 /// The range of the rows of a collection whose keys start with `row_prefix`.
 pub fn row_prefix_range(collection: &str, row_prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
     prefix_range(&key_prefix(

@@ -78,6 +78,23 @@ proptest! {
             prop_assert!(!inside(&keys::row(&other, &row)));
         }
     }
+
+    #[test]
+    fn a_row_key_names_the_prefix_of_its_collection_alone(
+        collection in proptest::collection::vec(any::<u8>(), 0..6),
+        other in proptest::collection::vec(any::<u8>(), 0..6),
+        row in component(),
+        other_row in component(),
+    ) {
+        let key = keys::key(Prefix::Row, &[&collection, &row]);
+        let prefix = keys::row_collection_prefix(&key).unwrap();
+        let expected = keys::key(Prefix::Row, &[&collection]);
+        prop_assert_eq!(prefix, expected.as_slice());
+        let neighbour = keys::key(Prefix::Row, &[&other, &other_row]);
+        prop_assert_eq!(neighbour.starts_with(prefix), other == collection);
+        let record = keys::key(Prefix::Collection, &[&collection]);
+        prop_assert_eq!(keys::row_collection_prefix(&record), None);
+    }
 }
 
 #[test]

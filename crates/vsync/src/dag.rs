@@ -397,8 +397,7 @@ pub fn move_head<T: StoreReader + StoreWriter + ?Sized>(
 }
 
 /// The objects from `first` to `last` (in key order) that have a head here, read with one range
-/// read; `None` once there are more than `most` of them (the caller then asks object by
-/// object).
+/// read; `None` once it has read `most` keys (the caller then asks object by object).
 pub fn objects_with_heads<R: StoreReader + ?Sized>(
     reader: &R,
     first: &[u8],
@@ -409,7 +408,7 @@ pub fn objects_with_heads<R: StoreReader + ?Sized>(
 }
 
 /// The objects from `first` to `last` that have any node in the DAG here, as
-/// [`objects_with_heads`].
+/// [`objects_with_heads`] (`most` counts nodes, not objects).
 pub fn objects_with_nodes<R: StoreReader + ?Sized>(
     reader: &R,
     first: &[u8],
@@ -429,11 +428,11 @@ fn objects_in<R: StoreReader + ?Sized>(
 ) -> Result<Option<BTreeSet<Vec<u8>>>> {
     let limit = syncbase_store::prefix_limit(last);
     let mut objects = BTreeSet::new();
-    for entry in reader.scan(start, &limit)? {
-        let (key, _) = entry?;
-        if objects.len() >= most {
+    for (read, entry) in reader.scan(start, &limit)?.enumerate() {
+        if read >= most {
             return Ok(None);
         }
+        let (key, _) = entry?;
         let (_, mut components) = keys::parse(&key)?;
         if components.len() >= 2 {
             objects.insert(components.swap_remove(1));

@@ -24,10 +24,11 @@
 //! them). A record received again is a no-op; a different record under a known generation, or
 //! different bytes under a known version, is refused with [`Error::DeltaInvalid`].
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use syncbase_store::{Origin, Rng, Store, StoreReader, Stored, Transaction, Version, Watchable};
 use syncbase_util::HybridClock;
+use syncbase_util::keys;
 
 use crate::conflict::{Conflict, Decision, Resolver, Side, group};
 use crate::dag::{self, Graft, LogRecordId, NewNode, Outcome};
@@ -174,9 +175,7 @@ impl Initiator<'_> {
             put_record(&transaction, &record)?;
             outcome.records_applied += 1;
         }
-        transaction
-            .put_current_versions(&first_values)
-            .map_err(version_error)?;
+        put_first_values(&transaction, first_values)?;
         let mut conflicts = Vec::new();
         let objects: Vec<Vec<u8>> = graft.objects().map(<[u8]>::to_vec).collect();
         for object in &objects {
@@ -489,19 +488,61 @@ fn first_news<'a, S: Store + 'static>(
     Ok(true)
 }
 
+/// Per collection (its rows' key prefix), the first and the last of `objects` that are its
+/// rows; objects that are not rows are left out.
+fn spans<'a>(objects: impl Iterator<Item = &'a [u8]>) -> BTreeMap<&'a [u8], (&'a [u8], &'a [u8])> {
+    let mut spans: BTreeMap<&[u8], (&[u8], &[u8])> = BTreeMap::new();
+    for object in objects {
+        let Some(group) = keys::row_collection_prefix(object) else {
+            continue;
+        };
+        let span = spans.entry(group).or_insert((object, object));
+        span.0 = span.0.min(object);
+        span.1 = span.1.max(object);
+    }
+    spans
+}
+
+/// Stores and makes current the first news' values: by collection, each with the range reads
+/// [`syncbase_store::WatchableTransaction::put_current_versions`] makes over its span; a value
+/// that is not a row's, alone.
+fn put_first_values<S: Store + 'static>(
+    transaction: &syncbase_store::WatchableTransaction<S>,
+    values: Vec<Received<'_>>,
+) -> Result<()> {
+    let mut by_collection: BTreeMap<&[u8], Vec<Received<'_>>> = BTreeMap::new();
+    for value in values {
+        match keys::row_collection_prefix(value.0) {
+            Some(group) => by_collection.entry(group).or_default().push(value),
+            None => transaction
+                .put_current_version(value.0, value.1, value.2)
+                .map_err(version_error)?,
+        }
+    }
+    for values in by_collection.into_values() {
+        transaction
+            .put_current_versions(&values)
+            .map_err(version_error)?;
+    }
+    Ok(())
+}
+
 /// Fewest records in a round for which [`Known`] reads ranges rather than keys.
 const SPAN_READ_MIN: usize = 64;
 
 /// What a few range reads showed of the keys a large round is about, taken before the round
-/// writes any (`None`, or a device left out: that range held too many keys, which are then
-/// read one by one). A first round of thousands of objects this device has never seen costs
-/// a few empty range reads instead of five reads a record.
+/// writes any: per collection, the span from its first to its last row in the round (other
+/// collections' rows never lie inside it), and per device the range of generations the round
+/// brings. A span or range that holds more than twice the round's keys is given up (left out:
+/// its keys are read one by one), and so are objects that are not rows (a collection's
+/// record). A first round of thousands of objects this device has never seen costs a few
+/// empty range reads instead of five reads a record.
 #[derive(Default)]
 struct Known {
-    /// The round's objects that have a head here.
-    heads: Option<BTreeSet<Vec<u8>>>,
-    /// The round's objects that have a node here.
-    nodes: Option<BTreeSet<Vec<u8>>>,
+    /// Per collection (its rows' key prefix): the round's rows that have a head here.
+    heads: HashMap<Vec<u8>, BTreeSet<Vec<u8>>>,
+    /// Per collection: the round's rows that have a node here.
+    nodes: HashMap<Vec<u8>, BTreeSet<Vec<u8>>>,
     /// Per device, the generations held within the range the round brings.
     records: HashMap<u64, BTreeSet<u64>>,
 }
@@ -516,10 +557,13 @@ impl Known {
             .len()
             .saturating_mul(2)
             .saturating_add(SPAN_READ_MIN);
-        let objects = records.iter().map(|sent| sent.record.object.as_slice());
-        if let (Some(first), Some(last)) = (objects.clone().min(), objects.max()) {
-            known.heads = dag::objects_with_heads(reader, first, last, most)?;
-            known.nodes = dag::objects_with_nodes(reader, first, last, most)?;
+        for (group, (first, last)) in spans(records.iter().map(|sent| &sent.record.object[..])) {
+            if let Some(heads) = dag::objects_with_heads(reader, first, last, most)? {
+                known.heads.insert(group.to_vec(), heads);
+            }
+            if let Some(nodes) = dag::objects_with_nodes(reader, first, last, most)? {
+                known.nodes.insert(group.to_vec(), nodes);
+            }
         }
         let mut ranges: HashMap<u64, (u64, u64)> = HashMap::new();
         for sent in records {
@@ -536,8 +580,16 @@ impl Known {
         Ok(known)
     }
 
+    /// What the reads showed of `object`'s collection, if they cover it.
+    fn covering<'a>(
+        sets: &'a HashMap<Vec<u8>, BTreeSet<Vec<u8>>>,
+        object: &[u8],
+    ) -> Option<&'a BTreeSet<Vec<u8>>> {
+        keys::row_collection_prefix(object).and_then(|group| sets.get(group))
+    }
+
     fn has_head<R: StoreReader + ?Sized>(&self, reader: &R, object: &[u8]) -> Result<bool> {
-        match &self.heads {
+        match Self::covering(&self.heads, object) {
             Some(heads) => Ok(heads.contains(object)),
             None => Ok(dag::head(reader, object)?.is_some()),
         }
@@ -549,11 +601,7 @@ impl Known {
         object: &[u8],
         version: Version,
     ) -> Result<bool> {
-        if self
-            .nodes
-            .as_ref()
-            .is_some_and(|nodes| !nodes.contains(object))
-        {
+        if Self::covering(&self.nodes, object).is_some_and(|nodes| !nodes.contains(object)) {
             return Ok(false);
         }
         Ok(dag::node(reader, object, version)?.is_some())

@@ -7,7 +7,7 @@
 //! Authorization (which scopes the initiator may read) is the caller's: [`deltas`] answers for
 //! the scopes it is given.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::RangeInclusive;
 
 use serde::{Deserialize, Serialize};
@@ -141,7 +141,12 @@ pub fn deltas<S: Store + 'static>(
         same
     });
     let mut prefetched = if records.len() >= PREFETCH_RECORDS_MIN {
-        Prefetched::read(reader, scopes, records.len())?
+        let carrying: HashSet<&[u8]> = records
+            .iter()
+            .filter(|(record, _)| !record.deleted && !record.link)
+            .map(|(record, _)| record.object.as_slice())
+            .collect();
+        Prefetched::read(reader, scopes, records.len(), &carrying)?
     } else {
         Prefetched::default()
     };
@@ -204,7 +209,8 @@ const PREFETCH_RECORDS_MIN: usize = 64;
 /// delta of many records (an initiator that lacks a long range of generations, such as a
 /// joiner that has written its collection's record): its records are in learning order, and
 /// reading each one's head and value by key costs two reads a record. A scope holding many more
-/// rows than the delta has records is left out (its records are read by key).
+/// rows than the delta has records is left out (its records are read by key); of the values,
+/// only those of the delta's objects are kept.
 #[derive(Default)]
 struct Prefetched {
     /// The row-key prefixes of the scopes read.
@@ -218,6 +224,7 @@ impl Prefetched {
         reader: &WatchableSnapshot<S>,
         scopes: &[Scope],
         records: usize,
+        carrying: &HashSet<&[u8]>,
     ) -> Result<Self> {
         let most = records
             .saturating_mul(4)
@@ -239,10 +246,21 @@ impl Prefetched {
             if heads.len() >= most {
                 continue;
             }
-            let mut current = HashMap::with_capacity(heads.len());
-            for entry in reader.scan_current(&rows)? {
+            // Only the values the delta's records may carry are kept.
+            let mut current = HashMap::new();
+            let mut crowded = false;
+            for (read, entry) in reader.scan_current(&rows)?.enumerate() {
+                if read >= most {
+                    crowded = true;
+                    break;
+                }
                 let (key, version, value) = entry?;
-                current.insert(key, (version, value));
+                if carrying.contains(key.as_slice()) {
+                    current.insert(key, (version, value));
+                }
+            }
+            if crowded {
+                continue;
             }
             prefetched.heads.extend(heads);
             prefetched.current.extend(current);

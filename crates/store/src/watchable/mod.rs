@@ -14,7 +14,7 @@ mod migrate;
 mod notifier;
 mod prune;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -29,9 +29,9 @@ pub use prune::{
 };
 
 use self::format::{
-    CURRENT_TAG, TOMBSTONE_TAG, current_key, decode_current, decode_history, decode_u64,
-    encode_current, encode_history, history_key, history_prefix_range, log_key, log_limit,
-    meta_key, pin_key, tagged, tombstone_key,
+    CURRENT_TAG, HISTORY_TAG, TOMBSTONE_TAG, current_key, decode_current, decode_history,
+    decode_u64, encode_current, encode_history, history_key, history_prefix_range, log_key,
+    log_limit, meta_key, pin_key, tagged, tombstone_key,
 };
 use crate::error::{Error, Result};
 use crate::model::{
@@ -771,13 +771,19 @@ impl<S: Store + 'static> WatchableTransaction<S> {
                 None => Current::Absent,
             },
         };
-        self.put_current_known(key, version, value, current)
+        let kept = self
+            .inner
+            .get(&history_key(key, version))?
+            .map(|record| decode_history(key, record).map(|(_, stored)| stored))
+            .transpose()?;
+        self.put_current_known(key, version, value, current, kept)
     }
 
     /// [`Self::put_current_version`] for many keys (`items`, each key once): when their span
-    /// holds few other keys, their current records and tombstones are read with two range
-    /// reads over it rather than two reads a key (a first sync round applies thousands of
-    /// versions of keys this store does not have); otherwise key by key.
+    /// holds few other keys, their current records, tombstones and kept versions are read with
+    /// three range reads over it rather than three reads a key (a first sync round applies
+    /// thousands of versions of keys this store does not have); otherwise key by key. Only the
+    /// items' own records are kept from the ranges.
     pub fn put_current_versions(&self, items: &[(&[u8], Version, &[u8])]) -> Result<()> {
         for (key, _, _) in items {
             self.shared.check_managed(key)?;
@@ -790,13 +796,29 @@ impl<S: Store + 'static> WatchableTransaction<S> {
         };
         let spanned = if items.len() >= SPAN_READ_MIN {
             let most = items.len().saturating_mul(2).saturating_add(SPAN_READ_MIN);
-            let currents = self.read_span(CURRENT_TAG, first, last, most)?;
-            let tombstones = self.read_span(TOMBSTONE_TAG, first, last, most)?;
-            currents.zip(tombstones)
+            let wanted: HashSet<&[u8]> = items.iter().map(|item| item.0).collect();
+            let exact = |key: &[u8]| wanted.contains(key).then(|| key.to_vec());
+            let kept_version = |key: &[u8]| {
+                let (user_key, version) = key.split_at_checked(key.len().checked_sub(8)?)?;
+                wanted.contains(user_key).then(|| {
+                    let mut id = user_key.to_vec();
+                    id.extend_from_slice(version);
+                    id
+                })
+            };
+            let currents = self.read_span(CURRENT_TAG, first, last, most, &exact)?;
+            let tombstones = self.read_span(TOMBSTONE_TAG, first, last, most, &exact)?;
+            let kept = self.read_span(HISTORY_TAG, first, last, most, &kept_version)?;
+            match (currents, tombstones, kept) {
+                (Some(currents), Some(tombstones), Some(kept)) => {
+                    Some((currents, tombstones, kept))
+                }
+                _ => None,
+            }
         } else {
             None
         };
-        let Some((mut currents, tombstones)) = spanned else {
+        let Some((mut currents, tombstones, mut kept)) = spanned else {
             for (key, version, value) in items {
                 self.put_current_version(key, *version, value)?;
             }
@@ -813,30 +835,39 @@ impl<S: Store + 'static> WatchableTransaction<S> {
                     None => Current::Absent,
                 },
             };
-            self.put_current_known(key, *version, value, current)?;
+            let mut id = key.to_vec();
+            id.extend_from_slice(&version.0.to_be_bytes());
+            let kept_here = kept
+                .remove(&id)
+                .map(|record| decode_history(key, record).map(|(_, stored)| stored))
+                .transpose()?;
+            self.put_current_known(key, *version, value, current, kept_here)?;
         }
         Ok(())
     }
 
-    /// The records under `tag` of the keys from `first` to `last` (user key → record), or
-    /// `None` once there are more than `most` (the range read still joins the read set).
+    /// The records under `tag` from key `first` to key `last` (and, for history, their
+    /// versions), by what `keep` makes of a key without its tag (`None`: not wanted); `None`
+    /// once the range has shown `most` keys (the range read still joins the read set).
     fn read_span(
         &self,
         tag: u8,
         first: &[u8],
         last: &[u8],
         most: usize,
+        keep: &dyn Fn(&[u8]) -> Option<Vec<u8>>,
     ) -> Result<Option<HashMap<Vec<u8>, Vec<u8>>>> {
         let start = tagged(tag, first);
-        let mut limit = tagged(tag, last);
-        limit.push(0);
+        let limit = prefix_limit(&tagged(tag, last));
         let mut found = HashMap::new();
-        for entry in self.inner.scan(&start, &limit)? {
-            let (key, record) = entry?;
-            if found.len() == most {
+        for (read, entry) in self.inner.scan(&start, &limit)?.enumerate() {
+            if read >= most {
                 return Ok(None);
             }
-            found.insert(key[2..].to_vec(), record);
+            let (key, record) = entry?;
+            if let Some(id) = keep(&key[2..]) {
+                found.insert(id, record);
+            }
         }
         Ok(Some(found))
     }
@@ -849,6 +880,7 @@ impl<S: Store + 'static> WatchableTransaction<S> {
         version: Version,
         value: &[u8],
         current: Current,
+        kept: Option<Stored>,
     ) -> Result<()> {
         let stored_here = self
             .pending
@@ -866,6 +898,14 @@ impl<S: Store + 'static> WatchableTransaction<S> {
                 version.0
             ))
         };
+        match kept {
+            // Kept as an older version: it becomes current, as `put_version` would take it.
+            Some(Stored::Value(stored)) if stored == value => {
+                self.inner.delete(&history_key(key, version))?;
+            }
+            Some(_) => return Err(conflict()),
+            None => {}
+        }
         let parent = match current {
             Current::Value((current, current_value)) => {
                 if current == version {

@@ -320,6 +320,50 @@ fn a_received_version_is_stored_and_made_current_in_one_step() {
     assert_eq!(last_ops(&store)[0].parent(), Some(three));
 }
 
+/// A version this store keeps but never made current (stored by an earlier round) may become
+/// current in one step only with its own bytes, whether the keys are read one by one or, for
+/// many keys, by range reads over their span.
+#[test]
+fn a_kept_version_becomes_current_only_with_its_own_bytes() {
+    for count in [1usize, 100] {
+        let store = open();
+        let keys: Vec<Vec<u8>> = (0..count)
+            .map(|i| format!("r/k{i:03}").into_bytes())
+            .collect();
+        let kept = Version(0x77);
+        let transaction = store.begin(Origin::default()).unwrap();
+        for key in &keys {
+            transaction.put(key, b"local").unwrap();
+            transaction.put_at_version(key, kept, b"kept").unwrap();
+        }
+        transaction.commit().unwrap();
+        let items = |value: &'static [u8]| -> Vec<(&[u8], Version, &[u8])> {
+            keys.iter()
+                .map(|key| (key.as_slice(), kept, value))
+                .collect()
+        };
+        let transaction = store.begin(Origin::default()).unwrap();
+        assert_eq!(
+            code(transaction.put_current_versions(&items(b"other"))),
+            "store.version_conflict",
+            "{count} keys"
+        );
+        drop(transaction);
+        let transaction = store.begin(Origin::default()).unwrap();
+        transaction.put_current_versions(&items(b"kept")).unwrap();
+        transaction.commit().unwrap();
+        for key in &keys {
+            assert_eq!(store.get(key).unwrap(), Some(b"kept".to_vec()));
+        }
+        let ops = last_ops(&store);
+        assert_eq!(ops.len(), count);
+        assert!(
+            ops.iter()
+                .all(|op| op.version() == kept && op.parent().is_some())
+        );
+    }
+}
+
 /// A purge (a destroyed collection) removes the old values of keys under a prefix, those this
 /// very transaction retired included, and no value elsewhere.
 #[test]
