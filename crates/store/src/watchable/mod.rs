@@ -745,14 +745,7 @@ impl<S: Store + 'static> WatchableTransaction<S> {
             }
         };
         let parent = self.retire_current(key)?;
-        self.inner
-            .put(&current_key(key), &encode_current(version, &value))?;
-        self.pending.lock().ops.push(LogOp::Put {
-            key: key.to_vec(),
-            version,
-            parent,
-        });
-        Ok(())
+        self.write_current(key, version, &value, parent)
     }
 
     /// Stores `value` as `version` of a managed key and makes it current at once, logging a
@@ -930,14 +923,7 @@ impl<S: Store + 'static> WatchableTransaction<S> {
             }
             Current::Absent => None,
         };
-        self.inner
-            .put(&current_key(key), &encode_current(version, value))?;
-        self.pending.lock().ops.push(LogOp::Put {
-            key: key.to_vec(),
-            version,
-            parent,
-        });
-        Ok(())
+        self.write_current(key, version, value, parent)
     }
 
     /// Makes the tombstone `version` the current version of a managed key, logging a delete
@@ -1008,13 +994,7 @@ impl<S: Store + 'static> WatchableTransaction<S> {
         self.shared.check_managed(key)?;
         let version = Version(self.shared.rng.next_u64());
         let parent = self.retire_current(key)?;
-        self.inner
-            .put(&current_key(key), &encode_current(version, value))?;
-        self.pending.lock().ops.push(LogOp::Put {
-            key: key.to_vec(),
-            version,
-            parent,
-        });
+        self.write_current(key, version, value, parent)?;
         Ok(version)
     }
 
@@ -1131,6 +1111,25 @@ impl<S: Store + 'static> WatchableTransaction<S> {
             Ok(writes)
         });
         (hook, assigned)
+    }
+
+    /// Writes `value` as the current version `version` of a managed key, logging a put that
+    /// replaced `parent`.
+    fn write_current(
+        &self,
+        key: &[u8],
+        version: Version,
+        value: &[u8],
+        parent: Option<Version>,
+    ) -> Result<()> {
+        self.inner
+            .put(&current_key(key), &encode_current(version, value))?;
+        self.pending.lock().ops.push(LogOp::Put {
+            key: key.to_vec(),
+            version,
+            parent,
+        });
+        Ok(())
     }
 
     /// Takes a stored version out of history (this transaction's or the store's): it is about to
