@@ -282,6 +282,8 @@ impl Service {
             &log_clock,
             CLOCK_FLOOR_RESERVE_NS,
         )?;
+        // Durable even where commits are relaxed (see `keep_clock_floor_ahead`).
+        layout.persist()?;
         Ok(Self {
             layout,
             store,
@@ -340,6 +342,10 @@ impl Service {
             &self.log_clock,
             CLOCK_FLOOR_RESERVE_NS,
         )?;
+        // Made durable at once, even where commits are relaxed: a crash that took back the
+        // new floor would leave the old one below timestamps already issued (one disk sync
+        // per half reserve of clock time, at most).
+        self.layout.persist()?;
         self.saved_floor.store(floor, Ordering::Release);
         Ok(())
     }

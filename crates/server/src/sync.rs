@@ -1366,6 +1366,50 @@ mod tests {
         }
     }
 
+    /// The hybrid clock's floor is made durable when the service opens and whenever a new one
+    /// is saved (the stores may commit relaxed): a crash never takes back a floor that
+    /// timestamps already issued rely on.
+    #[test]
+    fn the_clock_floor_is_made_durable_when_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = Arc::new(CountingSet {
+            inner: syncbase_store::MemStoreSet::new(),
+            persisted: std::sync::atomic::AtomicUsize::new(0),
+        });
+        let clock = Arc::new(syncbase_store::ManualClock::new(1));
+        let service = syncbase_nosql::Service::open(syncbase_nosql::ServiceOptions {
+            root_dir: dir.path().to_path_buf(),
+            opener: Arc::new(CountingOpener(set.clone())),
+            owner_root: "alice".into(),
+            clock: clock.clone(),
+            rng: Arc::new(syncbase_store::SeededRng::new(7)),
+            batch_idle_timeout_ns: syncbase_nosql::BATCH_IDLE_TIMEOUT_NS_DEFAULT,
+            idle_databases_max: syncbase_nosql::IDLE_DATABASES_MAX_DEFAULT,
+            keep_open: None,
+            log_retention: syncbase_store::Retention::default(),
+        })
+        .unwrap();
+        let persisted = || set.persisted.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(persisted(), 1, "at open");
+        let alice = syncbase_nosql::Caller::new("alice");
+        let path = syncbase_wire::DatabasePath {
+            app: "notes".into(),
+            database: "main".into(),
+        };
+        service.create_app(&alice, "notes", None).unwrap();
+        service.create_database(&alice, &path, None).unwrap();
+        let open = || {
+            syncbase_vsync::service::DataModel::open_for_sync(&service, "notes", "main").unwrap()
+        };
+        open();
+        assert_eq!(persisted(), 1, "well within the reserve: no new floor");
+        // Past half the reserve (600 s): the next database handed out saves a new floor.
+        clock.advance(400 * 1_000_000_000);
+        syncbase_store::Clock::now_ns(service.log_clock().as_ref());
+        open();
+        assert_eq!(persisted(), 2, "a new floor");
+    }
+
     /// Under relaxed durability a pull's answer that reveals a new generation of this device
     /// makes the stores durable first, once per new generation; under durable commits, never.
     #[test]
