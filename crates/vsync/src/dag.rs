@@ -170,7 +170,7 @@ fn node_key(object: &[u8], version: Version) -> Vec<u8> {
     keys::key(Prefix::Sync, &[b"n", object, &version.0.to_be_bytes()])
 }
 
-fn head_key(object: &[u8]) -> Vec<u8> {
+pub(crate) fn head_key(object: &[u8]) -> Vec<u8> {
     keys::key(Prefix::Sync, &[b"h", object])
 }
 

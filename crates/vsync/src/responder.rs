@@ -7,7 +7,7 @@
 //! Authorization (which scopes the initiator may read) is the caller's: [`deltas`] answers for
 //! the scopes it is given.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
 use serde::{Deserialize, Serialize};
@@ -141,17 +141,13 @@ pub fn deltas<S: Store + 'static>(
         same
     });
     let mut prefetched = if records.len() >= PREFETCH_RECORDS_MIN {
-        let carrying: HashSet<&[u8]> = records
-            .iter()
-            .filter(|(record, _)| !record.deleted && !record.link)
-            .map(|(record, _)| record.object.as_slice())
-            .collect();
-        Prefetched::read(reader, scopes, records.len(), &carrying)?
+        Prefetched::read(reader, scopes, &records)?
     } else {
         Prefetched::default()
     };
-    for (record, head) in records {
-        let value = value_to_send(reader, &record, head, &mut prefetched)?;
+    for (index, (record, head)) in records.into_iter().enumerate() {
+        let seen = prefetched.seen.get_mut(index).and_then(Option::take);
+        let value = value_to_send(reader, &record, head, seen)?;
         delta.bytes +=
             (record.object.len() + record.author.len() + value.as_ref().map_or(0, Vec::len) + 80)
                 as u64;
@@ -208,69 +204,109 @@ const PREFETCH_RECORDS_MIN: usize = 64;
 /// The heads and current values of the rows of a delta's scopes, each read by one scan, for a
 /// delta of many records (an initiator that lacks a long range of generations, such as a
 /// joiner that has written its collection's record): its records are in learning order, and
-/// reading each one's head and value by key costs two reads a record. A scope holding many more
-/// rows than the delta has records is left out (its records are read by key); of the values,
-/// only those of the delta's objects are kept.
+/// reading each one's head and value by key costs two reads a record. The records of a scope
+/// are sorted by object and merged with its scans in key order. A scope holding many more rows
+/// than the delta has records is left out (its records are read by key); of the values, only
+/// those the records carry are kept.
 #[derive(Default)]
 struct Prefetched {
-    /// The row-key prefixes of the scopes read.
-    covered: Vec<Vec<u8>>,
-    heads: HashMap<Vec<u8>, Version>,
-    current: HashMap<Vec<u8>, (Version, Vec<u8>)>,
+    /// Per record of the delta, what the scans showed of its object (`None`: not read).
+    seen: Vec<Option<Seen>>,
+}
+
+/// What a scope's scans showed of a record's object.
+#[derive(Default)]
+struct Seen {
+    /// The object's head.
+    head: Option<Version>,
+    /// The record's value, when its version is the object's head and current version.
+    value: Option<Vec<u8>>,
 }
 
 impl Prefetched {
     fn read<S: Store + 'static>(
         reader: &WatchableSnapshot<S>,
         scopes: &[Scope],
-        records: usize,
-        carrying: &HashSet<&[u8]>,
+        records: &[(LogRecord, bool)],
     ) -> Result<Self> {
         let most = records
+            .len()
             .saturating_mul(4)
             .saturating_add(PREFETCH_RECORDS_MIN);
-        let mut prefetched = Prefetched::default();
+        let mut seen: Vec<Option<Seen>> = std::iter::repeat_with(|| None)
+            .take(records.len())
+            .collect();
         for scope in scopes {
             let rows = keys::key_prefix(Prefix::Row, &[scope.collection.as_bytes()], &scope.prefix);
+            // The scope's records that may carry a value, by head key: by object, as the
+            // encoding keeps the order of the keys it encodes.
+            let mut mine: Vec<(Vec<u8>, usize)> = records
+                .iter()
+                .enumerate()
+                .filter(|(index, (record, _))| {
+                    seen[*index].is_none()
+                        && !record.deleted
+                        && !record.link
+                        && record.object.starts_with(&rows)
+                })
+                .map(|(index, (record, _))| (dag::head_key(&record.object), index))
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            mine.sort_unstable();
+            let mut found: Vec<Seen> = std::iter::repeat_with(Seen::default)
+                .take(mine.len())
+                .collect();
             let (start, limit) = keys::prefix_range(&dag::head_key_prefix(&rows));
-            let mut heads = HashMap::new();
-            for entry in reader.scan(&start, &limit)? {
-                if heads.len() >= most {
+            let mut at = 0;
+            let mut crowded = false;
+            for (read, entry) in reader.scan(&start, &limit)?.enumerate() {
+                if read >= most {
+                    crowded = true;
                     break;
                 }
                 let (key, value) = entry?;
-                let head: Version = syncbase_util::decode_typed(&key, &value)?;
-                let (_, mut components) = keys::parse(&key)?;
-                heads.insert(components.pop().unwrap_or_default(), head);
+                while mine.get(at).is_some_and(|(head_key, _)| *head_key < key) {
+                    at += 1;
+                }
+                let mut next = at;
+                while mine.get(next).is_some_and(|(head_key, _)| *head_key == key) {
+                    found[next].head = Some(syncbase_util::decode_typed(&key, &value)?);
+                    next += 1;
+                }
             }
-            if heads.len() >= most {
+            if crowded {
                 continue;
             }
-            // Only the values the delta's records may carry are kept.
-            let mut current = HashMap::new();
-            let mut crowded = false;
+            let object = |at: usize| records[mine[at].1].0.object.as_slice();
+            at = 0;
             for (read, entry) in reader.scan_current(&rows)?.enumerate() {
                 if read >= most {
                     crowded = true;
                     break;
                 }
                 let (key, version, value) = entry?;
-                if carrying.contains(key.as_slice()) {
-                    current.insert(key, (version, value));
+                while at < mine.len() && object(at) < key.as_slice() {
+                    at += 1;
+                }
+                let mut next = at;
+                while next < mine.len() && object(next) == key.as_slice() {
+                    let record = &records[mine[next].1].0;
+                    if record.version == version && found[next].head == Some(version) {
+                        found[next].value = Some(value.clone());
+                    }
+                    next += 1;
                 }
             }
             if crowded {
                 continue;
             }
-            prefetched.heads.extend(heads);
-            prefetched.current.extend(current);
-            prefetched.covered.push(rows);
+            for ((_, index), found) in mine.into_iter().zip(found) {
+                seen[index] = Some(found);
+            }
         }
-        Ok(prefetched)
-    }
-
-    fn covers(&self, object: &[u8]) -> bool {
-        self.covered.iter().any(|rows| object.starts_with(rows))
+        Ok(Prefetched { seen })
     }
 }
 
@@ -282,30 +318,22 @@ fn value_to_send<S: Store + 'static>(
     reader: &WatchableSnapshot<S>,
     record: &LogRecord,
     known_head: bool,
-    prefetched: &mut Prefetched,
+    seen: Option<Seen>,
 ) -> Result<Option<Vec<u8>>> {
     if record.deleted || record.link {
         return Ok(None);
     }
-    let covered = prefetched.covers(&record.object);
     if !known_head {
-        let head = if covered {
-            prefetched.heads.get(&record.object).copied()
-        } else {
-            dag::head(reader, &record.object)?
+        let head = match &seen {
+            Some(seen) => seen.head,
+            None => dag::head(reader, &record.object)?,
         };
         if head != Some(record.version) {
             return Ok(None);
         }
     }
-    if covered
-        && let Some((version, _)) = prefetched.current.get(&record.object)
-        && *version == record.version
-    {
-        return Ok(prefetched
-            .current
-            .remove(&record.object)
-            .map(|(_, value)| value));
+    if let Some(value) = seen.and_then(|seen| seen.value) {
+        return Ok(Some(value));
     }
     match reader.get_at_version(&record.object, record.version)? {
         Some(Stored::Value(value)) => Ok(Some(value)),

@@ -1175,6 +1175,34 @@ mod initiator {
         assert_eq!(read(&b, "k0010").as_deref(), Some("again 10"));
     }
 
+    /// Many deleted rows keep their heads but hold no value: a short range in such a
+    /// collection still reads its heads by key (the scan of heads gives up even though the scan
+    /// of values would not), and every current version travels with its value.
+    #[test]
+    fn a_short_range_among_many_deleted_rows_still_carries_its_values() {
+        let (a, b) = (device(0), device(1));
+        write(&b, &[("b-only", Some("b"))]);
+        write_many(&a, 0..1000, "a");
+        pull(&b, &a);
+        let deleted: Vec<String> = (0..1000)
+            .filter(|index| index % 10 != 0)
+            .map(|index| format!("k{index:04}"))
+            .collect();
+        for chunk in deleted.chunks(100) {
+            let rows: Vec<(&str, Option<&str>)> =
+                chunk.iter().map(|key| (key.as_str(), None)).collect();
+            write(&a, &rows);
+        }
+        pull(&b, &a);
+        write_many(&a, (0..1000).step_by(10), "again");
+        let short = delta(&a, &b);
+        assert_eq!(short.records.len(), 100);
+        assert!(short.records.iter().all(|sent| sent.value.is_some()));
+        apply(&b, &a, short);
+        assert_eq!(read(&b, "k0990").as_deref(), Some("again 990"));
+        assert_eq!(read(&b, "k0991"), None);
+    }
+
     /// Two batches conflicting on two rows: one batch wins both rows on both sides.
     #[test]
     fn conflicting_batches_resolve_whole() {
