@@ -401,45 +401,37 @@ async fn w1(scratch: &Path, alice: &Identity, options: &Options) -> Result<Table
              (B joins through A and waits)"
         ),
         columns: vec!["ours".into()],
-        rows: vec![
-            ("initial sync".into(), "rows/s".into(), vec![figure(rate)]),
-            (
-                "watchable layer S1 (batches of 1,000, durable), same run".into(),
-                "rows/s".into(),
-                vec![Some(s1)],
-            ),
-            (
-                "initial sync / S1".into(),
-                "ratio".into(),
-                vec![Some(ratio)],
-            ),
-            (
-                "bytes on the wire".into(),
-                "B/row".into(),
-                vec![figure(wire)],
-            ),
-            (
-                "B's memory after the sync (RSS)".into(),
-                "MiB".into(),
-                vec![figure(rss)],
-            ),
-            (
-                "B's peak memory (VmHWM)".into(),
-                "MiB".into(),
-                vec![figure(peak)],
-            ),
-            ("B's disk".into(), "B/row".into(), vec![figure(disk)]),
+        rows: [
+            row("initial sync", "rows/s", figure(rate)),
+            row(S1_ROW, "rows/s", Some(s1)),
+            row("initial sync / S1", "ratio", Some(ratio)),
+            row("bytes on the wire", "B/row", figure(wire)),
+            row("B's memory after the sync (RSS)", "MiB", figure(rss)),
+            row("B's peak memory (VmHWM)", "MiB", figure(peak)),
+            row("B's disk", "B/row", figure(disk)),
         ]
         .into_iter()
-        .chain(stages.into_iter().map(|(stage, rate)| {
-            (
-                format!("in process, no daemons: {stage}"),
-                "rows/s".into(),
-                vec![Some(rate)],
-            )
-        }))
+        .chain(stage_rows(stages, "in process, no daemons: "))
         .collect(),
     })
+}
+
+/// The label of the watchable layer's S1 rate beside a sync workload.
+const S1_ROW: &str = "watchable layer S1 (batches of 1,000, durable), same run";
+
+/// A row of a one-column table.
+fn row(label: &str, unit: &str, value: Option<Figure>) -> (String, String, Vec<Option<Figure>>) {
+    (label.into(), unit.into(), vec![value])
+}
+
+/// The rows of W1's in-process stages, each label after `prefix`.
+fn stage_rows(
+    stages: Vec<(&'static str, Figure)>,
+    prefix: &'static str,
+) -> impl Iterator<Item = (String, String, Vec<Option<Figure>>)> {
+    stages
+        .into_iter()
+        .map(move |(stage, rate)| row(&format!("{prefix}{stage}"), "rows/s", Some(rate)))
 }
 
 /// W1's in-process stages beside S1, without daemons (`--only core`: where the time goes).
@@ -452,17 +444,9 @@ async fn core_table(scratch: &Path, options: &Options) -> Result<Table> {
             options.rows
         ),
         columns: vec!["ours".into()],
-        rows: std::iter::once((
-            "watchable layer S1 (batches of 1,000, durable), same run".into(),
-            "rows/s".into(),
-            vec![Some(s1)],
-        ))
-        .chain(
-            stages
-                .into_iter()
-                .map(|(stage, rate)| (stage.to_string(), "rows/s".into(), vec![Some(rate)])),
-        )
-        .collect(),
+        rows: std::iter::once(row(S1_ROW, "rows/s", Some(s1)))
+            .chain(stage_rows(stages, ""))
+            .collect(),
     })
 }
 
@@ -696,12 +680,12 @@ async fn w2(scratch: &Path, alice: &Identity, options: &Options) -> Result<Vec<T
         ),
         columns: vec!["ours".into()],
         rows: vec![
-            ("p50".into(), "ms".into(), vec![figure(vec![p50])]),
-            ("p99".into(), "ms".into(), vec![figure(vec![p99])]),
-            (
-                "max".into(),
-                "ms".into(),
-                vec![figure(vec![samples.last().copied().unwrap_or(f64::NAN)])],
+            row("p50", "ms", figure(vec![p50])),
+            row("p99", "ms", figure(vec![p99])),
+            row(
+                "max",
+                "ms",
+                figure(vec![samples.last().copied().unwrap_or(f64::NAN)]),
             ),
         ],
     };
@@ -777,11 +761,7 @@ async fn w3(scratch: &Path, alice: &Identity, options: &Options) -> Result<Table
              all join one syncgroup"
         ),
         columns: vec!["ours".into()],
-        rows: vec![(
-            "until all hold identical rows".into(),
-            "ms".into(),
-            vec![figure(seconds)],
-        )],
+        rows: vec![row("until all hold identical rows", "ms", figure(seconds))],
     })
 }
 

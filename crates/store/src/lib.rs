@@ -31,6 +31,7 @@ pub use memstore::{MemEngine, MemStore, open_memstore};
 pub use model::{
     CommitHook, KeyValue, Snapshot, Store, StoreReader, StoreWriter, Stream, StreamCanceler,
     TRANSACTION_ATTEMPTS_DEFAULT, Transaction, WriteOp, prefix_limit, run_in_transaction,
+    visit_at_most,
 };
 pub use seams::{Clock, EntropyRng, ManualClock, Rng, SeededRng, SystemClock};
 pub use set::{MemStoreSet, StoreSet, validate_store_name};

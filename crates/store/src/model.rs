@@ -325,6 +325,24 @@ pub fn prefix_limit(prefix: &[u8]) -> Vec<u8> {
     Vec::new()
 }
 
+/// Hands `visit` the first `most` of `entries` (a scan) at most: true when there were no
+/// more, false when there were (the rest is not read, and the caller falls back to reading
+/// what it needs key by key). For a reader that bets a range holds few keys besides those it
+/// wants.
+pub fn visit_at_most<T, E: From<Error>>(
+    entries: impl Iterator<Item = Result<T>>,
+    most: usize,
+    mut visit: impl FnMut(T) -> std::result::Result<(), E>,
+) -> std::result::Result<bool, E> {
+    for (read, entry) in entries.enumerate() {
+        if read >= most {
+            return Ok(false);
+        }
+        visit(entry?)?;
+    }
+    Ok(true)
+}
+
 impl<T: StoreReader + ?Sized> StoreReader for Arc<T> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         (**self).get(key)

@@ -428,17 +428,14 @@ fn objects_in<R: StoreReader + ?Sized>(
 ) -> Result<Option<BTreeSet<Vec<u8>>>> {
     let limit = syncbase_store::prefix_limit(last);
     let mut objects = BTreeSet::new();
-    for (read, entry) in reader.scan(start, &limit)?.enumerate() {
-        if read >= most {
-            return Ok(None);
-        }
-        let (key, _) = entry?;
+    let all = syncbase_store::visit_at_most(reader.scan(start, &limit)?, most, |(key, _)| {
         let (_, mut components) = keys::parse(&key)?;
         if components.len() >= 2 {
             objects.insert(components.swap_remove(1));
         }
-    }
-    Ok(Some(objects))
+        Ok::<_, Error>(())
+    })?;
+    Ok(all.then_some(objects))
 }
 
 /// Makes `version`, a node the caller has just added, the head of `object` ([`move_head`]

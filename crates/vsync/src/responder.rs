@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
 use serde::{Deserialize, Serialize};
-use syncbase_store::{Store, StoreReader, Stored, Version, WatchableSnapshot};
+use syncbase_store::{Store, StoreReader, Stored, Version, WatchableSnapshot, visit_at_most};
 use syncbase_util::keys::{self, Prefix};
 use syncbase_util::{get_typed, put_typed};
 
@@ -260,13 +260,7 @@ impl Prefetched {
                 .collect();
             let (start, limit) = keys::prefix_range(&dag::head_key_prefix(&rows));
             let mut at = 0;
-            let mut crowded = false;
-            for (read, entry) in reader.scan(&start, &limit)?.enumerate() {
-                if read >= most {
-                    crowded = true;
-                    break;
-                }
-                let (key, value) = entry?;
+            let all_heads = visit_at_most(reader.scan(&start, &limit)?, most, |(key, value)| {
                 while mine.get(at).is_some_and(|(head_key, _)| *head_key < key) {
                     at += 1;
                 }
@@ -275,18 +269,15 @@ impl Prefetched {
                     found[next].head = Some(syncbase_util::decode_typed(&key, &value)?);
                     next += 1;
                 }
-            }
-            if crowded {
+                Ok::<_, crate::Error>(())
+            })?;
+            if !all_heads {
                 continue;
             }
             let object = |at: usize| records[mine[at].1].0.object.as_slice();
             at = 0;
-            for (read, entry) in reader.scan_current(&rows)?.enumerate() {
-                if read >= most {
-                    crowded = true;
-                    break;
-                }
-                let (key, version, value) = entry?;
+            let all_values = visit_at_most(reader.scan_current(&rows)?, most, |current| {
+                let (key, version, value) = current;
                 while at < mine.len() && object(at) < key.as_slice() {
                     at += 1;
                 }
@@ -298,8 +289,9 @@ impl Prefetched {
                     }
                     next += 1;
                 }
-            }
-            if crowded {
+                Ok::<_, crate::Error>(())
+            })?;
+            if !all_values {
                 continue;
             }
             for ((_, index), found) in mine.into_iter().zip(found) {

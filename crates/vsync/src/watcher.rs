@@ -103,11 +103,7 @@ pub fn generations_held<R: StoreReader + ?Sized>(
     let start = record_key(device, first);
     let limit = syncbase_store::prefix_limit(&record_key(device, last));
     let mut held = std::collections::BTreeSet::new();
-    for entry in reader.scan(&start, &limit)? {
-        let (key, _) = entry?;
-        if held.len() >= most {
-            return Ok(None);
-        }
+    let all = syncbase_store::visit_at_most(reader.scan(&start, &limit)?, most, |(key, _)| {
         let (_, components) = keys::parse(&key)?;
         let generation = components
             .get(2)
@@ -119,8 +115,9 @@ pub fn generations_held<R: StoreReader + ?Sized>(
                 )))
             })?;
         held.insert(generation);
-    }
-    Ok(Some(held))
+        Ok::<_, Error>(())
+    })?;
+    Ok(all.then_some(held))
 }
 
 /// The last generation this device made in the database (0: none yet).

@@ -36,7 +36,7 @@ use self::format::{
 use crate::error::{Error, Result};
 use crate::model::{
     CommitHook, KeyValue, Snapshot, Store, StoreReader, StoreWriter, Stream, StreamSource,
-    Transaction, WriteOp, in_range, prefix_limit,
+    Transaction, WriteOp, in_range, prefix_limit, visit_at_most,
 };
 use crate::seams::{Clock, Rng};
 
@@ -853,16 +853,13 @@ impl<S: Store + 'static> WatchableTransaction<S> {
         let start = tagged(tag, first);
         let limit = prefix_limit(&tagged(tag, last));
         let mut found = HashMap::new();
-        for (read, entry) in self.inner.scan(&start, &limit)?.enumerate() {
-            if read >= most {
-                return Ok(None);
-            }
-            let (key, record) = entry?;
+        let all = visit_at_most(self.inner.scan(&start, &limit)?, most, |(key, record)| {
             if let Some(id) = keep(&key[2..]) {
                 found.insert(id, record);
             }
-        }
-        Ok(Some(found))
+            Ok::<_, Error>(())
+        })?;
+        Ok(all.then_some(found))
     }
 
     /// [`Self::put_current_version`] once the key's current record is known (`current`, read
