@@ -300,12 +300,9 @@ fn allocated_bytes(path: &Path) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// A with `rows` rows in a syncgroup, reached through a counting proxy.
-async fn loaded_a(scratch: &Path, alice: &Identity, rows: usize) -> Result<(Member, Proxy)> {
-    let (a, proxy) = member(&scratch.join("a"), alice, "a", true).await?;
-    let proxy = proxy.ok_or("no proxy")?;
-    create_collection(&a.client).await?;
-    a.client
+/// The benchmark's syncgroup, sharing collection `rows`, created on `client`'s daemon.
+async fn create_syncgroup(client: &Client) -> Result<()> {
+    client
         .create_syncgroup(
             &database(),
             SyncgroupSpec {
@@ -315,6 +312,15 @@ async fn loaded_a(scratch: &Path, alice: &Identity, rows: usize) -> Result<(Memb
             },
         )
         .await?;
+    Ok(())
+}
+
+/// A with `rows` rows in a syncgroup, reached through a counting proxy.
+async fn loaded_a(scratch: &Path, alice: &Identity, rows: usize) -> Result<(Member, Proxy)> {
+    let (a, proxy) = member(&scratch.join("a"), alice, "a", true).await?;
+    let proxy = proxy.ok_or("no proxy")?;
+    create_collection(&a.client).await?;
+    create_syncgroup(&a.client).await?;
     load(&a.client, 0..rows, "a").await?;
     watcher_caught_up(&a.client).await?;
     Ok((a, proxy))
@@ -702,17 +708,7 @@ async fn storm(scratch: &Path, alice: &Identity) -> Result<f64> {
         load(&member.client, 0..W3_KEYS, &name).await?;
         members.push(member);
     }
-    members[0]
-        .client
-        .create_syncgroup(
-            &database(),
-            SyncgroupSpec {
-                name: SYNCGROUP.into(),
-                collections: vec!["rows".into()],
-                ..SyncgroupSpec::default()
-            },
-        )
-        .await?;
+    create_syncgroup(&members[0].client).await?;
     let via = members[0].reached_at.clone();
     let started = Instant::now();
     let mut joins = tokio::task::JoinSet::new();
