@@ -136,6 +136,10 @@ impl HandlerFactory for Factory {
     }
 }
 
+/// What a peer whose handshake was dropped to make room is told, if it gets that far.
+const HANDSHAKE_DROPPED: &str =
+    "this daemon has too many handshakes in progress and dropped yours; retry";
+
 /// Handshakes in progress, oldest first. A newcomer past the cap drops the oldest one whose peer
 /// has sent nothing, looked at in the socket itself at that moment (so the answer does not wait
 /// for the handshake task to run), else the oldest: connections that never speak cannot keep
@@ -212,8 +216,11 @@ impl PendingHandshakes {
     }
 
     /// The handshake `id` finished (or its peer was authenticated): it can no longer be dropped.
-    fn finished(&self, id: u64) {
-        self.inner.lock().tasks.remove(&id);
+    /// False if a newcomer dropped it first: its task is aborted at its next pause, so it must
+    /// not tell its peer it was accepted (the peer would find the connection closed at its
+    /// first call instead of refused at connect).
+    fn finished(&self, id: u64) -> bool {
+        self.inner.lock().tasks.remove(&id).is_some()
     }
 }
 
@@ -703,8 +710,11 @@ impl Daemon {
                 drop(unstarted);
                 let _ = listened.inner.set_nodelay(true);
                 let admitted = handshake_admitting(listened, &identity, false, |peer| {
-                    // Authenticated: no longer a handshake a newcomer may drop.
-                    pending.finished(id);
+                    // Authenticated: no longer a handshake a newcomer may drop, unless one
+                    // dropped it a moment ago.
+                    if !pending.finished(id) {
+                        return Err(HANDSHAKE_DROPPED.to_string());
+                    }
                     principals.take(&peer.name)
                 })
                 .await;
@@ -739,6 +749,27 @@ impl Daemon {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_handshake_dropped_for_a_newcomer_cannot_be_finished_as_admitted() {
+        let pending = PendingHandshakes {
+            max: 1,
+            inner: Mutex::new(PendingInner::default()),
+        };
+        let first = tokio::spawn(std::future::pending::<()>());
+        let second = tokio::spawn(std::future::pending::<()>());
+        let heard = Heard::default();
+        heard.spoke();
+        let dropped = pending.register(first.abort_handle(), heard.clone(), None);
+        let kept = pending.register(second.abort_handle(), heard, None);
+        // Both have spoken, so the oldest goes: its task is aborted, and its handshake, which
+        // may have reached its peer's authentication meanwhile, must not be admitted.
+        assert!(first.await.unwrap_err().is_cancelled());
+        assert!(!pending.finished(dropped));
+        assert!(pending.finished(kept));
+        assert!(!pending.finished(kept), "a handshake finishes once");
+        second.abort();
+    }
 
     #[test]
     fn the_descriptor_plan_leaves_the_engine_its_share_under_any_limit() {
