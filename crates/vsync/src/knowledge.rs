@@ -105,6 +105,7 @@ pub struct Scope {
     /// The collection.
     pub collection: String,
     /// The row-key prefix (empty: the whole collection).
+    #[serde(with = "serde_bytes")]
     pub prefix: Vec<u8>,
 }
 

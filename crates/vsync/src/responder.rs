@@ -47,6 +47,7 @@ pub struct DeltaRecord {
     /// The log record.
     pub record: LogRecord,
     /// The bytes of `record.version`, for a version that is not a deletion or a link.
+    #[serde(with = "serde_bytes")]
     pub value: Option<Vec<u8>>,
 }
 

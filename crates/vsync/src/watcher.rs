@@ -29,6 +29,7 @@ const STEP_ATTEMPTS_MAX: usize = 16;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogRecord {
     /// The object (its managed key).
+    #[serde(with = "serde_bytes")]
     pub object: Vec<u8>,
     /// The version the change made.
     pub version: Version,

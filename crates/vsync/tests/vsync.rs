@@ -1460,3 +1460,81 @@ mod initiator {
         assert!(snapshot.get_at_version(&row("x"), held).unwrap().is_some());
     }
 }
+
+/// Byte fields are encoded as one byte string each: the same bytes as when they were encoded
+/// byte by byte, so stores and peers of earlier builds read them alike.
+mod encoding {
+    use proptest::prelude::*;
+    use serde::Serialize;
+    use syncbase_store::Version;
+    use syncbase_vsync::knowledge::Scope;
+    use syncbase_vsync::responder::DeltaRecord;
+    use syncbase_vsync::watcher::LogRecord;
+
+    /// `DeltaRecord` and `LogRecord` with their byte fields as plain vectors.
+    #[derive(Serialize)]
+    struct PlainDeltaRecord {
+        object: Vec<u8>,
+        version: Version,
+        parents: Vec<Version>,
+        deleted: bool,
+        link: bool,
+        timestamp_ns: u64,
+        author: String,
+        device: u64,
+        generation: u64,
+        batch_id: u64,
+        batch_count: u64,
+        position: u64,
+        value: Option<Vec<u8>>,
+    }
+
+    proptest! {
+        #[test]
+        fn byte_fields_encode_as_the_plain_byte_vectors_they_were(
+            object in proptest::collection::vec(any::<u8>(), 0..80),
+            value in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..300)),
+            prefix in proptest::collection::vec(any::<u8>(), 0..20),
+            fixed in any::<(u64, u64, u64)>(),
+        ) {
+            let record = LogRecord {
+                object: object.clone(),
+                version: Version(fixed.0),
+                parents: vec![Version(fixed.1)],
+                deleted: false,
+                link: true,
+                timestamp_ns: fixed.2,
+                author: "alice:a".into(),
+                device: fixed.0,
+                generation: fixed.1,
+                batch_id: fixed.2,
+                batch_count: 3,
+                position: 7,
+            };
+            let plain = PlainDeltaRecord {
+                object,
+                version: record.version,
+                parents: record.parents.clone(),
+                deleted: record.deleted,
+                link: record.link,
+                timestamp_ns: record.timestamp_ns,
+                author: record.author.clone(),
+                device: record.device,
+                generation: record.generation,
+                batch_id: record.batch_id,
+                batch_count: record.batch_count,
+                position: record.position,
+                value: value.clone(),
+            };
+            let delta_record = DeltaRecord { record, value };
+            let encoded = postcard::to_stdvec(&delta_record).unwrap();
+            prop_assert_eq!(&encoded, &postcard::to_stdvec(&plain).unwrap());
+            prop_assert_eq!(postcard::from_bytes::<DeltaRecord>(&encoded).unwrap(), delta_record);
+            let scope = Scope { collection: "c".into(), prefix: prefix.clone() };
+            prop_assert_eq!(
+                postcard::to_stdvec(&scope).unwrap(),
+                postcard::to_stdvec(&("c", prefix)).unwrap()
+            );
+        }
+    }
+}

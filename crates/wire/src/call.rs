@@ -88,7 +88,7 @@ pub enum WatchStart {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChangeKind {
     /// The row now has this value.
-    Put(Vec<u8>),
+    Put(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The row was deleted.
     Delete,
 }
@@ -274,6 +274,7 @@ pub enum Request {
         /// The row key.
         key: String,
         /// The value.
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
         /// Write inside this batch.
         batch: Option<BatchHandle>,
@@ -411,6 +412,7 @@ pub enum PeerRequest {
         /// The database.
         database: DatabasePath,
         /// The caller's knowledge.
+        #[serde(with = "serde_bytes")]
         knowledge: Vec<u8>,
     },
     /// The caller has new generations of the database: pull.
@@ -419,6 +421,7 @@ pub enum PeerRequest {
         database: DatabasePath,
         /// What the caller knows now (encoded by the sync engine): the receiver learns how far
         /// behind it is.
+        #[serde(with = "serde_bytes")]
         knowledge: Vec<u8>,
     },
 }
@@ -488,9 +491,9 @@ pub enum Response {
     /// Names, sorted.
     Names(Vec<String>),
     /// A row's value.
-    Value(Vec<u8>),
+    Value(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Rows, in key order.
-    Rows(Vec<(String, Vec<u8>)>),
+    Rows(#[serde(with = "rows_bytes")] Vec<(String, Vec<u8>)>),
     /// Permissions.
     Permissions(Permissions),
     /// A new batch.
@@ -506,7 +509,7 @@ pub enum Response {
     /// The answer to [`Request::LogStatus`].
     LogStatus(LogStatus),
     /// Bytes encoded by the sync engine (the answer to a [`PeerRequest`]).
-    Bytes(Vec<u8>),
+    Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The answer to [`Request::SyncStatus`].
     SyncStatus(SyncStatus),
     /// The answer to [`Request::SyncNow`]: one report per member pulled from.
@@ -524,4 +527,30 @@ pub struct JoinProgress {
     pub records: u64,
     /// Whether it is all received and being applied.
     pub applying: bool,
+}
+
+/// Rows with each value encoded as one byte string, not byte by byte: the same bytes in
+/// postcard, written and read as one slice.
+mod rows_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        rows: &[(String, Vec<u8>)],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(
+            rows.iter()
+                .map(|(key, value)| (key, serde_bytes::Bytes::new(value))),
+        )
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<(String, Vec<u8>)>, D::Error> {
+        let rows = Vec::<(String, serde_bytes::ByteBuf)>::deserialize(deserializer)?;
+        Ok(rows
+            .into_iter()
+            .map(|(key, value)| (key, value.into_vec()))
+            .collect())
+    }
 }

@@ -189,3 +189,26 @@ proptest! {
         let _ = decode::<Response>(&bytes);
     }
 }
+
+/// `message`'s encoding, after its one-byte variant tag, must be `plain`'s: what the fields were
+/// when they were encoded byte by byte, so peers and stores of earlier builds read them alike.
+fn assert_encoded_as_plain<T: serde::Serialize>(message: &Response, plain: &T) {
+    let encoded = encode(message).unwrap();
+    assert_eq!(&encoded[1..], &postcard::to_stdvec(plain).unwrap()[..]);
+    assert_eq!(&decode::<Response>(&encoded).unwrap(), message);
+}
+
+proptest! {
+    #[test]
+    fn byte_fields_encode_as_the_plain_byte_vectors_they_were(
+        bytes in proptest::collection::vec(any::<u8>(), 0..300),
+        rows in proptest::collection::vec(
+            ("[a-z]{0,8}", proptest::collection::vec(any::<u8>(), 0..200)),
+            0..20,
+        ),
+    ) {
+        assert_encoded_as_plain(&Response::Value(bytes.clone()), &bytes);
+        assert_encoded_as_plain(&Response::Bytes(bytes.clone()), &bytes);
+        assert_encoded_as_plain(&Response::Rows(rows.clone()), &rows);
+    }
+}

@@ -54,6 +54,7 @@ pub enum LogOp {
     /// The key now has this value version.
     Put {
         /// The user key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// Its new version.
         version: Version,
@@ -63,6 +64,7 @@ pub enum LogOp {
     /// The key was deleted: its current version is now this tombstone.
     Delete {
         /// The user key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// The tombstone's version.
         version: Version,
@@ -99,6 +101,7 @@ impl LogOp {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredVersion {
     /// The user key.
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     /// The version.
     pub version: Version,

@@ -474,3 +474,40 @@ fn storing_a_stored_version_again_is_a_no_op_and_other_bytes_are_refused() {
     again.commit().unwrap();
     assert_eq!(store.get(b"r/k").unwrap(), Some(b"one".to_vec()));
 }
+
+/// A log operation's key is encoded as one byte string: the same bytes as when it was encoded
+/// byte by byte, so the watch logs of earlier builds read alike.
+#[test]
+fn log_operations_encode_their_keys_as_the_plain_byte_vectors_they_were() {
+    use syncbase_store::{LogOp, StoredVersion};
+    let keys: [&[u8]; 4] = [b"", b"k", &[0, 255, 7], &[9; 300]];
+    for key in keys {
+        let put = LogOp::Put {
+            key: key.to_vec(),
+            version: Version(5),
+            parent: Some(Version(3)),
+        };
+        let delete = LogOp::Delete {
+            key: key.to_vec(),
+            version: Version(6),
+            parent: None,
+        };
+        // A variant is its index, then its fields in order.
+        let plain_put = (0u8, key.to_vec(), 5u64, Some(3u64));
+        let plain_delete = (1u8, key.to_vec(), 6u64, None::<u64>);
+        for (op, plain) in [
+            (&put, postcard::to_stdvec(&plain_put).unwrap()),
+            (&delete, postcard::to_stdvec(&plain_delete).unwrap()),
+        ] {
+            let encoded = postcard::to_stdvec(op).unwrap();
+            assert_eq!(encoded, plain);
+            assert_eq!(&postcard::from_bytes::<LogOp>(&encoded).unwrap(), op);
+        }
+        let stored = postcard::to_stdvec(&StoredVersion {
+            key: key.to_vec(),
+            version: Version(8),
+        })
+        .unwrap();
+        assert_eq!(stored, postcard::to_stdvec(&(key.to_vec(), 8u64)).unwrap());
+    }
+}
