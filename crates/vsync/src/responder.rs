@@ -147,8 +147,11 @@ pub fn deltas<S: Store + 'static>(
         Prefetched::default()
     };
     for (index, (record, head)) in records.into_iter().enumerate() {
-        let seen = prefetched.seen.get_mut(index).and_then(Option::take);
-        let value = value_to_send(reader, &record, head, seen)?;
+        let value = match prefetched.seen.get_mut(index).and_then(Option::take) {
+            Some(Seen::Current(value)) => Some(value),
+            Some(Seen::Retired) => None,
+            None => value_to_send(reader, &record, head)?,
+        };
         delta.bytes +=
             (record.object.len() + record.author.len() + value.as_ref().map_or(0, Vec::len) + 80)
                 as u64;
@@ -202,26 +205,29 @@ fn record_made_head(record: &LogRecord, head: Version) -> bool {
 /// Fewest records of a delta for which [`Prefetched`] scans its scopes.
 const PREFETCH_RECORDS_MIN: usize = 64;
 
-/// The heads and current values of the rows of a delta's scopes, each read by one scan, for a
-/// delta of many records (an initiator that lacks a long range of generations, such as a
-/// joiner that has written its collection's record): its records are in learning order, and
-/// reading each one's head and value by key costs two reads a record. The records of a scope
-/// are sorted by object and merged with its scans in key order. A scope holding many more rows
-/// than the delta has records is left out (its records are read by key); of the values, only
-/// those the records carry are kept.
+/// The current values (and if need be the heads) of the rows of a delta's scopes, each read by
+/// one scan, for a delta of many records (an initiator that lacks a long range of generations,
+/// such as a joiner that has written its collection's record): its records are in learning
+/// order, and reading each one's head and value by key costs two reads a record. The records of
+/// a scope are sorted by object and merged with the scans in key order. A record whose version
+/// is its object's current one made it (versions are unique, and sync moves an object's head and
+/// current version in one commit), so it carries that value; only when some record's version is
+/// not current are the scope's heads scanned too, to tell which of those still made the head (a
+/// local write the watcher has not processed retired it: its value is then read by key). A
+/// scope holding many more rows than the delta has records is left out (its records are read by
+/// key); of the values, only those the records carry are kept.
 #[derive(Default)]
 struct Prefetched {
-    /// Per record of the delta, what the scans showed of its object (`None`: not read).
+    /// Per record of the delta, what the scans showed (`None`: not shown, to be read by key).
     seen: Vec<Option<Seen>>,
 }
 
-/// What a scope's scans showed of a record's object.
-#[derive(Default)]
-struct Seen {
-    /// The object's head.
-    head: Option<Version>,
-    /// The record's value, when its version is the object's head and current version.
-    value: Option<Vec<u8>>,
+/// What a scope's scans showed of a record.
+enum Seen {
+    /// Its version is current: it carries this value.
+    Current(Vec<u8>),
+    /// Its version is neither current nor the head: it carries no value.
+    Retired,
 }
 
 impl Prefetched {
@@ -237,46 +243,27 @@ impl Prefetched {
         let mut seen: Vec<Option<Seen>> = std::iter::repeat_with(|| None)
             .take(records.len())
             .collect();
+        let mut read = vec![false; records.len()];
         for scope in scopes {
             let rows = keys::key_prefix(Prefix::Row, &[scope.collection.as_bytes()], &scope.prefix);
-            // The scope's records that may carry a value, by head key: by object, as the
-            // encoding keeps the order of the keys it encodes.
-            let mut mine: Vec<(Vec<u8>, usize)> = records
-                .iter()
-                .enumerate()
-                .filter(|(index, (record, _))| {
-                    seen[*index].is_none()
+            // The scope's records that may carry a value, by object.
+            let mut mine: Vec<usize> = (0..records.len())
+                .filter(|index| {
+                    let record = &records[*index].0;
+                    !read[*index]
                         && !record.deleted
                         && !record.link
                         && record.object.starts_with(&rows)
                 })
-                .map(|(index, (record, _))| (dag::head_key(&record.object), index))
                 .collect();
             if mine.is_empty() {
                 continue;
             }
-            mine.sort_unstable();
-            let mut found: Vec<Seen> = std::iter::repeat_with(Seen::default)
-                .take(mine.len())
-                .collect();
-            let (start, limit) = keys::prefix_range(&dag::head_key_prefix(&rows));
+            mine.sort_by(|left, right| records[*left].0.object.cmp(&records[*right].0.object));
+            let object = |at: usize| records[mine[at]].0.object.as_slice();
+            let mut found: Vec<Option<Seen>> =
+                std::iter::repeat_with(|| None).take(mine.len()).collect();
             let mut at = 0;
-            let all_heads = visit_at_most(reader.scan(&start, &limit)?, most, |(key, value)| {
-                while mine.get(at).is_some_and(|(head_key, _)| *head_key < key) {
-                    at += 1;
-                }
-                let mut next = at;
-                while mine.get(next).is_some_and(|(head_key, _)| *head_key == key) {
-                    found[next].head = Some(syncbase_util::decode_typed(&key, &value)?);
-                    next += 1;
-                }
-                Ok::<_, crate::Error>(())
-            })?;
-            if !all_heads {
-                continue;
-            }
-            let object = |at: usize| records[mine[at].1].0.object.as_slice();
-            at = 0;
             let all_values = visit_at_most(reader.scan_current(&rows)?, most, |current| {
                 let (key, version, value) = current;
                 while at < mine.len() && object(at) < key.as_slice() {
@@ -284,9 +271,8 @@ impl Prefetched {
                 }
                 let mut next = at;
                 while next < mine.len() && object(next) == key.as_slice() {
-                    let record = &records[mine[next].1].0;
-                    if record.version == version && found[next].head == Some(version) {
-                        found[next].value = Some(value.clone());
+                    if records[mine[next]].0.version == version {
+                        found[next] = Some(Seen::Current(value.clone()));
                     }
                     next += 1;
                 }
@@ -295,8 +281,47 @@ impl Prefetched {
             if !all_values {
                 continue;
             }
-            for ((_, index), found) in mine.into_iter().zip(found) {
-                seen[index] = Some(found);
+            if found.iter().any(Option::is_none) {
+                // Which of the others made the head: by one scan of the heads.
+                let (start, limit) = keys::prefix_range(&dag::head_key_prefix(&rows));
+                let head_key = |at: usize| dag::head_key(object(at));
+                let pending: Vec<(Vec<u8>, usize)> = (0..mine.len())
+                    .filter(|at| found[*at].is_none())
+                    .map(|at| (head_key(at), at))
+                    .collect();
+                let mut heads: Vec<Option<Version>> = vec![None; pending.len()];
+                let mut next_head = 0;
+                let all_heads =
+                    visit_at_most(reader.scan(&start, &limit)?, most, |(key, value)| {
+                        while pending
+                            .get(next_head)
+                            .is_some_and(|(head_key, _)| *head_key < key)
+                        {
+                            next_head += 1;
+                        }
+                        let mut next = next_head;
+                        while pending
+                            .get(next)
+                            .is_some_and(|(head_key, _)| *head_key == key)
+                        {
+                            heads[next] = Some(syncbase_util::decode_typed(&key, &value)?);
+                            next += 1;
+                        }
+                        Ok::<_, crate::Error>(())
+                    })?;
+                if !all_heads {
+                    continue;
+                }
+                for ((_, at), head) in pending.into_iter().zip(heads) {
+                    // A version still the head but not current is read by key.
+                    if head != Some(records[mine[at]].0.version) {
+                        found[at] = Some(Seen::Retired);
+                    }
+                }
+            }
+            for (index, found) in mine.into_iter().zip(found) {
+                read[index] = true;
+                seen[index] = found;
             }
         }
         Ok(Prefetched { seen })
@@ -311,22 +336,12 @@ fn value_to_send<S: Store + 'static>(
     reader: &WatchableSnapshot<S>,
     record: &LogRecord,
     known_head: bool,
-    seen: Option<Seen>,
 ) -> Result<Option<Vec<u8>>> {
     if record.deleted || record.link {
         return Ok(None);
     }
-    if !known_head {
-        let head = match &seen {
-            Some(seen) => seen.head,
-            None => dag::head(reader, &record.object)?,
-        };
-        if head != Some(record.version) {
-            return Ok(None);
-        }
-    }
-    if let Some(value) = seen.and_then(|seen| seen.value) {
-        return Ok(Some(value));
+    if !known_head && dag::head(reader, &record.object)? != Some(record.version) {
+        return Ok(None);
     }
     match reader.get_at_version(&record.object, record.version)? {
         Some(Stored::Value(value)) => Ok(Some(value)),

@@ -784,7 +784,7 @@ mod responder {
         WatchableOptions, open_memstore,
     };
     use syncbase_util::keys::{self, Prefix};
-    use syncbase_vsync::knowledge::{Knowledge, Scope};
+    use syncbase_vsync::knowledge::{GenVector, Knowledge, Scope};
     use syncbase_vsync::responder::deltas;
     use syncbase_vsync::watcher;
 
@@ -871,6 +871,48 @@ mod responder {
         // Equal across sizes: nothing read for a no-op, one record for one change.
         assert_eq!(counters[0], (0, 0, 1, counters[0].3));
         assert_eq!(counters[0], counters[1]);
+    }
+
+    /// A long range read by scans: a record whose version is current carries its value; one a
+    /// later record replaced carries none; one still the DAG head though a local write the
+    /// watcher has not processed yet retired it carries its value, read from the kept versions.
+    #[test]
+    fn a_long_range_tells_current_replaced_and_retired_versions_apart() {
+        let store = device_with_rows(100);
+        let rewrite = |range: std::ops::Range<usize>, value: &[u8]| {
+            let transaction = store.begin(Origin::local("a", DEVICE)).unwrap();
+            for index in range {
+                transaction
+                    .put(&keys::row("c", format!("k{index:06}").as_bytes()), value)
+                    .unwrap();
+            }
+            transaction.commit().unwrap();
+        };
+        rewrite(0..50, b"second");
+        watcher::step(&store, DEVICE, &SeededRng::new(3), 10).unwrap();
+        // Not processed by the watcher: the DAG heads of these rows are still the first writes.
+        rewrite(50..60, b"local");
+        let mut theirs = GenVector::new();
+        theirs.advance(0xb, 1);
+        let mut knowledge = Knowledge::new();
+        knowledge.set(Scope::collection("c"), theirs);
+        let snapshot = store.versioned_snapshot().unwrap();
+        let delta = deltas(&snapshot, DEVICE, &[Scope::collection("c")], &knowledge).unwrap();
+        assert_eq!(delta.records.len(), 150);
+        let mut seen = std::collections::BTreeMap::new();
+        for sent in &delta.records {
+            let key = sent.record.object.clone();
+            let values = seen.entry(key).or_insert_with(Vec::new);
+            values.push(sent.value.clone());
+        }
+        for index in 0..100 {
+            let values = &seen[&keys::row("c", format!("k{index:06}").as_bytes())];
+            let expected: Vec<Option<Vec<u8>>> = match index {
+                0..50 => vec![None, Some(b"second".to_vec())],
+                _ => vec![Some(b"v".to_vec())],
+            };
+            assert_eq!(values, &expected, "row {index}");
+        }
     }
 }
 
