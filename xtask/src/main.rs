@@ -212,7 +212,7 @@ fn fix() -> Result<(), String> {
 }
 
 /// The mutants `syncbase-vsync` plants with its `mutants` feature (see `crates/vsync/src/mutant.rs`).
-const MUTANTS: [&str; 3] = ["split-batch", "echo", "receiver-tiebreak"];
+const MUTANTS: [&str; 4] = ["split-batch", "echo", "receiver-tiebreak", "part-anywhere"];
 
 /// Runs the simulator (release build, mutants compiled in but off unless `--mutant` names one);
 /// its output, last line included, is the simulator's own, and so is its exit code.

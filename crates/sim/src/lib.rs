@@ -1,8 +1,9 @@
 //! `syncbase-sim`: a seeded simulator of the sync core (test-only). N peers run the real
 //! `vsync` state machine ([`DatabaseSync`]) over real `Watchable` memstores, through a simulated
-//! network that drops, delays, duplicates, reorders, partitions and heals, while peers crash and
-//! restart (keeping only what they committed) and local writers commit batches with the watcher
-//! lagging behind. Everything comes from one seed: the same seed replays the same run and gives
+//! network that drops, delays, duplicates, reorders, partitions and heals (a delta travels in
+//! parts of a few records, as between daemons, and its stream may break after any part), while
+//! peers crash and restart (keeping only what they committed) and local writers commit batches
+//! with the watcher lagging behind. Everything comes from one seed: the same seed replays the same run and gives
 //! the same trace hash.
 //!
 //! Invariants are checked after every event: no acknowledged write lost, knowledge never goes
@@ -28,6 +29,7 @@ use syncbase_util::keys::{self, Prefix};
 use syncbase_vsync::conflict::LastWriterWins;
 use syncbase_vsync::dag::{self, HeadHolder};
 use syncbase_vsync::knowledge::{Knowledge, Relation};
+use syncbase_vsync::responder::Delta;
 use syncbase_vsync::service::{Action, DatabaseSync, Event, Everyone, Message};
 use syncbase_vsync::syncgroup::{Syncgroup, put_syncgroup};
 use syncbase_vsync::watcher::{LogRecord, local_generation, log_record};
@@ -186,6 +188,9 @@ struct InFlight {
     from: usize,
     to: usize,
     message: Message,
+    /// A delta's further parts, after `message` (its first) on the same stream: delivered in
+    /// order right after it, unless the stream is cut.
+    parts: Vec<Delta>,
     not_before: u64,
 }
 
@@ -510,11 +515,23 @@ impl Sim {
             let Some(to) = self.peers.iter().position(|peer| peer.name == to) else {
                 continue;
             };
+            // A delta travels in parts, as between daemons: a few records each, so the sim's
+            // small deltas are cut too.
+            let (message, parts) = match message {
+                Message::Delta(delta) => {
+                    let records_min = 1 + self.below(4) as usize;
+                    let mut parts = delta.into_parts(records_min).into_iter();
+                    let first = parts.next().unwrap_or_default();
+                    (Message::Delta(first), parts.collect())
+                }
+                other => (other, Vec::new()),
+            };
             let delay = self.below(4);
             self.network.push(InFlight {
                 from: peer,
                 to,
                 message,
+                parts,
                 not_before: self.step + delay,
             });
         }
@@ -537,6 +554,7 @@ impl Sim {
                 from: original.from,
                 to: original.to,
                 message: original.message.clone(),
+                parts: original.parts.clone(),
                 not_before: original.not_before,
             }
         } else {
@@ -559,11 +577,34 @@ impl Sim {
         self.handle(
             message.to,
             Event::Received {
-                from,
+                from: from.clone(),
                 message: message.message,
             },
             kind,
-        )
+        )?;
+        let parts = message.parts.len();
+        for (index, part) in message.parts.into_iter().enumerate() {
+            // The stream breaks (the connection drops, the sender crashes): the rest is lost.
+            if (!reliable && self.below(10) == 0) || self.peers[message.to].sync.is_none() {
+                self.note(format!(
+                    "cut delta p{}->p{} after part {} of {}",
+                    message.from,
+                    message.to,
+                    index + 1,
+                    parts + 1
+                ));
+                return Ok(());
+            }
+            self.handle(
+                message.to,
+                Event::Received {
+                    from: from.clone(),
+                    message: Message::Delta(part),
+                },
+                "delta part",
+            )?;
+        }
+        Ok(())
     }
 
     fn crash(&mut self, peer: usize) {

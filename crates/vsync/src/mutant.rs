@@ -14,14 +14,17 @@ pub enum Mutant {
     Echo,
     /// Last-writer-wins breaks timestamp ties in favour of the receiving device's side.
     ReceiverTiebreak,
+    /// A delta sent in parts is cut every so many records, through objects and batches.
+    PartAnywhere,
 }
 
 impl Mutant {
     /// Every mutant, by the name `SYNCBASE_MUTANT` and `cargo xtask sim --mutant` use.
-    pub const ALL: [(&'static str, Mutant); 3] = [
+    pub const ALL: [(&'static str, Mutant); 4] = [
         ("split-batch", Mutant::SplitBatch),
         ("echo", Mutant::Echo),
         ("receiver-tiebreak", Mutant::ReceiverTiebreak),
+        ("part-anywhere", Mutant::PartAnywhere),
     ];
 }
 

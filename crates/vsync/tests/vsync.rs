@@ -1580,3 +1580,125 @@ mod encoding {
         }
     }
 }
+
+/// A delta split into parts: closed over objects and batches, in order, cut as soon as allowed.
+mod parts {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+    use syncbase_store::Version;
+    use syncbase_vsync::knowledge::{GenVector, Knowledge, Scope};
+    use syncbase_vsync::responder::{Delta, DeltaRecord};
+    use syncbase_vsync::watcher::LogRecord;
+
+    /// A record of `object` in batch `batch` of `device` (0: no batch).
+    fn sent(index: usize, object: u8, device: u64, batch: u64) -> DeltaRecord {
+        DeltaRecord {
+            record: LogRecord {
+                object: vec![b'o', object],
+                version: Version(index as u64 + 1),
+                parents: Vec::new(),
+                deleted: false,
+                link: false,
+                timestamp_ns: 1,
+                author: "a".into(),
+                device,
+                generation: index as u64 + 1,
+                batch_id: batch,
+                batch_count: 1,
+                position: index as u64 + 1,
+            },
+            value: Some(vec![object]),
+        }
+    }
+
+    fn delta(records: Vec<DeltaRecord>) -> Delta {
+        let mut vector = GenVector::new();
+        vector.advance(1, records.len() as u64);
+        let mut knowledge = Knowledge::new();
+        knowledge.set(Scope::collection("c"), vector);
+        Delta {
+            responder: 9,
+            records,
+            knowledge,
+            records_read: 5,
+            bytes: 6,
+            ..Delta::default()
+        }
+    }
+
+    /// The objects and batches of `records`.
+    fn closures(records: &[DeltaRecord]) -> (BTreeSet<Vec<u8>>, BTreeSet<(u64, u64)>) {
+        let objects = records
+            .iter()
+            .map(|sent| sent.record.object.clone())
+            .collect();
+        let batches = records
+            .iter()
+            .filter(|sent| sent.record.batch_id != 0)
+            .map(|sent| (sent.record.device, sent.record.batch_id))
+            .collect();
+        (objects, batches)
+    }
+
+    fn shares(left: &[DeltaRecord], right: &[DeltaRecord]) -> bool {
+        let (left_objects, left_batches) = closures(left);
+        let (right_objects, right_batches) = closures(right);
+        !left_objects.is_disjoint(&right_objects) || !left_batches.is_disjoint(&right_batches)
+    }
+
+    proptest! {
+        #[test]
+        fn parts_are_closed_over_objects_and_batches_and_cut_as_soon_as_allowed(
+            shape in proptest::collection::vec((0u8..12, 1u64..3, 0u64..6), 0..60),
+            records_min in 1usize..8,
+        ) {
+            let records: Vec<DeltaRecord> = shape
+                .iter()
+                .enumerate()
+                .map(|(index, (object, device, batch))| sent(index, *object, *device, *batch))
+                .collect();
+            let whole = delta(records.clone());
+            let parts = whole.clone().into_parts(records_min);
+            prop_assert!(!parts.is_empty());
+            let joined: Vec<DeltaRecord> =
+                parts.iter().flat_map(|part| part.records.clone()).collect();
+            prop_assert_eq!(&joined, &records);
+            let last = parts.len() - 1;
+            let mut before = 0;
+            for (index, part) in parts.iter().enumerate() {
+                prop_assert_eq!(part.responder, 9);
+                let after = &records[before + part.records.len()..];
+                prop_assert!(!shares(&part.records, &records[..before]));
+                prop_assert!(!shares(&part.records, after));
+                if index == last {
+                    prop_assert_eq!(&part.knowledge, &whole.knowledge);
+                    prop_assert_eq!((part.records_read, part.bytes), (5, 6));
+                } else {
+                    prop_assert_eq!(&part.knowledge, &Knowledge::new());
+                    prop_assert_eq!((part.records_read, part.bytes), (0, 0));
+                    prop_assert!(part.records.len() >= records_min);
+                    // No shorter prefix of at least `records_min` records could end the part.
+                    for length in records_min..part.records.len() {
+                        let cut = before + length;
+                        prop_assert!(shares(&records[before..cut], &records[cut..]));
+                    }
+                }
+                before += part.records.len();
+            }
+        }
+    }
+
+    /// A new member's current state is applied whole: it lacks the records of the writes it
+    /// skips, so a part of it could show a batch beside a row's older value.
+    #[test]
+    fn current_state_is_one_part() {
+        let records: Vec<DeltaRecord> = (0..20)
+            .map(|index| sent(index, index as u8, 1, 0))
+            .collect();
+        let mut whole = delta(records);
+        assert_eq!(whole.clone().into_parts(2).len(), 10);
+        whole.current_state = true;
+        assert_eq!(whole.clone().into_parts(2), vec![whole]);
+    }
+}
