@@ -47,8 +47,9 @@ const HELLO_BYTES_MAX: usize = 64 * 1024;
 /// The version of the call protocol (frames) this build speaks; both sides must agree.
 /// Version 2 added the verdict that ends the handshake (a refused side is told why); 3 the log
 /// status call; 4 the syncgroup calls and the calls between daemons' sync engines; 5 the
-/// sync-now call.
-pub const PROTOCOL_VERSION: u32 = 5;
+/// sync-now call; 6 a pull answered by a delta in parts, each a length-prefixed frame, applied
+/// as they arrive.
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// A peer's proof of identity, sent first over the encrypted channel.
 #[derive(Serialize, Deserialize)]

@@ -22,6 +22,7 @@ use syncbase_nosql::{Caller, Service};
 use syncbase_store::{LogEvent, Store};
 use syncbase_vsync::conflict::LastWriterWins;
 use syncbase_vsync::knowledge::Knowledge;
+use syncbase_vsync::responder::{Delta, PART_RECORDS_MIN};
 use syncbase_vsync::service::{Action, DataModel, DatabaseSync, Event, Message, ModelAccess};
 use syncbase_vsync::syncgroup::{JoinAnswer, syncgroups};
 use syncbase_wire::{
@@ -180,6 +181,190 @@ async fn call_joined(
         }
     }
     Ok(Response::Bytes(joined))
+}
+
+/// The most bytes of one frame of a delta's stream (one part, encoded): far above a part's
+/// usual 1-2 MB, so only a broken or hostile peer reaches it.
+const DELTA_FRAME_BYTES_MAX: usize = 1 << 30;
+
+/// One part of a delta as it travels in a pull's answer: its length (4 bytes, little-endian),
+/// then its encoding. The frames follow one another in [`Response::Bytes`] pieces (a piece may
+/// hold several, or end inside one).
+fn delta_frame(part: &Delta) -> Result<Vec<u8>, syncbase_vsync::Error> {
+    let encoded = syncbase_vsync::service::encode(part)?;
+    let length = u32::try_from(encoded.len())
+        .ok()
+        .filter(|length| *length as usize <= DELTA_FRAME_BYTES_MAX)
+        .ok_or_else(|| {
+            syncbase_vsync::Error::DeltaInvalid(format!(
+                "a part of {} bytes is larger than a frame may be",
+                encoded.len()
+            ))
+        })?;
+    let mut frame = Vec::with_capacity(4 + encoded.len());
+    frame.extend_from_slice(&length.to_le_bytes());
+    frame.extend_from_slice(&encoded);
+    Ok(frame)
+}
+
+/// Joins the pieces of a pull's answer and cuts them into frames ([`delta_frame`]).
+#[derive(Default)]
+struct FrameJoiner {
+    pending: Vec<u8>,
+}
+
+impl FrameJoiner {
+    /// Takes in the next piece; answers the frames it completes, in order.
+    fn push(&mut self, piece: Vec<u8>) -> Result<Vec<Vec<u8>>, WireError> {
+        if self.pending.is_empty() {
+            self.pending = piece;
+        } else {
+            self.pending.extend_from_slice(&piece);
+        }
+        let mut frames = Vec::new();
+        let mut at = 0;
+        while let Some(length) = self.pending[at..].first_chunk::<4>() {
+            let length = u32::from_le_bytes(*length) as usize;
+            if length > DELTA_FRAME_BYTES_MAX {
+                return Err(sync_error(syncbase_vsync::Error::DeltaInvalid(format!(
+                    "a peer sent a part of {length} bytes, more than the {DELTA_FRAME_BYTES_MAX} a part may be"
+                ))));
+            }
+            let Some(frame) = self.pending.get(at + 4..at + 4 + length) else {
+                break;
+            };
+            frames.push(frame.to_vec());
+            at += 4 + length;
+        }
+        self.pending.drain(..at);
+        Ok(frames)
+    }
+
+    /// The stream ended: it must not end inside a frame.
+    fn finish(&self) -> Result<(), WireError> {
+        if self.pending.is_empty() {
+            Ok(())
+        } else {
+            Err(sync_error(syncbase_vsync::Error::DeltaInvalid(
+                "a peer's delta ended inside a part".into(),
+            )))
+        }
+    }
+}
+
+/// Runs `request` (a pull) on `connection` and hands each whole frame of its answer to
+/// `frames`, in order; answers the bytes received. Stops early, without error, once `frames`
+/// is closed (a part failed to apply). A failure comes with the bytes received before it.
+#[allow(clippy::disallowed_methods)] // a call to a peer is the driver's I/O, with a deadline.
+async fn receive_frames(
+    connection: &Connection,
+    member: &str,
+    request: PeerRequest,
+    frames: tokio::sync::mpsc::Sender<Vec<u8>>,
+    progress: Option<&Arc<RoundProgress>>,
+) -> Result<u64, (WireError, u64)> {
+    let silent = |received| {
+        (
+            wire(
+                syncbase_error_code::sync::PEER_UNREACHABLE,
+                format!(
+                    "{member} sent nothing for {} s",
+                    PEER_CALL_TIMEOUT.as_secs()
+                ),
+            ),
+            received,
+        )
+    };
+    let mut responses =
+        tokio::time::timeout(PEER_CALL_TIMEOUT, connection.call(Request::Peer(request)))
+            .await
+            .map_err(|_| silent(0))?
+            .map_err(|error| (error, 0))?;
+    if let Some(progress) = progress {
+        // A call dialed afresh counts from nothing again.
+        progress
+            .bytes
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+    let mut received = 0u64;
+    let mut joiner = FrameJoiner::default();
+    loop {
+        let piece = match tokio::time::timeout(PEER_CALL_TIMEOUT, responses.next()).await {
+            Err(_) => return Err(silent(received)),
+            Ok(None) => break,
+            Ok(Some(Ok(Response::Bytes(piece)))) => piece,
+            Ok(Some(Ok(_))) => {
+                return Err((
+                    internal("a peer mixed other answers into a delta"),
+                    received,
+                ));
+            }
+            Ok(Some(Err(error))) => return Err((error, received)),
+        };
+        received += piece.len() as u64;
+        if let Some(progress) = progress {
+            progress.received(piece.len());
+        }
+        for frame in joiner.push(piece).map_err(|error| (error, received))? {
+            if frames.send(frame).await.is_err() {
+                return Ok(received);
+            }
+        }
+    }
+    joiner.finish().map_err(|error| (error, received))?;
+    Ok(received)
+}
+
+/// What a pull brought.
+#[derive(Default)]
+struct Pulled {
+    records: u64,
+    bytes: u64,
+    parts: u64,
+    /// From asking to the first part's arrival.
+    first_part_ms: u64,
+}
+
+/// Applies a delta's parts in order as `queued` brings their frames, each in a commit of its
+/// own (counted into `progress`); stops at the first that fails, which drops `queued` and so
+/// stops the stream. Answers the actions the parts call for, each once.
+#[allow(clippy::disallowed_methods)] // the round's stages are timed for the debug log.
+fn apply_parts(
+    sync: &DbSync,
+    from: &str,
+    mut queued: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    progress: Option<&RoundProgress>,
+    started: std::time::Instant,
+) -> Result<(Pulled, Vec<Action>), syncbase_vsync::Error> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut pulled = Pulled::default();
+    let mut actions: Vec<Action> = Vec::new();
+    while let Some(frame) = queued.blocking_recv() {
+        if pulled.parts == 0 {
+            pulled.first_part_ms = started.elapsed().as_millis() as u64;
+        }
+        let part: Delta = syncbase_vsync::service::decode(&frame)?;
+        drop(frame);
+        let records = part.records.len() as u64;
+        if let Some(progress) = progress {
+            progress.applying.store(true, Relaxed);
+        }
+        let handled = sync.handle(Event::Received {
+            from: from.to_string(),
+            message: Message::Delta(part),
+        })?;
+        pulled.parts += 1;
+        pulled.records += records;
+        if let Some(progress) = progress {
+            progress.records.fetch_add(records, Relaxed);
+        }
+        for action in handled.actions {
+            if !actions.contains(&action) {
+                actions.push(action);
+            }
+        }
+    }
+    Ok((pulled, actions))
 }
 
 /// `bytes` as a stream of [`Response::Bytes`] pieces of at most [`PEER_CHUNK_BYTES_MAX`].
@@ -506,14 +691,17 @@ impl SyncEngine {
     }
 
     /// Pulls once from `member` and applies what it sends (a joiner's first round, a catch-up,
-    /// a sync-now round); answers the records and bytes of the delta.
+    /// a sync-now round): each part of the delta in a commit of its own as it arrives, while
+    /// the next ones are on their way. Answers the records and bytes of the delta. A connection
+    /// that fails before anything arrived (the peer restarted, or closed it idle) is dialed again
+    /// once; parts applied before a failure stay (the next round sends nothing they hold).
     #[allow(clippy::disallowed_methods)] // the round's stages are timed for the debug log.
     async fn pull_from(
         self: &Arc<Self>,
         sync: &Arc<DbSync>,
         path: &DatabasePath,
         member: &str,
-        progress: Option<&RoundProgress>,
+        progress: Option<&Arc<RoundProgress>>,
     ) -> Result<(u64, u64), WireError> {
         let knowledge = {
             let sync = sync.clone();
@@ -527,56 +715,93 @@ impl SyncEngine {
             knowledge: syncbase_vsync::service::encode(&knowledge).map_err(sync_error)?,
         };
         let asked = std::time::Instant::now();
-        let Response::Bytes(bytes) = self.call_member(sync, member, request, progress).await?
-        else {
-            return Err(internal("a peer answered a pull with something else"));
+        let mut attempt = 0;
+        let (pulled, actions) = loop {
+            attempt += 1;
+            match self
+                .pull_once(sync, member, request.clone(), progress)
+                .await
+            {
+                Err((error, 0))
+                    if attempt == 1
+                        && (error.code.starts_with("net.") || error.code == codes::BAD_MESSAGE) =>
+                {
+                    self.peers.lock().await.remove(member);
+                }
+                Err((error, _)) => return Err(error),
+                Ok(pulled) => break pulled,
+            }
         };
-        let received = asked.elapsed();
-        let decoding = bytes;
-        let (delta, size) = tokio::task::spawn_blocking(move || {
-            let delta: syncbase_vsync::responder::Delta =
-                syncbase_vsync::service::decode(&decoding)?;
-            Ok::<_, syncbase_vsync::Error>((delta, decoding.len() as u64))
-        })
-        .await
-        .map_err(internal)?
-        .map_err(sync_error)?;
-        let figures = (delta.records.len() as u64, size);
-        if let Some(progress) = progress {
-            use std::sync::atomic::Ordering::Relaxed;
-            progress.records.store(figures.0, Relaxed);
-            progress.applying.store(true, Relaxed);
-        }
-        let decoded = asked.elapsed();
-        let handling = sync.clone();
-        let from = member.to_string();
-        let handled = tokio::task::spawn_blocking(move || {
-            handling.handle(Event::Received {
-                from,
-                message: Message::Delta(delta),
-            })
-        })
-        .await
-        .map_err(internal)?
-        .map_err(sync_error)?;
         tracing::debug!(
             peer = %member,
-            records = figures.0,
-            bytes = figures.1,
-            received_ms = received.as_millis() as u64,
-            decoded_ms = (decoded - received).as_millis() as u64,
-            applied_ms = (asked.elapsed() - decoded).as_millis() as u64,
+            records = pulled.records,
+            bytes = pulled.bytes,
+            parts = pulled.parts,
+            first_part_ms = pulled.first_part_ms,
+            total_ms = asked.elapsed().as_millis() as u64,
             "pulled"
         );
         self.synced_with(path, member);
         // What the round calls for (notifying members of what arrived, or of its links).
-        for action in handled.actions {
+        for action in actions {
             let engine = self.clone();
             let path = path.clone();
             let sync = sync.clone();
             tokio::spawn(async move { engine.perform(&path, &sync, action).await });
         }
-        Ok(figures)
+        Ok((pulled.records, pulled.bytes))
+    }
+
+    /// One pull over `member`'s connection (dialed if need be): the stream of the delta's frames
+    /// is read here while its parts are applied in order on a blocking thread. A failure comes
+    /// with the bytes received before it.
+    #[allow(clippy::disallowed_methods)] // the round's stages are timed for the debug log.
+    async fn pull_once(
+        self: &Arc<Self>,
+        sync: &Arc<DbSync>,
+        member: &str,
+        request: PeerRequest,
+        progress: Option<&Arc<RoundProgress>>,
+    ) -> Result<(Pulled, Vec<Action>), (WireError, u64)> {
+        let connection = self
+            .connection_for(sync, member)
+            .await
+            .map_err(|error| (error, 0))?;
+        let started = std::time::Instant::now();
+        let (frames, queued) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+        let applier = {
+            let sync = sync.clone();
+            let from = member.to_string();
+            let progress = progress.cloned();
+            tokio::task::spawn_blocking(move || {
+                apply_parts(&sync, &from, queued, progress.as_deref(), started)
+            })
+        };
+        let received = receive_frames(connection.as_ref(), member, request, frames, progress).await;
+        let hung = received
+            .as_ref()
+            .is_err_and(|(error, _)| error.code == syncbase_error_code::sync::PEER_UNREACHABLE);
+        if connection.closed_reason().is_some() || hung {
+            // A connection that closed, or hangs, is dialed afresh next time.
+            let mut peers = self.peers.lock().await;
+            if peers
+                .get(member)
+                .is_some_and(|kept| Arc::ptr_eq(kept, &connection))
+            {
+                peers.remove(member);
+            }
+        }
+        let applied = applier.await.map_err(|error| (internal(error), 0))?;
+        // A part that failed stopped the stream: its error is the cause.
+        let (mut pulled, actions) = applied.map_err(|error| (sync_error(error), 1))?;
+        pulled.bytes = received?;
+        if pulled.parts == 0 {
+            return Err((
+                internal("a peer answered a pull with no delta"),
+                pulled.bytes,
+            ));
+        }
+        Ok((pulled, actions))
     }
 
     /// Pulls from every other member of `database`'s syncgroups now, for a client `caller`
@@ -647,16 +872,13 @@ impl SyncEngine {
         }
     }
 
-    /// Calls `member` over its connection, dialing it at the address its syncgroup record gives
-    /// when there is none.
-    #[allow(clippy::disallowed_methods)] // a call to a peer is the driver's I/O, with a deadline.
-    async fn call_member_once(
+    /// `member`'s connection: the one kept, else dialed at the address its syncgroup record
+    /// gives (and kept if the daemon there is that member).
+    async fn connection_for(
         &self,
         sync: &Arc<DbSync>,
         member: &str,
-        request: PeerRequest,
-        progress: Option<&RoundProgress>,
-    ) -> Result<Response, WireError> {
+    ) -> Result<Arc<Connection>, WireError> {
         let connection = match self.connection_to(member).await {
             Some(connection) => connection,
             None => {
@@ -698,6 +920,20 @@ impl SyncEngine {
                 connection
             }
         };
+        Ok(connection)
+    }
+
+    /// Calls `member` over its connection, dialing it at the address its syncgroup record gives
+    /// when there is none.
+    #[allow(clippy::disallowed_methods)] // a call to a peer is the driver's I/O, with a deadline.
+    async fn call_member_once(
+        &self,
+        sync: &Arc<DbSync>,
+        member: &str,
+        request: PeerRequest,
+        progress: Option<&RoundProgress>,
+    ) -> Result<Response, WireError> {
+        let connection = self.connection_for(sync, member).await?;
         let result = tokio::time::timeout(
             PEER_CALL_TIMEOUT,
             call_joined(connection.as_ref(), Request::Peer(request), progress),
@@ -842,6 +1078,13 @@ impl SyncEngine {
         caller: &Caller,
         request: PeerRequest,
     ) -> Result<Responses, WireError> {
+        if let PeerRequest::Pull {
+            database,
+            knowledge,
+        } = request
+        {
+            return self.answer_pull(caller, database, knowledge).await;
+        }
         match self.peer_answer(caller, request).await? {
             Response::Bytes(bytes) => Ok(bytes_stream(bytes)),
             other => Ok(Responses::single(Ok(other))),
@@ -886,48 +1129,7 @@ impl SyncEngine {
                     syncbase_vsync::service::encode(&answer).map_err(sync_error)?,
                 ))
             }
-            PeerRequest::Pull {
-                database,
-                knowledge,
-            } => {
-                let sync = self.member_database(&database, &from).await?;
-                let knowledge = syncbase_vsync::service::decode(&knowledge).map_err(sync_error)?;
-                let started = std::time::Instant::now();
-                let engine = self.clone();
-                let encoded = tokio::task::spawn_blocking(move || {
-                    let handled = sync.handle(Event::Received {
-                        from,
-                        message: Message::Pull { knowledge },
-                    })?;
-                    let read = started.elapsed();
-                    for action in handled.actions {
-                        if let Action::Send {
-                            message: Message::Delta(delta),
-                            ..
-                        } = action
-                        {
-                            engine.make_served_durable(&database, sync.device(), &delta)?;
-                            return syncbase_vsync::service::encode(&delta)
-                                .map(|bytes| Some((bytes, delta.records.len(), read)));
-                        }
-                    }
-                    Ok(None)
-                })
-                .await
-                .map_err(internal)?
-                .map_err(sync_error)?;
-                let Some((bytes, records, read)) = encoded else {
-                    return Err(internal("a pull was answered by no delta"));
-                };
-                tracing::debug!(
-                    records,
-                    bytes = bytes.len(),
-                    read_ms = read.as_millis() as u64,
-                    encoded_ms = (started.elapsed() - read).as_millis() as u64,
-                    "answered a pull"
-                );
-                Ok(Response::Bytes(bytes))
-            }
+            PeerRequest::Pull { .. } => Err(internal("a pull is answered as a stream")),
             PeerRequest::Notify {
                 database,
                 knowledge,
@@ -956,6 +1158,94 @@ impl SyncEngine {
                 Ok(Response::Done)
             }
         }
+    }
+
+    /// Answers a pull from `caller` as a stream: the delta's parts ([`Delta::into_parts`]),
+    /// each encoded as a frame ([`delta_frame`]) as soon as the one before is on its way, in
+    /// [`Response::Bytes`] pieces. The delta is read whole first, in one snapshot.
+    #[allow(clippy::disallowed_methods)] // a pull's stages are timed for the debug log.
+    async fn answer_pull(
+        self: &Arc<Self>,
+        caller: &Caller,
+        database: DatabasePath,
+        knowledge: Vec<u8>,
+    ) -> Result<Responses, WireError> {
+        let from = caller.name().to_string();
+        let sync = self.member_database(&database, &from).await?;
+        let knowledge = syncbase_vsync::service::decode(&knowledge).map_err(sync_error)?;
+        let started = std::time::Instant::now();
+        let engine = self.clone();
+        let (frames, mut encoded) = tokio::sync::mpsc::channel::<Result<Vec<u8>, WireError>>(2);
+        tokio::task::spawn_blocking(move || {
+            let answered = (|| {
+                let handled = sync.handle(Event::Received {
+                    from,
+                    message: Message::Pull { knowledge },
+                })?;
+                let Some(delta) = handled.actions.into_iter().find_map(|action| match action {
+                    Action::Send {
+                        message: Message::Delta(delta),
+                        ..
+                    } => Some(delta),
+                    Action::Send { .. } => None,
+                }) else {
+                    return Ok(None);
+                };
+                let read = started.elapsed();
+                engine.make_served_durable(&database, sync.device(), &delta)?;
+                let records = delta.records.len();
+                let mut bytes = 0;
+                let parts = delta.into_parts(PART_RECORDS_MIN);
+                let count = parts.len();
+                for part in parts {
+                    let frame = delta_frame(&part)?;
+                    bytes += frame.len();
+                    if frames.blocking_send(Ok(frame)).is_err() {
+                        // The caller left.
+                        return Ok(Some(()));
+                    }
+                }
+                tracing::debug!(
+                    records,
+                    bytes,
+                    parts = count,
+                    read_ms = read.as_millis() as u64,
+                    sent_ms = (started.elapsed() - read).as_millis() as u64,
+                    "answered a pull"
+                );
+                Ok::<_, syncbase_vsync::Error>(Some(()))
+            })();
+            let failed = match answered {
+                Ok(Some(())) => return,
+                Ok(None) => internal("a pull was answered by no delta"),
+                Err(error) => sync_error(error),
+            };
+            let _ = frames.blocking_send(Err(failed));
+        });
+        let (sender, responses) = Responses::channel();
+        tokio::spawn(async move {
+            while let Some(frame) = encoded.recv().await {
+                let frame = match frame {
+                    Ok(frame) => frame,
+                    Err(error) => {
+                        sender.send(Err(error)).await;
+                        return;
+                    }
+                };
+                if frame.len() <= PEER_CHUNK_BYTES_MAX {
+                    if !sender.send(Ok(Response::Bytes(frame))).await {
+                        return;
+                    }
+                    continue;
+                }
+                for piece in frame.chunks(PEER_CHUNK_BYTES_MAX) {
+                    if !sender.send(Ok(Response::Bytes(piece.to_vec()))).await {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(responses)
     }
 
     /// Under relaxed durability, makes durable what `delta` reveals of this device's
@@ -1077,7 +1367,7 @@ impl SyncEngine {
                 })
             });
             let answer = engine
-                .join_syncgroup(&caller, database, name, via, wait, progress.as_deref())
+                .join_syncgroup(&caller, database, name, via, wait, progress.as_ref())
                 .await;
             if let Some(reporting) = reporting {
                 reporting.abort();
@@ -1096,7 +1386,7 @@ impl SyncEngine {
         name: String,
         via: String,
         wait: bool,
-        progress: Option<&RoundProgress>,
+        progress: Option<&Arc<RoundProgress>>,
     ) -> Result<Response, WireError> {
         syncbase_wire::validate_name(&name)?;
         let connection = self.dial(&via).await?;
@@ -1161,7 +1451,7 @@ impl SyncEngine {
         sync: &Arc<DbSync>,
         database: &DatabasePath,
         member: &str,
-        progress: Option<&RoundProgress>,
+        progress: Option<&Arc<RoundProgress>>,
     ) -> Result<(u64, u64), WireError> {
         // Taken when free; else a pull from that member is in flight, and the join still
         // makes its own round (it answers only once that round is applied).
@@ -1303,7 +1593,47 @@ mod tests {
 
     use syncbase_vsync::knowledge::{GenVector, Knowledge, Scope};
 
-    use super::behind;
+    use super::{Delta, FrameJoiner, behind, delta_frame};
+
+    /// A pull's answer is cut into the parts it carries wherever its pieces end.
+    #[test]
+    fn frames_are_cut_from_pieces_however_the_pieces_fall() {
+        let parts: Vec<Delta> = (0..3u64)
+            .map(|index| Delta {
+                responder: index,
+                records_read: index * 1000,
+                ..Delta::default()
+            })
+            .collect();
+        let stream: Vec<u8> = parts
+            .iter()
+            .flat_map(|part| delta_frame(part).unwrap())
+            .collect();
+        for piece_bytes in [1, 3, 4, 5, 7, stream.len()] {
+            let mut joiner = FrameJoiner::default();
+            let mut got = Vec::new();
+            for piece in stream.chunks(piece_bytes) {
+                for frame in joiner.push(piece.to_vec()).unwrap() {
+                    got.push(syncbase_vsync::service::decode::<Delta>(&frame).unwrap());
+                }
+            }
+            joiner.finish().unwrap();
+            assert_eq!(got, parts, "pieces of {piece_bytes} bytes");
+        }
+        // Cut short, or a frame claiming more than a part may be: refused, never waited for.
+        let mut joiner = FrameJoiner::default();
+        assert!(
+            joiner
+                .push(stream[..stream.len() - 1].to_vec())
+                .unwrap()
+                .len()
+                == 2
+        );
+        assert_eq!(joiner.finish().unwrap_err().code, "sync.delta_invalid");
+        let mut joiner = FrameJoiner::default();
+        let error = joiner.push(u32::MAX.to_le_bytes().to_vec()).unwrap_err();
+        assert_eq!(error.code, "sync.delta_invalid");
+    }
 
     /// Behind counts, per scope and device, the generations announced beyond those held.
     #[test]

@@ -67,10 +67,6 @@ pub struct Delta {
     pub records_read: u64,
     /// Counters: bytes of the records sent (their objects, authors, values and fixed fields).
     pub bytes: u64,
-    /// Whether some scope got current state (each object's head record) instead of history:
-    /// such a delta is applied whole (see [`Delta::into_parts`]). Known to the responder only.
-    #[serde(skip)]
-    pub current_state: bool,
 }
 
 /// Fewest records of a part of a delta that travels in parts (see [`Delta::into_parts`]): about
@@ -82,75 +78,101 @@ impl Delta {
     /// Splits this delta into parts that an initiator applies one after another, each in a
     /// commit of its own, as they arrive. A part holds every record of each object it names (so
     /// the record carrying an object's value travels with its older versions, and a fork is
-    /// decided once) and every record of each batch it holds (so no batch is ever half applied),
-    /// and the parts keep the learning order. Only the last carries the knowledge, the
-    /// syncgroups and the counters: an initiator that applied some parts and lost the others
-    /// has learned nothing it will not be sent again (a record received again is a no-op). A
-    /// part ends at the first record where it may once it holds `records_min` records.
+    /// decided once) and every record of each batch it holds (so no batch is ever half applied):
+    /// the records form groups linked by objects and batches, and a part is whole groups, taken
+    /// in the order of their first records, keeping the learning order within it. Only the last
+    /// carries the knowledge, the syncgroups and the counters: an initiator that applied some
+    /// parts and lost the others has learned nothing it will not be sent again (a record
+    /// received again is a no-op). A part is closed once it holds `records_min` records.
     ///
-    /// Applying a part then shows each of its objects as the whole delta leaves it, and each of
-    /// its batches whole or overwritten by later records it also holds. Current state (a new
-    /// member's scope) is not split: it sends no record of the writes it skips, so a part
-    /// could show a batch beside the older value of a row a later batch overwrote.
+    /// Applying a part shows each of its objects as the whole delta leaves it, and each of its
+    /// batches whole or overwritten by later records it also holds. That needs every batch whole
+    /// in the delta: a delta that lacks some write of a batch (current state skips overwritten
+    /// writes, and a device that received current state holds none of them) is one part, or a
+    /// part could show the batch beside the older value of a row a later write overwrote.
     pub fn into_parts(mut self, records_min: usize) -> Vec<Delta> {
-        if self.current_state {
+        let mut batch_records: HashMap<(DeviceId, u64), u64> = HashMap::new();
+        for sent in &self.records {
+            if sent.record.batch_id != 0 {
+                *batch_records
+                    .entry((sent.record.device, sent.record.batch_id))
+                    .or_default() += 1;
+            }
+        }
+        let whole = self.records.iter().all(|sent| {
+            sent.record.batch_id == 0
+                || batch_records[&(sent.record.device, sent.record.batch_id)]
+                    == sent.record.batch_count
+        });
+        if !whole && !crate::mutant::on(crate::mutant::Mutant::PartAnywhere) {
             return vec![self];
         }
         let records_min = records_min.max(1);
-        // Per record, the last index of its object's records and of its batch's.
-        let mut reach = vec![0usize; self.records.len()];
-        {
+        let count = self.records.len();
+        // Groups: records linked by an object or a batch (union-find over record indices).
+        let mut parent: Vec<usize> = (0..count).collect();
+        fn root(parent: &mut [usize], mut at: usize) -> usize {
+            while parent[at] != at {
+                parent[at] = parent[parent[at]];
+                at = parent[at];
+            }
+            at
+        }
+        if !crate::mutant::on(crate::mutant::Mutant::PartAnywhere) {
             let mut objects: HashMap<&[u8], usize> = HashMap::new();
             let mut batches: HashMap<(DeviceId, u64), usize> = HashMap::new();
             for (index, sent) in self.records.iter().enumerate() {
-                objects.insert(&sent.record.object, index);
-                if sent.record.batch_id != 0 {
-                    batches.insert((sent.record.device, sent.record.batch_id), index);
+                let record = &sent.record;
+                let mut linked = vec![objects.insert(&record.object, index)];
+                if record.batch_id != 0 {
+                    linked.push(batches.insert((record.device, record.batch_id), index));
+                }
+                for other in linked.into_iter().flatten() {
+                    let (mine, theirs) = (root(&mut parent, index), root(&mut parent, other));
+                    parent[mine] = theirs;
                 }
             }
-            for (index, sent) in self.records.iter().enumerate() {
-                let record = &sent.record;
-                let batch = if record.batch_id == 0 {
-                    index
-                } else {
-                    batches[&(record.device, record.batch_id)]
-                };
-                reach[index] = objects[record.object.as_slice()].max(batch);
-            }
         }
-        let anywhere = crate::mutant::on(crate::mutant::Mutant::PartAnywhere);
-        let mut ends = Vec::new();
-        let (mut start, mut open_until) = (0, 0);
-        for (index, reach) in reach.into_iter().enumerate() {
-            open_until = open_until.max(reach);
-            if (open_until <= index || anywhere) && index + 1 - start >= records_min {
-                ends.push(index + 1);
-                start = index + 1;
-            }
+        let roots: Vec<usize> = (0..count).map(|index| root(&mut parent, index)).collect();
+        let mut group_size = vec![0usize; count];
+        for root in &roots {
+            group_size[*root] += 1;
         }
-        let mut records = std::mem::take(&mut self.records).into_iter();
-        let mut parts: Vec<Delta> = Vec::with_capacity(ends.len() + 1);
-        let mut taken = 0;
-        for end in ends {
-            parts.push(Delta {
-                responder: self.responder,
-                records: records.by_ref().take(end - taken).collect(),
-                ..Delta::default()
+        // Each group goes to the part open when its first record comes.
+        let mut part_of: Vec<Option<usize>> = vec![None; count];
+        let mut sizes: Vec<usize> = vec![0];
+        let mut records: Vec<Vec<DeltaRecord>> = vec![Vec::new()];
+        for (sent, root) in std::mem::take(&mut self.records).into_iter().zip(roots) {
+            let part = *part_of[root].get_or_insert_with(|| {
+                if sizes.last().is_some_and(|size| *size >= records_min) {
+                    sizes.push(0);
+                    records.push(Vec::new());
+                }
+                let part = sizes.len() - 1;
+                sizes[part] += group_size[root];
+                part
             });
-            taken = end;
+            records[part].push(sent);
         }
-        match parts.last_mut() {
-            // The last cut fell at the end: its part carries the rest.
-            Some(last) if records.len() == 0 => {
-                self.records = std::mem::take(&mut last.records);
-                *last = self;
-            }
-            _ => {
-                self.records = records.collect();
-                parts.push(self);
-            }
-        }
-        parts
+        let last = records.len() - 1;
+        records
+            .into_iter()
+            .enumerate()
+            .map(|(index, records)| {
+                if index == last {
+                    Delta {
+                        records,
+                        ..std::mem::take(&mut self)
+                    }
+                } else {
+                    Delta {
+                        responder: self.responder,
+                        records,
+                        ..Delta::default()
+                    }
+                }
+            })
+            .collect()
     }
 }
 
@@ -169,28 +191,40 @@ pub fn deltas<S: Store + 'static>(
         responder: device,
         ..Delta::default()
     };
-    // Per device, the generations some scope lacks (ranges widened to cover every scope).
+    // Per device, the generations some scope lacks (ranges widened to cover every scope): from
+    // the initiator's knowledge to the last this device holds, beyond its own knowledge too. A
+    // delta applied in parts whose stream broke leaves records held beyond what is known (the
+    // knowledge comes with the last part), and this device's own resolutions may name them: an
+    // initiator gets every record this device holds that it may lack, so it never holds less.
     let mut wanted: BTreeMap<DeviceId, RangeInclusive<u64>> = BTreeMap::new();
     let mut per_scope: Vec<(&Scope, GenVector)> = Vec::with_capacity(scopes.len());
     let mut records = Vec::new();
+    let mut held: Option<Vec<DeviceId>> = None;
     for scope in scopes {
         let mut mine = stored.of(scope);
         mine.advance(device, own_generation);
         let theirs = initiator.of(scope);
         delta.knowledge.set(scope.clone(), mine.clone());
         if theirs == GenVector::new() {
-            delta.current_state = true;
             current_state(reader, scope, &mut delta, &mut records)?;
             continue;
         }
-        for (from, range) in mine.missing(&theirs) {
+        if held.is_none() {
+            held = Some(held_devices(reader)?);
+        }
+        let devices: std::collections::BTreeSet<DeviceId> = mine
+            .iter()
+            .map(|(from, _)| from)
+            .chain(held.iter().flatten().copied())
+            .collect();
+        for from in devices {
+            let Some(first) = theirs.get(from).checked_add(1) else {
+                continue;
+            };
             wanted
                 .entry(from)
-                .and_modify(|known| {
-                    *known =
-                        (*known.start()).min(*range.start())..=(*known.end()).max(*range.end());
-                })
-                .or_insert(range);
+                .and_modify(|known| *known = (*known.start()).min(first)..=u64::MAX)
+                .or_insert(first..=u64::MAX);
         }
         per_scope.push((scope, theirs));
     }
@@ -244,6 +278,33 @@ pub fn deltas<S: Store + 'static>(
         delta.records.push(DeltaRecord { record, value });
     }
     Ok(delta)
+}
+
+/// Every device this one holds log records of, found by one seek per device.
+fn held_devices<R: StoreReader + ?Sized>(reader: &R) -> Result<Vec<DeviceId>> {
+    let (mut start, limit) = keys::prefix_range(&keys::key_prefix(Prefix::Sync, &[b"l"], b""));
+    let mut devices = Vec::new();
+    loop {
+        let Some(entry) = reader.scan(&start, &limit)?.next() else {
+            return Ok(devices);
+        };
+        let (key, _) = entry?;
+        let (_, components) = keys::parse(&key)?;
+        let device = components
+            .get(1)
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| {
+                crate::Error::Store(syncbase_store::Error::Corrupt(format!(
+                    "a malformed log record key: {key:?}"
+                )))
+            })?;
+        devices.push(device);
+        match device.checked_add(1) {
+            Some(next) => start = record_key_prefix(next),
+            None => return Ok(devices),
+        }
+    }
 }
 
 /// The head record of every object of `scope` (its collection's record and its rows).

@@ -1217,6 +1217,44 @@ mod initiator {
         assert_eq!(read(&b, "k0010").as_deref(), Some("again 10"));
     }
 
+    /// A delta whose stream broke after its first part leaves its records held beyond the
+    /// knowledge (which comes with the last part); a device pulling from this one still gets
+    /// them, values included, and then holds all this one holds.
+    #[test]
+    fn records_held_beyond_the_knowledge_are_sent_on() {
+        let (a, b, c) = (device(0), device(1), device(2));
+        // b and c know something of the collection: a answers them with history.
+        write(&b, &[("b-only", Some("b"))]);
+        write(&c, &[("c-only", Some("c"))]);
+        write_many(&a, 0..200, "a");
+        let parts = delta(&a, &b).into_parts(60);
+        assert_eq!(parts.len(), 2);
+        let known = b.sync.knowledge().unwrap();
+        apply(&b, &a, parts[0].clone());
+        assert_eq!(b.sync.knowledge().unwrap(), known);
+        let first: Vec<String> = parts[0]
+            .records
+            .iter()
+            .map(|sent| {
+                let (_, components) = keys::parse(&sent.record.object).unwrap();
+                String::from_utf8(components[1].clone()).unwrap()
+            })
+            .collect();
+        assert_eq!(first.len(), 100);
+        pull(&c, &b);
+        for key in &first {
+            assert!(read(&c, key).is_some(), "{key}");
+            assert_eq!(read(&c, key), read(&a, key), "{key}");
+        }
+        // The rest still comes from a, and everyone ends alike.
+        pull(&b, &a);
+        pull(&c, &b);
+        for index in 0..200 {
+            let key = format!("k{index:04}");
+            assert_eq!(read(&c, &key), read(&a, &key), "{key}");
+        }
+    }
+
     /// Many deleted rows keep their heads but hold no value: a short range in such a
     /// collection still reads its heads by key (the scan of heads gives up even though the scan
     /// of values would not), and every current version travels with its value.
@@ -1581,7 +1619,7 @@ mod encoding {
     }
 }
 
-/// A delta split into parts: closed over objects and batches, in order, cut as soon as allowed.
+/// A delta split into parts: closed over objects and batches, each closed once full.
 mod parts {
     use std::collections::BTreeSet;
 
@@ -1647,58 +1685,107 @@ mod parts {
         !left_objects.is_disjoint(&right_objects) || !left_batches.is_disjoint(&right_batches)
     }
 
+    /// Which records (by position) a group of records linked by objects and batches holds.
+    fn group_of(records: &[DeltaRecord], first: usize) -> BTreeSet<u64> {
+        let mut group = BTreeSet::from([records[first].record.position]);
+        loop {
+            let members: Vec<&DeltaRecord> = records
+                .iter()
+                .filter(|sent| group.contains(&sent.record.position))
+                .collect();
+            let grown: BTreeSet<u64> = records
+                .iter()
+                .filter(|sent| {
+                    members
+                        .iter()
+                        .any(|member| shares(&[(*member).clone()], &[(*sent).clone()]))
+                })
+                .map(|sent| sent.record.position)
+                .collect();
+            if grown.len() == group.len() {
+                return group;
+            }
+            group = grown;
+        }
+    }
+
     proptest! {
         #[test]
-        fn parts_are_closed_over_objects_and_batches_and_cut_as_soon_as_allowed(
+        fn parts_are_closed_over_objects_and_batches_and_closed_once_full(
             shape in proptest::collection::vec((0u8..12, 1u64..3, 0u64..6), 0..60),
             records_min in 1usize..8,
         ) {
-            let records: Vec<DeltaRecord> = shape
+            let mut records: Vec<DeltaRecord> = shape
                 .iter()
                 .enumerate()
                 .map(|(index, (object, device, batch))| sent(index, *object, *device, *batch))
                 .collect();
+            // Every batch whole in the delta.
+            for sent in &mut records {
+                let batch = (sent.record.device, sent.record.batch_id);
+                sent.record.batch_count = shape
+                    .iter()
+                    .filter(|(_, device, id)| (*device, *id) == batch)
+                    .count() as u64;
+            }
             let whole = delta(records.clone());
             let parts = whole.clone().into_parts(records_min);
             prop_assert!(!parts.is_empty());
-            let joined: Vec<DeltaRecord> =
-                parts.iter().flat_map(|part| part.records.clone()).collect();
-            prop_assert_eq!(&joined, &records);
+            // Every record once, in learning order within its part.
+            let mut positions: Vec<u64> =
+                parts.iter().flat_map(|part| part.records.iter().map(|sent| sent.record.position)).collect();
+            for part in &parts {
+                prop_assert!(part.records.windows(2).all(|pair| pair[0].record.position < pair[1].record.position));
+            }
+            positions.sort_unstable();
+            prop_assert_eq!(positions, (1..=records.len() as u64).collect::<Vec<_>>());
             let last = parts.len() - 1;
-            let mut before = 0;
             for (index, part) in parts.iter().enumerate() {
                 prop_assert_eq!(part.responder, 9);
-                let after = &records[before + part.records.len()..];
-                prop_assert!(!shares(&part.records, &records[..before]));
-                prop_assert!(!shares(&part.records, after));
+                for (other_index, other) in parts.iter().enumerate() {
+                    if other_index != index {
+                        prop_assert!(!shares(&part.records, &other.records));
+                    }
+                }
                 if index == last {
                     prop_assert_eq!(&part.knowledge, &whole.knowledge);
                     prop_assert_eq!((part.records_read, part.bytes), (5, 6));
                 } else {
                     prop_assert_eq!(&part.knowledge, &Knowledge::new());
                     prop_assert_eq!((part.records_read, part.bytes), (0, 0));
+                    // Full, and not before its last group came.
                     prop_assert!(part.records.len() >= records_min);
-                    // No shorter prefix of at least `records_min` records could end the part.
-                    for length in records_min..part.records.len() {
-                        let cut = before + length;
-                        prop_assert!(shares(&records[before..cut], &records[cut..]));
-                    }
+                    let latest_group = part
+                        .records
+                        .iter()
+                        .map(|sent| group_of(&records, sent.record.position as usize - 1))
+                        .max_by_key(|group| group.first().copied())
+                        .unwrap_or_default();
+                    prop_assert!(part.records.len() - latest_group.len() < records_min);
                 }
-                before += part.records.len();
             }
+            // Groups go to parts in the order of their first records.
+            let firsts: Vec<u64> = parts
+                .iter()
+                .filter_map(|part| part.records.first().map(|sent| sent.record.position))
+                .collect();
+            prop_assert!(firsts.windows(2).all(|pair| pair[0] < pair[1]));
         }
     }
 
-    /// A new member's current state is applied whole: it lacks the records of the writes it
-    /// skips, so a part of it could show a batch beside a row's older value.
+    /// A delta that lacks a write of one of its batches (it was overwritten before the sender
+    /// received current state) is applied whole: a part of it could show the batch beside the
+    /// older value of the row the later write overwrote.
     #[test]
-    fn current_state_is_one_part() {
-        let records: Vec<DeltaRecord> = (0..20)
+    fn a_delta_lacking_a_write_of_a_batch_is_one_part() {
+        let mut records: Vec<DeltaRecord> = (0..20)
             .map(|index| sent(index, index as u8, 1, 0))
             .collect();
-        let mut whole = delta(records);
-        assert_eq!(whole.clone().into_parts(2).len(), 10);
-        whole.current_state = true;
-        assert_eq!(whole.clone().into_parts(2), vec![whole]);
+        let whole = delta(records.clone());
+        assert_eq!(whole.into_parts(2).len(), 10);
+        records[3].record.batch_id = 7;
+        records[3].record.batch_count = 2;
+        let lacking = delta(records);
+        assert_eq!(lacking.clone().into_parts(2), vec![lacking]);
     }
 }

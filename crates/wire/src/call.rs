@@ -407,7 +407,8 @@ pub enum PeerRequest {
         address: Option<String>,
     },
     /// What the caller knows (encoded by the sync engine); the answer is the delta it lacks,
-    /// encoded, as one [`Response::Bytes`] or (when large) a stream of them to join in order.
+    /// in parts the caller applies as they arrive: a stream of [`Response::Bytes`] that, joined
+    /// in order, are frames of a 4-byte little-endian length and one encoded part each.
     Pull {
         /// The database.
         database: DatabasePath,
@@ -523,9 +524,9 @@ pub enum Response {
 pub struct JoinProgress {
     /// Bytes of the delta received so far.
     pub bytes: u64,
-    /// Records the delta carries (known once it is all received; 0 before).
+    /// Records of the delta applied so far (it is applied part by part as it arrives).
     pub records: u64,
-    /// Whether it is all received and being applied.
+    /// Whether its parts have started being applied.
     pub applying: bool,
 }
 
