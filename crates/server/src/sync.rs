@@ -33,9 +33,9 @@ use syncbase_wire::{
 /// How long reaching a member may take before it counts as unreachable.
 pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long a call to a member may take, from asking to the last piece of its answer (a
-/// first round of a million rows takes about 10 s here), before the member counts as
-/// unreachable and its connection is dialed afresh: a half-open connection never answers.
+/// How long a call to a member may take, from asking to its answer (for a pull, whose answer
+/// streams: how long it may send nothing), before the member counts as unreachable and its
+/// connection is dialed afresh: a half-open connection never answers.
 pub const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// By default, how often every member is pulled from even without a notification.
@@ -183,84 +183,95 @@ async fn call_joined(
     Ok(Response::Bytes(joined))
 }
 
-/// The most bytes of one frame of a delta's stream (one part, encoded): far above a part's
-/// usual 1-2 MB, so only a broken or hostile peer reaches it.
-const DELTA_FRAME_BYTES_MAX: usize = 1 << 30;
+/// Bytes before a frame's part: its length (8 bytes, little-endian) and whether it is the
+/// delta's last part (1 byte).
+const FRAME_HEADER_BYTES: usize = 9;
 
-/// One part of a delta as it travels in a pull's answer: its length (4 bytes, little-endian),
-/// then its encoding. The frames follow one another in [`Response::Bytes`] pieces (a piece may
-/// hold several, or end inside one).
-fn delta_frame(part: &Delta) -> Result<Vec<u8>, syncbase_vsync::Error> {
+/// One part of a delta as it travels in a pull's answer: its length, whether it is the last
+/// part, then its encoding. The frames follow one another in [`Response::Bytes`] pieces (a
+/// piece may hold several, or end inside one); a stream that ends without its last part was
+/// cut short.
+fn delta_frame(part: &Delta, last: bool) -> Result<Vec<u8>, syncbase_vsync::Error> {
     let encoded = syncbase_vsync::service::encode(part)?;
-    let length = u32::try_from(encoded.len())
-        .ok()
-        .filter(|length| *length as usize <= DELTA_FRAME_BYTES_MAX)
-        .ok_or_else(|| {
-            syncbase_vsync::Error::DeltaInvalid(format!(
-                "a part of {} bytes is larger than a frame may be",
-                encoded.len()
-            ))
-        })?;
-    let mut frame = Vec::with_capacity(4 + encoded.len());
-    frame.extend_from_slice(&length.to_le_bytes());
+    let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + encoded.len());
+    frame.extend_from_slice(&(encoded.len() as u64).to_le_bytes());
+    frame.push(u8::from(last));
     frame.extend_from_slice(&encoded);
     Ok(frame)
+}
+
+fn stream_invalid(message: impl Into<String>) -> WireError {
+    sync_error(syncbase_vsync::Error::DeltaInvalid(message.into()))
 }
 
 /// Joins the pieces of a pull's answer and cuts them into frames ([`delta_frame`]).
 #[derive(Default)]
 struct FrameJoiner {
     pending: Vec<u8>,
+    /// The last part was cut out: nothing may follow.
+    ended: bool,
 }
 
 impl FrameJoiner {
-    /// Takes in the next piece; answers the frames it completes, in order.
+    /// Takes in the next piece; answers the parts it completes, in order.
     fn push(&mut self, piece: Vec<u8>) -> Result<Vec<Vec<u8>>, WireError> {
         if self.pending.is_empty() {
             self.pending = piece;
         } else {
             self.pending.extend_from_slice(&piece);
         }
-        let mut frames = Vec::new();
+        let mut parts = Vec::new();
         let mut at = 0;
-        while let Some(length) = self.pending[at..].first_chunk::<4>() {
-            let length = u32::from_le_bytes(*length) as usize;
-            if length > DELTA_FRAME_BYTES_MAX {
-                return Err(sync_error(syncbase_vsync::Error::DeltaInvalid(format!(
-                    "a peer sent a part of {length} bytes, more than the {DELTA_FRAME_BYTES_MAX} a part may be"
-                ))));
+        while let Some(header) = self.pending[at..].first_chunk::<FRAME_HEADER_BYTES>() {
+            if self.ended {
+                return Err(stream_invalid(
+                    "a peer sent more after the last part of a delta",
+                ));
             }
-            let Some(frame) = self.pending.get(at + 4..at + 4 + length) else {
+            let mut length = [0u8; 8];
+            length.copy_from_slice(&header[..8]);
+            let length = u64::from_le_bytes(length);
+            let last = match header[8] {
+                0 => false,
+                1 => true,
+                other => return Err(stream_invalid(format!("a frame flag of {other}"))),
+            };
+            let start = at + FRAME_HEADER_BYTES;
+            let Some(part) = usize::try_from(length)
+                .ok()
+                .and_then(|length| start.checked_add(length))
+                .and_then(|end| self.pending.get(start..end))
+            else {
                 break;
             };
-            frames.push(frame.to_vec());
-            at += 4 + length;
+            parts.push(part.to_vec());
+            at = start + part.len();
+            self.ended = last;
         }
         self.pending.drain(..at);
-        Ok(frames)
+        Ok(parts)
     }
 
-    /// The stream ended: it must not end inside a frame.
+    /// The stream ended: it must have ended with its last part.
     fn finish(&self) -> Result<(), WireError> {
-        if self.pending.is_empty() {
+        if self.ended && self.pending.is_empty() {
             Ok(())
         } else {
-            Err(sync_error(syncbase_vsync::Error::DeltaInvalid(
-                "a peer's delta ended inside a part".into(),
-            )))
+            Err(stream_invalid("a peer's delta ended before its last part"))
         }
     }
 }
 
-/// Runs `request` (a pull) on `connection` and hands each whole frame of its answer to
-/// `frames`, in order; answers the bytes received. Stops early, without error, once `frames`
-/// is closed (a part failed to apply). A failure comes with the bytes received before it.
+/// Runs `request` (a pull) on `connection` and hands each part of its answer to `parts`, in
+/// order; answers the bytes received. Stops early, without error, once `parts` is closed (a
+/// part failed to apply). A failure comes with the bytes received before it. A member that
+/// sends nothing for [`PEER_CALL_TIMEOUT`] is unreachable.
 #[allow(clippy::disallowed_methods)] // a call to a peer is the driver's I/O, with a deadline.
 async fn receive_frames(
     connection: &Connection,
     member: &str,
     request: PeerRequest,
-    frames: tokio::sync::mpsc::Sender<Vec<u8>>,
+    parts: tokio::sync::mpsc::Sender<Vec<u8>>,
     progress: Option<&Arc<RoundProgress>>,
 ) -> Result<u64, (WireError, u64)> {
     let silent = |received| {
@@ -289,7 +300,12 @@ async fn receive_frames(
     let mut received = 0u64;
     let mut joiner = FrameJoiner::default();
     loop {
-        let piece = match tokio::time::timeout(PEER_CALL_TIMEOUT, responses.next()).await {
+        let next = tokio::select! {
+            // A part failed to apply: the rest is not wanted.
+            () = parts.closed() => return Ok(received),
+            next = tokio::time::timeout(PEER_CALL_TIMEOUT, responses.next()) => next,
+        };
+        let piece = match next {
             Err(_) => return Err(silent(received)),
             Ok(None) => break,
             Ok(Some(Ok(Response::Bytes(piece)))) => piece,
@@ -305,8 +321,8 @@ async fn receive_frames(
         if let Some(progress) = progress {
             progress.received(piece.len());
         }
-        for frame in joiner.push(piece).map_err(|error| (error, received))? {
-            if frames.send(frame).await.is_err() {
+        for part in joiner.push(piece).map_err(|error| (error, received))? {
+            if parts.send(part).await.is_err() {
                 return Ok(received);
             }
         }
@@ -325,9 +341,10 @@ struct Pulled {
     first_part_ms: u64,
 }
 
-/// Applies a delta's parts in order as `queued` brings their frames, each in a commit of its
-/// own (counted into `progress`); stops at the first that fails, which drops `queued` and so
-/// stops the stream. Answers the actions the parts call for, each once.
+/// Applies a delta's parts in order as `queued` brings them, each in a commit of its own
+/// (counted into `progress` as they arrive); stops at the first that fails, which drops
+/// `queued` and so stops the stream. Answers the actions the applied parts call for, each
+/// once, even when one failed (the parts before it stay applied).
 #[allow(clippy::disallowed_methods)] // the round's stages are timed for the debug log.
 fn apply_parts(
     sync: &DbSync,
@@ -335,36 +352,40 @@ fn apply_parts(
     mut queued: tokio::sync::mpsc::Receiver<Vec<u8>>,
     progress: Option<&RoundProgress>,
     started: std::time::Instant,
-) -> Result<(Pulled, Vec<Action>), syncbase_vsync::Error> {
+) -> (Pulled, Vec<Action>, Option<syncbase_vsync::Error>) {
     use std::sync::atomic::Ordering::Relaxed;
     let mut pulled = Pulled::default();
     let mut actions: Vec<Action> = Vec::new();
-    while let Some(frame) = queued.blocking_recv() {
+    while let Some(encoded) = queued.blocking_recv() {
         if pulled.parts == 0 {
             pulled.first_part_ms = started.elapsed().as_millis() as u64;
         }
-        let part: Delta = syncbase_vsync::service::decode(&frame)?;
-        drop(frame);
+        let part: Delta = match syncbase_vsync::service::decode(&encoded) {
+            Ok(part) => part,
+            Err(error) => return (pulled, actions, Some(error)),
+        };
+        drop(encoded);
         let records = part.records.len() as u64;
         if let Some(progress) = progress {
+            progress.records.fetch_add(records, Relaxed);
             progress.applying.store(true, Relaxed);
         }
-        let handled = sync.handle(Event::Received {
+        let handled = match sync.handle(Event::Received {
             from: from.to_string(),
             message: Message::Delta(part),
-        })?;
+        }) {
+            Ok(handled) => handled,
+            Err(error) => return (pulled, actions, Some(error)),
+        };
         pulled.parts += 1;
         pulled.records += records;
-        if let Some(progress) = progress {
-            progress.records.fetch_add(records, Relaxed);
-        }
         for action in handled.actions {
             if !actions.contains(&action) {
                 actions.push(action);
             }
         }
     }
-    Ok((pulled, actions))
+    (pulled, actions, None)
 }
 
 /// `bytes` as a stream of [`Response::Bytes`] pieces of at most [`PEER_CHUNK_BYTES_MAX`].
@@ -716,10 +737,10 @@ impl SyncEngine {
         };
         let asked = std::time::Instant::now();
         let mut attempt = 0;
-        let (pulled, actions) = loop {
+        let pulled = loop {
             attempt += 1;
             match self
-                .pull_once(sync, member, request.clone(), progress)
+                .pull_once(sync, path, member, request.clone(), progress)
                 .await
             {
                 Err((error, 0))
@@ -742,14 +763,23 @@ impl SyncEngine {
             "pulled"
         );
         self.synced_with(path, member);
-        // What the round calls for (notifying members of what arrived, or of its links).
+        Ok((pulled.records, pulled.bytes))
+    }
+
+    /// Carries out, in the background, the actions a round calls for (notifying members of
+    /// what arrived, or of its links).
+    fn perform_all(
+        self: &Arc<Self>,
+        path: &DatabasePath,
+        sync: &Arc<DbSync>,
+        actions: Vec<Action>,
+    ) {
         for action in actions {
             let engine = self.clone();
             let path = path.clone();
             let sync = sync.clone();
             tokio::spawn(async move { engine.perform(&path, &sync, action).await });
         }
-        Ok((pulled.records, pulled.bytes))
     }
 
     /// One pull over `member`'s connection (dialed if need be): the stream of the delta's frames
@@ -759,10 +789,11 @@ impl SyncEngine {
     async fn pull_once(
         self: &Arc<Self>,
         sync: &Arc<DbSync>,
+        path: &DatabasePath,
         member: &str,
         request: PeerRequest,
         progress: Option<&Arc<RoundProgress>>,
-    ) -> Result<(Pulled, Vec<Action>), (WireError, u64)> {
+    ) -> Result<Pulled, (WireError, u64)> {
         let connection = self
             .connection_for(sync, member)
             .await
@@ -791,17 +822,18 @@ impl SyncEngine {
                 peers.remove(member);
             }
         }
-        let applied = applier.await.map_err(|error| (internal(error), 0))?;
+        let (mut pulled, actions, failed) = applier.await.map_err(|error| (internal(error), 0))?;
+        pulled.bytes = match &received {
+            Ok(bytes) | Err((_, bytes)) => *bytes,
+        };
+        // What the applied parts call for is done whatever follows.
+        self.perform_all(path, sync, actions);
         // A part that failed stopped the stream: its error is the cause.
-        let (mut pulled, actions) = applied.map_err(|error| (sync_error(error), 1))?;
-        pulled.bytes = received?;
-        if pulled.parts == 0 {
-            return Err((
-                internal("a peer answered a pull with no delta"),
-                pulled.bytes,
-            ));
+        if let Some(error) = failed {
+            return Err((sync_error(error), pulled.bytes.max(1)));
         }
-        Ok((pulled, actions))
+        received?;
+        Ok(pulled)
     }
 
     /// Pulls from every other member of `database`'s syncgroups now, for a client `caller`
@@ -1161,8 +1193,9 @@ impl SyncEngine {
     }
 
     /// Answers a pull from `caller` as a stream: the delta's parts ([`Delta::into_parts`]),
-    /// each encoded as a frame ([`delta_frame`]) as soon as the one before is on its way, in
-    /// [`Response::Bytes`] pieces. The delta is read whole first, in one snapshot.
+    /// each encoded as a frame ([`delta_frame`]) on a blocking thread of its own while the one
+    /// before is on its way, in [`Response::Bytes`] pieces. The delta is read whole first, in
+    /// one snapshot; no thread waits on a slow caller.
     #[allow(clippy::disallowed_methods)] // a pull's stages are timed for the debug log.
     async fn answer_pull(
         self: &Arc<Self>,
@@ -1175,63 +1208,56 @@ impl SyncEngine {
         let knowledge = syncbase_vsync::service::decode(&knowledge).map_err(sync_error)?;
         let started = std::time::Instant::now();
         let engine = self.clone();
-        let (frames, mut encoded) = tokio::sync::mpsc::channel::<Result<Vec<u8>, WireError>>(2);
-        tokio::task::spawn_blocking(move || {
-            let answered = (|| {
-                let handled = sync.handle(Event::Received {
-                    from,
-                    message: Message::Pull { knowledge },
-                })?;
-                let Some(delta) = handled.actions.into_iter().find_map(|action| match action {
-                    Action::Send {
-                        message: Message::Delta(delta),
-                        ..
-                    } => Some(delta),
-                    Action::Send { .. } => None,
-                }) else {
-                    return Ok(None);
-                };
-                let read = started.elapsed();
-                engine.make_served_durable(&database, sync.device(), &delta)?;
-                let records = delta.records.len();
-                let mut bytes = 0;
-                let parts = delta.into_parts(PART_RECORDS_MIN);
-                let count = parts.len();
-                for part in parts {
-                    let frame = delta_frame(&part)?;
-                    bytes += frame.len();
-                    if frames.blocking_send(Ok(frame)).is_err() {
-                        // The caller left.
-                        return Ok(Some(()));
-                    }
-                }
-                tracing::debug!(
-                    records,
-                    bytes,
-                    parts = count,
-                    read_ms = read.as_millis() as u64,
-                    sent_ms = (started.elapsed() - read).as_millis() as u64,
-                    "answered a pull"
-                );
-                Ok::<_, syncbase_vsync::Error>(Some(()))
-            })();
-            let failed = match answered {
-                Ok(Some(())) => return,
-                Ok(None) => internal("a pull was answered by no delta"),
-                Err(error) => sync_error(error),
+        let parts = tokio::task::spawn_blocking(move || {
+            let handled = sync.handle(Event::Received {
+                from,
+                message: Message::Pull { knowledge },
+            })?;
+            let delta = handled.actions.into_iter().find_map(|action| match action {
+                Action::Send {
+                    message: Message::Delta(delta),
+                    ..
+                } => Some(delta),
+                Action::Send { .. } => None,
+            });
+            let Some(delta) = delta else {
+                return Ok(None);
             };
-            let _ = frames.blocking_send(Err(failed));
-        });
+            engine.make_served_durable(&database, sync.device(), &delta)?;
+            let records = delta.records.len();
+            Ok::<_, syncbase_vsync::Error>(Some((delta.into_parts(PART_RECORDS_MIN), records)))
+        })
+        .await
+        .map_err(internal)?
+        .map_err(sync_error)?;
+        let Some((parts, records)) = parts else {
+            return Err(internal("a pull was answered by no delta"));
+        };
+        let read = started.elapsed();
         let (sender, responses) = Responses::channel();
         tokio::spawn(async move {
-            while let Some(frame) = encoded.recv().await {
-                let frame = match frame {
-                    Ok(frame) => frame,
+            let count = parts.len();
+            let mut parts = parts.into_iter().enumerate();
+            let encode = |(index, part): (usize, Delta)| {
+                tokio::task::spawn_blocking(move || delta_frame(&part, index + 1 == count))
+            };
+            let mut next = parts.next().map(encode);
+            let mut bytes = 0;
+            while let Some(encoding) = next.take() {
+                let frame = match encoding.await {
+                    Ok(Ok(frame)) => frame,
+                    Ok(Err(error)) => {
+                        sender.send(Err(sync_error(error))).await;
+                        return;
+                    }
                     Err(error) => {
-                        sender.send(Err(error)).await;
+                        sender.send(Err(internal(error))).await;
                         return;
                     }
                 };
+                // The next part is encoded while this one is on its way.
+                next = parts.next().map(encode);
+                bytes += frame.len();
                 if frame.len() <= PEER_CHUNK_BYTES_MAX {
                     if !sender.send(Ok(Response::Bytes(frame))).await {
                         return;
@@ -1244,6 +1270,14 @@ impl SyncEngine {
                     }
                 }
             }
+            tracing::debug!(
+                records,
+                bytes,
+                parts = count,
+                read_ms = read.as_millis() as u64,
+                sent_ms = (started.elapsed() - read).as_millis() as u64,
+                "answered a pull"
+            );
         });
         Ok(responses)
     }
@@ -1371,6 +1405,12 @@ impl SyncEngine {
                 .await;
             if let Some(reporting) = reporting {
                 reporting.abort();
+            }
+            if let (Some(progress), Ok(_)) = (&progress, &answer) {
+                // The last word on the round, so a client counts every record it took.
+                sender
+                    .send(Ok(Response::JoinProgress(progress.report())))
+                    .await;
             }
             sender.send(answer).await;
         });
@@ -1595,7 +1635,8 @@ mod tests {
 
     use super::{Delta, FrameJoiner, behind, delta_frame};
 
-    /// A pull's answer is cut into the parts it carries wherever its pieces end.
+    /// A pull's answer is cut into the parts it carries wherever its pieces end, and must end
+    /// with its last part, nothing after it.
     #[test]
     fn frames_are_cut_from_pieces_however_the_pieces_fall() {
         let parts: Vec<Delta> = (0..3u64)
@@ -1607,32 +1648,44 @@ mod tests {
             .collect();
         let stream: Vec<u8> = parts
             .iter()
-            .flat_map(|part| delta_frame(part).unwrap())
+            .enumerate()
+            .flat_map(|(index, part)| delta_frame(part, index == 2).unwrap())
             .collect();
-        for piece_bytes in [1, 3, 4, 5, 7, stream.len()] {
+        for piece_bytes in [1, 3, 8, 9, 10, 17, stream.len()] {
             let mut joiner = FrameJoiner::default();
             let mut got = Vec::new();
             for piece in stream.chunks(piece_bytes) {
-                for frame in joiner.push(piece.to_vec()).unwrap() {
-                    got.push(syncbase_vsync::service::decode::<Delta>(&frame).unwrap());
+                for part in joiner.push(piece.to_vec()).unwrap() {
+                    got.push(syncbase_vsync::service::decode::<Delta>(&part).unwrap());
                 }
             }
             joiner.finish().unwrap();
             assert_eq!(got, parts, "pieces of {piece_bytes} bytes");
         }
-        // Cut short, or a frame claiming more than a part may be: refused, never waited for.
-        let mut joiner = FrameJoiner::default();
-        assert!(
-            joiner
-                .push(stream[..stream.len() - 1].to_vec())
-                .unwrap()
-                .len()
-                == 2
-        );
-        assert_eq!(joiner.finish().unwrap_err().code, "sync.delta_invalid");
-        let mut joiner = FrameJoiner::default();
-        let error = joiner.push(u32::MAX.to_le_bytes().to_vec()).unwrap_err();
+        // Cut short (inside a part, or between parts before the last), a bad flag, or more
+        // after the last part: refused.
+        for cut in [
+            stream.len() - 1,
+            delta_frame(&parts[0], false).unwrap().len(),
+        ] {
+            let mut joiner = FrameJoiner::default();
+            joiner.push(stream[..cut].to_vec()).unwrap();
+            assert_eq!(joiner.finish().unwrap_err().code, "sync.delta_invalid");
+        }
+        let mut flagged = delta_frame(&parts[0], true).unwrap();
+        flagged[8] = 7;
+        let error = FrameJoiner::default().push(flagged).unwrap_err();
         assert_eq!(error.code, "sync.delta_invalid");
+        let mut joiner = FrameJoiner::default();
+        let mut twice = stream.clone();
+        twice.extend_from_slice(&stream);
+        assert_eq!(joiner.push(twice).unwrap_err().code, "sync.delta_invalid");
+        // A length no stream could hold is waited for, never allocated.
+        let mut joiner = FrameJoiner::default();
+        let mut huge = u64::MAX.to_le_bytes().to_vec();
+        huge.push(1);
+        assert!(joiner.push(huge).unwrap().is_empty());
+        assert!(joiner.finish().is_err());
     }
 
     /// Behind counts, per scope and device, the generations announced beyond those held.

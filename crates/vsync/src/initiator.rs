@@ -176,6 +176,10 @@ impl Initiator<'_> {
             outcome.records_applied += 1;
         }
         put_first_values(&transaction, first_values)?;
+        if knowledge_of.is_none_or(|delta| delta.knowledge.iter().next().is_none()) {
+            // A part before the last: its records are held beyond the knowledge for now.
+            crate::responder::raise_ahead(&transaction, new.iter().map(|sent| &sent.record))?;
+        }
         let mut conflicts = Vec::new();
         let objects: Vec<Vec<u8>> = graft.objects().map(<[u8]>::to_vec).collect();
         for object in &objects {

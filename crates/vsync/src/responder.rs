@@ -3,7 +3,9 @@
 //! come before children), and what it will know once it has applied them.
 //!
 //! The cost is proportional to the delta: per device, the generations between the initiator's
-//! knowledge and this device's are read by key; no row is scanned to find what is missing.
+//! knowledge and this device's (or, for records it received in parts before their knowledge,
+//! the last it holds: [`stored_ahead`]) are read by key; no row is scanned to find what is
+//! missing. [`Delta::into_parts`] splits a delta into parts an initiator applies as they arrive.
 //! Authorization (which scopes the initiator may read) is the caller's: [`deltas`] answers for
 //! the scopes it is given.
 
@@ -18,9 +20,7 @@ use syncbase_util::{get_typed, put_typed};
 use crate::dag;
 use crate::error::Result;
 use crate::knowledge::{DeviceId, GenVector, Knowledge, Scope};
-use crate::watcher::{
-    LogRecord, local_generation, log_record, object_collection, record_key, record_key_prefix,
-};
+use crate::watcher::{LogRecord, local_generation, log_record, record_key, record_key_prefix};
 
 fn knowledge_key() -> Vec<u8> {
     keys::key(Prefix::Sync, &[b"k"])
@@ -30,6 +30,47 @@ fn knowledge_key() -> Vec<u8> {
 /// [`local_generation`]).
 pub fn stored_knowledge<R: StoreReader + ?Sized>(reader: &R) -> Result<Knowledge> {
     Ok(get_typed(reader, &knowledge_key())?.unwrap_or_default())
+}
+
+fn ahead_key() -> Vec<u8> {
+    keys::key(Prefix::Sync, &[b"ka"])
+}
+
+/// Per collection, how far the records this device received without their knowledge reach
+/// (the parts of a delta before its last): beyond its knowledge, a responder reads up to them.
+pub fn stored_ahead<R: StoreReader + ?Sized>(reader: &R) -> Result<Knowledge> {
+    Ok(get_typed(reader, &ahead_key())?.unwrap_or_default())
+}
+
+/// Raises [`stored_ahead`] to cover `records`, received without their knowledge.
+pub(crate) fn raise_ahead<'a, T: StoreReader + syncbase_store::StoreWriter + ?Sized>(
+    transaction: &T,
+    records: impl Iterator<Item = &'a LogRecord>,
+) -> Result<()> {
+    let mut raised: BTreeMap<String, GenVector> = BTreeMap::new();
+    for record in records {
+        if let Some((collection, _)) = crate::watcher::object_collection(&record.object) {
+            raised
+                .entry(collection)
+                .or_default()
+                .advance(record.device, record.generation);
+        }
+    }
+    if raised.is_empty() {
+        return Ok(());
+    }
+    let mut ahead = stored_ahead(transaction)?;
+    let before = ahead.clone();
+    for (collection, vector) in raised {
+        let scope = Scope::collection(collection);
+        let mut merged = ahead.of(&scope);
+        merged.merge(&vector);
+        ahead.set(scope, merged);
+    }
+    if ahead != before {
+        put_typed(transaction, &ahead_key(), &ahead)?;
+    }
+    Ok(())
 }
 
 /// Replaces what this device knows of other devices.
@@ -192,14 +233,14 @@ pub fn deltas<S: Store + 'static>(
         ..Delta::default()
     };
     // Per device, the generations some scope lacks (ranges widened to cover every scope): from
-    // the initiator's knowledge to the last this device holds, beyond its own knowledge too. A
-    // delta applied in parts whose stream broke leaves records held beyond what is known (the
-    // knowledge comes with the last part), and this device's own resolutions may name them: an
-    // initiator gets every record this device holds that it may lack, so it never holds less.
+    // the initiator's knowledge to this device's, or beyond it to the last it holds of records
+    // received without their knowledge (a delta in parts whose stream broke before its last
+    // part; this device's own resolutions may name them): an initiator gets every record this
+    // device holds that it may lack.
+    let ahead = stored_ahead(reader)?;
     let mut wanted: BTreeMap<DeviceId, RangeInclusive<u64>> = BTreeMap::new();
     let mut per_scope: Vec<(&Scope, GenVector)> = Vec::with_capacity(scopes.len());
     let mut records = Vec::new();
-    let mut held: Option<Vec<DeviceId>> = None;
     for scope in scopes {
         let mut mine = stored.of(scope);
         mine.advance(device, own_generation);
@@ -209,25 +250,23 @@ pub fn deltas<S: Store + 'static>(
             current_state(reader, scope, &mut delta, &mut records)?;
             continue;
         }
-        if held.is_none() {
-            held = Some(held_devices(reader)?);
-        }
-        let devices: std::collections::BTreeSet<DeviceId> = mine
-            .iter()
-            .map(|(from, _)| from)
-            .chain(held.iter().flatten().copied())
-            .collect();
-        for from in devices {
-            let Some(first) = theirs.get(from).checked_add(1) else {
-                continue;
-            };
+        let mut held = mine;
+        held.merge(&ahead.of(scope));
+        for (from, range) in held.missing(&theirs) {
             wanted
                 .entry(from)
-                .and_modify(|known| *known = (*known.start()).min(first)..=u64::MAX)
-                .or_insert(first..=u64::MAX);
+                .and_modify(|known| {
+                    *known =
+                        (*known.start()).min(*range.start())..=(*known.end()).max(*range.end());
+                })
+                .or_insert(range);
         }
         per_scope.push((scope, theirs));
     }
+    let matchers: Vec<(ScopeMatcher, &GenVector)> = per_scope
+        .iter()
+        .map(|(scope, theirs)| (ScopeMatcher::new(scope), theirs))
+        .collect();
     for (from, range) in wanted {
         // One range read per device: the cost is the records that exist in the range (a claim
         // of knowledge far beyond them costs nothing).
@@ -240,20 +279,17 @@ pub fn deltas<S: Store + 'static>(
             let (key, value) = entry?;
             delta.records_read += 1;
             let record: LogRecord = syncbase_util::decode_typed(&key, &value)?;
-            let Some((collection, row)) = object_collection(&record.object) else {
-                continue;
-            };
-            let lacked = per_scope.iter().any(|(scope, theirs)| {
-                scope.collection == collection
-                    && row.starts_with(&scope.prefix)
-                    && theirs.get(from) < record.generation
+            let lacked = matchers.iter().any(|(matcher, theirs)| {
+                matcher.holds(&record.object) && theirs.get(from) < record.generation
             });
             if lacked {
                 records.push((record, false));
             }
         }
     }
-    records.sort_by_key(|(record, _)| record.position);
+    if !records.is_sorted_by_key(|(record, _)| record.position) {
+        records.sort_by_key(|(record, _)| record.position);
+    }
     records.dedup_by(|(later, later_head), (kept, kept_head)| {
         let same = (later.device, later.generation) == (kept.device, kept.generation);
         if same {
@@ -280,30 +316,26 @@ pub fn deltas<S: Store + 'static>(
     Ok(delta)
 }
 
-/// Every device this one holds log records of, found by one seek per device.
-fn held_devices<R: StoreReader + ?Sized>(reader: &R) -> Result<Vec<DeviceId>> {
-    let (mut start, limit) = keys::prefix_range(&keys::key_prefix(Prefix::Sync, &[b"l"], b""));
-    let mut devices = Vec::new();
-    loop {
-        let Some(entry) = reader.scan(&start, &limit)?.next() else {
-            return Ok(devices);
-        };
-        let (key, _) = entry?;
-        let (_, components) = keys::parse(&key)?;
-        let device = components
-            .get(1)
-            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
-            .map(u64::from_be_bytes)
-            .ok_or_else(|| {
-                crate::Error::Store(syncbase_store::Error::Corrupt(format!(
-                    "a malformed log record key: {key:?}"
-                )))
-            })?;
-        devices.push(device);
-        match device.checked_add(1) {
-            Some(next) => start = record_key_prefix(next),
-            None => return Ok(devices),
+/// Tells the objects of a scope by their keys alone: its rows' keys start with one prefix,
+/// and with no row-key prefix its collection's record is in it too.
+struct ScopeMatcher {
+    rows: Vec<u8>,
+    collection: Option<Vec<u8>>,
+}
+
+impl ScopeMatcher {
+    fn new(scope: &Scope) -> Self {
+        Self {
+            rows: keys::key_prefix(Prefix::Row, &[scope.collection.as_bytes()], &scope.prefix),
+            collection: scope
+                .prefix
+                .is_empty()
+                .then(|| keys::key(Prefix::Collection, &[scope.collection.as_bytes()])),
         }
+    }
+
+    fn holds(&self, object: &[u8]) -> bool {
+        object.starts_with(&self.rows) || self.collection.as_deref() == Some(object)
     }
 }
 

@@ -10,7 +10,8 @@
 //!
 //! A round: the initiator sends [`Message::Pull`] with its knowledge; the responder answers
 //! [`Message::Delta`] with what it lacks, for the collections of syncgroups the initiator is a
-//! member of and may read; the initiator applies it in one commit. [`Message::Notify`] (no data)
+//! member of and may read; the initiator applies it in one commit (or, between daemons, each of
+//! its parts in one commit as it arrives, the knowledge with the last: [`Delta::into_parts`]). [`Message::Notify`] (no data)
 //! tells members that new generations exist, so they pull at once (push); ticks pull from every
 //! member (anti-entropy, which repairs what a lost notification leaves). A delta is admitted only
 //! from a member, only with records of collections shared with it, and only with knowledge of
