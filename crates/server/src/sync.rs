@@ -812,16 +812,7 @@ impl SyncEngine {
         let hung = received
             .as_ref()
             .is_err_and(|(error, _)| error.code == syncbase_error_code::sync::PEER_UNREACHABLE);
-        if connection.closed_reason().is_some() || hung {
-            // A connection that closed, or hangs, is dialed afresh next time.
-            let mut peers = self.peers.lock().await;
-            if peers
-                .get(member)
-                .is_some_and(|kept| Arc::ptr_eq(kept, &connection))
-            {
-                peers.remove(member);
-            }
-        }
+        self.forget_if_broken(member, &connection, hung).await;
         let (mut pulled, actions, failed) = applier.await.map_err(|error| (internal(error), 0))?;
         pulled.bytes = match &received {
             Ok(bytes) | Err((_, bytes)) => *bytes,
@@ -983,17 +974,21 @@ impl SyncEngine {
         let hung = result
             .as_ref()
             .is_err_and(|error| error.code == syncbase_error_code::sync::PEER_UNREACHABLE);
+        self.forget_if_broken(member, &connection, hung).await;
+        result
+    }
+
+    /// Forgets `member`'s `connection` if it closed or `hung`: it is dialed afresh next time.
+    async fn forget_if_broken(&self, member: &str, connection: &Arc<Connection>, hung: bool) {
         if connection.closed_reason().is_some() || hung {
-            // A connection that closed, or hangs, is dialed afresh next time.
             let mut peers = self.peers.lock().await;
             if peers
                 .get(member)
-                .is_some_and(|kept| Arc::ptr_eq(kept, &connection))
+                .is_some_and(|kept| Arc::ptr_eq(kept, connection))
             {
                 peers.remove(member);
             }
         }
-        result
     }
 
     /// Notes that a round with `member` just succeeded.
