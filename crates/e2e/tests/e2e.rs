@@ -1976,6 +1976,96 @@ fn a_receiver_killed_mid_stream_ends_with_every_acknowledged_row() {
 
 /// A batch written on one daemon reaches a watcher on the other in one commit: the watcher
 /// never sees part of it.
+/// A first round larger than a part arrives in parts, each a commit of its own on the
+/// receiver, and a watcher there sees every batch whole: no commit holds part of an import
+/// batch of 1,000 rows.
+#[test]
+fn a_delta_in_parts_shows_each_batch_whole_to_a_watcher() {
+    const ROWS: usize = 12_000;
+    const BATCH: usize = 1_000;
+    let home = Home::new();
+    let (a, b) = two_members(&home, &["--sync-interval", "0"]);
+    create_notes(&home, &a);
+    // b has the collection too, so it can be watched before the join.
+    create_notes(&home, &b);
+    // Rows a collection held before its syncgroup existed are sent as single changes (sync
+    // never saw their commits): the batches are written once it shares them.
+    create_sg(&home, &a);
+    let file = home.path("rows.tsv");
+    let rows: String = (0..ROWS)
+        .map(|index| format!("r{index:05}\tv{index}\n"))
+        .collect();
+    std::fs::write(&file, rows).unwrap();
+    ok(&home.sb(&a, &["import", "notes/main/todo", file.to_str().unwrap()]));
+    let identity = Identity::load(&home.path("config/syncbase/identity")).unwrap();
+    let runtime = runtime();
+    let (commits, received) = std::sync::mpsc::channel::<Vec<String>>();
+    let address = b.address.clone();
+    runtime.spawn(async move {
+        let client = Client::connect(&address, &identity).await.unwrap();
+        let mut watch = client
+            .call(Request::Watch {
+                database: notes_main(),
+                start: syncbase_wire::WatchStart::Now,
+            })
+            .await
+            .unwrap();
+        let mut commit = Vec::new();
+        while let Some(Ok(response)) = watch.next().await {
+            let (changes, whole) = match response {
+                Response::Changes(changes) => (changes, true),
+                Response::ChangesPart(changes) => (changes, false),
+                _ => continue,
+            };
+            commit.extend(changes.into_iter().map(|change| change.key));
+            if whole && commits.send(std::mem::take(&mut commit)).is_err() {
+                return;
+            }
+        }
+    });
+    // The watch is running once a local write on b shows up in it.
+    let mut subscribed = false;
+    for round in 0..200 {
+        ok(&home.sb(
+            &b,
+            &["put", "notes/main/todo", &format!("ready{round}"), "r"],
+        ));
+        if received.recv_timeout(Duration::from_millis(100)).is_ok() {
+            subscribed = true;
+            break;
+        }
+    }
+    assert!(subscribed, "the watch on b never started");
+    ok(&join(&home, &b, None, "sg", &a.address));
+    let mut seen = std::collections::BTreeSet::new();
+    let mut synced_commits = 0;
+    while seen.len() < ROWS {
+        let commit = received
+            .recv_timeout(Duration::from_secs(60))
+            .expect("every row reaches b's watch");
+        let imported: Vec<usize> = commit
+            .iter()
+            .filter_map(|key| key.strip_prefix('r')?.parse().ok())
+            .collect();
+        if imported.is_empty() {
+            continue;
+        }
+        synced_commits += 1;
+        let batches: std::collections::BTreeSet<usize> =
+            imported.iter().map(|index| index / BATCH).collect();
+        assert_eq!(
+            imported.len(),
+            batches.len() * BATCH,
+            "a commit on b holds part of an import batch: batches {batches:?}"
+        );
+        seen.extend(imported);
+    }
+    assert!(
+        synced_commits >= 2,
+        "{ROWS} rows arrived in {synced_commits} commit(s), not in parts"
+    );
+}
+
 #[test]
 fn a_batch_arrives_whole_under_a_watcher_on_the_other_daemon() {
     let home = Home::new();
