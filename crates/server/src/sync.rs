@@ -1400,6 +1400,8 @@ impl SyncEngine {
                 .await;
             if let Some(reporting) = reporting {
                 reporting.abort();
+                // Ended, so no earlier report follows the last one.
+                let _ = reporting.await;
             }
             if let (Some(progress), Ok(_)) = (&progress, &answer) {
                 // The last word on the round, so a client counts every record it took.

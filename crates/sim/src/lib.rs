@@ -28,11 +28,12 @@ use syncbase_util::HybridClock;
 use syncbase_util::keys::{self, Prefix};
 use syncbase_vsync::conflict::LastWriterWins;
 use syncbase_vsync::dag::{self, HeadHolder};
+use syncbase_vsync::knowledge::Scope;
 use syncbase_vsync::knowledge::{Knowledge, Relation};
-use syncbase_vsync::responder::Delta;
+use syncbase_vsync::responder::{Delta, stored_ahead, stored_knowledge};
 use syncbase_vsync::service::{Action, DatabaseSync, Event, Everyone, Message};
 use syncbase_vsync::syncgroup::{Syncgroup, put_syncgroup};
-use syncbase_vsync::watcher::{LogRecord, local_generation, log_record};
+use syncbase_vsync::watcher::{LogRecord, local_generation, log_record, object_collection};
 
 /// The synced collection.
 const COLLECTION: &str = "c";
@@ -683,7 +684,58 @@ impl Sim {
         }
         self.check_own_records(peer)?;
         self.check_knowledge(peer)?;
+        self.check_held_records(peer)?;
         self.check_watch_log(peer)
+    }
+
+    /// Every record a peer holds of another device is within what it knows of that device, or
+    /// within how far its records held beyond the knowledge reach (`stored_ahead`): else it
+    /// would never send the record on, and a version it or its resolutions name could not
+    /// reach a third peer.
+    fn check_held_records(&mut self, peer: usize) -> Checked {
+        let store = self.peers[peer].store().clone();
+        let device = self.peers[peer].device;
+        let read = |error: syncbase_vsync::Error| error.to_string();
+        let held = (|| {
+            let knowledge = stored_knowledge(store.as_ref())?;
+            let ahead = stored_ahead(store.as_ref())?;
+            let (start, limit) = keys::prefix_range(&keys::key_prefix(Prefix::Sync, &[b"l"], b""));
+            let mut beyond = None;
+            for entry in store.scan(&start, &limit)? {
+                let (key, value) = entry?;
+                let record: LogRecord = syncbase_util::decode_typed(&key, &value)?;
+                if record.device == device {
+                    continue;
+                }
+                let Some((collection, _)) = object_collection(&record.object) else {
+                    continue;
+                };
+                let scope = Scope::collection(collection);
+                let reach = knowledge
+                    .of(&scope)
+                    .get(record.device)
+                    .max(ahead.of(&scope).get(record.device));
+                if record.generation > reach {
+                    beyond = Some(record);
+                    break;
+                }
+            }
+            Ok::<_, syncbase_vsync::Error>(beyond)
+        })()
+        .map_err(|error| self.fail("read", read(error)))?;
+        match held {
+            None => Ok(()),
+            Some(record) => Err(self.fail(
+                "records-sent-on",
+                format!(
+                    "{} holds generation {} of device {:x} ({}) beyond its knowledge and ahead",
+                    self.peers[peer].name,
+                    record.generation,
+                    record.device,
+                    show(&record.object)
+                ),
+            )),
+        }
     }
 
     /// No echo: each new generation of this peer is a version it wrote, or a link. Records the

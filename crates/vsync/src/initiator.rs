@@ -35,7 +35,7 @@ use crate::dag::{self, Graft, LogRecordId, NewNode, Outcome};
 use crate::error::{Error, Result};
 use crate::knowledge::DeviceId;
 use crate::responder::{Delta, DeltaRecord, store_knowledge, stored_knowledge};
-use crate::watcher::{self, LogRecord, allocate, log_record, put_record};
+use crate::watcher::{self, LogRecord, allocate, log_record, object_collection, put_record};
 
 /// Attempts of a round whose commit meets a concurrent one (each starts again at once).
 const APPLY_ATTEMPTS_MAX: usize = 32;
@@ -176,10 +176,6 @@ impl Initiator<'_> {
             outcome.records_applied += 1;
         }
         put_first_values(&transaction, first_values)?;
-        if knowledge_of.is_none_or(|delta| delta.knowledge.iter().next().is_none()) {
-            // A part before the last: its records are held beyond the knowledge for now.
-            crate::responder::raise_ahead(&transaction, new.iter().map(|sent| &sent.record))?;
-        }
         let mut conflicts = Vec::new();
         let objects: Vec<Vec<u8>> = graft.objects().map(<[u8]>::to_vec).collect();
         for object in &objects {
@@ -248,11 +244,22 @@ impl Initiator<'_> {
             }
         }
         self.record_links(&transaction, links)?;
+        let mut knowledge = stored_knowledge(&transaction)?;
         if let Some(delta) = knowledge_of {
-            let mut knowledge = stored_knowledge(&transaction)?;
             knowledge.merge(&delta.knowledge);
             store_knowledge(&transaction, &knowledge)?;
         }
+        // Records held beyond the knowledge (a part before the last, or records a responder
+        // held beyond its own knowledge) are noted, so this device sends them on in turn.
+        let beyond = new.iter().map(|sent| &sent.record).filter(|record| {
+            object_collection(&record.object).is_none_or(|(collection, _)| {
+                knowledge
+                    .of(&crate::knowledge::Scope::collection(collection))
+                    .get(record.device)
+                    < record.generation
+            })
+        });
+        crate::responder::raise_ahead(&transaction, beyond)?;
         transaction.commit()?;
         Ok(outcome)
     }
