@@ -1976,6 +1976,21 @@ fn a_receiver_killed_mid_stream_ends_with_every_acknowledged_row() {
 
 /// A batch written on one daemon reaches a watcher on the other in one commit: the watcher
 /// never sees part of it.
+/// Waits until a watch on `daemon`'s notes/main, whose output `received` brings, is running:
+/// a local write there shows up in it.
+fn until_watched<T>(home: &Home, daemon: &Daemon, received: &std::sync::mpsc::Receiver<T>) {
+    for round in 0..200 {
+        ok(&home.sb(
+            daemon,
+            &["put", "notes/main/todo", &format!("ready{round}"), "r"],
+        ));
+        if received.recv_timeout(Duration::from_millis(100)).is_ok() {
+            return;
+        }
+    }
+    panic!("the watch on {} never started", daemon.address);
+}
+
 /// A first round larger than a part arrives in parts, each a commit of its own on the
 /// receiver, and a watcher there sees every batch whole: no commit holds part of an import
 /// batch of 1,000 rows.
@@ -2023,19 +2038,7 @@ fn a_delta_in_parts_shows_each_batch_whole_to_a_watcher() {
             }
         }
     });
-    // The watch is running once a local write on b shows up in it.
-    let mut subscribed = false;
-    for round in 0..200 {
-        ok(&home.sb(
-            &b,
-            &["put", "notes/main/todo", &format!("ready{round}"), "r"],
-        ));
-        if received.recv_timeout(Duration::from_millis(100)).is_ok() {
-            subscribed = true;
-            break;
-        }
-    }
-    assert!(subscribed, "the watch on b never started");
+    until_watched(&home, &b, &received);
     ok(&join(&home, &b, None, "sg", &a.address));
     let mut seen = std::collections::BTreeSet::new();
     let mut synced_commits = 0;
@@ -2086,19 +2089,7 @@ fn a_batch_arrives_whole_under_a_watcher_on_the_other_daemon() {
             }
         }
     });
-    // The watch is running once a local write on b shows up in it.
-    let mut subscribed = false;
-    for round in 0..200 {
-        ok(&home.sb(
-            &b,
-            &["put", "notes/main/todo", &format!("ready{round}"), "r"],
-        ));
-        if received.recv_timeout(Duration::from_millis(100)).is_ok() {
-            subscribed = true;
-            break;
-        }
-    }
-    assert!(subscribed, "the watch on b never started");
+    until_watched(&home, &b, &received);
     let identity = Identity::load(&home.path("config/syncbase/identity")).unwrap();
     let runtime = runtime();
     runtime.block_on(async {
