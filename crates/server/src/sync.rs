@@ -148,13 +148,8 @@ impl RoundProgress {
     }
 }
 
-/// A peer call's answer: its one response, or the [`Response::Bytes`] pieces of a stream joined
-/// (counted into `progress` as they come).
-async fn call_joined(
-    handler: &dyn Handler,
-    request: Request,
-    progress: Option<&RoundProgress>,
-) -> Result<Response, WireError> {
+/// A peer call's answer: its one response, or the [`Response::Bytes`] pieces of a stream joined.
+async fn call_joined(handler: &dyn Handler, request: Request) -> Result<Response, WireError> {
     let mut responses = handler.call(request).await?;
     let first = match responses.next().await {
         Some(response) => response?,
@@ -163,20 +158,9 @@ async fn call_joined(
     let Response::Bytes(mut joined) = first else {
         return Ok(first);
     };
-    if let Some(progress) = progress {
-        // A call dialed afresh counts from nothing again.
-        progress
-            .bytes
-            .store(joined.len() as u64, std::sync::atomic::Ordering::Relaxed);
-    }
     while let Some(piece) = responses.next().await {
         match piece? {
-            Response::Bytes(piece) => {
-                if let Some(progress) = progress {
-                    progress.received(piece.len());
-                }
-                joined.extend_from_slice(&piece)
-            }
+            Response::Bytes(piece) => joined.extend_from_slice(&piece),
             _ => return Err(internal("a peer mixed other answers into its bytes")),
         }
     }
@@ -386,6 +370,13 @@ fn apply_parts(
         }
     }
     (pulled, actions, None)
+}
+
+/// Whether a failed peer call is worth one more try over a connection dialed afresh: a
+/// transport failure (the connection closed), or a connection of the principal's that serves
+/// no calls (a client using the member's identity).
+fn worth_redialing(error: &WireError) -> bool {
+    error.code.starts_with("net.") || error.code == codes::BAD_MESSAGE
 }
 
 /// `bytes` as a stream of [`Response::Bytes`] pieces of at most [`PEER_CHUNK_BYTES_MAX`].
@@ -673,9 +664,7 @@ impl SyncEngine {
             database: path.clone(),
             knowledge: syncbase_vsync::service::encode(&knowledge).map_err(sync_error)?,
         };
-        self.call_member(sync, member, request, None)
-            .await
-            .map(drop)
+        self.call_member(sync, member, request).await.map(drop)
     }
 
     /// Catches up with a member that could not be reached: pulls from it and tells it to pull,
@@ -743,10 +732,7 @@ impl SyncEngine {
                 .pull_once(sync, path, member, request.clone(), progress)
                 .await
             {
-                Err((error, 0))
-                    if attempt == 1
-                        && (error.code.starts_with("net.") || error.code == codes::BAD_MESSAGE) =>
-                {
+                Err((error, 0)) if attempt == 1 && worth_redialing(&error) => {
                     self.peers.lock().await.remove(member);
                 }
                 Err((error, _)) => return Err(error),
@@ -879,17 +865,11 @@ impl SyncEngine {
         sync: &Arc<DbSync>,
         member: &str,
         request: PeerRequest,
-        progress: Option<&RoundProgress>,
     ) -> Result<Response, WireError> {
-        match self
-            .call_member_once(sync, member, request.clone(), progress)
-            .await
-        {
-            // A transport failure (the connection closed), or a connection of the principal's
-            // that serves no calls (a client using the member's identity): dial it afresh.
-            Err(error) if error.code.starts_with("net.") || error.code == codes::BAD_MESSAGE => {
+        match self.call_member_once(sync, member, request.clone()).await {
+            Err(error) if worth_redialing(&error) => {
                 self.peers.lock().await.remove(member);
-                self.call_member_once(sync, member, request, progress).await
+                self.call_member_once(sync, member, request).await
             }
             outcome => outcome,
         }
@@ -954,12 +934,11 @@ impl SyncEngine {
         sync: &Arc<DbSync>,
         member: &str,
         request: PeerRequest,
-        progress: Option<&RoundProgress>,
     ) -> Result<Response, WireError> {
         let connection = self.connection_for(sync, member).await?;
         let result = tokio::time::timeout(
             PEER_CALL_TIMEOUT,
-            call_joined(connection.as_ref(), Request::Peer(request), progress),
+            call_joined(connection.as_ref(), Request::Peer(request)),
         )
         .await
         .unwrap_or_else(|_| {
@@ -1435,7 +1414,6 @@ impl SyncEngine {
                 name: name.clone(),
                 address: self.address.clone(),
             }),
-            None,
         )
         .await?;
         let Response::Bytes(bytes) = answer else {
