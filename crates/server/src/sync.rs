@@ -323,6 +323,8 @@ struct Pulled {
     parts: u64,
     /// From asking to the first part's arrival.
     first_part_ms: u64,
+    /// After the first part, how long the applier waited for the next.
+    waited_ms: u64,
 }
 
 /// Applies a delta's parts in order as `queued` brings them, each in a commit of its own
@@ -340,9 +342,16 @@ fn apply_parts(
     use std::sync::atomic::Ordering::Relaxed;
     let mut pulled = Pulled::default();
     let mut actions: Vec<Action> = Vec::new();
-    while let Some(encoded) = queued.blocking_recv() {
+    let mut waited = std::time::Duration::ZERO;
+    loop {
+        let waiting = std::time::Instant::now();
+        let Some(encoded) = queued.blocking_recv() else {
+            break;
+        };
         if pulled.parts == 0 {
             pulled.first_part_ms = started.elapsed().as_millis() as u64;
+        } else {
+            waited += waiting.elapsed();
         }
         let part: Delta = match syncbase_vsync::service::decode(&encoded) {
             Ok(part) => part,
@@ -369,6 +378,7 @@ fn apply_parts(
             }
         }
     }
+    pulled.waited_ms = waited.as_millis() as u64;
     (pulled, actions, None)
 }
 
@@ -745,6 +755,7 @@ impl SyncEngine {
             bytes = pulled.bytes,
             parts = pulled.parts,
             first_part_ms = pulled.first_part_ms,
+            waited_ms = pulled.waited_ms,
             total_ms = asked.elapsed().as_millis() as u64,
             "pulled"
         );

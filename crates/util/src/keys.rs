@@ -96,6 +96,36 @@ pub fn key_prefix(prefix: Prefix, components: &[&[u8]], partial: &[u8]) -> Vec<u
     out
 }
 
+/// Whether [`parse`] would accept `key`, without building its components.
+pub fn is_well_formed(key: &[u8]) -> bool {
+    let Some((&tag, mut rest)) = key.split_first() else {
+        return false;
+    };
+    if Prefix::from_tag(tag).is_none() {
+        return false;
+    }
+    let mut open = false;
+    while let Some((&byte, tail)) = rest.split_first() {
+        rest = tail;
+        if byte != ESCAPE {
+            open = true;
+            continue;
+        }
+        match rest.split_first() {
+            Some((&ESCAPED_ZERO, tail)) => {
+                open = true;
+                rest = tail;
+            }
+            Some((&TERMINATOR, tail)) => {
+                open = false;
+                rest = tail;
+            }
+            _ => return false,
+        }
+    }
+    !open
+}
+
 /// Splits a key into its prefix and components.
 pub fn parse(key: &[u8]) -> Result<(Prefix, Vec<Vec<u8>>)> {
     let malformed = |why: &str| Error::MalformedKey(format!("{why}: {key:?}"));

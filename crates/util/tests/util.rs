@@ -39,6 +39,7 @@ fn malformed_keys_are_errors_not_panics() {
     for bad in [&b""[..], b"Q", b"ra", b"ra\x00", b"ra\x00\x02"] {
         let error = keys::parse(bad).unwrap_err();
         assert_eq!(error.code(), "util.malformed_key", "{bad:?}");
+        assert!(!keys::is_well_formed(bad), "{bad:?}");
     }
 }
 
@@ -54,6 +55,16 @@ fn component() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
+    #[test]
+    fn a_key_is_well_formed_exactly_when_it_parses(
+        bytes in proptest::collection::vec(
+            prop_oneof![Just(0u8), Just(1u8), Just(0xffu8), Just(b'r'), any::<u8>()],
+            0..10,
+        ),
+    ) {
+        prop_assert_eq!(keys::is_well_formed(&bytes), keys::parse(&bytes).is_ok());
+    }
+
     #[test]
     fn keys_round_trip_and_sort_like_their_tuples(
         a in proptest::collection::vec(component(), 0..4),

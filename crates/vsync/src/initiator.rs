@@ -35,7 +35,7 @@ use crate::dag::{self, Graft, LogRecordId, NewNode, Outcome};
 use crate::error::{Error, Result};
 use crate::knowledge::DeviceId;
 use crate::responder::{Delta, DeltaRecord, store_knowledge, stored_knowledge};
-use crate::watcher::{self, LogRecord, allocate, log_record, object_collection, put_record};
+use crate::watcher::{self, LogRecord, allocate, log_record, put_record};
 
 /// Attempts of a round whose commit meets a concurrent one (each starts again at once).
 const APPLY_ATTEMPTS_MAX: usize = 32;
@@ -251,15 +251,28 @@ impl Initiator<'_> {
         }
         // Records held beyond the knowledge (a part before the last, or records a responder
         // held beyond its own knowledge) are noted, so this device sends them on in turn.
-        let beyond = new.iter().map(|sent| &sent.record).filter(|record| {
-            object_collection(&record.object).is_none_or(|(collection, _)| {
-                knowledge
-                    .of(&crate::knowledge::Scope::collection(collection))
-                    .get(record.device)
-                    < record.generation
-            })
-        });
-        crate::responder::raise_ahead(&transaction, beyond)?;
+        let mut collections = watcher::Collections::default();
+        let mut known_of: Vec<crate::knowledge::GenVector> = Vec::new();
+        let mut beyond = Vec::new();
+        for sent in &new {
+            let record = &sent.record;
+            let Some(collection) = collections.of(&record.object) else {
+                continue;
+            };
+            while known_of.len() <= collection {
+                let scope = crate::knowledge::Scope::collection(collections.name(known_of.len()));
+                known_of.push(knowledge.of(&scope));
+            }
+            if known_of[collection].get(record.device) < record.generation {
+                beyond.push((collection, record));
+            }
+        }
+        crate::responder::raise_ahead(
+            &transaction,
+            beyond
+                .into_iter()
+                .map(|(collection, record)| (collections.name(collection), record)),
+        )?;
         transaction.commit()?;
         Ok(outcome)
     }

@@ -42,19 +42,18 @@ pub fn stored_ahead<R: StoreReader + ?Sized>(reader: &R) -> Result<Knowledge> {
     Ok(get_typed(reader, &ahead_key())?.unwrap_or_default())
 }
 
-/// Raises [`stored_ahead`] to cover `records`, received without their knowledge.
+/// Raises [`stored_ahead`] to cover `records` (each with its collection), received without
+/// their knowledge.
 pub(crate) fn raise_ahead<'a, T: StoreReader + syncbase_store::StoreWriter + ?Sized>(
     transaction: &T,
-    records: impl Iterator<Item = &'a LogRecord>,
+    records: impl Iterator<Item = (&'a str, &'a LogRecord)>,
 ) -> Result<()> {
-    let mut raised: BTreeMap<String, GenVector> = BTreeMap::new();
-    for record in records {
-        if let Some((collection, _)) = crate::watcher::object_collection(&record.object) {
-            raised
-                .entry(collection)
-                .or_default()
-                .advance(record.device, record.generation);
-        }
+    let mut raised: BTreeMap<&str, GenVector> = BTreeMap::new();
+    for (collection, record) in records {
+        raised
+            .entry(collection)
+            .or_default()
+            .advance(record.device, record.generation);
     }
     if raised.is_empty() {
         return Ok(());

@@ -34,7 +34,7 @@ use crate::initiator::{ApplyOutcome, Initiator};
 use crate::knowledge::{DeviceId, GenVector, Knowledge, Scope};
 use crate::responder::{Delta, deltas, stored_knowledge};
 use crate::syncgroup::syncgroups;
-use crate::watcher::{self, local_generation, object_collection};
+use crate::watcher::{self, local_generation};
 
 /// The largest timestamp a received record may carry (about the year 2262).
 pub const TIMESTAMP_MAX_NS: u64 = u64::MAX / 2;
@@ -370,10 +370,17 @@ impl<S: Store + 'static> DatabaseSync<S> {
                 "a delta from {from}, with whom no syncgroup of this database is shared"
             )));
         }
+        let mut collections = watcher::Collections::default();
+        let mut admitted: Vec<bool> = Vec::new();
         for sent in &delta.records {
             let record = &sent.record;
-            let collection = object_collection(&record.object).map(|(collection, _)| collection);
-            if !collection.is_some_and(|collection| shared.contains(&collection)) {
+            let inside = collections.of(&record.object).is_some_and(|collection| {
+                while admitted.len() <= collection {
+                    admitted.push(shared.contains(collections.name(admitted.len())));
+                }
+                admitted[collection]
+            });
+            if !inside {
                 return Err(Error::DeltaInvalid(format!(
                     "a record from {from} for {}, outside what this database shares with it",
                     String::from_utf8_lossy(&record.object)

@@ -408,6 +408,38 @@ fn is_synced(key: &[u8], synced: &std::collections::BTreeSet<String>) -> bool {
     object_collection(key).is_some_and(|(collection, _)| synced.contains(&collection))
 }
 
+/// The collections of many objects, as [`object_collection`] names them, with each collection's
+/// name decoded once: a row's collection is the prefix its key starts with, so an object is
+/// only checked to be a well-formed key before its prefix is looked up.
+#[derive(Default)]
+pub(crate) struct Collections<'a> {
+    /// By a row's collection prefix (or the whole key of any other object): its index in
+    /// `names`.
+    named: std::collections::HashMap<&'a [u8], Option<usize>>,
+    names: Vec<String>,
+}
+
+impl<'a> Collections<'a> {
+    /// The collection of `object`, if it is a synced object: an index for [`Collections::name`].
+    pub(crate) fn of(&mut self, object: &'a [u8]) -> Option<usize> {
+        if !keys::is_well_formed(object) {
+            return None;
+        }
+        let prefix = keys::row_collection_prefix(object).unwrap_or(object);
+        let names = &mut self.names;
+        *self.named.entry(prefix).or_insert_with(|| {
+            let (collection, _) = object_collection(object)?;
+            names.push(collection);
+            Some(names.len() - 1)
+        })
+    }
+
+    /// The name of the collection [`Collections::of`] answered `index` for.
+    pub(crate) fn name(&self, index: usize) -> &str {
+        &self.names[index]
+    }
+}
+
 /// The collection of a synced object (a row, or a collection's record) and the row key (empty
 /// for the collection's record); `None` for any other key.
 pub fn object_collection(key: &[u8]) -> Option<(String, Vec<u8>)> {
