@@ -23,7 +23,9 @@ use syncbase_store::{LogEvent, Store};
 use syncbase_vsync::conflict::LastWriterWins;
 use syncbase_vsync::knowledge::Knowledge;
 use syncbase_vsync::responder::{Delta, PART_RECORDS_MIN};
-use syncbase_vsync::service::{Action, DataModel, DatabaseSync, Event, Message, ModelAccess};
+use syncbase_vsync::service::{
+    Action, DataModel, DatabaseSync, Event, Message, ModelAccess, PullAnswer,
+};
 use syncbase_vsync::syncgroup::{JoinAnswer, syncgroups};
 use syncbase_wire::{
     DatabasePath, Handler, PeerRequest, Request, Response, Responses, SyncgroupSpec, WireError,
@@ -1179,8 +1181,10 @@ impl SyncEngine {
 
     /// Answers a pull from `caller` as a stream: the delta's parts ([`Delta::into_parts`]),
     /// each encoded as a frame ([`delta_frame`]) on a blocking thread of its own while the one
-    /// before is on its way, in [`Response::Bytes`] pieces. The delta is read whole first, in
-    /// one snapshot; no thread waits on a slow caller.
+    /// before is on its way, in [`Response::Bytes`] pieces. The delta's records are read first,
+    /// in one snapshot ([`DbSync::answer`]); each part's values are read from that snapshot as
+    /// the part is encoded, so the first part leaves before the others' values are read. No
+    /// thread waits on a slow caller.
     #[allow(clippy::disallowed_methods)] // a pull's stages are timed for the debug log.
     async fn answer_pull(
         self: &Arc<Self>,
@@ -1193,38 +1197,23 @@ impl SyncEngine {
         let knowledge = syncbase_vsync::service::decode(&knowledge).map_err(sync_error)?;
         let started = std::time::Instant::now();
         let engine = self.clone();
-        let parts = tokio::task::spawn_blocking(move || {
-            let handled = sync.handle(Event::Received {
-                from,
-                message: Message::Pull { knowledge },
-            })?;
-            let delta = handled.actions.into_iter().find_map(|action| match action {
-                Action::Send {
-                    message: Message::Delta(delta),
-                    ..
-                } => Some(delta),
-                Action::Send { .. } => None,
-            });
-            let Some(delta) = delta else {
-                return Ok(None);
-            };
-            engine.make_served_durable(&database, sync.device(), &delta)?;
-            let records = delta.records.len();
-            Ok::<_, syncbase_vsync::Error>(Some((delta.into_parts(PART_RECORDS_MIN), records)))
+        let (parts, records) = tokio::task::spawn_blocking(move || {
+            let answer = sync.answer(&from, &knowledge)?;
+            engine.make_served_durable(&database, sync.device(), answer.knowledge())?;
+            let records = answer.len();
+            Ok::<_, syncbase_vsync::Error>((answer.into_parts(PART_RECORDS_MIN), records))
         })
         .await
         .map_err(internal)?
         .map_err(sync_error)?;
-        let Some((parts, records)) = parts else {
-            return Err(internal("a pull was answered by no delta"));
-        };
         let read = started.elapsed();
         let (sender, responses) = Responses::channel();
         tokio::spawn(async move {
             let count = parts.len();
             let mut parts = parts.into_iter().enumerate();
-            let encode = |(index, part): (usize, Delta)| {
-                tokio::task::spawn_blocking(move || delta_frame(&part, index + 1 == count))
+            // Each part's values are read (from the answer's snapshot) as it is encoded.
+            let encode = |(index, part): (usize, PullAnswer<_>)| {
+                tokio::task::spawn_blocking(move || delta_frame(&part.read()?, index + 1 == count))
             };
             let mut next = parts.next().map(encode);
             let mut bytes = 0;
@@ -1267,7 +1256,7 @@ impl SyncEngine {
         Ok(responses)
     }
 
-    /// Under relaxed durability, makes durable what `delta` reveals of this device's
+    /// Under relaxed durability, makes durable what an answer with `knowledge` reveals of this device's
     /// generations before it is sent: a crash could otherwise take back generations a peer
     /// holds, and this device would reuse their numbers for other changes, which peers refuse
     /// for good. One sync of the stores per new generation served; nothing when durable.
@@ -1275,13 +1264,12 @@ impl SyncEngine {
         &self,
         database: &DatabasePath,
         device: syncbase_vsync::knowledge::DeviceId,
-        delta: &syncbase_vsync::responder::Delta,
+        knowledge: &syncbase_vsync::knowledge::Knowledge,
     ) -> Result<(), syncbase_vsync::Error> {
         if !self.relaxed {
             return Ok(());
         }
-        let revealed = delta
-            .knowledge
+        let revealed = knowledge
             .iter()
             .map(|(_, vector)| vector.get(device))
             .max()
@@ -1828,7 +1816,7 @@ mod tests {
                     .collect();
                 delta.knowledge.set(Scope::collection("todo"), vector);
                 engine
-                    .make_served_durable(&database, device, &delta)
+                    .make_served_durable(&database, device, &delta.knowledge)
                     .unwrap();
             };
             serve(5);

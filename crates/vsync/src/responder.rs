@@ -131,71 +131,13 @@ impl Delta {
     /// writes, and a device that received current state holds none of them) is one part, or a
     /// part could show the batch beside the older value of a row a later write overwrote.
     pub fn into_parts(mut self, records_min: usize) -> Vec<Delta> {
-        let mut batch_records: HashMap<(DeviceId, u64), u64> = HashMap::new();
-        for sent in &self.records {
-            if sent.record.batch_id != 0 {
-                *batch_records
-                    .entry((sent.record.device, sent.record.batch_id))
-                    .or_default() += 1;
-            }
-        }
-        let whole = self.records.iter().all(|sent| {
-            sent.record.batch_id == 0
-                || batch_records[&(sent.record.device, sent.record.batch_id)]
-                    == sent.record.batch_count
-        });
-        if !whole && !crate::mutant::on(crate::mutant::Mutant::PartAnywhere) {
+        let records = std::mem::take(&mut self.records);
+        let Some(parts) = parts_of(records.iter().map(|sent| &sent.record), records_min) else {
+            self.records = records;
             return vec![self];
-        }
-        let records_min = records_min.max(1);
-        let count = self.records.len();
-        // Groups: records linked by an object or a batch (union-find over record indices).
-        let mut parent: Vec<usize> = (0..count).collect();
-        fn root(parent: &mut [usize], mut at: usize) -> usize {
-            while parent[at] != at {
-                parent[at] = parent[parent[at]];
-                at = parent[at];
-            }
-            at
-        }
-        if !crate::mutant::on(crate::mutant::Mutant::PartAnywhere) {
-            let mut objects: HashMap<&[u8], usize> = HashMap::new();
-            let mut batches: HashMap<(DeviceId, u64), usize> = HashMap::new();
-            for (index, sent) in self.records.iter().enumerate() {
-                let record = &sent.record;
-                let mut linked = vec![objects.insert(&record.object, index)];
-                if record.batch_id != 0 {
-                    linked.push(batches.insert((record.device, record.batch_id), index));
-                }
-                for other in linked.into_iter().flatten() {
-                    let (mine, theirs) = (root(&mut parent, index), root(&mut parent, other));
-                    parent[mine] = theirs;
-                }
-            }
-        }
-        let roots: Vec<usize> = (0..count).map(|index| root(&mut parent, index)).collect();
-        let mut group_size = vec![0usize; count];
-        for root in &roots {
-            group_size[*root] += 1;
-        }
-        // Each group goes to the part open when its first record comes.
-        let mut part_of: Vec<Option<usize>> = vec![None; count];
-        let mut sizes: Vec<usize> = vec![0];
-        let mut records: Vec<Vec<DeltaRecord>> = vec![Vec::new()];
-        for (sent, root) in std::mem::take(&mut self.records).into_iter().zip(roots) {
-            let part = *part_of[root].get_or_insert_with(|| {
-                if sizes.last().is_some_and(|size| *size >= records_min) {
-                    sizes.push(0);
-                    records.push(Vec::new());
-                }
-                let part = sizes.len() - 1;
-                sizes[part] += group_size[root];
-                part
-            });
-            records[part].push(sent);
-        }
-        let last = records.len() - 1;
-        records
+        };
+        let last = parts.count - 1;
+        split_by(records, &parts)
             .into_iter()
             .enumerate()
             .map(|(index, records)| {
@@ -216,6 +158,190 @@ impl Delta {
     }
 }
 
+/// Which part of a delta each of its records goes to ([`Delta::into_parts`]), and how many
+/// parts there are; `None`: the delta is one part.
+struct Parts {
+    part_of: Vec<usize>,
+    count: usize,
+}
+
+fn parts_of<'a>(
+    records: impl Iterator<Item = &'a LogRecord> + Clone,
+    records_min: usize,
+) -> Option<Parts> {
+    let mut batch_records: HashMap<(DeviceId, u64), u64> = HashMap::new();
+    for record in records.clone() {
+        if record.batch_id != 0 {
+            *batch_records
+                .entry((record.device, record.batch_id))
+                .or_default() += 1;
+        }
+    }
+    let whole = records.clone().all(|record| {
+        record.batch_id == 0
+            || batch_records[&(record.device, record.batch_id)] == record.batch_count
+    });
+    if !whole && !crate::mutant::on(crate::mutant::Mutant::PartAnywhere) {
+        return None;
+    }
+    let records_min = records_min.max(1);
+    let count = records.clone().count();
+    // Groups: records linked by an object or a batch (union-find over record indices).
+    let mut parent: Vec<usize> = (0..count).collect();
+    fn root(parent: &mut [usize], mut at: usize) -> usize {
+        while parent[at] != at {
+            parent[at] = parent[parent[at]];
+            at = parent[at];
+        }
+        at
+    }
+    if !crate::mutant::on(crate::mutant::Mutant::PartAnywhere) {
+        let mut objects: HashMap<&[u8], usize> = HashMap::new();
+        let mut batches: HashMap<(DeviceId, u64), usize> = HashMap::new();
+        for (index, record) in records.clone().enumerate() {
+            let mut linked = vec![objects.insert(&record.object, index)];
+            if record.batch_id != 0 {
+                linked.push(batches.insert((record.device, record.batch_id), index));
+            }
+            for other in linked.into_iter().flatten() {
+                let (mine, theirs) = (root(&mut parent, index), root(&mut parent, other));
+                parent[mine] = theirs;
+            }
+        }
+    }
+    let roots: Vec<usize> = (0..count).map(|index| root(&mut parent, index)).collect();
+    let mut group_size = vec![0usize; count];
+    for root in &roots {
+        group_size[*root] += 1;
+    }
+    // Each group goes to the part open when its first record comes.
+    let mut group_part: Vec<Option<usize>> = vec![None; count];
+    let mut sizes: Vec<usize> = vec![0];
+    let part_of = roots
+        .into_iter()
+        .map(|root| {
+            *group_part[root].get_or_insert_with(|| {
+                if sizes.last().is_some_and(|size| *size >= records_min) {
+                    sizes.push(0);
+                }
+                let part = sizes.len() - 1;
+                sizes[part] += group_size[root];
+                part
+            })
+        })
+        .collect();
+    Some(Parts {
+        part_of,
+        count: sizes.len(),
+    })
+}
+
+/// `items` (one per record) split as `parts` says, keeping their order within each part.
+fn split_by<T>(items: Vec<T>, parts: &Parts) -> Vec<Vec<T>> {
+    let mut split: Vec<Vec<T>> = (0..parts.count).map(|_| Vec::new()).collect();
+    for (item, part) in items.into_iter().zip(&parts.part_of) {
+        split[*part].push(item);
+    }
+    split
+}
+
+/// A delta as [`plan`] reads it: its records without their values, each with whether this
+/// device knows it made its object's head. [`Planned::read`] reads the values, from the
+/// snapshot the plan was read from; [`Planned::into_parts`] splits it first, so each part's
+/// values are read only when it is about to be sent.
+#[derive(Debug, Default)]
+pub struct Planned {
+    delta: Delta,
+    heads: Vec<bool>,
+    scopes: Vec<Scope>,
+}
+
+impl Planned {
+    /// How many records it holds.
+    pub fn len(&self) -> usize {
+        self.heads.len()
+    }
+
+    /// Whether it holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.heads.is_empty()
+    }
+
+    /// What the initiator knows of each scope once it has applied the delta.
+    pub fn knowledge(&self) -> &Knowledge {
+        &self.delta.knowledge
+    }
+
+    /// Sets the syncgroups the delta carries.
+    pub fn set_syncgroups(&mut self, syncgroups: Vec<crate::syncgroup::Syncgroup>) {
+        self.delta.syncgroups = syncgroups;
+    }
+
+    /// The parts [`Delta::into_parts`] would make of the delta, each still to be read.
+    pub fn into_parts(mut self, records_min: usize) -> Vec<Planned> {
+        let records = std::mem::take(&mut self.delta.records);
+        let Some(parts) = parts_of(records.iter().map(|sent| &sent.record), records_min) else {
+            self.delta.records = records;
+            return vec![self];
+        };
+        let last = parts.count - 1;
+        let heads = split_by(std::mem::take(&mut self.heads), &parts);
+        split_by(records, &parts)
+            .into_iter()
+            .zip(heads)
+            .enumerate()
+            .map(|(index, (records, heads))| {
+                let delta = if index == last {
+                    Delta {
+                        records,
+                        ..std::mem::take(&mut self.delta)
+                    }
+                } else {
+                    Delta {
+                        responder: self.delta.responder,
+                        records,
+                        ..Delta::default()
+                    }
+                };
+                Planned {
+                    delta,
+                    heads,
+                    scopes: self.scopes.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// The delta, with the value each record carries, read from `reader` (the snapshot the
+    /// plan was read from).
+    pub fn read<S: Store + 'static>(self, reader: &WatchableSnapshot<S>) -> Result<Delta> {
+        let Planned {
+            mut delta,
+            heads,
+            scopes,
+        } = self;
+        let mut prefetched = if delta.records.len() >= PREFETCH_RECORDS_MIN {
+            Prefetched::read(reader, &scopes, &delta.records)?
+        } else {
+            Prefetched::default()
+        };
+        for (index, (sent, head)) in delta.records.iter_mut().zip(heads).enumerate() {
+            let record = &sent.record;
+            let value = match prefetched.seen.get_mut(index).and_then(Option::take) {
+                Some(Seen::Current(value)) => Some(value),
+                Some(Seen::Retired) => None,
+                None => value_to_send(reader, record, head)?,
+            };
+            delta.bytes += (record.object.len()
+                + record.author.len()
+                + value.as_ref().map_or(0, Vec::len)
+                + 80) as u64;
+            sent.value = value;
+        }
+        Ok(delta)
+    }
+}
+
 /// The records of `scopes` that `initiator` lacks and this device (`device`) holds. A scope
 /// the initiator knows nothing of gets the current state of each object instead (its head's
 /// record, with its parents named so later changes graft): a new member does not replay history.
@@ -225,6 +351,16 @@ pub fn deltas<S: Store + 'static>(
     scopes: &[Scope],
     initiator: &Knowledge,
 ) -> Result<Delta> {
+    plan(reader, device, scopes, initiator)?.read(reader)
+}
+
+/// [`deltas`] but for the values its records carry ([`Planned`]).
+pub fn plan<S: Store + 'static>(
+    reader: &WatchableSnapshot<S>,
+    device: DeviceId,
+    scopes: &[Scope],
+    initiator: &Knowledge,
+) -> Result<Planned> {
     let stored = stored_knowledge(reader)?;
     let own_generation = local_generation(reader)?;
     let mut delta = Delta {
@@ -296,23 +432,20 @@ pub fn deltas<S: Store + 'static>(
         }
         same
     });
-    let mut prefetched = if records.len() >= PREFETCH_RECORDS_MIN {
-        Prefetched::read(reader, scopes, &records)?
-    } else {
-        Prefetched::default()
-    };
-    for (index, (record, head)) in records.into_iter().enumerate() {
-        let value = match prefetched.seen.get_mut(index).and_then(Option::take) {
-            Some(Seen::Current(value)) => Some(value),
-            Some(Seen::Retired) => None,
-            None => value_to_send(reader, &record, head)?,
-        };
-        delta.bytes +=
-            (record.object.len() + record.author.len() + value.as_ref().map_or(0, Vec::len) + 80)
-                as u64;
-        delta.records.push(DeltaRecord { record, value });
+    let mut heads = Vec::with_capacity(records.len());
+    delta.records.reserve(records.len());
+    for (record, head) in records {
+        heads.push(head);
+        delta.records.push(DeltaRecord {
+            record,
+            value: None,
+        });
     }
-    Ok(delta)
+    Ok(Planned {
+        delta,
+        heads,
+        scopes: scopes.to_vec(),
+    })
 }
 
 /// Tells the objects of a scope by their keys alone: its rows' keys start with one prefix,
@@ -383,17 +516,18 @@ fn record_made_head(record: &LogRecord, head: Version) -> bool {
 /// Fewest records of a delta for which [`Prefetched`] scans its scopes.
 const PREFETCH_RECORDS_MIN: usize = 64;
 
-/// The current values (and if need be the heads) of the rows of a delta's scopes, each read by
-/// one scan, for a delta of many records (an initiator that lacks a long range of generations,
-/// such as a joiner that has written its collection's record): its records are in learning
-/// order, and reading each one's head and value by key costs two reads a record. The records of
-/// a scope are sorted by object and merged with the scans in key order. A record whose version
-/// is its object's current one made it (versions are unique, and sync moves an object's head and
-/// current version in one commit), so it carries that value; only when some record's version is
-/// not current are the scope's heads scanned too, to tell which of those still made the head (a
-/// local write the watcher has not processed retired it: its value is then read by key). A
-/// scope holding many more rows than the delta has records is left out (its records are read by
-/// key); of the values, only those the records carry are kept.
+/// The current values (and if need be the heads) of the rows of a delta (or of a part of one)
+/// in each scope, each read by one scan over the span from its first to its last object, for a
+/// delta of many records (an initiator that lacks a long range of generations, such as a joiner
+/// that has written its collection's record): its records are in learning order, and reading
+/// each one's head and value by key costs two reads a record. The records of a scope are sorted
+/// by object and merged with the scans in key order. A record whose version is its object's
+/// current one made it (versions are unique, and sync moves an object's head and current
+/// version in one commit), so it carries that value; only when some record's version is not
+/// current are the heads of the span scanned too, to tell which of those still made the head (a
+/// local write the watcher has not processed retired it: its value is then read by key). A span
+/// holding many more rows than the records is left out (its records are read by key); of the
+/// values, only those the records carry are kept.
 #[derive(Default)]
 struct Prefetched {
     /// Per record of the delta, what the scans showed (`None`: not shown, to be read by key).
@@ -412,7 +546,7 @@ impl Prefetched {
     fn read<S: Store + 'static>(
         reader: &WatchableSnapshot<S>,
         scopes: &[Scope],
-        records: &[(LogRecord, bool)],
+        records: &[DeltaRecord],
     ) -> Result<Self> {
         let most = records
             .len()
@@ -427,7 +561,7 @@ impl Prefetched {
             // The scope's records that may carry a value, by object.
             let mut mine: Vec<usize> = (0..records.len())
                 .filter(|index| {
-                    let record = &records[*index].0;
+                    let record = &records[*index].record;
                     !read[*index]
                         && !record.deleted
                         && !record.link
@@ -437,19 +571,28 @@ impl Prefetched {
             if mine.is_empty() {
                 continue;
             }
-            mine.sort_by(|left, right| records[*left].0.object.cmp(&records[*right].0.object));
-            let object = |at: usize| records[mine[at]].0.object.as_slice();
+            mine.sort_by(|left, right| {
+                records[*left]
+                    .record
+                    .object
+                    .cmp(&records[*right].record.object)
+            });
+            let object = |at: usize| records[mine[at]].record.object.as_slice();
             let mut found: Vec<Option<Seen>> =
                 std::iter::repeat_with(|| None).take(mine.len()).collect();
             let mut at = 0;
-            let all_values = visit_at_most(reader.scan_current(&rows)?, most, |current| {
+            // Only the span of the records' objects is scanned (a part of a delta holds a few of
+            // its scope's rows).
+            let (first, last) = (object(0), object(mine.len() - 1));
+            let currents = reader.scan_current_between(first, last)?;
+            let all_values = visit_at_most(currents, most, |current| {
                 let (key, version, value) = current;
                 while at < mine.len() && object(at) < key.as_slice() {
                     at += 1;
                 }
                 let mut next = at;
                 while next < mine.len() && object(next) == key.as_slice() {
-                    if records[mine[next]].0.version == version {
+                    if records[mine[next]].record.version == version {
                         found[next] = Some(Seen::Current(value.clone()));
                     }
                     next += 1;
@@ -461,7 +604,9 @@ impl Prefetched {
             }
             if found.iter().any(Option::is_none) {
                 // Which of the others made the head: by one scan of the heads.
-                let (start, limit) = keys::prefix_range(&dag::head_key_prefix(&rows));
+                let start = dag::head_key(first);
+                let mut limit = dag::head_key(last);
+                limit.push(0);
                 let head_key = |at: usize| dag::head_key(object(at));
                 let pending: Vec<(Vec<u8>, usize)> = (0..mine.len())
                     .filter(|at| found[*at].is_none())
@@ -492,7 +637,7 @@ impl Prefetched {
                 }
                 for ((_, at), head) in pending.into_iter().zip(heads) {
                     // A version still the head but not current is read by key.
-                    if head != Some(records[mine[at]].0.version) {
+                    if head != Some(records[mine[at]].record.version) {
                         found[at] = Some(Seen::Retired);
                     }
                 }

@@ -32,7 +32,7 @@ use crate::conflict::Resolver;
 use crate::error::{Error, Result};
 use crate::initiator::{ApplyOutcome, Initiator};
 use crate::knowledge::{DeviceId, GenVector, Knowledge, Scope};
-use crate::responder::{Delta, deltas, stored_knowledge};
+use crate::responder::{Delta, Planned, plan, stored_knowledge};
 use crate::syncgroup::syncgroups;
 use crate::watcher::{self, local_generation};
 
@@ -163,6 +163,48 @@ pub struct Handled {
     pub records_sent: u64,
 }
 
+/// The answer to a pull, read from one snapshot but for its values ([`Planned`]), which are
+/// read with the delta or with each of its parts ([`PullAnswer::into_parts`]).
+pub struct PullAnswer<S: Store + 'static> {
+    snapshot: Arc<syncbase_store::WatchableSnapshot<S>>,
+    planned: Planned,
+}
+
+impl<S: Store + 'static> PullAnswer<S> {
+    /// How many records the answer holds.
+    pub fn len(&self) -> usize {
+        self.planned.len()
+    }
+
+    /// Whether it holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.planned.is_empty()
+    }
+
+    /// What the puller knows of each scope once it has applied the answer.
+    pub fn knowledge(&self) -> &Knowledge {
+        self.planned.knowledge()
+    }
+
+    /// The parts of the answer ([`Delta::into_parts`]), each still to be read.
+    pub fn into_parts(self, records_min: usize) -> Vec<PullAnswer<S>> {
+        let snapshot = self.snapshot;
+        self.planned
+            .into_parts(records_min)
+            .into_iter()
+            .map(|planned| PullAnswer {
+                snapshot: snapshot.clone(),
+                planned,
+            })
+            .collect()
+    }
+
+    /// The delta, its values read.
+    pub fn read(self) -> Result<Delta> {
+        self.planned.read(&self.snapshot)
+    }
+}
+
 /// One device's sync of one database.
 pub struct DatabaseSync<S: Store + 'static> {
     store: Arc<Watchable<S>>,
@@ -258,16 +300,7 @@ impl<S: Store + 'static> DatabaseSync<S> {
                     }
                 }
                 Message::Pull { knowledge } => {
-                    self.catch_up()?;
-                    let scopes = self.scopes_for(&from)?;
-                    let snapshot = self.store.versioned_snapshot()?;
-                    let mut delta = deltas(&snapshot, self.device, &scopes, &knowledge)?;
-                    if !scopes.is_empty() {
-                        delta.syncgroups = syncgroups(&snapshot)?
-                            .into_iter()
-                            .filter(|syncgroup| syncgroup.members.contains(&from))
-                            .collect();
-                    }
+                    let delta = self.answer(&from, &knowledge)?.read()?;
                     handled.records_sent = delta.records.len() as u64;
                     handled.actions.push(Action::Send {
                         to: from,
@@ -299,6 +332,27 @@ impl<S: Store + 'static> DatabaseSync<S> {
             },
         }
         Ok(handled)
+    }
+
+    /// The answer to a pull from `from` with `knowledge` (what [`Message::Pull`] sends back),
+    /// planned: its values are read when it, or each of its parts, is read.
+    pub fn answer(&self, from: &str, knowledge: &Knowledge) -> Result<PullAnswer<S>> {
+        self.catch_up()?;
+        let scopes = self.scopes_for(from)?;
+        let snapshot = self.store.versioned_snapshot()?;
+        let mut planned = plan(&snapshot, self.device, &scopes, knowledge)?;
+        if !scopes.is_empty() {
+            planned.set_syncgroups(
+                syncgroups(&snapshot)?
+                    .into_iter()
+                    .filter(|syncgroup| syncgroup.members.contains(&from.to_string()))
+                    .collect(),
+            );
+        }
+        Ok(PullAnswer {
+            snapshot: Arc::new(snapshot),
+            planned,
+        })
     }
 
     /// Takes in the members of syncgroups this database has that a delta's records name.

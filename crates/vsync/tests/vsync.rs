@@ -785,7 +785,7 @@ mod responder {
     };
     use syncbase_util::keys::{self, Prefix};
     use syncbase_vsync::knowledge::{GenVector, Knowledge, Scope};
-    use syncbase_vsync::responder::deltas;
+    use syncbase_vsync::responder::{deltas, plan};
     use syncbase_vsync::watcher;
 
     const DEVICE: u64 = 0xa;
@@ -912,6 +912,63 @@ mod responder {
                 _ => vec![Some(b"v".to_vec())],
             };
             assert_eq!(values, &expected, "row {index}");
+        }
+    }
+
+    #[test]
+    fn a_delta_read_part_by_part_carries_what_it_carries_read_whole() {
+        let store = device_with_rows(900);
+        let write = |range: std::ops::Range<usize>, value: Option<&[u8]>, seed: u64| {
+            let transaction = store.begin(Origin::local("a", DEVICE)).unwrap();
+            for index in range {
+                let key = keys::row("c", format!("k{index:06}").as_bytes());
+                match value {
+                    Some(value) => transaction.put(&key, value).unwrap(),
+                    None => transaction.delete(&key).unwrap(),
+                }
+            }
+            transaction.commit().unwrap();
+            if seed > 0 {
+                watcher::step(&store, DEVICE, &SeededRng::new(seed), 10).unwrap();
+            }
+        };
+        // Batches of new rows, of replaced rows and of deleted rows; then rows written again
+        // after the watcher ran (their heads are older).
+        for (batch, first) in (900..2_400).step_by(500).enumerate() {
+            write(first..first + 500, Some(b"v"), 20 + batch as u64);
+        }
+        write(100..400, Some(b"second"), 11);
+        write(600..700, None, 12);
+        write(2_000..2_050, Some(b"local"), 0);
+        let mut theirs = GenVector::new();
+        theirs.advance(0xb, 1);
+        let mut knowledge = Knowledge::new();
+        knowledge.set(Scope::collection("c"), theirs);
+        let scopes = [Scope::collection("c")];
+        let snapshot = store.versioned_snapshot().unwrap();
+        let whole = deltas(&snapshot, DEVICE, &scopes, &knowledge).unwrap();
+        assert_eq!(whole.records.len(), 2_800);
+        assert!(whole.records.iter().any(|sent| sent.value.is_none()));
+        for (records_min, parts_min) in [(1, 4), (64, 4), (700, 3), (5_000, 1)] {
+            let expected = whole.clone().into_parts(records_min);
+            assert!(
+                expected.len() >= parts_min,
+                "records_min {records_min}: {}",
+                expected.len()
+            );
+            let parts: Vec<_> = plan(&snapshot, DEVICE, &scopes, &knowledge)
+                .unwrap()
+                .into_parts(records_min)
+                .into_iter()
+                .map(|part| part.read(&snapshot).unwrap())
+                .collect();
+            assert_eq!(parts.len(), expected.len(), "records_min {records_min}");
+            for (part, expected) in parts.iter().zip(&expected) {
+                assert_eq!(part.records, expected.records, "records_min {records_min}");
+                assert_eq!(part.knowledge, expected.knowledge);
+            }
+            let bytes: u64 = parts.iter().map(|part| part.bytes).sum();
+            assert_eq!(bytes, whole.bytes);
         }
     }
 }

@@ -596,7 +596,28 @@ impl<S: Store + 'static> WatchableSnapshot<S> {
         self.shared.check_managed(prefix)?;
         let start = current_key(prefix);
         let limit = prefix_limit(&start);
-        Ok(self.inner.scan(&start, &limit)?.map(|entry| {
+        self.scan_current_range(&start, &limit)
+    }
+
+    /// [`Self::scan_current`] over the keys from `first` to `last` (both included) alone.
+    pub fn scan_current_between(
+        &self,
+        first: &[u8],
+        last: &[u8],
+    ) -> Result<impl Iterator<Item = Result<CurrentValue>> + use<S>> {
+        self.shared.check_managed(first)?;
+        self.shared.check_managed(last)?;
+        let mut limit = current_key(last);
+        limit.push(0);
+        self.scan_current_range(&current_key(first), &limit)
+    }
+
+    fn scan_current_range(
+        &self,
+        start: &[u8],
+        limit: &[u8],
+    ) -> Result<impl Iterator<Item = Result<CurrentValue>> + use<S>> {
+        Ok(self.inner.scan(start, limit)?.map(|entry| {
             let (mut key, record) = entry?;
             key.drain(..2);
             let (version, value) = decode_current(&key, record)?;
