@@ -485,6 +485,15 @@ impl Sim {
         let Some(sync) = self.peers[peer].sync.as_ref() else {
             return Ok(());
         };
+        let event = match event {
+            // A pull is answered as a daemon answers it: the records first, then each part's
+            // values from the same snapshot.
+            Event::Received {
+                from,
+                message: Message::Pull { knowledge },
+            } => return self.answer(peer, &from, &knowledge, what),
+            event => event,
+        };
         let handled = match sync.handle(event) {
             Ok(handled) => handled,
             Err(error) => {
@@ -533,6 +542,60 @@ impl Sim {
                 to,
                 message,
                 parts,
+                not_before: self.step + delay,
+            });
+        }
+        self.check(peer)
+    }
+
+    /// Answers a pull from `from` in parts of a few records, each read when it is cut.
+    fn answer(
+        &mut self,
+        peer: usize,
+        from: &str,
+        knowledge: &syncbase_vsync::knowledge::Knowledge,
+        what: &str,
+    ) -> Checked {
+        let Some(sync) = self.peers[peer].sync.as_ref() else {
+            return Ok(());
+        };
+        let records_min = 1 + self.below(4) as usize;
+        let parts = sync.answer(from, knowledge).and_then(|answer| {
+            answer
+                .into_parts(records_min)
+                .into_iter()
+                .map(|part| part.read())
+                .collect::<syncbase_vsync::Result<Vec<_>>>()
+        });
+        let mut parts = match parts {
+            Ok(parts) => parts.into_iter(),
+            Err(error) => {
+                return Err(self.fail(
+                    "no-sync-error",
+                    format!(
+                        "{} {what}: {} ({error})",
+                        self.peers[peer].name,
+                        error.code()
+                    ),
+                ));
+            }
+        };
+        let first = parts.next().unwrap_or_default();
+        let rest: Vec<_> = parts.collect();
+        let sent: usize =
+            first.records.len() + rest.iter().map(|part| part.records.len()).sum::<usize>();
+        self.note(format!(
+            "{} {what}: sent {sent} in {} parts",
+            self.peers[peer].name,
+            rest.len() + 1
+        ));
+        if let Some(to) = self.peers.iter().position(|other| other.name == from) {
+            let delay = self.below(4);
+            self.network.push(InFlight {
+                from: peer,
+                to,
+                message: Message::Delta(first),
+                parts: rest,
                 not_before: self.step + delay,
             });
         }
