@@ -59,6 +59,12 @@ pub trait StoreWriter {
     /// Sets `key` to `value`.
     fn put(&self, key: &[u8], value: &[u8]) -> Result<()>;
 
+    /// [`StoreWriter::put`] of a key and value the caller gives up (a transaction buffers them
+    /// without copying).
+    fn put_owned(&self, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
+        self.put(&key, &value)
+    }
+
     /// Removes `key`; removing an absent key is not an error.
     fn delete(&self, key: &[u8]) -> Result<()>;
 }
@@ -356,6 +362,10 @@ impl<T: StoreReader + ?Sized> StoreReader for Arc<T> {
 impl<T: StoreWriter + ?Sized> StoreWriter for Arc<T> {
     fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
         (**self).put(key, value)
+    }
+
+    fn put_owned(&self, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
+        (**self).put_owned(key, value)
     }
 
     fn delete(&self, key: &[u8]) -> Result<()> {

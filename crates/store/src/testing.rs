@@ -520,6 +520,10 @@ impl<S: crate::StoreWriter, G> crate::StoreWriter for WithGuard<S, G> {
         self.store.put(key, value)
     }
 
+    fn put_owned(&self, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
+        self.store.put_owned(key, value)
+    }
+
     fn delete(&self, key: &[u8]) -> Result<()> {
         self.store.delete(key)
     }

@@ -23,4 +23,5 @@ pub use layout::{
 pub use syncbase_store::{Clock, EntropyRng, ManualClock, Rng, SeededRng, SystemClock};
 pub use typed::{
     Layer, decode_typed, delete, get_layer_data, get_typed, put_layer_data, put_typed,
+    put_typed_owned,
 };

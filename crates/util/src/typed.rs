@@ -42,8 +42,17 @@ pub fn put_typed<T: Serialize + ?Sized, W: StoreWriter + ?Sized>(
     key: &[u8],
     value: &T,
 ) -> Result<()> {
+    put_typed_owned(writer, key.to_vec(), value)
+}
+
+/// [`put_typed`] with a key the caller gives up.
+pub fn put_typed_owned<T: Serialize + ?Sized, W: StoreWriter + ?Sized>(
+    writer: &W,
+    key: Vec<u8>,
+    value: &T,
+) -> Result<()> {
     let bytes = postcard::to_stdvec(value).map_err(|error| Error::Encode(error.to_string()))?;
-    Ok(writer.put(key, &bytes)?)
+    Ok(writer.put_owned(key, bytes)?)
 }
 
 /// Deletes `key`.

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use serde::{Deserialize, Serialize};
 use syncbase_store::{StoreReader, StoreWriter, Version};
 use syncbase_util::keys::{self, Prefix};
-use syncbase_util::{get_typed, put_typed};
+use syncbase_util::{get_typed, put_typed, put_typed_owned};
 
 use crate::error::{Error, Result};
 
@@ -329,7 +329,7 @@ pub fn insert_node<T: StoreReader + StoreWriter + ?Sized>(
         batch_id: new.batch_id,
         deleted: new.deleted,
     };
-    put_typed(transaction, &node_key(object, version), &node)?;
+    put_typed_owned(transaction, node_key(object, version), &node)?;
     if let Some(graft) = graft {
         let info = graft.object(transaction, object)?;
         for &(parent, parent_level) in parent_levels {
@@ -393,7 +393,7 @@ pub fn move_head<T: StoreReader + StoreWriter + ?Sized>(
     version: Version,
 ) -> Result<()> {
     existing_node(transaction, object, version, "head")?;
-    Ok(put_typed(transaction, &head_key(object), &version)?)
+    Ok(put_typed_owned(transaction, head_key(object), &version)?)
 }
 
 /// The objects from `first` to `last` (in key order) that have a head here, read with one range

@@ -169,10 +169,8 @@ impl Initiator<'_> {
             } else {
                 graft_record(&transaction, sent, &mut graft, &mut values)?;
             }
-            let mut record = record.clone();
-            record.position = position;
+            watcher::put_received(&transaction, record, position)?;
             position += 1;
-            put_record(&transaction, &record)?;
             outcome.records_applied += 1;
         }
         put_first_values(&transaction, first_values)?;

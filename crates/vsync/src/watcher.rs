@@ -13,7 +13,7 @@ use syncbase_store::{
     LogOp, Origin, Rng, Store, StoreReader, Transaction, Version, Watchable, WatchableTransaction,
 };
 use syncbase_util::keys::{self, Prefix};
-use syncbase_util::{get_typed, put_typed};
+use syncbase_util::{get_typed, put_typed, put_typed_owned};
 
 use crate::dag::{self, LogRecordId, NewNode};
 use crate::error::{Error, Result};
@@ -396,11 +396,77 @@ pub(crate) fn put_record<W: syncbase_store::StoreWriter + ?Sized>(
     writer: &W,
     record: &LogRecord,
 ) -> Result<()> {
-    Ok(put_typed(
+    Ok(put_typed_owned(
         writer,
-        &record_key(record.device, record.generation),
+        record_key(record.device, record.generation),
         record,
     )?)
+}
+
+/// Stores a received record as this device learned it: at `position` (its place in this
+/// device's learning order), without copying it first.
+pub(crate) fn put_received<W: syncbase_store::StoreWriter + ?Sized>(
+    writer: &W,
+    record: &LogRecord,
+    position: u64,
+) -> Result<()> {
+    Ok(put_typed_owned(
+        writer,
+        record_key(record.device, record.generation),
+        &LogRecordAt::new(record, position),
+    )?)
+}
+
+/// A [`LogRecord`] borrowed, with another position: encoded as that record with that position
+/// is (the same fields, in the same order).
+#[derive(Serialize)]
+struct LogRecordAt<'a> {
+    #[serde(with = "serde_bytes")]
+    object: &'a [u8],
+    version: Version,
+    parents: &'a [Version],
+    deleted: bool,
+    link: bool,
+    timestamp_ns: u64,
+    author: &'a str,
+    device: u64,
+    generation: u64,
+    batch_id: u64,
+    batch_count: u64,
+    position: u64,
+}
+
+impl<'a> LogRecordAt<'a> {
+    fn new(record: &'a LogRecord, position: u64) -> Self {
+        let LogRecord {
+            object,
+            version,
+            parents,
+            deleted,
+            link,
+            timestamp_ns,
+            author,
+            device,
+            generation,
+            batch_id,
+            batch_count,
+            position: _,
+        } = record;
+        Self {
+            object,
+            version: *version,
+            parents,
+            deleted: *deleted,
+            link: *link,
+            timestamp_ns: *timestamp_ns,
+            author,
+            device: *device,
+            generation: *generation,
+            batch_id: *batch_id,
+            batch_count: *batch_count,
+            position,
+        }
+    }
 }
 
 /// Whether `key` is a row or the record of a collection some syncgroup shares.
@@ -454,4 +520,36 @@ pub fn object_collection(key: &[u8]) -> Option<(String, Vec<u8>)> {
     };
     let collection = String::from_utf8(components.remove(0)).ok()?;
     Some((collection, row))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{LogRecord, LogRecordAt};
+    use syncbase_store::Version;
+
+    #[test]
+    fn a_record_at_another_position_encodes_as_the_record_moved_there() {
+        let record = LogRecord {
+            object: b"r\x00\x01object".to_vec(),
+            version: Version(7),
+            parents: vec![Version(3), Version(u64::MAX)],
+            deleted: false,
+            link: true,
+            timestamp_ns: 1_700_000_000_000_000_000,
+            author: "alice:a".into(),
+            device: 0xabc,
+            generation: 300,
+            batch_id: 9,
+            batch_count: 2,
+            position: 5,
+        };
+        let moved = LogRecord {
+            position: 1 << 40,
+            ..record.clone()
+        };
+        assert_eq!(
+            postcard::to_stdvec(&LogRecordAt::new(&record, 1 << 40)).unwrap(),
+            postcard::to_stdvec(&moved).unwrap()
+        );
+    }
 }

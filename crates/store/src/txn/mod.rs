@@ -329,6 +329,14 @@ impl<E: Engine> StoreWriter for TxnTransaction<E> {
         Ok(())
     }
 
+    fn put_owned(&self, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
+        check_sizes::<E>(&key, Some(&value))?;
+        let mut state = self.state.lock();
+        self.liveness.check()?;
+        state.writes.insert(key, Some(value));
+        Ok(())
+    }
+
     fn delete(&self, key: &[u8]) -> Result<()> {
         check_sizes::<E>(key, None)?;
         let mut state = self.state.lock();

@@ -1144,7 +1144,7 @@ impl<S: Store + 'static> WatchableTransaction<S> {
         parent: Option<Version>,
     ) -> Result<()> {
         self.inner
-            .put(&current_key(key), &encode_current(version, value))?;
+            .put_owned(current_key(key), encode_current(version, value))?;
         self.pending.lock().ops.push(LogOp::Put {
             key: key.to_vec(),
             version,
@@ -1207,6 +1207,15 @@ impl<S: Store + 'static> StoreWriter for WatchableTransaction<S> {
             self.put_versioned(key, value).map(|_| ())
         } else {
             self.inner.put(key, value)
+        }
+    }
+
+    fn put_owned(&self, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
+        self.shared.check_user_key(&key)?;
+        if self.shared.is_managed(&key) {
+            self.put_versioned(&key, &value).map(|_| ())
+        } else {
+            self.inner.put_owned(key, value)
         }
     }
 
