@@ -28,8 +28,10 @@ use crate::identity::VerifiedChain;
 pub(crate) const STREAM_WINDOW_MESSAGES: u32 = 32;
 
 /// Bytes (of encoded frames) a stream may have in flight before its caller takes some: with
-/// large messages the byte window binds first. A message is sent whenever nothing is in flight,
-/// however large, so no message can stall.
+/// large messages the byte window binds first. A message is sent whenever less than half the
+/// window is in flight, however large: a caller grants credit by halves of the window, so it may
+/// have taken up to half a window without granting it yet, and a message that had to wait for
+/// that would wait for good.
 pub(crate) const STREAM_WINDOW_BYTES: usize = 4 * 1024 * 1024;
 
 /// Calls a peer may have running on one connection at once.
@@ -114,7 +116,8 @@ impl StreamWindow {
             let returned = self.bytes_returned.notified();
             {
                 let mut in_flight = self.bytes_in_flight.lock();
-                if *in_flight == 0 || *in_flight + bytes <= STREAM_WINDOW_BYTES {
+                if *in_flight < STREAM_WINDOW_BYTES / 2 || *in_flight + bytes <= STREAM_WINDOW_BYTES
+                {
                     *in_flight += bytes;
                     return true;
                 }

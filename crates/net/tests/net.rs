@@ -267,7 +267,8 @@ async fn a_chain_not_bound_to_the_channel_key_is_refused() {
     assert!(error.to_string().contains("not bound"), "{error}");
 }
 
-/// Answers Get with a value of the requested size and Scan with three messages.
+/// Answers Get with a value of the requested size, Scan with three messages (or, for a row
+/// prefix listing sizes, one `Bytes` message of each size), and Watch with an endless stream.
 struct Echo;
 
 #[async_trait::async_trait]
@@ -277,6 +278,19 @@ impl Handler for Echo {
             Request::Get { key, .. } => {
                 let size: usize = key.parse().unwrap_or(0);
                 Ok(Responses::single(Ok(Response::Value(vec![7; size]))))
+            }
+            Request::Scan {
+                range: syncbase_wire::RowRange::Prefix(sizes),
+                ..
+            } if !sizes.is_empty() => {
+                let (sender, responses) = Responses::channel();
+                tokio::spawn(async move {
+                    for size in sizes.split(',') {
+                        let size: usize = size.parse().unwrap_or(0);
+                        sender.send(Ok(Response::Bytes(vec![7; size]))).await;
+                    }
+                });
+                Ok(responses)
             }
             Request::Scan { .. } => {
                 let (sender, responses) = Responses::channel();
@@ -394,6 +408,37 @@ async fn calls_multiplex_stream_carry_large_values_and_return_errors() {
     assert_eq!(names, vec!["0", "1", "2"]);
     let error = connection.call(Request::ListApps).await.err().unwrap();
     assert_eq!(error.code, codes::NO_EXIST);
+}
+
+/// A stream of messages as large as the byte window, after a small one its consumer took
+/// without granting credit yet (credit is granted by halves of the window), still flows: the
+/// server sends while less than half the window is in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_sized_messages_after_small_ones_never_stall() {
+    let connection = connected().await;
+    let window = 4 * 1024 * 1024;
+    let sizes = [window, 1_000_000, window, 1_000, window, 2_000_000, window];
+    let scan = Request::Scan {
+        collection: syncbase_wire::CollectionPath {
+            app: "a".into(),
+            database: "d".into(),
+            collection: "c".into(),
+        },
+        range: syncbase_wire::RowRange::Prefix(sizes.map(|size| size.to_string()).join(",")),
+        batch: None,
+    };
+    let mut stream = connection.call(scan).await.unwrap();
+    let mut received = Vec::new();
+    while let Some(item) = tokio::time::timeout(std::time::Duration::from_secs(20), stream.next())
+        .await
+        .expect("the stream stalled")
+    {
+        let Response::Bytes(bytes) = item.unwrap() else {
+            panic!()
+        };
+        received.push(bytes.len());
+    }
+    assert_eq!(received, sizes);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
