@@ -1201,7 +1201,8 @@ impl SyncEngine {
             let answer = sync.answer(&from, &knowledge)?;
             engine.make_served_durable(&database, sync.device(), answer.knowledge())?;
             let records = answer.len();
-            Ok::<_, syncbase_vsync::Error>((answer.into_parts(PART_RECORDS_MIN), records))
+            let parts = answer.into_parts(PART_RECORDS_MIN);
+            Ok::<_, syncbase_vsync::Error>((parts, records))
         })
         .await
         .map_err(internal)?
