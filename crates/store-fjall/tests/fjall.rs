@@ -330,6 +330,24 @@ fn concurrent_durable_committers_share_disk_syncs() {
     );
 }
 
+#[test]
+fn a_commit_that_skips_the_disk_sync_waits_for_none_and_the_next_durable_one_does() {
+    let store = open_temp(Durability::Durable);
+    let before = store.store.stats();
+    let relaxed = store.transaction().unwrap();
+    relaxed.put(b"part", b"1").unwrap();
+    relaxed.skip_disk_sync();
+    relaxed.commit().unwrap();
+    let after_relaxed = store.store.stats();
+    assert_eq!(after_relaxed.commits - before.commits, 1);
+    assert_eq!(after_relaxed.disk_syncs, before.disk_syncs);
+    let durable = store.transaction().unwrap();
+    durable.put(b"last", b"1").unwrap();
+    durable.commit().unwrap();
+    assert_eq!(store.store.stats().disk_syncs, before.disk_syncs + 1);
+    assert_eq!(store.get(b"part").unwrap(), Some(b"1".to_vec()));
+}
+
 /// After a crash: every commit the child reported (`commit/ID` keys) is there.
 fn assert_commits_present<S: Store + 'static, I: std::fmt::Display>(
     watchable: &Watchable<S>,

@@ -136,6 +136,7 @@ impl Initiator<'_> {
         knowledge_of: Option<&Delta>,
     ) -> Result<ApplyOutcome> {
         let transaction = store.begin(origin_of(records))?;
+        let generation_before = watcher::local_generation(&transaction)?;
         let local = watcher::process(&transaction, self.device, self.rng, watcher::Entries::All)?;
         let mut outcome = ApplyOutcome {
             local_entries: local.entries,
@@ -271,6 +272,16 @@ impl Initiator<'_> {
                 .into_iter()
                 .map(|(collection, record)| (collections.name(collection), record)),
         )?;
+        // A part before a delta's last (it carries no knowledge) that made no generation of
+        // this device commits without waiting for the disk: the next durable commit (the last
+        // part's) makes it durable, as commits reach the disk in order, and until then no peer
+        // can have learned from it anything of this device.
+        let part_before_last = knowledge_of.is_some_and(|delta| {
+            !delta.records.is_empty() && delta.knowledge == crate::knowledge::Knowledge::default()
+        });
+        if part_before_last && watcher::local_generation(&transaction)? == generation_before {
+            syncbase_store::Transaction::skip_disk_sync(&transaction);
+        }
         transaction.commit()?;
         Ok(outcome)
     }

@@ -999,6 +999,15 @@ mod initiator {
     }
 
     fn device_with(index: u64, resolver: Arc<dyn Resolver>, skew_ns: u64) -> Device {
+        device_over(index, resolver, skew_ns, Arc::new(open_memstore()))
+    }
+
+    fn device_over(
+        index: u64,
+        resolver: Arc<dyn Resolver>,
+        skew_ns: u64,
+        memstore: Arc<MemStore>,
+    ) -> Device {
         let physical = Arc::new(ManualClock::new(START_NS + skew_ns));
         let clock = Arc::new(HybridClock::new(physical.clone(), 0));
         let rng = Arc::new(SeededRng::new(index * 1_000));
@@ -1009,7 +1018,7 @@ mod initiator {
         );
         options.physical_clock = physical.clone();
         options.holder = Some(Arc::new(dag::HeadHolder));
-        let store = Arc::new(Watchable::open(Arc::new(open_memstore()), options).unwrap());
+        let store = Arc::new(Watchable::open(memstore, options).unwrap());
         put_syncgroup(
             store.as_ref(),
             &Syncgroup {
@@ -1309,6 +1318,40 @@ mod initiator {
         for index in 0..200 {
             let key = format!("k{index:04}");
             assert_eq!(read(&c, &key), read(&a, &key), "{key}");
+        }
+    }
+
+    /// The parts of a delta before its last commit without waiting for the disk (the last
+    /// part's commit makes them durable); the last waits. Counted by engine writes without a
+    /// disk sync (pruning, in the background, writes with one).
+    #[test]
+    fn only_the_last_part_of_a_delta_waits_for_the_disk() {
+        let a = device(0);
+        let durable = Arc::new(syncbase_store::TxnStore::new(
+            syncbase_store::MemEngine::default(),
+            syncbase_store::Durability::Durable,
+        ));
+        let b = device_over(1, Arc::new(LastWriterWins), 0, durable.clone());
+        write(&b, &[("b-only", Some("b"))]);
+        write_many(&a, 0..200, "a");
+        let parts = delta(&a, &b).into_parts(60);
+        assert!(parts.len() >= 2);
+        let (last, before) = parts.split_last().unwrap();
+        // Engine writes that did not sync the disk (others, such as pruning's, do).
+        let unsynced = || {
+            let stats = durable.stats();
+            stats.engine_writes - stats.disk_syncs
+        };
+        let at_first = unsynced();
+        for part in before {
+            apply(&b, &a, part.clone());
+        }
+        assert_eq!(unsynced(), at_first + before.len() as u64);
+        apply(&b, &a, last.clone());
+        assert_eq!(unsynced(), at_first + before.len() as u64);
+        for index in 0..200 {
+            let key = format!("k{index:04}");
+            assert_eq!(read(&b, &key), read(&a, &key), "{key}");
         }
     }
 

@@ -31,6 +31,9 @@ pub(super) struct CommitRequest {
     pub(super) writes: Vec<WriteOp>,
     pub(super) hook: Option<CommitHook>,
     pub(super) slot: Arc<Slot>,
+    /// Whether its committer need not wait for the disk
+    /// ([`crate::Transaction::skip_disk_sync`]).
+    pub(super) relaxed: bool,
 }
 
 #[derive(Default)]
@@ -98,6 +101,8 @@ impl Slot {
 struct AcceptedGroup {
     /// Each accepted committer's slot and the number of its writes in `batch`.
     committers: Vec<(Arc<Slot>, usize)>,
+    /// Whether every accepted committer let its commit skip the disk sync.
+    relaxed: bool,
     /// Every accepted request's writes (its hook's after its own), in commit order.
     batch: Vec<WriteOp>,
 }
@@ -168,11 +173,20 @@ impl<E: Engine> Shared<E> {
             self.refuse_group(group);
             return;
         }
-        let AcceptedGroup { committers, batch } = self.validate_group(group);
+        let AcceptedGroup {
+            committers,
+            relaxed,
+            batch,
+        } = self.validate_group(group);
         if committers.is_empty() {
             return;
         }
-        if let Err(error) = self.apply_batch(&batch) {
+        let durability = if relaxed {
+            Durability::Relaxed
+        } else {
+            self.durability
+        };
+        if let Err(error) = self.apply_batch(&batch, durability) {
             // Every committer of the group learns the same thing happened.
             for (slot, _) in committers {
                 slot.set(Err(error.duplicate()));
@@ -203,6 +217,7 @@ impl<E: Engine> Shared<E> {
         let group_len = group.len();
         let mut accepted = AcceptedGroup {
             committers: Vec::with_capacity(group_len),
+            relaxed: true,
             batch: Vec::new(),
         };
         let mut group_keys: BTreeSet<Vec<u8>> = BTreeSet::new();
@@ -222,6 +237,7 @@ impl<E: Engine> Shared<E> {
             if group_len > 1 {
                 group_keys.extend(writes.iter().map(|op| op.key().to_vec()));
             }
+            accepted.relaxed &= request.relaxed;
             accepted.committers.push((request.slot, writes.len()));
             accepted.batch.extend(writes);
         }
@@ -230,18 +246,16 @@ impl<E: Engine> Shared<E> {
 
     /// Step 3: applies the whole batch in one engine write (a panic in the engine becomes its
     /// error) and counts the write and its disk sync.
-    fn apply_batch(&self, batch: &[WriteOp]) -> Result<()> {
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            self.engine.apply(batch, self.durability)
-        }))
-        .unwrap_or_else(|panic| {
-            Err(Error::Engine(format!(
-                "engine write panicked: {}",
-                panic_message(&panic)
-            )))
-        });
+    fn apply_batch(&self, batch: &[WriteOp], durability: Durability) -> Result<()> {
+        let result = catch_unwind(AssertUnwindSafe(|| self.engine.apply(batch, durability)))
+            .unwrap_or_else(|panic| {
+                Err(Error::Engine(format!(
+                    "engine write panicked: {}",
+                    panic_message(&panic)
+                )))
+            });
         self.engine_writes.fetch_add(1, Ordering::Relaxed);
-        if self.durability == Durability::Durable {
+        if durability == Durability::Durable {
             self.disk_syncs.fetch_add(1, Ordering::Relaxed);
         }
         result

@@ -122,6 +122,7 @@ impl<E: Engine> TxnStore<E> {
             writes: ops,
             hook: None,
             slot: Arc::default(),
+            relaxed: false,
         })
     }
 
@@ -216,6 +217,7 @@ impl<E: Engine> Store for TxnStore<E> {
             liveness: Liveness::new(self.shared.closed.clone(), Some(owner.clone())),
             owner,
             state: Mutex::new(TransactionState::default()),
+            relaxed: AtomicBool::new(false),
         }))
     }
 
@@ -282,6 +284,8 @@ struct TxnTransaction<E: Engine> {
     liveness: Liveness,
     owner: Arc<OwnerState>,
     state: Mutex<TransactionState>,
+    /// Its commit need not wait for the disk ([`Transaction::skip_disk_sync`]).
+    relaxed: AtomicBool,
 }
 
 impl<E: Engine> StoreReader for TxnTransaction<E> {
@@ -369,7 +373,12 @@ impl<E: Engine> Transaction for TxnTransaction<E> {
             writes,
             hook,
             slot: Arc::default(),
+            relaxed: self.relaxed.load(Ordering::Acquire),
         })
+    }
+
+    fn skip_disk_sync(&self) {
+        self.relaxed.store(true, Ordering::Release);
     }
 
     fn abort(&self) -> Result<()> {

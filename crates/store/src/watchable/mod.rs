@@ -1269,6 +1269,10 @@ impl<S: Store + 'static> Transaction for WatchableTransaction<S> {
     fn abort(&self) -> Result<()> {
         self.inner.abort()
     }
+
+    fn skip_disk_sync(&self) {
+        self.inner.skip_disk_sync();
+    }
 }
 
 struct SnapshotReader(Arc<dyn Snapshot>);
