@@ -416,17 +416,19 @@ pub fn plan<S: Store + 'static>(
             Some(end) => record_key(from, end),
             None => keys::prefix_range(&record_key_prefix(from)).1,
         };
-        for entry in reader.scan(&start, &limit)? {
-            let (key, value) = entry?;
+        let stream = reader.scan(&start, &limit)?;
+        let long = range.end().saturating_sub(*range.start()) >= SCAN_AHEAD_RECORDS_MIN;
+        for_each_decoded(stream, long, |key, value| {
             delta.records_read += 1;
-            let record: LogRecord = syncbase_util::decode_typed(&key, &value)?;
+            let record: LogRecord = syncbase_util::decode_typed(key, value)?;
             let lacked = matchers.iter().any(|(matcher, theirs)| {
                 matcher.holds(&record.object) && theirs.get(from) < record.generation
             });
             if lacked {
                 records.push((record, false));
             }
-        }
+            Ok(())
+        })?;
     }
     if !records.is_sorted_by_key(|(record, _)| record.position) {
         records.sort_by_key(|(record, _)| record.position);
@@ -451,6 +453,59 @@ pub fn plan<S: Store + 'static>(
         delta,
         heads,
         scopes: scopes.to_vec(),
+    })
+}
+
+/// Fewest generations in a device's range for which [`plan`] reads the log on a thread of its
+/// own, a chunk ahead of decoding it (W1's 100,000 records: read in about 25 ms, decoded in 20).
+const SCAN_AHEAD_RECORDS_MIN: u64 = 4096;
+
+/// Entries read a chunk at a time by the thread reading ahead.
+const SCAN_AHEAD_CHUNK: usize = 1024;
+
+/// Calls `each` with every entry of `stream`, in order; `ahead`: the stream is read on a thread
+/// of its own, a few chunks ahead of `each`.
+fn for_each_decoded(
+    stream: syncbase_store::Stream,
+    ahead: bool,
+    mut each: impl FnMut(&[u8], &[u8]) -> Result<()>,
+) -> Result<()> {
+    if !ahead {
+        for entry in stream {
+            let (key, value) = entry?;
+            each(&key, &value)?;
+        }
+        return Ok(());
+    }
+    type Chunk = syncbase_store::Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    std::thread::scope(|scope| {
+        let (sender, chunks) = std::sync::mpsc::sync_channel::<Chunk>(4);
+        scope.spawn(move || {
+            let mut chunk = Vec::with_capacity(SCAN_AHEAD_CHUNK);
+            for entry in stream {
+                match entry {
+                    Ok(entry) => chunk.push(entry),
+                    Err(error) => {
+                        let _ = sender.send(Err(error));
+                        return;
+                    }
+                }
+                if chunk.len() == SCAN_AHEAD_CHUNK {
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(SCAN_AHEAD_CHUNK));
+                    if sender.send(Ok(full)).is_err() {
+                        // The reader stopped (an error): so does this thread.
+                        return;
+                    }
+                }
+            }
+            let _ = sender.send(Ok(chunk));
+        });
+        for chunk in chunks {
+            for (key, value) in chunk? {
+                each(&key, &value)?;
+            }
+        }
+        Ok(())
     })
 }
 
@@ -675,5 +730,47 @@ fn value_to_send<S: Store + 'static>(
     match reader.get_at_version(&record.object, record.version)? {
         Some(Stored::Value(value)) => Ok(Some(value)),
         _ => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use syncbase_store::{StoreReader, open_memstore};
+
+    use super::for_each_decoded;
+
+    #[test]
+    fn entries_read_ahead_on_a_thread_come_in_order_and_whole() {
+        let store = open_memstore();
+        let transaction = syncbase_store::Store::transaction(&store).unwrap();
+        for index in 0..5_000u32 {
+            transaction
+                .put(&index.to_be_bytes(), &index.to_le_bytes())
+                .unwrap();
+        }
+        transaction.commit().unwrap();
+        let read = |ahead: bool| {
+            let mut seen = Vec::new();
+            for_each_decoded(store.scan(b"", b"").unwrap(), ahead, |key, value| {
+                seen.push((key.to_vec(), value.to_vec()));
+                Ok(())
+            })
+            .unwrap();
+            seen
+        };
+        let inline = read(false);
+        assert_eq!(inline.len(), 5_000);
+        assert_eq!(read(true), inline);
+        // An error from the caller stops the reading thread and comes back.
+        let mut calls = 0;
+        let stopped = for_each_decoded(store.scan(b"", b"").unwrap(), true, |_, _| {
+            calls += 1;
+            if calls == 1_500 {
+                return Err(crate::Error::DeltaInvalid("stop".into()));
+            }
+            Ok(())
+        });
+        assert!(stopped.is_err());
+        assert_eq!(calls, 1_500);
     }
 }
