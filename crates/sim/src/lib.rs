@@ -496,16 +496,7 @@ impl Sim {
         };
         let handled = match sync.handle(event) {
             Ok(handled) => handled,
-            Err(error) => {
-                return Err(self.fail(
-                    "no-sync-error",
-                    format!(
-                        "{} {what}: {} ({error})",
-                        self.peers[peer].name,
-                        error.code()
-                    ),
-                ));
-            }
+            Err(error) => return Err(self.sync_failed(peer, what, &error)),
         };
         let applied = handled.applied.unwrap_or_default();
         self.conflicts += applied.conflicts;
@@ -548,6 +539,16 @@ impl Sim {
         self.check(peer)
     }
 
+    /// The failure of the no-sync-error invariant: `peer`'s sync failed at `what`.
+    fn sync_failed(&self, peer: usize, what: &str, error: &syncbase_vsync::Error) -> Failure {
+        let message = format!(
+            "{} {what}: {} ({error})",
+            self.peers[peer].name,
+            error.code()
+        );
+        self.fail("no-sync-error", message)
+    }
+
     /// Answers a pull from `from` in parts of a few records, each read when it is cut.
     fn answer(
         &mut self,
@@ -569,16 +570,7 @@ impl Sim {
         });
         let mut parts = match parts {
             Ok(parts) => parts.into_iter(),
-            Err(error) => {
-                return Err(self.fail(
-                    "no-sync-error",
-                    format!(
-                        "{} {what}: {} ({error})",
-                        self.peers[peer].name,
-                        error.code()
-                    ),
-                ));
-            }
+            Err(error) => return Err(self.sync_failed(peer, what, &error)),
         };
         let first = parts.next().unwrap_or_default();
         let rest: Vec<_> = parts.collect();
