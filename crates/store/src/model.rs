@@ -106,8 +106,8 @@ pub trait Transaction: StoreReader + StoreWriter + Send + Sync {
     fn abort(&self) -> Result<()>;
 
     /// Lets its commit return without waiting for the disk, whatever the store's durability:
-    /// the commit becomes durable with the next commit that waits (commits reach the disk in
-    /// order), so a crash of the machine before then may lose it, never a later commit without
+    /// the commit becomes durable with the next commit that waits and writes something (commits
+    /// reach the disk in order; an engine may skip an empty write), so a crash of the machine before then may lose it, never a later commit without
     /// it. For work a later durable commit completes (a delta's parts before its last). A store
     /// may wait anyway.
     fn skip_disk_sync(&self) {}

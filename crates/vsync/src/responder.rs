@@ -135,14 +135,17 @@ impl Delta {
     /// in the delta: a delta that lacks some write of a batch (current state skips overwritten
     /// writes, and a device that received current state holds none of them) is one part, or a
     /// part could show the batch beside the older value of a row a later write overwrote.
-    pub fn into_parts(mut self, records_min: usize) -> Vec<Delta> {
-        let records = std::mem::take(&mut self.records);
-        let Some(parts) = parts_of(records.iter().map(|sent| &sent.record), records_min) else {
-            self.records = records;
-            return vec![self];
-        };
+    pub fn into_parts(self, records_min: usize) -> Vec<Delta> {
+        match parts_of(self.records.iter().map(|sent| &sent.record), records_min) {
+            Some(parts) => self.split(&parts),
+            None => vec![self],
+        }
+    }
+
+    /// The parts `parts` says, the knowledge, syncgroups and counters in the last.
+    fn split(mut self, parts: &Parts) -> Vec<Delta> {
         let last = parts.count - 1;
-        split_by(records, &parts)
+        split_by(std::mem::take(&mut self.records), parts)
             .into_iter()
             .enumerate()
             .map(|(index, records)| {
@@ -284,36 +287,29 @@ impl Planned {
     }
 
     /// The parts [`Delta::into_parts`] would make of the delta, each still to be read.
-    pub fn into_parts(mut self, records_min: usize) -> Vec<Planned> {
-        let records = std::mem::take(&mut self.delta.records);
-        let Some(parts) = parts_of(records.iter().map(|sent| &sent.record), records_min) else {
-            self.delta.records = records;
-            return vec![self];
+    pub fn into_parts(self, records_min: usize) -> Vec<Planned> {
+        let Planned {
+            delta,
+            heads,
+            scopes,
+        } = self;
+        let Some(parts) = parts_of(delta.records.iter().map(|sent| &sent.record), records_min)
+        else {
+            return vec![Planned {
+                delta,
+                heads,
+                scopes,
+            }];
         };
-        let last = parts.count - 1;
-        let heads = split_by(std::mem::take(&mut self.heads), &parts);
-        split_by(records, &parts)
+        let heads = split_by(heads, &parts);
+        delta
+            .split(&parts)
             .into_iter()
             .zip(heads)
-            .enumerate()
-            .map(|(index, (records, heads))| {
-                let delta = if index == last {
-                    Delta {
-                        records,
-                        ..std::mem::take(&mut self.delta)
-                    }
-                } else {
-                    Delta {
-                        responder: self.delta.responder,
-                        records,
-                        ..Delta::default()
-                    }
-                };
-                Planned {
-                    delta,
-                    heads,
-                    scopes: self.scopes.clone(),
-                }
+            .map(|(delta, heads)| Planned {
+                delta,
+                heads,
+                scopes: scopes.clone(),
             })
             .collect()
     }
