@@ -2,12 +2,23 @@
 //! has had, which version each one replaced (its parents: one, or two where a conflict was
 //! resolved), the current head, and the batches versions were written in.
 //!
-//! Persisted in the database's store under the sync prefix (`keys::Prefix::Sync`):
-//! `n OID VERSION` → [`DagNode`] (which names its batch), `h OID` → the head version. Earlier
-//! builds also kept `b BATCH OID` → the version the batch wrote of that object, a key per
-//! synced write that nothing but [`batch`] read (conflicts are grouped into batch closures by
-//! the batch ids their records carry); it is no longer written, and pruning still removes the
-//! ones earlier builds left.
+//! Persisted in the database's store under the sync prefix (`keys::Prefix::Sync`), format
+//! [`DAG_FORMAT_VERSION`]:
+//!
+//! | key              | value                                                          |
+//! |------------------|----------------------------------------------------------------|
+//! | `h OID`          | the head: its version and its [`DagNode`] (which names its batch) |
+//! | `n OID VERSION`  | a [`DagNode`] that is not the head                             |
+//! | `dagfmt`         | the format, once [`migrate`] has brought every head to it      |
+//!
+//! A node lives in one place: the head's in the head value, every other under `n`. An object
+//! synced once has one key here, not two. Format 1 kept every node under `n` and only the
+//! version in the head value; its heads are still read (the version alone is a lone varint, so
+//! the two formats tell themselves apart), and [`migrate`] rewrites them. Earlier builds also
+//! kept `b BATCH OID` → the version the batch wrote of that object, a key per synced write that
+//! nothing but [`batch`] read (conflicts are grouped into batch closures by the batch ids their
+//! records carry); it is no longer written, and pruning still removes the ones earlier builds
+//! left.
 //!
 //! Remote versions arrive during a sync round and are added with a [`Graft`], which tracks per
 //! object the new nodes, the candidate heads and the old nodes the new ones attach to (graft
@@ -22,6 +33,15 @@ use syncbase_util::keys::{self, Prefix};
 use syncbase_util::{get_typed, put_typed, put_typed_owned};
 
 use crate::error::{Error, Result};
+
+/// The newest format of the DAG's keys this build reads and writes (see the module's table).
+pub const DAG_FORMAT_VERSION: u32 = 2;
+
+/// Attempts of a commit of [`migrate`] that meets a concurrent one.
+const COMMIT_ATTEMPTS: usize = 8;
+
+/// Heads [`migrate`] rewrites per commit.
+const MIGRATION_HEADS_PER_COMMIT: usize = 10_000;
 
 /// The most parents a new node has (two: a new value made by resolving a conflict between two
 /// heads). Links ([`add_parent`]) may add more: a version that wins several conflicts in turn
@@ -50,6 +70,19 @@ pub struct DagNode {
     pub batch_id: u64,
     /// Whether the version is a deletion (a tombstone).
     pub deleted: bool,
+}
+
+/// A head value: the head version and, from format 2, its node.
+#[derive(Serialize)]
+struct HeadRecord<'a> {
+    version: Version,
+    node: &'a DagNode,
+}
+
+#[derive(Deserialize)]
+struct OwnedHeadRecord {
+    version: Version,
+    node: DagNode,
 }
 
 /// What a new node is, besides its object and version.
@@ -166,6 +199,10 @@ impl Graft {
     }
 }
 
+fn format_key() -> Vec<u8> {
+    keys::key(Prefix::Sync, &[b"dagfmt"])
+}
+
 fn node_key(object: &[u8], version: Version) -> Vec<u8> {
     keys::key(Prefix::Sync, &[b"n", object, &version.0.to_be_bytes()])
 }
@@ -190,26 +227,209 @@ fn invalid(object: &[u8], reason: impl Into<String>) -> Error {
     }
 }
 
+/// Whether `bytes` is one postcard varint and nothing more: a head value of format 1.
+fn is_lone_varint(bytes: &[u8]) -> bool {
+    match bytes.split_last() {
+        Some((last, rest)) => {
+            bytes.len() <= 10 && last & 0x80 == 0 && rest.iter().all(|byte| byte & 0x80 != 0)
+        }
+        None => false,
+    }
+}
+
+/// Decodes the head value `bytes` stored at `key`: the head version, and its node unless the
+/// value is of format 1 (the node is then under its `n` key).
+pub(crate) fn decode_head(key: &[u8], bytes: &[u8]) -> Result<(Version, Option<DagNode>)> {
+    if is_lone_varint(bytes) {
+        let version: Version = syncbase_util::decode_typed(key, bytes)?;
+        return Ok((version, None));
+    }
+    let record: OwnedHeadRecord = syncbase_util::decode_typed(key, bytes)?;
+    Ok((record.version, Some(record.node)))
+}
+
+/// `object`'s head version and its node (`None` for a head of format 1).
+fn read_head<R: StoreReader + ?Sized>(
+    reader: &R,
+    object: &[u8],
+) -> Result<Option<(Version, Option<DagNode>)>> {
+    let key = head_key(object);
+    reader
+        .get(&key)?
+        .map(|bytes| decode_head(&key, &bytes))
+        .transpose()
+}
+
+fn put_head<W: StoreWriter + ?Sized>(
+    writer: &W,
+    object: &[u8],
+    version: Version,
+    node: &DagNode,
+) -> Result<()> {
+    Ok(put_typed_owned(
+        writer,
+        head_key(object),
+        &HeadRecord { version, node },
+    )?)
+}
+
+/// Where a node is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// In the head value.
+    Head,
+    /// Under its `n` key.
+    Nodes,
+}
+
+/// A node of `object`'s DAG and where it is kept, if it has one at `version`.
+fn locate<R: StoreReader + ?Sized>(
+    reader: &R,
+    object: &[u8],
+    version: Version,
+) -> Result<Option<(DagNode, Place)>> {
+    if let Some((head, Some(node))) = read_head(reader, object)?
+        && head == version
+    {
+        return Ok(Some((node, Place::Head)));
+    }
+    let node: Option<DagNode> = get_typed(reader, &node_key(object, version))?;
+    Ok(node.map(|node| (node, Place::Nodes)))
+}
+
+/// Writes `node`, the node of `version`, back where it is kept.
+fn store_node<W: StoreWriter + ?Sized>(
+    writer: &W,
+    object: &[u8],
+    version: Version,
+    node: &DagNode,
+    place: Place,
+) -> Result<()> {
+    match place {
+        Place::Head => put_head(writer, object, version, node),
+        Place::Nodes => Ok(put_typed_owned(writer, node_key(object, version), node)?),
+    }
+}
+
 /// A node of `object`'s DAG, if it has one at `version`.
 pub fn node<R: StoreReader + ?Sized>(
     reader: &R,
     object: &[u8],
     version: Version,
 ) -> Result<Option<DagNode>> {
-    Ok(get_typed(reader, &node_key(object, version))?)
+    Ok(locate(reader, object, version)?.map(|(node, _)| node))
 }
 
 /// The head of `object`'s DAG (its current version), if it has one.
 pub fn head<R: StoreReader + ?Sized>(reader: &R, object: &[u8]) -> Result<Option<Version>> {
-    Ok(get_typed(reader, &head_key(object))?)
+    Ok(read_head(reader, object)?.map(|(version, _)| version))
+}
+
+/// The head of `object`'s DAG with its node, if it has one.
+pub fn head_node<R: StoreReader + ?Sized>(
+    reader: &R,
+    object: &[u8],
+) -> Result<Option<(Version, DagNode)>> {
+    match read_head(reader, object)? {
+        None => Ok(None),
+        Some((version, Some(node))) => Ok(Some((version, node))),
+        Some((version, None)) => Ok(Some((
+            version,
+            existing_node(reader, object, version, "head")?,
+        ))),
+    }
+}
+
+/// The DAG's format in `reader` (1: written before format stamps).
+pub fn format<R: StoreReader + ?Sized>(reader: &R) -> Result<u32> {
+    Ok(get_typed(reader, &format_key())?.unwrap_or(1))
+}
+
+/// Brings the DAG in `store` to [`DAG_FORMAT_VERSION`]: every head of format 1 takes its node
+/// into its value, in commits of [`MIGRATION_HEADS_PER_COMMIT`] heads (a crash between them
+/// leaves heads of both formats, which read alike, and the next call goes on); the stamp is
+/// written last. A DAG of a newer format is refused. Returns how many heads it rewrote.
+pub fn migrate<S: syncbase_store::Store + ?Sized>(store: &S) -> Result<u64> {
+    let (start, limit) = keys::prefix_range(&head_key_prefix(b""));
+    let mut from = start;
+    let mut rewritten = 0u64;
+    let mut attempts = 0;
+    loop {
+        let transaction = store.transaction()?;
+        let found = format(transaction.as_ref())?;
+        if found > DAG_FORMAT_VERSION {
+            return Err(Error::DagInvalid {
+                object: String::new(),
+                reason: format!(
+                    "the DAG is in format {found}, written by a newer build (this one reads up \
+                     to {DAG_FORMAT_VERSION})"
+                ),
+            });
+        }
+        if found == DAG_FORMAT_VERSION {
+            return Ok(rewritten);
+        }
+        let mut old = Vec::new();
+        let mut next = None;
+        for (seen, entry) in transaction.scan(&from, &limit)?.enumerate() {
+            let (key, value) = entry?;
+            if seen == MIGRATION_HEADS_PER_COMMIT {
+                next = Some(key);
+                break;
+            }
+            if is_lone_varint(&value) {
+                old.push((key, value));
+            }
+        }
+        let done = old.len() as u64;
+        for (key, value) in old {
+            let (_, components) = keys::parse(&key)?;
+            let object = components
+                .get(1)
+                .ok_or_else(|| invalid(&key, "a head key without an object"))?;
+            let (version, _) = decode_head(&key, &value)?;
+            let node = existing_node(transaction.as_ref(), object, version, "head")?;
+            transaction.delete(&node_key(object, version))?;
+            put_head(transaction.as_ref(), object, version, &node)?;
+            rewritten += 1;
+        }
+        if next.is_none() {
+            put_typed(transaction.as_ref(), &format_key(), &DAG_FORMAT_VERSION)?;
+        }
+        match transaction.commit() {
+            // A concurrent commit met this one: the same heads again.
+            Err(syncbase_store::Error::ConcurrentTransaction) if attempts < COMMIT_ATTEMPTS => {
+                attempts += 1;
+                rewritten -= done;
+                continue;
+            }
+            outcome => outcome?,
+        }
+        attempts = 0;
+        match next {
+            Some(key) => from = key,
+            None => return Ok(rewritten),
+        }
+    }
 }
 
 /// What `batch_id` wrote, as far as the DAG still holds it (`None`: nothing). It reads every
 /// node of the DAG (the batch is named only by its nodes): for tests and tools, not for a sync
 /// round.
 pub fn batch<R: StoreReader + ?Sized>(reader: &R, batch_id: u64) -> Result<Option<BatchInfo>> {
-    let (start, limit) = keys::prefix_range(&keys::key_prefix(Prefix::Sync, &[b"n"], b""));
     let mut info = BatchInfo::default();
+    let (start, limit) = keys::prefix_range(&head_key_prefix(b""));
+    for entry in reader.scan(&start, &limit)? {
+        let (key, value) = entry?;
+        if let (version, Some(node)) = decode_head(&key, &value)?
+            && node.batch_id == batch_id
+        {
+            let (_, mut components) = keys::parse(&key)?;
+            info.objects
+                .insert(components.pop().unwrap_or_default(), version);
+        }
+    }
+    let (start, limit) = keys::prefix_range(&keys::key_prefix(Prefix::Sync, &[b"n"], b""));
     for entry in reader.scan(&start, &limit)? {
         let (key, value) = entry?;
         let node: DagNode = syncbase_util::decode_typed(&key, &value)?;
@@ -360,7 +580,12 @@ pub fn add_parent<T: StoreReader + StoreWriter + ?Sized>(
             format!("version {} is its own parent", version.0),
         ));
     }
-    let mut child = existing_node(transaction, object, version, "child")?;
+    let (mut child, place) = locate(transaction, object, version)?.ok_or_else(|| {
+        invalid(
+            object,
+            format!("child version {} is not in the DAG", version.0),
+        )
+    })?;
     let parent_node = existing_node(transaction, object, parent, "parent")?;
     if child.parents.contains(&parent) {
         return Ok(());
@@ -375,7 +600,7 @@ pub fn add_parent<T: StoreReader + StoreWriter + ?Sized>(
         ));
     }
     child.parents.push(parent);
-    put_typed(transaction, &node_key(object, version), &child)?;
+    store_node(transaction, object, version, &child, place)?;
     if let Some(graft) = graft {
         let info = graft.object(transaction, object)?;
         if !info.new_nodes.contains(&parent) {
@@ -386,14 +611,76 @@ pub fn add_parent<T: StoreReader + StoreWriter + ?Sized>(
     Ok(())
 }
 
-/// Makes `version` (in the DAG) the head of `object`.
+/// Makes `version` (in the DAG) the head of `object`: its node moves into the head value, and
+/// the old head's node out of it.
 pub fn move_head<T: StoreReader + StoreWriter + ?Sized>(
     transaction: &T,
     object: &[u8],
     version: Version,
 ) -> Result<()> {
-    existing_node(transaction, object, version, "head")?;
-    Ok(put_typed_owned(transaction, head_key(object), &version)?)
+    let old = read_head(transaction, object)?;
+    if old.as_ref().is_some_and(|(head, _)| *head == version) {
+        return Ok(());
+    }
+    let key = node_key(object, version);
+    let node: DagNode = get_typed(transaction, &key)?.ok_or_else(|| {
+        invalid(
+            object,
+            format!("head version {} is not in the DAG", version.0),
+        )
+    })?;
+    transaction.delete(&key)?;
+    replace_head(transaction, object, old, version, &node)
+}
+
+/// Puts `node` of `version` in the head value of `object`, whose head was `old`; the old head's
+/// node, if the value held it, moves under its `n` key.
+fn replace_head<W: StoreWriter + ?Sized>(
+    writer: &W,
+    object: &[u8],
+    old: Option<(Version, Option<DagNode>)>,
+    version: Version,
+    node: &DagNode,
+) -> Result<()> {
+    if let Some((old_version, Some(old_node))) = old {
+        put_typed_owned(writer, node_key(object, old_version), &old_node)?;
+    }
+    put_head(writer, object, version, node)
+}
+
+/// Makes `version` the head of `object`, adding its node first if the DAG lacks it (`new`: its
+/// parents, all in the DAG): a local change, recorded as it happens. A node already there keeps
+/// its parents.
+pub fn add_head<T: StoreReader + StoreWriter + ?Sized>(
+    transaction: &T,
+    object: &[u8],
+    version: Version,
+    new: &NewNode,
+) -> Result<()> {
+    let old = read_head(transaction, object)?;
+    if old.as_ref().is_some_and(|(head, _)| *head == version) {
+        return Ok(());
+    }
+    if get_typed::<DagNode, _>(transaction, &node_key(object, version))?.is_some() {
+        return move_head(transaction, object, version);
+    }
+    check_parents(object, version, new)?;
+    let mut level = 0;
+    for &parent in &new.parents {
+        let parent_level = match &old {
+            Some((head, Some(node))) if *head == parent => node.level,
+            _ => existing_node(transaction, object, parent, "parent")?.level,
+        };
+        level = level.max(parent_level + 1);
+    }
+    let node = DagNode {
+        level,
+        parents: new.parents.clone(),
+        log_record: new.log_record,
+        batch_id: new.batch_id,
+        deleted: new.deleted,
+    };
+    replace_head(transaction, object, old, version, &node)
 }
 
 /// The objects from `first` to `last` (in key order) that have a head here, read with one range
@@ -407,16 +694,23 @@ pub fn objects_with_heads<R: StoreReader + ?Sized>(
     objects_in(reader, &head_key(first), &head_key(last), most)
 }
 
-/// The objects from `first` to `last` that have any node in the DAG here, as
-/// [`objects_with_heads`] (`most` counts nodes, not objects).
+/// The objects from `first` to `last` that have any node in the DAG here (the head's node is
+/// kept with the head), as [`objects_with_heads`] (`most` counts keys, not objects).
 pub fn objects_with_nodes<R: StoreReader + ?Sized>(
     reader: &R,
     first: &[u8],
     last: &[u8],
     most: usize,
 ) -> Result<Option<BTreeSet<Vec<u8>>>> {
+    let Some(mut objects) = objects_with_heads(reader, first, last, most)? else {
+        return Ok(None);
+    };
     let object_key = |object: &[u8]| keys::key(Prefix::Sync, &[b"n", object]);
-    objects_in(reader, &object_key(first), &object_key(last), most)
+    let Some(others) = objects_in(reader, &object_key(first), &object_key(last), most)? else {
+        return Ok(None);
+    };
+    objects.extend(others);
+    Ok(Some(objects))
 }
 
 /// The objects (second component) of the keys from `start` to every key starting with `last`.
@@ -438,14 +732,28 @@ fn objects_in<R: StoreReader + ?Sized>(
     Ok(all.then_some(objects))
 }
 
-/// Makes `version`, a node the caller has just added, the head of `object` ([`move_head`]
-/// without reading the node back).
-pub fn put_new_head<T: StoreWriter + ?Sized>(
-    transaction: &T,
+/// Adds `version` as the first node of `object`, which the caller found without a head or any
+/// node, and makes it the head: one write (`new` names no parents).
+pub fn insert_first_node<W: StoreWriter + ?Sized>(
+    writer: &W,
     object: &[u8],
     version: Version,
+    new: &NewNode,
 ) -> Result<()> {
-    Ok(put_typed(transaction, &head_key(object), &version)?)
+    if !new.parents.is_empty() {
+        return Err(invalid(
+            object,
+            format!("version {} is a first node with parents", version.0),
+        ));
+    }
+    let node = DagNode {
+        level: 0,
+        parents: Vec::new(),
+        log_record: new.log_record,
+        batch_id: new.batch_id,
+        deleted: new.deleted,
+    };
+    put_head(writer, object, version, &node)
 }
 
 /// After a round's nodes and links of `object` were added with `graft`: whether the object's
@@ -533,9 +841,25 @@ pub fn prune<T: StoreReader + StoreWriter + ?Sized>(
     version: Version,
     remove_log_record: &mut dyn FnMut(LogRecordId) -> Result<()>,
 ) -> Result<BTreeSet<Version>> {
-    let mut root = existing_node(transaction, object, version, "pruning")?;
+    let (mut root, root_place) = locate(transaction, object, version)?.ok_or_else(|| {
+        invalid(
+            object,
+            format!("pruning version {} is not in the DAG", version.0),
+        )
+    })?;
     let mut doomed = ancestors(transaction, object, &[version])?;
     doomed.remove(&version);
+    if let Some(head) = head(transaction, object)?
+        && doomed.contains(&head)
+    {
+        return Err(invalid(
+            object,
+            format!(
+                "pruning at version {} would remove the head {}",
+                version.0, head.0
+            ),
+        ));
+    }
     let mut first_error = None;
     for &old in &doomed {
         let Some(old_node) = node(transaction, object, old)? else {
@@ -557,7 +881,7 @@ pub fn prune<T: StoreReader + StoreWriter + ?Sized>(
     }
     if !root.parents.is_empty() {
         root.parents.clear();
-        put_typed(transaction, &node_key(object, version), &root)?;
+        store_node(transaction, object, version, &root, root_place)?;
     }
     match first_error {
         Some(error) => Err(error),

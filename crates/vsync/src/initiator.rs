@@ -509,7 +509,7 @@ fn first_news<'a, S: Store + 'static>(
         batch_id: record.batch_id,
         deleted: record.deleted,
     };
-    dag::insert_node(transaction, object, record.version, &new, &[], None)?;
+    dag::insert_first_node(transaction, object, record.version, &new)?;
     match &sent.value {
         // Made current with the round's other first news, in one step.
         Some(value) => values.push((object, record.version, value)),
@@ -517,7 +517,6 @@ fn first_news<'a, S: Store + 'static>(
             .delete_version(object, record.version)
             .map_err(version_error)?,
     }
-    dag::put_new_head(transaction, object, record.version)?;
     Ok(true)
 }
 

@@ -539,21 +539,26 @@ fn current_state<S: Store + 'static>(
     // Each object with its head, read by one scan of the head keys.
     let mut objects = Vec::new();
     if scope.prefix.is_empty()
-        && let Some(head) = dag::head(reader, &collection)?
+        && let Some((head, node)) = dag::head_node(reader, &collection)?
     {
-        objects.push((collection, head));
+        objects.push((collection, head, Some(node)));
     }
     let rows = keys::key_prefix(Prefix::Row, &[scope.collection.as_bytes()], &scope.prefix);
     let (start, limit) = keys::prefix_range(&dag::head_key_prefix(&rows));
     for entry in reader.scan(&start, &limit)? {
         let (key, value) = entry?;
-        let head: Version = syncbase_util::decode_typed(&key, &value)?;
+        let (head, node) = dag::decode_head(&key, &value)?;
         let (_, mut components) = keys::parse(&key)?;
-        objects.push((components.pop().unwrap_or_default(), head));
+        objects.push((components.pop().unwrap_or_default(), head, node));
     }
-    for (object, head) in objects {
+    for (object, head, node) in objects {
         delta.records_read += 1;
-        let Some(id) = dag::node(reader, &object, head)?.and_then(|node| node.log_record) else {
+        // A head of format 1 keeps its node under its own key.
+        let node = match node {
+            Some(node) => Some(node),
+            None => dag::node(reader, &object, head)?,
+        };
+        let Some(id) = node.and_then(|node| node.log_record) else {
             continue;
         };
         if let Some(record) = log_record(reader, id.device, id.generation)? {
@@ -684,7 +689,7 @@ impl Prefetched {
                             .get(next)
                             .is_some_and(|(head_key, _)| *head_key == key)
                         {
-                            heads[next] = Some(syncbase_util::decode_typed(&key, &value)?);
+                            heads[next] = Some(dag::decode_head(&key, &value)?.0);
                             next += 1;
                         }
                         Ok::<_, crate::Error>(())

@@ -29,6 +29,7 @@ use syncbase_store::{Rng, Store, Version, Watchable};
 use syncbase_util::HybridClock;
 
 use crate::conflict::Resolver;
+use crate::dag;
 use crate::error::{Error, Result};
 use crate::initiator::{ApplyOutcome, Initiator};
 use crate::knowledge::{DeviceId, GenVector, Knowledge, Scope};
@@ -219,7 +220,8 @@ pub struct DatabaseSync<S: Store + 'static> {
 impl<S: Store + 'static> DatabaseSync<S> {
     /// Sync of `store` as the member `member` (this daemon's principal name) on `device`.
     /// `clock` must be the hybrid clock the store's local commits are stamped with. Starts the
-    /// watcher at the log's end if it has no position yet.
+    /// watcher at the log's end if it has no position yet, after bringing the DAG to this
+    /// build's format ([`dag::migrate`]; a DAG of a newer build is refused).
     pub fn new(
         store: Arc<Watchable<S>>,
         member: impl Into<String>,
@@ -229,6 +231,7 @@ impl<S: Store + 'static> DatabaseSync<S> {
         resolver: Arc<dyn Resolver>,
         access: Arc<dyn ReadAccess>,
     ) -> Result<Self> {
+        dag::migrate(store.as_ref())?;
         watcher::start(&store, store.latest_log_seq() + 1)?;
         Ok(Self {
             store,

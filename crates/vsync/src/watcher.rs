@@ -288,10 +288,7 @@ pub(crate) fn process<S: Store + 'static>(
                 batch_id,
                 deleted,
             };
-            if dag::node(transaction, object, op.version())?.is_none() {
-                dag::add_node(transaction, object, op.version(), &node, None)?;
-            }
-            dag::move_head(transaction, object, op.version())?;
+            dag::add_head(transaction, object, op.version(), &node)?;
             outcome.records += 1;
         }
     }
@@ -365,8 +362,7 @@ pub fn adopt_existing<S: Store + 'static>(
             log_record: Some(LogRecordId { device, generation }),
             ..NewNode::default()
         };
-        dag::add_node(transaction, &object, version, &node, None)?;
-        dag::move_head(transaction, &object, version)?;
+        dag::add_head(transaction, &object, version, &node)?;
         generation += 1;
         position += 1;
     }

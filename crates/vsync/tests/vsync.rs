@@ -340,6 +340,194 @@ mod dag {
         assert_eq!(seven.objects.len(), 1);
         assert!(dag::batch(transaction.as_ref(), 9).unwrap().is_none());
     }
+
+    /// The keys under the sync prefix whose first component is `tag` (`n`: nodes kept apart
+    /// from their head; `h`: heads).
+    fn keys_tagged(reader: &dyn StoreReader, tag: &[u8]) -> Vec<Vec<u8>> {
+        use syncbase_util::keys::{self, Prefix};
+        let (start, limit) = keys::prefix_range(&keys::key_prefix(Prefix::Sync, &[tag], b""));
+        reader
+            .scan(&start, &limit)
+            .unwrap()
+            .map(|entry| entry.unwrap().0)
+            .collect()
+    }
+
+    /// A node lives in one place: an object with one version has its head key and nothing
+    /// else; when the head moves, the old head's node moves under its own key, and a link on
+    /// the head is written into the head.
+    #[test]
+    fn the_head_keeps_its_node_and_only_older_nodes_have_keys_of_their_own() {
+        let store = open_memstore();
+        let node = |parents: Vec<Version>| NewNode {
+            parents,
+            log_record: Some(LogRecordId {
+                device: 1,
+                generation: 1,
+            }),
+            batch_id: 0,
+            deleted: false,
+        };
+        let transaction = store.transaction().unwrap();
+        dag::add_head(transaction.as_ref(), b"x", Version(1), &node(vec![])).unwrap();
+        dag::insert_first_node(transaction.as_ref(), b"y", Version(7), &node(vec![])).unwrap();
+        transaction.commit().unwrap();
+        assert_eq!(keys_tagged(&store, b"n"), Vec::<Vec<u8>>::new());
+        assert_eq!(keys_tagged(&store, b"h").len(), 2);
+        assert_eq!(
+            dag::node(&store, b"x", Version(1)).unwrap().unwrap().level,
+            0
+        );
+
+        let transaction = store.transaction().unwrap();
+        dag::add_head(
+            transaction.as_ref(),
+            b"x",
+            Version(2),
+            &node(vec![Version(1)]),
+        )
+        .unwrap();
+        transaction.commit().unwrap();
+        assert_eq!(keys_tagged(&store, b"n").len(), 1);
+        assert_eq!(dag::head(&store, b"x").unwrap(), Some(Version(2)));
+        assert_eq!(
+            dag::node(&store, b"x", Version(2)).unwrap().unwrap().level,
+            1
+        );
+        assert_eq!(
+            dag::node(&store, b"x", Version(1))
+                .unwrap()
+                .unwrap()
+                .parents,
+            []
+        );
+
+        // A remote node, then a link on the head (the local side won): the head value holds it.
+        let transaction = store.transaction().unwrap();
+        dag::add_node(
+            transaction.as_ref(),
+            b"x",
+            Version(3),
+            &node(vec![Version(1)]),
+            None,
+        )
+        .unwrap();
+        dag::add_parent(transaction.as_ref(), b"x", Version(2), Version(3), None).unwrap();
+        transaction.commit().unwrap();
+        assert_eq!(keys_tagged(&store, b"n").len(), 2);
+        assert_eq!(
+            dag::node(&store, b"x", Version(2))
+                .unwrap()
+                .unwrap()
+                .parents,
+            [Version(1), Version(3)]
+        );
+        // Back to 3: its node moves into the head, 2's out.
+        let transaction = store.transaction().unwrap();
+        dag::move_head(transaction.as_ref(), b"x", Version(3)).unwrap();
+        transaction.commit().unwrap();
+        assert_eq!(keys_tagged(&store, b"n").len(), 2);
+        assert_eq!(
+            dag::ancestors(&store, b"x", &[Version(2)]).unwrap(),
+            [Version(1), Version(2), Version(3)].into_iter().collect()
+        );
+        assert_eq!(
+            dag::batch(&store, 0).unwrap().unwrap().objects.len(),
+            2,
+            "the batch is read from heads too"
+        );
+    }
+
+    /// A DAG of format 1 (every node under its own key, heads holding a version alone) reads as
+    /// it did, and `migrate` moves each head's node into the head in commits of 10,000, stamps
+    /// the format last, and does nothing the second time; a newer format is refused.
+    #[test]
+    fn a_dag_of_format_1_reads_alike_and_migrates() {
+        use syncbase_util::keys::{self, Prefix};
+        let store = open_memstore();
+        let objects = 10_050u64;
+        let object = |index: u64| format!("o{index:06}").into_bytes();
+        let transaction = store.transaction().unwrap();
+        // Format 1, as earlier builds wrote it: `n OID VERSION` → node, `h OID` → version.
+        let put_node = |object: &[u8], version: u64, node: &dag::DagNode| {
+            let key = keys::key(Prefix::Sync, &[b"n", object, &version.to_be_bytes()]);
+            syncbase_util::put_typed(transaction.as_ref(), &key, node).unwrap();
+        };
+        for index in 0..objects {
+            let root = dag::DagNode {
+                level: 0,
+                parents: vec![],
+                log_record: Some(LogRecordId {
+                    device: 9,
+                    generation: index + 1,
+                }),
+                batch_id: 0,
+                deleted: false,
+            };
+            put_node(&object(index), 1, &root);
+            let mut head = 1u64;
+            if index % 1000 == 0 {
+                let child = dag::DagNode {
+                    level: 1,
+                    parents: vec![Version(1)],
+                    batch_id: 4,
+                    deleted: true,
+                    ..root
+                };
+                put_node(&object(index), 2, &child);
+                head = 2;
+            }
+            let key = keys::key(Prefix::Sync, &[b"h", &object(index)]);
+            syncbase_util::put_typed(transaction.as_ref(), &key, &Version(head)).unwrap();
+        }
+        transaction.commit().unwrap();
+        let before: Vec<_> = (0..objects)
+            .map(|index| {
+                let head = dag::head(&store, &object(index)).unwrap().unwrap();
+                (
+                    head,
+                    dag::node(&store, &object(index), head).unwrap().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(dag::format(&store).unwrap(), 1);
+        assert_eq!(keys_tagged(&store, b"n").len(), 10_061);
+        assert_eq!(
+            dag::batch(&store, 4).unwrap().unwrap().objects.len(),
+            11,
+            "format 1 nodes read"
+        );
+
+        assert_eq!(dag::migrate(&store).unwrap(), objects);
+        assert_eq!(dag::format(&store).unwrap(), dag::DAG_FORMAT_VERSION);
+        assert_eq!(
+            keys_tagged(&store, b"n").len(),
+            11,
+            "only the replaced roots"
+        );
+        let after: Vec<_> = (0..objects)
+            .map(|index| {
+                let head = dag::head(&store, &object(index)).unwrap().unwrap();
+                (
+                    head,
+                    dag::node(&store, &object(index), head).unwrap().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(before, after);
+        assert_eq!(
+            dag::ancestors(&store, &object(1000), &[Version(2)]).unwrap(),
+            [Version(1), Version(2)].into_iter().collect()
+        );
+        assert_eq!(dag::batch(&store, 4).unwrap().unwrap().objects.len(), 11);
+        assert_eq!(dag::migrate(&store).unwrap(), 0);
+
+        let newer = keys::key(Prefix::Sync, &[b"dagfmt"]);
+        syncbase_util::put_typed(&store, &newer, &(dag::DAG_FORMAT_VERSION + 1)).unwrap();
+        let refused = dag::migrate(&store).unwrap_err();
+        assert_eq!(refused.code(), "sync.dag_invalid");
+        assert!(refused.to_string().contains("newer build"), "{refused}");
+    }
 }
 
 mod knowledge {
