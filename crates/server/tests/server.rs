@@ -846,7 +846,7 @@ fn a_root_written_by_layout_1_is_migrated_with_all_its_data() {
         service.close().unwrap();
         assert_eq!(
             std::fs::read_to_string(root.join("FORMAT")).unwrap().trim(),
-            "syncbase-layout 2"
+            "syncbase-layout 3"
         );
         for gone in ["service", "databases", "trash"] {
             assert!(!root.join(gone).exists(), "{gone} is left");
@@ -907,6 +907,11 @@ fn a_root_written_with_watchable_format_1_is_migrated_with_all_its_data() {
             );
         }
         service.close().unwrap();
+        // Layout 2 is stamped 3 (what it holds reads as it is; sync's DAG migrates when it opens).
+        assert_eq!(
+            std::fs::read_to_string(root.join("FORMAT")).unwrap().trim(),
+            "syncbase-layout 3"
+        );
     }
 }
 

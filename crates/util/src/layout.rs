@@ -14,6 +14,11 @@
 //! `ROOT/databases/<id>/` and `ROOT/trash/`. Opening such a root migrates it: each store is
 //! copied into the set and its directory then removed, so a crash at any point leaves a root the
 //! next open finishes migrating; the stamp is written last.
+//!
+//! Layout 3 is layout 2 whose databases may hold sync's DAG in its format 2 (the head keeps its
+//! node; `syncbase_vsync::dag`). Nothing moves at this level: a database's DAG is migrated when
+//! its sync opens. The stamp is there so a build of layout 2, which would misread such a head
+//! without a word, refuses the root instead.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -24,7 +29,7 @@ use syncbase_store::{Error as StoreError, MemStoreSet, Store, StoreSet, Transact
 use crate::error::Result;
 
 /// The newest layout format this build reads and writes.
-pub const LAYOUT_FORMAT_VERSION: u32 = 2;
+pub const LAYOUT_FORMAT_VERSION: u32 = 3;
 
 const FORMAT_FILE: &str = "FORMAT";
 const FORMAT_WORD: &str = "syncbase-layout";

@@ -200,9 +200,9 @@ fn the_layout_stamps_its_format_and_refuses_a_newer_one() {
     let layout = StoreLayout::open(dir.path(), &opener).unwrap();
     layout.service_store().unwrap();
     let stamp = std::fs::read_to_string(dir.path().join("FORMAT")).unwrap();
-    assert_eq!(stamp.trim(), "syncbase-layout 2");
+    assert_eq!(stamp.trim(), "syncbase-layout 3");
     StoreLayout::open(dir.path(), &opener).unwrap();
-    std::fs::write(dir.path().join("FORMAT"), "syncbase-layout 3\n").unwrap();
+    std::fs::write(dir.path().join("FORMAT"), "syncbase-layout 4\n").unwrap();
     let error = StoreLayout::open(dir.path(), &opener).unwrap_err();
     assert_eq!(error.code(), "store.format_too_new");
     assert!(error.to_string().contains("upgrade"), "{error}");
@@ -270,7 +270,7 @@ fn a_layout_1_root_is_migrated_and_an_interrupted_migration_is_finished() {
     let layout = StoreLayout::open(root, &opener).unwrap();
     assert_eq!(
         std::fs::read_to_string(root.join("FORMAT")).unwrap().trim(),
-        "syncbase-layout 2"
+        "syncbase-layout 3"
     );
     assert_eq!(layout.database_ids().unwrap(), vec![1, 42]);
     for (name, rows) in expected {
@@ -343,6 +343,6 @@ fn an_engine_that_cannot_read_layout_1_data_leaves_it_alone() {
     StoreLayout::open(root, &syncbase_util::MemoryStoreSetOpener).unwrap();
     assert_eq!(
         std::fs::read_to_string(root.join("FORMAT")).unwrap().trim(),
-        "syncbase-layout 2"
+        "syncbase-layout 3"
     );
 }

@@ -325,21 +325,6 @@ pub fn head<R: StoreReader + ?Sized>(reader: &R, object: &[u8]) -> Result<Option
     Ok(read_head(reader, object)?.map(|(version, _)| version))
 }
 
-/// The head of `object`'s DAG with its node, if it has one.
-pub fn head_node<R: StoreReader + ?Sized>(
-    reader: &R,
-    object: &[u8],
-) -> Result<Option<(Version, DagNode)>> {
-    match read_head(reader, object)? {
-        None => Ok(None),
-        Some((version, Some(node))) => Ok(Some((version, node))),
-        Some((version, None)) => Ok(Some((
-            version,
-            existing_node(reader, object, version, "head")?,
-        ))),
-    }
-}
-
 /// The DAG's format in `reader` (1: written before format stamps).
 pub fn format<R: StoreReader + ?Sized>(reader: &R) -> Result<u32> {
     Ok(get_typed(reader, &format_key())?.unwrap_or(1))
@@ -381,14 +366,19 @@ pub fn migrate<S: syncbase_store::Store + ?Sized>(store: &S) -> Result<u64> {
                 old.push((key, value));
             }
         }
-        let done = old.len() as u64;
+        let before = rewritten;
         for (key, value) in old {
             let (_, components) = keys::parse(&key)?;
             let object = components
                 .get(1)
                 .ok_or_else(|| invalid(&key, "a head key without an object"))?;
             let (version, _) = decode_head(&key, &value)?;
-            let node = existing_node(transaction.as_ref(), object, version, "head")?;
+            // A head whose node is missing stays as it is (it reads as it did).
+            let Some(node) =
+                get_typed::<DagNode, _>(transaction.as_ref(), &node_key(object, version))?
+            else {
+                continue;
+            };
             transaction.delete(&node_key(object, version))?;
             put_head(transaction.as_ref(), object, version, &node)?;
             rewritten += 1;
@@ -398,9 +388,9 @@ pub fn migrate<S: syncbase_store::Store + ?Sized>(store: &S) -> Result<u64> {
         }
         match transaction.commit() {
             // A concurrent commit met this one: the same heads again.
-            Err(syncbase_store::Error::ConcurrentTransaction) if attempts < COMMIT_ATTEMPTS => {
+            Err(syncbase_store::Error::ConcurrentTransaction) if attempts + 1 < COMMIT_ATTEMPTS => {
                 attempts += 1;
-                rewritten -= done;
+                rewritten = before;
                 continue;
             }
             outcome => outcome?,
@@ -425,8 +415,7 @@ pub fn batch<R: StoreReader + ?Sized>(reader: &R, batch_id: u64) -> Result<Optio
             && node.batch_id == batch_id
         {
             let (_, mut components) = keys::parse(&key)?;
-            info.objects
-                .insert(components.pop().unwrap_or_default(), version);
+            note_batch_member(&mut info, components.pop().unwrap_or_default(), version);
         }
     }
     let (start, limit) = keys::prefix_range(&keys::key_prefix(Prefix::Sync, &[b"n"], b""));
@@ -443,9 +432,15 @@ pub fn batch<R: StoreReader + ?Sized>(reader: &R, batch_id: u64) -> Result<Optio
             .map(|bytes| Version(u64::from_be_bytes(bytes)))
             .ok_or_else(|| invalid(&key, "a node key without a version"))?;
         let object = components.pop().unwrap_or_default();
-        info.objects.insert(object, version);
+        note_batch_member(&mut info, object, version);
     }
     Ok((!info.objects.is_empty()).then_some(info))
+}
+
+/// Notes that a batch wrote `version` of `object`: of two versions, the larger.
+fn note_batch_member(info: &mut BatchInfo, object: Vec<u8>, version: Version) {
+    let noted = info.objects.entry(object).or_insert(version);
+    *noted = (*noted).max(version);
 }
 
 fn existing_node<R: StoreReader + ?Sized>(

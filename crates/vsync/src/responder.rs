@@ -539,9 +539,9 @@ fn current_state<S: Store + 'static>(
     // Each object with its head, read by one scan of the head keys.
     let mut objects = Vec::new();
     if scope.prefix.is_empty()
-        && let Some((head, node)) = dag::head_node(reader, &collection)?
+        && let Some(head) = dag::head(reader, &collection)?
     {
-        objects.push((collection, head, Some(node)));
+        objects.push((collection, head, None));
     }
     let rows = keys::key_prefix(Prefix::Row, &[scope.collection.as_bytes()], &scope.prefix);
     let (start, limit) = keys::prefix_range(&dag::head_key_prefix(&rows));

@@ -480,6 +480,9 @@ mod dag {
             let key = keys::key(Prefix::Sync, &[b"h", &object(index)]);
             syncbase_util::put_typed(transaction.as_ref(), &key, &Version(head)).unwrap();
         }
+        // A head whose node is missing (damage): left as it is, and the rest still migrates.
+        let orphan = keys::key(Prefix::Sync, &[b"h", b"orphan"]);
+        syncbase_util::put_typed(transaction.as_ref(), &orphan, &Version(3)).unwrap();
         transaction.commit().unwrap();
         let before: Vec<_> = (0..objects)
             .map(|index| {
@@ -520,6 +523,8 @@ mod dag {
             [Version(1), Version(2)].into_iter().collect()
         );
         assert_eq!(dag::batch(&store, 4).unwrap().unwrap().objects.len(), 11);
+        assert_eq!(dag::head(&store, b"orphan").unwrap(), Some(Version(3)));
+        assert_eq!(dag::node(&store, b"orphan", Version(3)).unwrap(), None);
         assert_eq!(dag::migrate(&store).unwrap(), 0);
 
         let newer = keys::key(Prefix::Sync, &[b"dagfmt"]);
