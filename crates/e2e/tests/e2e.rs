@@ -38,6 +38,23 @@ impl Home {
         }
     }
 
+    /// A home holding what `tests/fixtures/NAME` (a tar.gz of a home's files) holds.
+    fn from_fixture(name: &str) -> Self {
+        let home = Self::new();
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name);
+        let status = Command::new("tar")
+            .arg("-xzf")
+            .arg(&fixture)
+            .arg("-C")
+            .arg(home.dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "could not extract {}", fixture.display());
+        home
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -1777,6 +1794,36 @@ fn two_daemons_sync_a_collection_both_ways_through_a_syncgroup() {
         printed.starts_with("alice:a\terror[sync.peer_unreachable]: "),
         "{printed}"
     );
+}
+
+/// Two members as a build of DAG format 1 left them (`tests/fixtures/make-dag-v1-pair.sh`, run
+/// with the build of bbf4a95): b opens with this build, its DAG migrates, and it holds what it
+/// held; a new member c joins through it and receives every row; then writes travel both ways,
+/// over heads b migrated (its own rows, rows a wrote, a replaced row and a deleted one).
+#[test]
+fn a_member_written_with_dag_format_1_migrates_and_syncs_on() {
+    let home = Home::from_fixture("dag-v1-pair.tar.gz");
+    let expected = std::fs::read_to_string(home.path("expected.txt")).unwrap();
+    assert_eq!(expected.lines().count(), 20);
+    let b = member(&home, "b", &[]);
+    assert_eq!(ok(&home.sb(&b, &["export", "notes/main/todo"])), expected);
+    let c = member(&home, "c", &[]);
+    ok(&join(&home, &c, None, "sg", &b.address));
+    assert_eq!(ok(&home.sb(&c, &["export", "notes/main/todo"])), expected);
+    ok(&home.sb(&c, &["put", "notes/main/todo", "k40", "v40 from c"]));
+    eventually_reads(&home, &b, "k40", Some("v40 from c"));
+    for (key, value) in [
+        ("k01", "v1 from b"),
+        ("k02", "v2 from b"),
+        ("k03", "v3 back from b"),
+        ("k04", "v4 again from b"),
+        ("k30", "v30 again from b"),
+    ] {
+        ok(&home.sb(&b, &["put", "notes/main/todo", key, value]));
+        eventually_reads(&home, &c, key, Some(value));
+    }
+    ok(&home.sb(&c, &["delete", "notes/main/todo", "k05"]));
+    eventually_reads(&home, &b, "k05", None);
 }
 
 #[test]

@@ -689,23 +689,16 @@ pub fn objects_with_heads<R: StoreReader + ?Sized>(
     objects_in(reader, &head_key(first), &head_key(last), most)
 }
 
-/// The objects from `first` to `last` that have any node in the DAG here (the head's node is
-/// kept with the head), as [`objects_with_heads`] (`most` counts keys, not objects).
-pub fn objects_with_nodes<R: StoreReader + ?Sized>(
+/// The objects from `first` to `last` that have a node other than their head's (one kept
+/// under its own key), as [`objects_with_heads`] (with which they are the objects with any node here).
+pub fn objects_with_older_nodes<R: StoreReader + ?Sized>(
     reader: &R,
     first: &[u8],
     last: &[u8],
     most: usize,
 ) -> Result<Option<BTreeSet<Vec<u8>>>> {
-    let Some(mut objects) = objects_with_heads(reader, first, last, most)? else {
-        return Ok(None);
-    };
     let object_key = |object: &[u8]| keys::key(Prefix::Sync, &[b"n", object]);
-    let Some(others) = objects_in(reader, &object_key(first), &object_key(last), most)? else {
-        return Ok(None);
-    };
-    objects.extend(others);
-    Ok(Some(objects))
+    objects_in(reader, &object_key(first), &object_key(last), most)
 }
 
 /// The objects (second component) of the keys from `start` to every key starting with `last`.

@@ -590,12 +590,17 @@ impl Known {
             .saturating_mul(2)
             .saturating_add(SPAN_READ_MIN);
         for (group, (first, last)) in spans(records.iter().map(|sent| &sent.record.object[..])) {
-            if let Some(heads) = dag::objects_with_heads(reader, first, last, most)? {
-                known.heads.insert(group.to_vec(), heads);
+            let Some(heads) = dag::objects_with_heads(reader, first, last, most)? else {
+                continue;
+            };
+            // A head's node is kept with it: objects with nodes are those with heads and those
+            // with older nodes.
+            if let Some(older) = dag::objects_with_older_nodes(reader, first, last, most)? {
+                known
+                    .nodes
+                    .insert(group.to_vec(), heads.union(&older).cloned().collect());
             }
-            if let Some(nodes) = dag::objects_with_nodes(reader, first, last, most)? {
-                known.nodes.insert(group.to_vec(), nodes);
-            }
+            known.heads.insert(group.to_vec(), heads);
         }
         let mut ranges: HashMap<u64, (u64, u64)> = HashMap::new();
         for sent in records {
