@@ -96,8 +96,12 @@ impl Database {
                 seq + 1
             }
             WatchStart::Initial => {
+                // The marker is a published position (read before the snapshot): an entry the
+                // snapshot holds beyond it comes again as a change, never a position that is
+                // not yet durable.
+                let published = store.latest_log_seq();
                 let snapshot = store.versioned_snapshot()?;
-                let position = snapshot.log_position()?;
+                let position = snapshot.log_position()?.min(published);
                 let (start, limit) = keys::prefix_range(&Prefix::Row.as_key());
                 initial = Some(Box::new(InitialState {
                     snapshot,
@@ -224,6 +228,9 @@ impl Watcher {
                 return Ok(Some(batch));
             }
         }
+        // Only published entries are read (read before the snapshot, which holds them all): an
+        // entry of a commit that skipped the disk sync waits until a later one is published.
+        let published = self.database.store().latest_log_seq();
         let snapshot = self.database.store().versioned_snapshot()?;
         if snapshot.log_start()? > self.next_seq {
             // Pruning passed this watch while it was behind: it cannot go on without a gap.
@@ -236,6 +243,9 @@ impl Watcher {
             }
             for entry in entries {
                 let seq = entry.seq;
+                if seq > published {
+                    return Ok(None);
+                }
                 // Past this entry only once its changes are in hand: after an error, the next
                 // call reads it again, so no commit is skipped.
                 let changes = self.visible_changes(&snapshot, entry)?;

@@ -1351,6 +1351,48 @@ fn collection_record(name: &str) -> Vec<u8> {
 /// A watch hides rows only from a caller who may not read their collection: a collection record
 /// that cannot be read or decoded fails the initial state with its own error, and once it reads
 /// again, every row arrives.
+/// A commit that skipped the disk sync (a part of a delta before its last) reaches a watch
+/// only once a later commit is published, and a watch's initial state never hands out its
+/// position as a marker: every marker a client holds is durable.
+#[test]
+fn a_watch_learns_of_a_commit_that_skipped_the_disk_sync_with_the_next_published_one() {
+    use syncbase_store::{Origin, StoreWriter, Transaction};
+    let fixture = populated();
+    let database = fixture.service.database(&alice(), &db_path()).unwrap();
+    let mut from_now = database.watch(&alice(), &WatchStart::Now).unwrap();
+    let path = db_path();
+    let store = syncbase_vsync::service::DataModel::open_for_sync(
+        &fixture.service,
+        &path.app,
+        &path.database,
+    )
+    .unwrap();
+    let relaxed = store
+        .begin(Origin {
+            from_sync: true,
+            ..Origin::default()
+        })
+        .unwrap();
+    relaxed.put(&keys::row("todo", b"part"), b"1").unwrap();
+    relaxed.skip_disk_sync();
+    relaxed.commit().unwrap();
+    assert_eq!(database.get(&alice(), "todo", "part", None).unwrap(), b"1");
+    assert!(from_now.next_batch().unwrap().is_none());
+    let mut initial = database.watch(&alice(), &WatchStart::Initial).unwrap();
+    let state = initial.next_batch().unwrap().unwrap();
+    assert!(state.iter().any(|change| change.key == "part"));
+    let marker = state.last().unwrap().marker.clone();
+    assert_eq!(marker.parse::<u64>().unwrap(), store.latest_log_seq());
+
+    database.put(&alice(), "todo", "after", b"2", None).unwrap();
+    let first = from_now.next_batch().unwrap().unwrap();
+    assert_eq!((first[0].key.as_str(), first[0].from_sync), ("part", true));
+    let second = from_now.next_batch().unwrap().unwrap();
+    assert_eq!(second[0].key, "after");
+    // The initial state showed the row; its change comes again after the marker.
+    assert_eq!(initial.next_batch().unwrap().unwrap(), first);
+}
+
 #[test]
 fn an_unreadable_collection_record_fails_the_initial_state_of_a_watch() {
     let (fixture, set) = faulty();

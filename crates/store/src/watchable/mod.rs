@@ -261,6 +261,7 @@ impl<S: Store + 'static> Watchable<S> {
                 holder: options.holder,
                 pruner: options.pruner,
                 next_seq: AtomicU64::new(last_seq + 1),
+
                 notifier: LogNotifier::new(last_seq),
                 log_start: AtomicU64::new(log_start),
                 prune_queued: AtomicBool::new(false),
@@ -285,6 +286,7 @@ impl<S: Store + 'static> Watchable<S> {
             inner: Arc::from(self.shared.store.transaction()?),
             pending: Mutex::new(Pending::default()),
             origin,
+            relaxed: AtomicBool::new(false),
         })
     }
 
@@ -695,6 +697,8 @@ pub struct WatchableTransaction<S: Store + 'static> {
     inner: Arc<dyn Transaction>,
     pending: Mutex<Pending>,
     origin: Origin,
+    /// Whether the commit skips the disk sync ([`Transaction::skip_disk_sync`]).
+    relaxed: AtomicBool,
 }
 
 impl<S: Store + 'static> WatchableTransaction<S> {
@@ -1255,9 +1259,15 @@ impl<S: Store + 'static> Transaction for WatchableTransaction<S> {
         } else {
             let (hook, assigned) = self.log_entry_hook(pending, outer);
             self.inner.commit_with_hook(Some(hook))?;
-            self.shared
-                .notifier
-                .publish(assigned.load(Ordering::SeqCst));
+            // A commit that skipped the disk sync is not published: readers of the log (watch
+            // streams, resume markers) learn of its entry with the next published one, whose
+            // commit, reaching the disk after it, made it durable. So no reader holds a
+            // position a machine crash could hand out again.
+            if !self.relaxed.load(Ordering::SeqCst) {
+                self.shared
+                    .notifier
+                    .publish(assigned.load(Ordering::SeqCst));
+            }
         }
         if pins_changed {
             self.shared.prune_stalled.store(false, Ordering::SeqCst);
@@ -1270,7 +1280,10 @@ impl<S: Store + 'static> Transaction for WatchableTransaction<S> {
         self.inner.abort()
     }
 
+    /// Also keeps the commit's log entry from readers of the log until a later commit with a
+    /// log entry publishes its own (the store's current state shows the changes at once).
     fn skip_disk_sync(&self) {
+        self.relaxed.store(true, Ordering::SeqCst);
         self.inner.skip_disk_sync();
     }
 }

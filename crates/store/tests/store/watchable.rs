@@ -511,3 +511,38 @@ fn log_operations_encode_their_keys_as_the_plain_byte_vectors_they_were() {
         assert_eq!(stored, postcard::to_stdvec(&(key.to_vec(), 8u64)).unwrap());
     }
 }
+
+/// A commit that skips the disk sync is not published: its entry is in the log, but readers
+/// of the log's end (the notifier, `latest_log_seq`, a transaction's settled part) learn of it
+/// only with the next commit that waits for the disk, which makes it durable.
+#[test]
+fn a_commit_that_skips_the_disk_sync_is_published_with_the_next_durable_one() {
+    let (store, _) = open();
+    store.put(b"r/a", b"0").unwrap();
+    let base = store.latest_log_seq();
+    let relaxed = store.begin(synced()).unwrap();
+    relaxed.put(b"r/b", b"1").unwrap();
+    relaxed.skip_disk_sync();
+    relaxed.commit().unwrap();
+    assert_eq!(store.latest_log_seq(), base);
+    assert_eq!(store.get(b"r/b").unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(store.log_entries(base + 1, 10).unwrap().len(), 1);
+    let reader = store.begin(Origin::default()).unwrap();
+    assert!(reader.log_entries_seen(base + 1, 10).unwrap().is_empty());
+    assert_eq!(
+        store
+            .notifier()
+            .wait_after_blocking(base, Duration::from_millis(1)),
+        None
+    );
+    // A commit without a log entry publishes nothing either.
+    store.put(b"s/unmanaged", b"2").unwrap();
+    assert_eq!(store.latest_log_seq(), base);
+    store.put(b"r/c", b"3").unwrap();
+    assert_eq!(store.latest_log_seq(), base + 2);
+    let entries = store.log_entries(base + 1, 10).unwrap();
+    assert_eq!(
+        entries.iter().map(|entry| entry.seq).collect::<Vec<_>>(),
+        [base + 1, base + 2]
+    );
+}
