@@ -98,6 +98,19 @@ pub struct NewNode {
     pub deleted: bool,
 }
 
+impl NewNode {
+    /// Its node, at `level` in the DAG.
+    fn at_level(&self, level: u64) -> DagNode {
+        DagNode {
+            level,
+            parents: self.parents.clone(),
+            log_record: self.log_record,
+            batch_id: self.batch_id,
+            deleted: self.deleted,
+        }
+    }
+}
+
 /// The objects (and their versions) one batch wrote, as far as the DAG still holds them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchInfo {
@@ -537,13 +550,7 @@ pub fn insert_node<T: StoreReader + StoreWriter + ?Sized>(
         .map(|(_, level)| level + 1)
         .max()
         .unwrap_or(0);
-    let node = DagNode {
-        level,
-        parents: new.parents.clone(),
-        log_record: new.log_record,
-        batch_id: new.batch_id,
-        deleted: new.deleted,
-    };
+    let node = new.at_level(level);
     put_typed_owned(transaction, node_key(object, version), &node)?;
     if let Some(graft) = graft {
         let info = graft.object(transaction, object)?;
@@ -668,13 +675,7 @@ pub fn add_head<T: StoreReader + StoreWriter + ?Sized>(
         };
         level = level.max(parent_level + 1);
     }
-    let node = DagNode {
-        level,
-        parents: new.parents.clone(),
-        log_record: new.log_record,
-        batch_id: new.batch_id,
-        deleted: new.deleted,
-    };
+    let node = new.at_level(level);
     replace_head(transaction, object, old, version, &node)
 }
 
@@ -734,13 +735,7 @@ pub fn insert_first_node<W: StoreWriter + ?Sized>(
             format!("version {} is a first node with parents", version.0),
         ));
     }
-    let node = DagNode {
-        level: 0,
-        parents: Vec::new(),
-        log_record: new.log_record,
-        batch_id: new.batch_id,
-        deleted: new.deleted,
-    };
+    let node = new.at_level(0);
     put_head(writer, object, version, &node)
 }
 

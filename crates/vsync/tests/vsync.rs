@@ -484,15 +484,16 @@ mod dag {
         let orphan = keys::key(Prefix::Sync, &[b"h", b"orphan"]);
         syncbase_util::put_typed(transaction.as_ref(), &orphan, &Version(3)).unwrap();
         transaction.commit().unwrap();
-        let before: Vec<_> = (0..objects)
-            .map(|index| {
-                let head = dag::head(&store, &object(index)).unwrap().unwrap();
-                (
-                    head,
-                    dag::node(&store, &object(index), head).unwrap().unwrap(),
-                )
-            })
-            .collect();
+        let heads_and_nodes = || -> Vec<_> {
+            (0..objects)
+                .map(|index| {
+                    let head = dag::head(&store, &object(index)).unwrap().unwrap();
+                    let node = dag::node(&store, &object(index), head).unwrap().unwrap();
+                    (head, node)
+                })
+                .collect()
+        };
+        let before = heads_and_nodes();
         assert_eq!(dag::format(&store).unwrap(), 1);
         assert_eq!(keys_tagged(&store, b"n").len(), 10_061);
         assert_eq!(
@@ -508,15 +509,7 @@ mod dag {
             11,
             "only the replaced roots"
         );
-        let after: Vec<_> = (0..objects)
-            .map(|index| {
-                let head = dag::head(&store, &object(index)).unwrap().unwrap();
-                (
-                    head,
-                    dag::node(&store, &object(index), head).unwrap().unwrap(),
-                )
-            })
-            .collect();
+        let after = heads_and_nodes();
         assert_eq!(before, after);
         assert_eq!(
             dag::ancestors(&store, &object(1000), &[Version(2)]).unwrap(),
